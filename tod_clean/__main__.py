@@ -1,0 +1,3 @@
+from tod_clean.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""The ``tod-clean`` command line: a thin Typer layer over the core functions.
+
+Commands parse options, build a config, call the core and render results with rich. Progress and messages
+go to standard error, so standard output carries only data (CSV scores, filtered rows) for pipelines.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tod_clean import __version__
+from tod_clean.errors import TodCleanError
+from tod_clean.progress import NullProgress
+from tod_clean.progress import Progress as ProgressSink
+
+console = Console(stderr=True)
+app = typer.Typer(
+    name="tod-clean",
+    help="Find harmful and mislabeled training rows with turn-over dropout (Kobayashi et al., 2020).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def handle_errors(command: F) -> F:
+    """Print user mistakes as one red line and exit 1; leave tracebacks to real bugs."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TodCleanError as error:
+            raise fail(str(error)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted") from None
+        except BrokenPipeError:
+            # The reader of our stdout went away (e.g. `| head`): not an error of ours.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup(quiet: bool) -> None:
+    """Quiet third-party chatter; route the core's log to stderr unless --quiet."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    root = logging.getLogger("tod_clean")
+    root.handlers[:] = []
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.addHandler(RichHandler(console=console, show_path=False, show_time=False, markup=False))
+    root.propagate = False
+
+
+class RichProgress:
+    """The core's progress interface rendered as a rich bar on stderr (fields such as loss shown)."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def start(self, description: str, total: int) -> None:
+        self.finish()
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, info="")
+
+    def advance(self, steps: int = 1, **fields: float) -> None:
+        if self._bar is None:
+            return
+        info = "  ".join(f"{name.replace('_per_s', '/s')} {value:.4g}" for name, value in fields.items())
+        self._bar.update(self._task, advance=steps, info=info)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def progress_for(quiet: bool) -> ProgressSink:
+    return NullProgress() if quiet else RichProgress()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tod-clean {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Turn-over dropout data cleansing for Hugging Face text classifiers."""
+
+
+def main() -> None:
+    app()
+
+
+# Each subcommand lives in its own module and registers itself on ``app``.
+from tod_clean.cli import filter, score, train  # noqa: E402, F401, A004

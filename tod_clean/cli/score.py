@@ -1,0 +1,78 @@
+"""``tod-clean score``: per-instance influence and label-error signals of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.data import STDIN, format_of, read_table, write_frame
+from tod_clean.rundir import RunDir
+
+
+@app.command("score")
+@handle_errors
+def score_command(
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path("tod-run"),
+    val: Annotated[
+        str | None, typer.Option(help="Validation data: adds the influence of each training row on it.")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write scores here (.csv .parquet .jsonl), or - for CSV on stdout.")
+    ] = None,
+    train: Annotated[
+        str | None, typer.Option(help="The training file, if it moved (must be unchanged: sha256 is checked).")
+    ] = None,
+    matrix: Annotated[
+        Path | None, typer.Option(help="Also write the train x validation influence matrix (float32 .npy).")
+    ] = None,
+    val_text_col: Annotated[str | None, typer.Option(help="Text column of --val (default: training's).")] = None,
+    val_text_pair_col: Annotated[str | None, typer.Option(help="Second text column of --val.")] = None,
+    val_label_col: Annotated[str | None, typer.Option(help="Label column of --val (default: training's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Score every training row; save the scores in the run directory (and to --out)."""
+    setup(quiet)
+    from tod_clean import score as core
+
+    run_dir = RunDir(run)
+    info = run_dir.read_complete_info()
+    if out is not None and out != STDIN:
+        format_of(out)  # refuse an unsupported extension before the work
+    train_table = read_table(train or info.train_file.path)
+    val_table = read_table(val) if val is not None else None
+    columns = info.train.columns
+    val_columns = DataColumns(
+        text_col=val_text_col or columns.text_col,
+        text_pair_col=val_text_pair_col or columns.text_pair_col,
+        label_col=val_label_col or columns.label_col,
+    )
+    result = core.score_run(
+        run_dir,
+        train_table,
+        val_table=val_table,
+        val_columns=val_columns,
+        config=ScoreConfig(batch_size=batch_size),
+        device=device,
+        matrix_path=matrix,
+        progress=progress_for(quiet),
+    )
+    core.save_scores(run_dir, result)
+    if out is not None:
+        write_frame(result.frame, out)
+    if not quiet:
+        by = result.meta["rank_by"]
+        top = result.frame.sort_values("rank").head(5)
+        shown = ", ".join(str(v) for v in (top["id"] if "id" in top else top["row"]))
+        console.print(
+            f"scored {len(result.frame)} training rows"
+            + (f" on {result.meta['val_rows']} validation rows" if val_table is not None else "")
+            + f"; ranked by {by}; first to drop: {shown}"
+            + (f" -> {out}" if out not in (None, STDIN) else ""),
+            highlight=False,
+        )

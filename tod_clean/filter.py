@@ -1,0 +1,123 @@
+"""Ranking training rows by a score column and choosing the rows to drop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from tod_clean.data import Table, check_ids, format_of, label_key
+from tod_clean.errors import ConfigError, InputError, RunDirError
+from tod_clean.rundir import RunInfo
+
+# Which end of each score column marks a row to remove.
+WORSE_WHEN_LOWER = ("influence", "hidden_prob", "full_prob")
+WORSE_WHEN_HIGHER = ("self_influence", "hidden_loss", "full_loss", "exposed_loss")
+SIGNALS = WORSE_WHEN_LOWER + WORSE_WHEN_HIGHER
+
+# The label-error signal used when no validation set was scored (chosen in BENCHMARKS.md).
+DEFAULT_SELF_SIGNAL = "full_loss"
+
+
+def default_signal(columns: list[str]) -> str:
+    """``influence`` when a validation set was scored, else the default label-error signal."""
+    for name in ("influence", DEFAULT_SELF_SIGNAL, "full_loss"):
+        if name in columns:
+            return name
+    raise ConfigError(f"no score column to filter by; columns found: {', '.join(columns)}")
+
+
+def check_scores(scores: np.ndarray, by: str, source: str) -> None:
+    """Refuse NaN or infinite scores, naming the first bad row."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise InputError(f"{source}: row {bad[0]}, column {by!r}: score is {scores[bad[0]]}, expected a finite number")
+
+
+def worst_first(scores: np.ndarray, by: str) -> np.ndarray:
+    """Row indices ordered from the first row to drop to the last; ties keep row order."""
+    if by not in SIGNALS:
+        raise ConfigError(f"cannot rank by {by!r}; choose one of: {', '.join(SIGNALS)}")
+    keys = scores if by in WORSE_WHEN_LOWER else -scores
+    return np.argsort(keys, kind="stable")
+
+
+def drop_count_for(num_rows: int, fraction: float) -> int:
+    """Rows dropped by a fraction: rounded half up, so 1% of 250 rows is 3."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"--drop must be a fraction between 0 and 1 (exclusive), got {fraction}")
+    return min(num_rows, math.floor(fraction * num_rows + 0.5))
+
+
+def rows_to_drop(
+    scores: np.ndarray,
+    *,
+    by: str,
+    fraction: float | None = None,
+    count: int | None = None,
+    threshold: float | None = None,
+) -> np.ndarray:
+    """Sorted indices of the rows to drop, by exactly one of a fraction, a count or a threshold.
+
+    ``scores`` is float ``[N]``. With a threshold, rows strictly beyond it are dropped: below it for
+    columns where lower is worse (``influence``), above it for the others.
+    """
+    given = [name for name, value in (("--drop", fraction), ("--drop-count", count), ("--threshold", threshold))
+             if value is not None]
+    if len(given) != 1:
+        raise ConfigError(f"give exactly one of --drop, --drop-count, --threshold (got {', '.join(given) or 'none'})")
+    order = worst_first(scores, by)
+    if threshold is not None:
+        beyond = scores < threshold if by in WORSE_WHEN_LOWER else scores > threshold
+        return np.sort(np.flatnonzero(beyond))
+    if fraction is not None:
+        count = drop_count_for(len(scores), fraction)
+    assert count is not None
+    if not 0 <= count <= len(scores):
+        raise ConfigError(f"--drop-count must be between 0 and the number of rows ({len(scores)}), got {count}")
+    return np.sort(order[:count])
+
+
+def match_scores(table: Table, scores: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
+    """Scores aligned to the rows of ``table`` (one score row per table row, same order).
+
+    The unchanged training file matches by row number. A changed file (reordered, filtered, or with rows
+    added) matches by id when the run was trained with an id column; otherwise it is refused.
+    """
+    if table.sha256 == info.train_file.sha256:
+        by_row = scores.set_index("row", drop=False).sort_index()
+        if len(by_row) != len(table) or not np.array_equal(by_row.index.to_numpy(), np.arange(len(table))):
+            raise InputError(
+                f"the scores hold {len(scores)} rows but {table.source} has {len(table)}; score the run again"
+            )
+        return by_row.reset_index(drop=True)
+    id_col = info.id_col
+    if id_col is None or "id" not in scores.columns:
+        raise RunDirError(
+            f"{table.source}: differs from the file the run was trained on ({info.train_file.path}); rows can be "
+            "matched only in that unchanged file, or by id when the run was trained with --id-col"
+        )
+    position = {label_key(value): index for index, value in enumerate(scores["id"])}
+    rows = []
+    for row, value in enumerate(check_ids(table, id_col)):
+        index = position.get(label_key(value))
+        if index is None:
+            raise InputError(f"{table.where(row)}, column {id_col!r}: id {value!r} has no score in this run")
+        rows.append(index)
+    return scores.iloc[rows].reset_index(drop=True)
+
+
+def read_scores(path: str) -> pd.DataFrame:
+    """A scores file written by ``score --out`` (CSV, TSV, JSON Lines or Parquet)."""
+    fmt = format_of(path)
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        if fmt in ("csv", "tsv"):
+            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
+        return pd.read_json(path, lines=fmt == "jsonl")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path}: cannot read scores ({error})") from None

@@ -1,0 +1,92 @@
+"""Training and validation instances: texts, label ids and instance keys taken from a validated table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tod_clean.config import DataColumns
+from tod_clean.data import Table, check_ids, check_labels, check_texts, label_names_of
+from tod_clean.errors import InputError
+from tod_clean.masks import key_from_id
+
+
+@dataclass
+class Instances:
+    """N rows ready for the model.
+
+    ``labels``: int64 ``[N]`` class indices into the run's label list (-1 where the table has no labels);
+    ``instance_keys``: int64 ``[N]`` the row number, or a hash of the id column's value;
+    ``ids``: the id column's values, if one was given.
+    """
+
+    texts: list[str]
+    text_pairs: list[str] | None
+    labels: np.ndarray
+    instance_keys: np.ndarray
+    ids: list[Any] | None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def instance_keys_of(table: Table, id_col: str | None) -> tuple[np.ndarray, list[Any] | None]:
+    """Instance keys ``[N]`` int64: row numbers, or stable hashes of a unique id column."""
+    if id_col is None:
+        return np.arange(len(table), dtype=np.int64), None
+    ids = check_ids(table, id_col)
+    return np.array([key_from_id(value) for value in ids], dtype=np.int64), ids
+
+
+def label_ids(table: Table, column: str, label_names: Sequence[Any]) -> np.ndarray:
+    """Class indices of a label column, refusing labels the training data did not have."""
+    index = {str(name): position for position, name in enumerate(label_names)}
+    keys = check_labels(table, column)
+    for row, key in enumerate(keys):
+        if key not in index:
+            known = ", ".join(str(name) for name in label_names)
+            raise InputError(
+                f"{table.where(row)}, column {column!r}: label {key!r} was not in the training data "
+                f"(labels: {known})"
+            )
+    return np.array([index[key] for key in keys], dtype=np.int64)
+
+
+def training_labels(table: Table, column: str) -> list[Any]:
+    """The sorted label names of a training table; at least two classes are required."""
+    names = label_names_of(check_labels(table, column))
+    if len(names) < 2:
+        raise InputError(
+            f"{table.source}, column {column!r}: found only one label ({names[0]!r}); a classifier needs two or more"
+        )
+    return [int(name) if name.lstrip("-").isdigit() else name for name in names]
+
+
+def instances_from_table(
+    table: Table,
+    columns: DataColumns,
+    label_names: Sequence[Any] | None,
+    *,
+    with_keys: bool = True,
+) -> Instances:
+    """Validate the text, pair, label and id columns of ``table`` and build its instances.
+
+    With ``label_names=None`` the table has no labels to read (``labels`` is all -1).
+    """
+    table.require_columns([columns.text_col, columns.text_pair_col])
+    if label_names is not None:
+        table.require_columns([columns.label_col])
+    texts = check_texts(table, columns.text_col)
+    pairs = check_texts(table, columns.text_pair_col) if columns.text_pair_col else None
+    if label_names is None:
+        labels = np.full(len(table), -1, dtype=np.int64)
+    else:
+        labels = label_ids(table, columns.label_col, label_names)
+    if with_keys:
+        keys, ids = instance_keys_of(table, columns.id_col)
+    else:
+        keys, ids = np.arange(len(table), dtype=np.int64), None
+    return Instances(texts, pairs, labels, keys, ids)

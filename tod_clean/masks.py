@@ -1,0 +1,111 @@
+"""Instance masks for turn-over dropout, generated from an integer hash (no storage).
+
+Every training instance z_i owns a binary mask m(z_i) over the units of each mask site. The mask is a
+pure function of ``(mask_seed, instance_key, site, unit)``: a counter-based hash evaluated on the fly, so
+nothing is stored (O(1) memory) and the same key gives the same mask on every device and in every run.
+
+All arithmetic is done on 32-bit values held in int64 tensors, and no intermediate exceeds 2**49, so the
+result is exact (bit-identical) on CPU and GPU: no floating point and no signed overflow is involved.
+
+Scaling follows inverted dropout with the true keep probability ``p``: the *exposed* sub-network multiplies
+kept units by ``1/p`` and the *hidden* sub-network (the flipped mask) multiplies the other units by
+``1/(1-p)``, so both are unbiased estimates of the full network's activations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN32 = 0x9E3779B9
+
+
+class MaskMode(str, Enum):
+    """Which network a forward pass runs."""
+
+    FULL = "full"  # no instance mask at all
+    EXPOSED = "exposed"  # the units m(z_i) that trained on z_i, scaled by 1/p
+    HIDDEN = "hidden"  # the flipped units 1 - m(z_i) that never saw z_i, scaled by 1/(1-p)
+
+
+def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
+    """``(x * constant) mod 2**32`` for ``x`` in [0, 2**32), without ever exceeding 2**49."""
+    low = constant & 0xFFFF
+    high = constant >> 16
+    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit finaliser with strong avalanche ("lowbias32", C. Wellons)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def key_state(mask_seed: int, instance_keys: torch.Tensor, site: int) -> torch.Tensor:
+    """Hash state of each (seed, key, site): int64 tensor of shape ``[B]`` with values in [0, 2**32)."""
+    keys = instance_keys.to(torch.int64)
+    key_low = keys & _MASK32
+    key_high = (keys >> 32) & _MASK32  # arithmetic shift, then the mask keeps the right 32 bits
+    state = torch.full_like(keys, (mask_seed & _MASK32) ^ _GOLDEN32)
+    state = _mix32(state)
+    state = _mix32(state ^ key_high)
+    state = _mix32(state ^ key_low)
+    return _mix32(state ^ (site & _MASK32))
+
+
+def unit_hash(mask_seed: int, instance_keys: torch.Tensor, site: int, num_units: int) -> torch.Tensor:
+    """Uniform 32-bit hash of every (key, unit): int64 tensor ``[B, num_units]`` in [0, 2**32)."""
+    state = key_state(mask_seed, instance_keys, site)
+    units = torch.arange(num_units, dtype=torch.int64, device=instance_keys.device)
+    mixed = _mix32(state[:, None] ^ units[None, :])
+    return _mix32(mixed ^ _GOLDEN32)
+
+
+def keep_threshold(keep_prob: float) -> int:
+    """The integer threshold below which a unit's hash means "kept" (exposed)."""
+    return int(round(keep_prob * 2**32))
+
+
+def instance_masks(
+    mask_seed: int, instance_keys: torch.Tensor, site: int, num_units: int, keep_prob: float
+) -> torch.Tensor:
+    """Exposed-unit masks m(z_i): bool tensor ``[B, num_units]``, True where unit is kept for instance.
+
+    ``instance_keys`` is an int64 tensor ``[B]``. Each unit is kept with probability ``keep_prob``,
+    independently across units, sites and keys.
+    """
+    return unit_hash(mask_seed, instance_keys, site, num_units) < keep_threshold(keep_prob)
+
+
+def apply_mask(
+    activations: torch.Tensor,
+    exposed_mask: torch.Tensor,
+    mode: MaskMode,
+    keep_prob: float,
+) -> torch.Tensor:
+    """Apply the exposed or hidden sub-network to ``activations`` of shape ``[B, ..., U]``.
+
+    ``exposed_mask`` is bool ``[B, U]`` and is broadcast over the middle (token) dimensions.
+    """
+    if mode is MaskMode.FULL:
+        return activations
+    shape = (exposed_mask.shape[0],) + (1,) * (activations.dim() - 2) + (exposed_mask.shape[1],)
+    mask = exposed_mask.view(shape)
+    if mode is MaskMode.HIDDEN:
+        mask = ~mask
+        scale = 1.0 / (1.0 - keep_prob)
+    else:
+        scale = 1.0 / keep_prob
+    return activations * (mask.to(activations.dtype) * scale)
+
+
+def key_from_id(value: object) -> int:
+    """A stable signed 64-bit instance key for an id value (its text form, hashed with BLAKE2b)."""
+    digest = hashlib.blake2b(str(value).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)

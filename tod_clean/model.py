@@ -1,0 +1,392 @@
+"""The classifier: a Hugging Face encoder, a pooled head, and instance-mask hooks placed by scope.
+
+Architecture::
+
+    encoder -> pool (mean or CLS) -> head_dense -> tanh -> [head mask] -> classifier
+
+Scopes (where instance masks sit; every scope but ``none`` includes the head mask):
+
+- ``none``      no instance masks: an ordinary fine-tune (the baseline, and the retraining step).
+- ``head``      the head's hidden units only; the encoder is shared by all instances.
+- ``layers:K``  also the outputs of the top K encoder layers (one mask per hidden dimension, shared by all
+                tokens of a row).
+- ``ffn:K``     also the feed-forward intermediate units of the top K layers, so the weights that feed and
+                read a hidden unit get exactly zero gradient from the instance.
+
+Masks attach with forward hooks on modules found by shape (the repeated layer list, and the feed-forward
+output projection inside each layer), so BERT, RoBERTa, DistilBERT, ELECTRA and DeBERTa-style encoders all
+work without per-architecture code. The model's own dropout stays where the model has it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tod_clean.errors import ConfigError
+from tod_clean.masks import MaskMode, apply_mask, instance_masks
+
+HEAD_SITE = 0
+LAYER_SITE_BASE = 1000
+FFN_SITE_BASE = 2000
+
+SCOPE_KINDS = ("none", "head", "layers", "ffn")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where the instance masks sit: ``kind`` in SCOPE_KINDS and ``depth`` = K top layers (0 for head/none)."""
+
+    kind: str
+    depth: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        """Parse ``none``, ``head``, ``layers:K`` or ``ffn:K``."""
+        name, _, depth_text = text.strip().partition(":")
+        if name not in SCOPE_KINDS:
+            raise ConfigError(
+                f"scope {text!r} is not one of: none, head, layers:K, ffn:K (K = number of top layers)"
+            )
+        if name in ("none", "head"):
+            if depth_text:
+                raise ConfigError(f"scope {text!r}: {name!r} takes no layer count")
+            return cls(name, 0)
+        if not depth_text.isdigit() or int(depth_text) < 1:
+            raise ConfigError(f"scope {text!r}: write {name}:K with K a positive number of top layers")
+        return cls(name, int(depth_text))
+
+    def __str__(self) -> str:
+        return self.kind if self.kind in ("none", "head") else f"{self.kind}:{self.depth}"
+
+    @property
+    def masked(self) -> bool:
+        return self.kind != "none"
+
+
+def _config_int(config: Any, *names: str) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ConfigError(f"the encoder config has none of {names}; this architecture is not supported")
+
+
+def hidden_size_of(encoder: nn.Module) -> int:
+    return _config_int(encoder.config, "hidden_size", "dim", "d_model")
+
+
+def find_layer_list(encoder: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """The encoder's repeated transformer blocks: ``(parent module, attribute name, the ModuleList)``."""
+    num_layers = _config_int(encoder.config, "num_hidden_layers", "n_layers", "num_layers")
+    candidates = []
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            candidates.append((name, module))
+    if not candidates:
+        raise ConfigError(
+            f"could not find the {num_layers} transformer layers in {type(encoder).__name__}; "
+            "use scope 'head' or 'none' with this architecture"
+        )
+    name, layers = min(candidates, key=lambda item: item[0].count("."))
+    parent_name, _, attribute = name.rpartition(".")
+    parent = encoder.get_submodule(parent_name) if parent_name else encoder
+    return parent, attribute, layers
+
+
+def find_ffn_output(layer: nn.Module, hidden_size: int, intermediate_size: int) -> nn.Linear:
+    """The linear layer that reads the feed-forward intermediate units (intermediate -> hidden)."""
+    matches = [
+        module
+        for module in layer.modules()
+        if isinstance(module, nn.Linear)
+        and module.in_features == intermediate_size
+        and module.out_features == hidden_size
+    ]
+    if len(matches) != 1:
+        raise ConfigError(
+            f"found {len(matches)} feed-forward output projections ({intermediate_size} -> {hidden_size}) "
+            f"in {type(layer).__name__}, expected 1; use scope 'layers:K' or 'head' with this architecture"
+        )
+    return matches[0]
+
+
+class _StopForward(Exception):
+    """Raised by a capture hook to end a forward pass once the wanted activations are in hand."""
+
+
+@dataclass
+class MaskState:
+    """The instance keys and mode of the forward pass in flight, read by every mask hook.
+
+    ``keys`` holds the distinct instance keys ``[n]`` and ``rows`` maps each batch row to one of them
+    ``[B]``, so a batch that pairs n training instances with many validation rows hashes n masks, not B.
+    """
+
+    mode: MaskMode = MaskMode.FULL
+    keys: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.cache: dict[int, torch.Tensor] = {}
+
+
+class TodClassifier(nn.Module):
+    """Encoder + pooled classification head with turn-over-dropout instance masks.
+
+    ``forward`` returns logits ``[B, num_labels]`` (float32). Pass ``instance_keys`` (int64 ``[B]``) and a
+    ``mode`` to run the exposed or hidden sub-network of each row's instance; with no keys, or with
+    ``MaskMode.FULL``, the full network runs with no instance mask.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_labels: int,
+        *,
+        scope: Scope,
+        keep_prob: float,
+        mask_seed: int,
+        pooling: str = "mean",
+        head_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.scope = scope
+        self.keep_prob = keep_prob
+        self.mask_seed = mask_seed
+        self.pooling = pooling
+        hidden = hidden_size_of(encoder)
+        head_dim = head_dim or hidden
+        self.head_dense = nn.Linear(hidden, head_dim)
+        self.head_act = nn.Tanh()
+        self.classifier = nn.Linear(head_dim, num_labels)
+        self._state = MaskState()
+        # A tuple, so these references to modules inside the encoder are not registered twice.
+        self._layer_ref = find_layer_list(encoder)
+        self.num_layers = len(self._layers)
+        if scope.depth > self.num_layers:
+            raise ConfigError(
+                f"scope {scope} asks for {scope.depth} top layers but the encoder has {self.num_layers}"
+            )
+        self.masked_layers = list(range(self.num_layers - scope.depth, self.num_layers))
+        self._install_hooks(hidden)
+
+    @property
+    def _layer_parent(self) -> nn.Module:
+        return self._layer_ref[0]
+
+    @property
+    def _layer_attr(self) -> str:
+        return self._layer_ref[1]
+
+    @property
+    def _layers(self) -> nn.ModuleList:
+        return self._layer_ref[2]
+
+    # ----------------------------------------------------------------------------------------------
+    # mask hooks
+
+    def _install_hooks(self, hidden: int) -> None:
+        if self.scope.kind == "layers":
+            # A layer's output is masked where the next layer reads it (after any architecture-specific
+            # step between layers, such as DeBERTa-v2's convolution); the last layer's at its output.
+            for index in self.masked_layers:
+                if index + 1 < self.num_layers:
+                    self._layers[index + 1].register_forward_pre_hook(
+                        self._layer_input_hook(index), with_kwargs=True
+                    )
+                else:
+                    self._layers[index].register_forward_hook(self._layer_output_hook(index))
+        elif self.scope.kind == "ffn":
+            intermediate = _config_int(self.encoder.config, "intermediate_size", "hidden_dim")
+            for index in self.masked_layers:
+                linear = find_ffn_output(self._layers[index], hidden, intermediate)
+                linear.register_forward_pre_hook(self._ffn_input_hook(index))
+
+    def _mask(self, x: torch.Tensor, site: int) -> torch.Tensor:
+        state = self._state
+        if state.mode is MaskMode.FULL or state.keys is None:
+            return x
+        exposed = state.cache.get(site)
+        if exposed is None:
+            exposed = instance_masks(self.mask_seed, state.keys, site, x.shape[-1], self.keep_prob)
+            if state.rows is not None:
+                exposed = exposed[state.rows]
+            state.cache[site] = exposed
+        return apply_mask(x, exposed, state.mode, self.keep_prob)
+
+    def _layer_output_hook(self, index: int) -> Any:
+        site = LAYER_SITE_BASE + index
+
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            if isinstance(output, tuple):
+                return (self._mask(output[0], site),) + tuple(output[1:])
+            return self._mask(output, site)
+
+        return hook
+
+    def _layer_input_hook(self, index: int) -> Any:
+        site = LAYER_SITE_BASE + index
+
+        def hook(module: nn.Module, args: Any, kwargs: Any) -> Any:
+            if args:
+                return (self._mask(args[0], site),) + tuple(args[1:]), kwargs
+            first = next(iter(kwargs))
+            return args, {**kwargs, first: self._mask(kwargs[first], site)}
+
+        return hook
+
+    def _ffn_input_hook(self, index: int) -> Any:
+        site = FFN_SITE_BASE + index
+
+        def hook(module: nn.Module, args: Any) -> Any:
+            return (self._mask(args[0], site),) + tuple(args[1:])
+
+        return hook
+
+    @contextlib.contextmanager
+    def masking(
+        self,
+        instance_keys: torch.Tensor | None,
+        mode: MaskMode,
+        rows: torch.Tensor | None = None,
+    ) -> Iterator[None]:
+        """Run forward passes inside this block with the given instance keys and mode."""
+        previous = self._state
+        if instance_keys is None or not self.scope.masked:
+            mode = MaskMode.FULL
+        self._state = MaskState(mode, instance_keys, rows)
+        try:
+            yield
+        finally:
+            self._state = previous
+
+    # ----------------------------------------------------------------------------------------------
+    # forward passes
+
+    def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return last_hidden[:, 0]
+        weights = attention_mask.to(last_hidden.dtype).unsqueeze(-1)
+        return (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def head_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Head activations before the head mask: ``[B, head_dim]``."""
+        return self.head_act(self.head_dense(pooled))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Head mask (per the current masking state) then the classifier: logits ``[B, C]`` float32."""
+        return self.classifier(self._mask(features, HEAD_SITE)).float()
+
+    def _encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return self.encoder(**inputs).last_hidden_state
+
+    def forward(
+        self,
+        batch: dict[str, torch.Tensor],
+        instance_keys: torch.Tensor | None = None,
+        mode: MaskMode = MaskMode.FULL,
+    ) -> torch.Tensor:
+        with self.masking(instance_keys, mode):
+            last_hidden = self._encode(batch)
+            pooled = self.pool(last_hidden, batch["attention_mask"])
+            return self.classify(self.head_features(pooled))
+
+    # ----------------------------------------------------------------------------------------------
+    # split forward for scoring: everything below the first mask site runs once and is cached
+
+    @property
+    def split_layer(self) -> int:
+        """Index of the first layer that runs per instance; ``num_layers`` means only the head does."""
+        if self.scope.kind == "ffn":
+            return self.masked_layers[0]
+        if self.scope.kind == "layers":
+            return self.masked_layers[0] + 1  # its output is masked, so the next layer's input is cached
+        return self.num_layers
+
+    def encode_lower(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Unmasked hidden states entering layer ``split_layer`` (the last layer's output if it is
+        ``num_layers``): ``[B, T, hidden]``."""
+        captured: list[torch.Tensor] = []
+        if self.split_layer < self.num_layers:
+
+            def capture(module: nn.Module, args: Any, kwargs: Any) -> None:
+                captured.append(args[0] if args else next(iter(kwargs.values())))
+                raise _StopForward
+
+            handle = self._layers[self.split_layer].register_forward_pre_hook(capture, with_kwargs=True)
+            try:
+                with self.masking(None, MaskMode.FULL):
+                    self._encode(batch)
+            except _StopForward:
+                pass
+            finally:
+                handle.remove()
+            return captured[0]
+        with self.masking(None, MaskMode.FULL):
+            return self._encode(batch)
+
+    def forward_upper(
+        self,
+        lower: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        instance_keys: torch.Tensor | None,
+        mode: MaskMode,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[B, C]`` from cached ``encode_lower`` states, with each row's instance masks.
+
+        Equal to ``forward(batch, keys, mode)``: the layers below ``split_layer`` are replaced by ``lower``.
+        ``rows`` (int64 ``[B]``) maps batch rows to ``instance_keys`` when several rows share an instance.
+        """
+        with self.masking(instance_keys, mode, rows):
+            split = self.split_layer
+            if self.scope.kind == "layers":
+                lower = self._mask(lower, LAYER_SITE_BASE + split - 1)
+            if split < self.num_layers:
+                last_hidden = self._run_layers_from(split, lower, batch)
+            else:
+                last_hidden = lower
+            pooled = self.pool(last_hidden, batch["attention_mask"])
+            return self.classify(self.head_features(pooled))
+
+    def _run_layers_from(
+        self, start: int, hidden_states: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        # The model's own forward still builds the attention mask (in whatever form the architecture
+        # wants); the layers below ``start`` are removed for the call and their output is injected.
+        upper = nn.ModuleList(list(self._layers)[start:])
+
+        def inject(module: nn.Module, args: Any, kwargs: Any) -> Any:
+            if args:
+                return (hidden_states,) + tuple(args[1:]), kwargs
+            first = next(iter(kwargs))
+            return args, {**kwargs, first: hidden_states}
+
+        handle = upper[0].register_forward_pre_hook(inject, with_kwargs=True)
+        setattr(self._layer_parent, self._layer_attr, upper)
+        # DeBERTa-v2 applies a convolution after "layer 0" of its list; that belongs to the cached part.
+        conv = getattr(self._layer_parent, "conv", None)
+        if conv is not None and start > 0:
+            self._layer_parent.conv = None
+        try:
+            return self._encode(batch)
+        finally:
+            setattr(self._layer_parent, self._layer_attr, self._layers)
+            if conv is not None:
+                self._layer_parent.conv = conv
+            handle.remove()
+
+    def lower_parameters(self) -> list[nn.Parameter]:
+        """Encoder parameters below the first masked layer: embeddings and unmasked lower layers."""
+        upper = {id(p) for index in range(self.split_layer, self.num_layers) for p in self._layers[index].parameters()}
+        if self.scope.kind == "layers":
+            upper |= {id(p) for p in self._layers[self.split_layer - 1].parameters()}
+        return [p for p in self.encoder.parameters() if id(p) not in upper]

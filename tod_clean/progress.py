@@ -1,0 +1,28 @@
+"""The progress interface the core reports to; the CLI renders it (or not, with --quiet)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    """Receives progress of a long task. The core never prints; it calls these."""
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, steps: int = 1, **fields: float) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NullProgress:
+    """Progress that shows nothing (library use, tests, --quiet)."""
+
+    def start(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, steps: int = 1, **fields: float) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

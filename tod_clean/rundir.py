@@ -1,0 +1,216 @@
+"""The run directory: config, weights, tokenizer, checkpoints and scores of one turn-over-dropout run.
+
+Layout::
+
+    run/
+      config.json           every option, label map, masks, instance-key scheme, training file + sha256,
+                            per-epoch metrics and status
+      model.safetensors     weights of the whole classifier (encoder + head), written at every epoch
+      encoder/config.json   the encoder architecture, to rebuild it with no download
+      tokenizer/            the tokenizer files
+      checkpoint/           optimizer and scheduler state for --resume (safetensors + JSON)
+      train.jsonl           a copy of the training data when it came from standard input
+      scores.parquet        the latest `score` output, found by `filter` with no arguments
+      scores.json           what produced scores.parquet
+
+Only safetensors and JSON are read back: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tod_clean import __version__
+from tod_clean.config import TrainConfig
+from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.model import Scope, TodClassifier
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+ENCODER_DIR = "encoder"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_DIR = "checkpoint"
+STDIN_COPY = "train.jsonl"
+SCORES = "scores.parquet"
+SCORES_META = "scores.json"
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(value, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    os.replace(tmp, path)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainFile:
+    """The training data a run was trained on."""
+
+    path: str
+    sha256: str
+    rows: int
+    format: str
+
+
+@dataclass
+class RunInfo:
+    """Everything config.json holds about a run."""
+
+    train: TrainConfig
+    labels: list[Any]
+    train_file: TrainFile
+    instance_key: str  # "row" (row number) or "id:<column>" (hash of that column's value)
+    encoder: dict[str, Any]
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "training"
+    version: str = __version__
+
+    @property
+    def scope(self) -> Scope:
+        return self.train.parsed_scope
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tod_clean_version": self.version,
+            "status": self.status,
+            "train": self.train.to_dict(),
+            "labels": self.labels,
+            "train_file": vars(self.train_file),
+            "instance_key": self.instance_key,
+            "masks": {
+                "scope": str(self.scope),
+                "keep_prob": self.train.keep_prob,
+                "mask_seed": self.train.mask_seed,
+                "hash": "lowbias32 counter hash of (mask_seed, instance_key, site, unit)",
+                "exposed_scale": "1/keep_prob",
+                "hidden_scale": "1/(1-keep_prob)",
+            },
+            "encoder": self.encoder,
+            "epochs": self.epochs,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunInfo:
+        return cls(
+            train=TrainConfig.from_dict(values["train"]),
+            labels=list(values["labels"]),
+            train_file=TrainFile(**values["train_file"]),
+            instance_key=values["instance_key"],
+            encoder=values.get("encoder", {}),
+            epochs=list(values.get("epochs", [])),
+            status=values.get("status", "training"),
+            version=values.get("tod_clean_version", "?"),
+        )
+
+    @property
+    def id_col(self) -> str | None:
+        return self.instance_key.split(":", 1)[1] if self.instance_key.startswith("id:") else None
+
+
+class RunDir:
+    """Paths and I/O of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return self.file(CONFIG).is_file()
+
+    def create(self, *, overwrite: bool) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path}: exists and is not a folder")
+        if self.exists() and not overwrite:
+            raise RunDirError(
+                f"{self.path}: already holds a run; pass --overwrite to replace it, or --resume to continue it"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        for stale in (SCORES, SCORES_META):
+            self.file(stale).unlink(missing_ok=True)
+
+    def read_info(self) -> RunInfo:
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path}: no such run directory; create one with 'tod-clean train'")
+        if not self.exists():
+            raise RunDirError(f"{self.path}: not a tod-clean run directory (no {CONFIG})")
+        try:
+            values = json.loads(self.file(CONFIG).read_text(encoding="utf-8"))
+            return RunInfo.from_dict(values)
+        except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as error:
+            raise RunDirError(f"{self.file(CONFIG)}: not a valid tod-clean run config ({error})") from None
+
+    def read_complete_info(self) -> RunInfo:
+        info = self.read_info()
+        if info.status != "complete" or not self.file(WEIGHTS).is_file():
+            raise RunDirError(
+                f"{self.path}: training did not finish ({len(info.epochs)} of {info.train.epochs} epochs); "
+                "continue it with 'tod-clean train --resume'"
+            )
+        return info
+
+    def write_info(self, info: RunInfo) -> None:
+        write_json(self.file(CONFIG), info.to_dict())
+
+    # ---- model ----------------------------------------------------------------------------------
+
+    def save_model(self, model: TodClassifier, tokenizer: Any) -> None:
+        encoder_dir = self.file(ENCODER_DIR)
+        encoder_dir.mkdir(exist_ok=True)
+        model.encoder.config.to_json_file(str(encoder_dir / "config.json"))
+        tokenizer.save_pretrained(str(self.file(TOKENIZER_DIR)))
+        self.save_weights(model)
+
+    def save_weights(self, model: TodClassifier) -> None:
+        save_tensors(self.file(WEIGHTS), dict(model.state_dict()), metadata={"format": "pt"})
+
+    def load_model(self, info: RunInfo, device: torch.device | str = "cpu") -> TodClassifier:
+        from transformers import AutoConfig, AutoModel
+
+        encoder_config = AutoConfig.from_pretrained(str(self.file(ENCODER_DIR)))
+        encoder = AutoModel.from_config(encoder_config)
+        model = build_classifier(encoder, info.train, len(info.labels))
+        state = load_file(str(self.file(WEIGHTS)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RunDirError(
+                f"{self.file(WEIGHTS)}: weights do not match the model "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        return model.to(device).eval()
+
+    def load_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.file(TOKENIZER_DIR)))
+
+
+def build_classifier(encoder: torch.nn.Module, config: TrainConfig, num_labels: int) -> TodClassifier:
+    assert config.mask_seed is not None
+    return TodClassifier(
+        encoder,
+        num_labels,
+        scope=config.parsed_scope,
+        keep_prob=config.keep_prob,
+        mask_seed=config.mask_seed,
+        pooling=config.pooling,
+        head_dim=config.head_dim,
+    )

@@ -1,0 +1,431 @@
+"""Per-instance losses and influence estimates of a turn-over-dropout run.
+
+For training instance z_i with exposed sub-network m(z_i) and hidden sub-network 1 - m(z_i):
+
+- ``exposed_loss``   L(exposed_i, z_i): loss of the sub-network that trained on z_i
+- ``hidden_loss``    L(hidden_i, z_i): loss of the sub-network that never saw z_i (out-of-sample)
+- ``full_loss``      L(full, z_i): the whole network, no instance mask
+- ``self_influence`` hidden_loss - exposed_loss on z_i itself (high: z_i had to be memorised)
+- ``influence``      mean over validation rows z of L(hidden_i, z) - L(exposed_i, z) (negative: z_i hurts)
+
+Layers below the first mask site run once per row and are cached. In the ``head`` scope the whole
+train x validation computation is then a batched matrix product: with head features ``A`` [V, D] of the
+validation rows, classifier weights ``W`` [C, D] and the exposed mask ``m_i`` [D], the exposed logits are
+``A (W * m_i)^T / p + b`` and the hidden logits ``(A W^T - A (W * m_i)^T) / (1-p) + b``, so one GEMM per
+block of training instances gives both. Deeper scopes run the masked top layers on (instance, validation
+row) pairs in batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.lib.format import open_memmap
+
+from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.data import Table, atomic_output, frame_bytes
+from tod_clean.device import autocast_dtype, pick_device
+from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
+from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.filter import default_signal, worst_first
+from tod_clean.instances import Instances, instances_from_table
+from tod_clean.masks import MaskMode, instance_masks
+from tod_clean.model import HEAD_SITE, TodClassifier
+from tod_clean.progress import NullProgress, Progress
+from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo, write_json
+
+
+@dataclass
+class SelfScores:
+    """Per training row losses ``[N]`` float64 and class probabilities ``[N, C]`` float32.
+
+    ``exposed_loss``, ``hidden_loss`` and ``hidden_probs`` are None for a run without instance masks.
+    """
+
+    full_loss: np.ndarray
+    full_probs: np.ndarray
+    exposed_loss: np.ndarray | None
+    hidden_loss: np.ndarray | None
+    hidden_probs: np.ndarray | None
+
+    @property
+    def self_influence(self) -> np.ndarray | None:
+        if self.hidden_loss is None or self.exposed_loss is None:
+            return None
+        return self.hidden_loss - self.exposed_loss
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
+    if amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per row: logits ``[B, C]``, labels ``[B]`` -> ``[B]`` float32."""
+    return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+
+
+@torch.no_grad()
+def self_scores(
+    model: TodClassifier,
+    encoded: EncodedRows,
+    labels: np.ndarray,
+    instance_keys: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> SelfScores:
+    """Full, exposed and hidden losses of every training row on itself (one lower pass per row)."""
+    progress = progress or NullProgress()
+    device = torch.device(device)
+    model.eval()
+    n = len(encoded)
+    num_classes = model.classifier.out_features
+    modes = [MaskMode.FULL, MaskMode.EXPOSED, MaskMode.HIDDEN] if model.scope.masked else [MaskMode.FULL]
+    losses = {mode: np.zeros(n, dtype=np.float64) for mode in modes}
+    probs = {mode: np.zeros((n, num_classes), dtype=np.float32) for mode in modes}
+    labels_t = torch.as_tensor(labels)
+    keys_t = torch.as_tensor(instance_keys)
+    progress.start("self-influence", n)
+    for indices in sorted_batches(encoded.lengths, batch_size):
+        batch = encoded.batch(indices, device)
+        keys = keys_t[indices].to(device)
+        targets = labels_t[indices].to(device)
+        with _autocast(device, amp_dtype):
+            lower = model.encode_lower(batch)
+            for mode in modes:
+                logits = model.forward_upper(lower, batch, keys, mode).float()
+                losses[mode][indices] = _nll(logits, targets).double().cpu().numpy()
+                probs[mode][indices] = logits.softmax(-1).cpu().numpy()
+        progress.advance(len(indices))
+    progress.finish()
+    masked = model.scope.masked
+    return SelfScores(
+        full_loss=losses[MaskMode.FULL],
+        full_probs=probs[MaskMode.FULL],
+        exposed_loss=losses[MaskMode.EXPOSED] if masked else None,
+        hidden_loss=losses[MaskMode.HIDDEN] if masked else None,
+        hidden_probs=probs[MaskMode.HIDDEN] if masked else None,
+    )
+
+
+@contextmanager
+def _matrix_writer(path: str | Path | None, shape: tuple[int, int]) -> Iterator[np.ndarray | None]:
+    """A float32 .npy memory map written to a temporary file and renamed when complete."""
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    matrix = open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    try:
+        yield matrix
+        matrix.flush()
+        del matrix
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@torch.no_grad()
+def influence(
+    model: TodClassifier,
+    train_keys: np.ndarray,
+    val_encoded: EncodedRows,
+    val_labels: np.ndarray,
+    *,
+    batch_size: int = 64,
+    chunk_mib: int = 256,
+    pair_batch: int = 256,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    matrix_path: str | Path | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Influence of each training instance on the validation set: float64 ``[N]``.
+
+    ``influence[i] = mean_v L(hidden_i, v) - L(exposed_i, v)``. With ``matrix_path``, the whole
+    ``[N, V]`` float32 matrix of per-pair values is written there as ``.npy``.
+    """
+    if not model.scope.masked:
+        raise ValueError("influence needs a run with instance masks (scope other than 'none')")
+    progress = progress or NullProgress()
+    device = torch.device(device)
+    model.eval()
+    with _matrix_writer(matrix_path, (len(train_keys), len(val_encoded))) as matrix:
+        if model.scope.kind == "head":
+            return _influence_head(
+                model, train_keys, val_encoded, val_labels, batch_size, chunk_mib, device, amp_dtype, matrix, progress
+            )
+        return _influence_pairs(
+            model, train_keys, val_encoded, val_labels, batch_size, pair_batch, device, amp_dtype, matrix, progress
+        )
+
+
+def head_features(
+    model: TodClassifier,
+    encoded: EncodedRows,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Head activations before the head mask, float32 ``[N, D]`` in row order (head scope only)."""
+    features = torch.zeros((len(encoded), model.classifier.in_features), dtype=torch.float32, device=device)
+    for indices in sorted_batches(encoded.lengths, batch_size):
+        batch = encoded.batch(indices, device)
+        with _autocast(device, amp_dtype):
+            pooled = model.pool(model.encode_lower(batch), batch["attention_mask"])
+            features[torch.as_tensor(indices, device=device)] = model.head_features(pooled).float()
+    return features
+
+
+def _influence_head(
+    model: TodClassifier,
+    train_keys: np.ndarray,
+    val_encoded: EncodedRows,
+    val_labels: np.ndarray,
+    batch_size: int,
+    chunk_mib: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    matrix: np.ndarray | None,
+    progress: Progress,
+) -> np.ndarray:
+    features = head_features(model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+    weight = model.classifier.weight.float()  # [C, D]
+    bias = model.classifier.bias.float()  # [C]
+    num_classes, width = weight.shape
+    num_val = features.shape[0]
+    p = model.keep_prob
+    labels = torch.as_tensor(val_labels, device=device)
+    full_raw = (features @ weight.T).T.contiguous()  # [C, V]
+    weighted = (features[None, :, :] * weight[:, None, :]).reshape(num_classes * num_val, width)  # [C*V, D]
+    # about six [C, V, n] float32 temporaries live at once
+    chunk = max(1, int(chunk_mib * 2**20 // (num_classes * num_val * 4 * 6)))
+    result = np.zeros(len(train_keys), dtype=np.float64)
+    keys_all = torch.as_tensor(train_keys, device=device)
+    progress.start("influence", len(train_keys) * num_val)
+    for start in range(0, len(train_keys), chunk):
+        keys = keys_all[start : start + chunk]
+        exposed_mask = instance_masks(model.mask_seed, keys, HEAD_SITE, width, p).to(torch.float32)  # [n, D]
+        exposed_raw = (weighted @ exposed_mask.T).view(num_classes, num_val, -1)  # [C, V, n]
+        exposed_logits = exposed_raw / p + bias[:, None, None]
+        hidden_logits = (full_raw[:, :, None] - exposed_raw) / (1.0 - p) + bias[:, None, None]
+        pair_influence = _pair_loss(hidden_logits, labels) - _pair_loss(exposed_logits, labels)  # [V, n]
+        result[start : start + len(keys)] = pair_influence.double().mean(0).cpu().numpy()
+        if matrix is not None:
+            matrix[start : start + len(keys)] = pair_influence.T.cpu().numpy()
+        progress.advance(len(keys) * num_val)
+    progress.finish()
+    return result
+
+
+def _pair_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits ``[C, V, n]`` against labels ``[V]`` -> ``[V, n]``."""
+    picked = logits.gather(0, labels.view(1, -1, 1).expand(1, -1, logits.shape[2])).squeeze(0)
+    return torch.logsumexp(logits, dim=0) - picked
+
+
+def _influence_pairs(
+    model: TodClassifier,
+    train_keys: np.ndarray,
+    val_encoded: EncodedRows,
+    val_labels: np.ndarray,
+    batch_size: int,
+    pair_batch: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    matrix: np.ndarray | None,
+    progress: Progress,
+) -> np.ndarray:
+    num_train = len(train_keys)
+    totals = np.zeros(num_train, dtype=np.float64)
+    keys_all = torch.as_tensor(train_keys, device=device)
+    labels_all = torch.as_tensor(val_labels)
+    val_block = max(1, min(batch_size, pair_batch))
+    progress.start("influence", num_train * len(val_encoded))
+    for val_indices in sorted_batches(val_encoded.lengths, val_block):
+        batch = val_encoded.batch(val_indices, device)
+        width = len(val_indices)
+        targets = labels_all[val_indices].to(device)
+        with _autocast(device, amp_dtype):
+            lower = model.encode_lower(batch)
+        chunk = max(1, pair_batch // width)
+        for start in range(0, num_train, chunk):
+            keys = keys_all[start : start + chunk]
+            n = len(keys)
+            rows = torch.arange(n, device=device).repeat_interleave(width)
+            pair_lower = lower.repeat(n, *([1] * (lower.dim() - 1)))
+            pair_batch_inputs = {name: value.repeat(n, 1) for name, value in batch.items()}
+            pair_targets = targets.repeat(n)
+            with _autocast(device, amp_dtype):
+                exposed = model.forward_upper(pair_lower, pair_batch_inputs, keys, MaskMode.EXPOSED, rows)
+                hidden = model.forward_upper(pair_lower, pair_batch_inputs, keys, MaskMode.HIDDEN, rows)
+            pair_influence = (_nll(hidden, pair_targets) - _nll(exposed, pair_targets)).view(n, width)
+            totals[start : start + n] += pair_influence.double().sum(1).cpu().numpy()
+            if matrix is not None:
+                matrix[start : start + n, val_indices] = pair_influence.cpu().numpy()
+            progress.advance(n * width)
+    progress.finish()
+    return totals / len(val_encoded)
+
+
+
+# ---- the `score` workflow: a run directory + data files -> a scores table ------------------------
+
+
+@dataclass
+class ScoreResult:
+    frame: pd.DataFrame
+    meta: dict[str, Any]
+    self_scores: SelfScores
+    influence: np.ndarray | None
+
+
+def check_train_file(table: Table, info: RunInfo) -> None:
+    if table.sha256 != info.train_file.sha256:
+        raise RunDirError(
+            f"{table.source}: differs from the file this run was trained on ({info.train_file.path}: "
+            f"sha256 {info.train_file.sha256[:12]}..., this file {table.sha256[:12]}...); "
+            "score the training data unchanged, or train a new run"
+        )
+
+
+def score_run(
+    run: RunDir,
+    train_table: Table,
+    *,
+    val_table: Table | None = None,
+    val_columns: DataColumns | None = None,
+    config: ScoreConfig | None = None,
+    device: str = "auto",
+    matrix_path: str | Path | None = None,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """Score every training row of a finished run (and its influence on ``val_table``, if given)."""
+    config = config or ScoreConfig()
+    info = run.read_complete_info()
+    check_train_file(train_table, info)
+    columns = info.train.columns
+    train_instances = instances_from_table(train_table, columns, info.labels)
+    val_instances = None
+    if val_table is not None:
+        val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)
+    if matrix_path is not None and val_table is None:
+        raise ConfigError("--matrix needs a validation set (--val)")
+    if val_table is not None and not info.scope.masked:
+        raise ConfigError(f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence to score")
+    torch_device = pick_device(device)
+    amp_dtype = autocast_dtype(info.train.precision, torch_device)
+    model = run.load_model(info, torch_device)
+    tokenizer = run.load_tokenizer()
+    max_length = info.train.max_length
+    encoded = encode_texts(tokenizer, train_instances.texts, train_instances.text_pairs, max_length)
+    scores = self_scores(
+        model,
+        encoded,
+        train_instances.labels,
+        train_instances.instance_keys,
+        batch_size=config.batch_size,
+        device=torch_device,
+        amp_dtype=amp_dtype,
+        progress=progress,
+    )
+    influence_values = None
+    if val_instances is not None:
+        val_encoded = encode_texts(tokenizer, val_instances.texts, val_instances.text_pairs, max_length)
+        influence_values = influence(
+            model,
+            train_instances.instance_keys,
+            val_encoded,
+            val_instances.labels,
+            batch_size=config.batch_size,
+            chunk_mib=config.chunk_mib,
+            pair_batch=config.pair_batch,
+            device=torch_device,
+            amp_dtype=amp_dtype,
+            matrix_path=matrix_path,
+            progress=progress,
+        )
+    frame = scores_frame(train_instances, info.labels, scores, influence_values)
+    meta = {
+        "train_file": info.train_file.path,
+        "train_sha256": info.train_file.sha256,
+        "val_file": None if val_table is None else val_table.source,
+        "val_sha256": None if val_table is None else val_table.sha256,
+        "val_rows": 0 if val_table is None else len(val_table),
+        "rank_by": default_signal(list(frame.columns)),
+        "scope": str(info.scope),
+        "keep_prob": info.train.keep_prob,
+    }
+    return ScoreResult(frame, meta, scores, influence_values)
+
+
+def scores_frame(
+    instances: Instances,
+    label_names: list[Any],
+    scores: SelfScores,
+    influence_values: np.ndarray | None,
+) -> pd.DataFrame:
+    """One row per training instance: row, id, label, the score columns and ``rank`` (1 = drop first)."""
+    labels = instances.labels
+    rows = np.arange(len(instances))
+    columns: dict[str, Any] = {"row": rows}
+    if instances.ids is not None:
+        columns["id"] = instances.ids
+    columns["label"] = [label_names[i] for i in labels]
+    names = np.array(label_names, dtype=object)
+    if influence_values is not None:
+        columns["influence"] = influence_values
+    if scores.self_influence is not None:
+        assert scores.hidden_loss is not None and scores.exposed_loss is not None and scores.hidden_probs is not None
+        columns["self_influence"] = scores.self_influence
+        columns["hidden_loss"] = scores.hidden_loss
+        columns["exposed_loss"] = scores.exposed_loss
+    columns["full_loss"] = scores.full_loss
+    if scores.hidden_probs is not None:
+        columns["hidden_prob"] = scores.hidden_probs[rows, labels].astype(np.float64)
+        columns["hidden_pred"] = names[scores.hidden_probs.argmax(1)]
+    columns["full_prob"] = scores.full_probs[rows, labels].astype(np.float64)
+    columns["full_pred"] = names[scores.full_probs.argmax(1)]
+    frame = pd.DataFrame(columns)
+    by = default_signal(list(frame.columns))
+    ranks = np.empty(len(frame), dtype=np.int64)
+    ranks[worst_first(frame[by].to_numpy(dtype=np.float64), by)] = np.arange(1, len(frame) + 1)
+    frame["rank"] = ranks
+    return frame
+
+
+def save_scores(run: RunDir, result: ScoreResult) -> None:
+    """Keep the scores in the run directory, where ``filter`` finds them."""
+    with atomic_output(run.file(SCORES)) as tmp:
+        tmp.write_bytes(frame_bytes(result.frame, "parquet"))
+    write_json(run.file(SCORES_META), result.meta)
+
+
+def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The scores saved by the last ``score`` of this run."""
+    import json
+
+    info = run.read_info()
+    path = run.file(SCORES)
+    if not path.is_file():
+        raise RunDirError(f"{run.path}: has no scores yet; run 'tod-clean score' first (or pass --scores FILE)")
+    frame = pd.read_parquet(path)
+    meta = json.loads(run.file(SCORES_META).read_text(encoding="utf-8"))
+    if meta.get("train_sha256") != info.train_file.sha256:
+        raise RunDirError(f"{path}: belongs to another training file than this run's; score the run again")
+    return frame, meta

@@ -1,0 +1,291 @@
+"""Fine-tuning with turn-over dropout: every row trains only its instance's exposed sub-network."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from tod_clean.config import TrainConfig, resolve_model
+from tod_clean.data import STDIN, Table
+from tod_clean.device import autocast_dtype, pick_device
+from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
+from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.instances import Instances, instances_from_table, training_labels
+from tod_clean.masks import MaskMode
+from tod_clean.model import TodClassifier, hidden_size_of
+from tod_clean.progress import NullProgress, Progress
+from tod_clean.rundir import (
+    CHECKPOINT_DIR,
+    STDIN_COPY,
+    RunDir,
+    RunInfo,
+    TrainFile,
+    build_classifier,
+    save_tensors,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[TodClassifier, int], None]
+
+
+def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
+    """The encoder and tokenizer of a local folder or hub name, with one clear error if either fails."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model(model_name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"--model {model_name}: cannot load an encoder and tokenizer ({first_line})") from None
+    return encoder, tokenizer
+
+
+def encode_instances(tokenizer: Any, instances: Instances, max_length: int) -> EncodedRows:
+    return encode_texts(tokenizer, instances.texts, instances.text_pairs, max_length)
+
+
+def make_optimizer(model: TodClassifier, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the encoder and head at their own learning rates; no decay on biases and norms."""
+    head = [model.head_dense, model.classifier]
+    head_ids = {id(p) for module in head for p in module.parameters()}
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        part = "head" if id(parameter) in head_ids else "encoder"
+        groups.setdefault((part, parameter.ndim >= 2), []).append(parameter)
+    param_groups = [
+        {
+            "params": params,
+            "lr": config.head_learning_rate if part == "head" else config.learning_rate,
+            "weight_decay": config.weight_decay if decay else 0.0,
+        }
+        for (part, decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups)
+
+
+def warmup_linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+# ---- optimizer state as safetensors + JSON (no pickle) ------------------------------------------
+
+
+def _save_checkpoint(run: RunDir, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int) -> None:
+    folder = run.file(CHECKPOINT_DIR)
+    folder.mkdir(exist_ok=True)
+    state = optimizer.state_dict()
+    tensors = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            tensors[f"state.{index}.{name}"] = torch.as_tensor(value)
+    save_tensors(folder / "optimizer.safetensors", tensors)
+    write_json(
+        folder / "state.json",
+        {"epoch": epoch, "param_groups": state["param_groups"], "scheduler": scheduler.state_dict()},
+    )
+
+
+def _load_checkpoint(run: RunDir, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
+    import json
+
+    folder = run.file(CHECKPOINT_DIR)
+    try:
+        meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{folder}: cannot read the checkpoint to resume from ({error})") from None
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, index, name = key.split(".", 2)
+            per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return int(meta["epoch"])
+
+
+@dataclass
+class TrainResult:
+    info: RunInfo
+    model: TodClassifier
+
+
+def train(
+    config: TrainConfig,
+    table: Table,
+    run: RunDir,
+    *,
+    train_path: str,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Fine-tune a classifier with turn-over dropout on ``table`` and write the run directory."""
+    progress = progress or NullProgress()
+    torch.manual_seed(config.seed)
+    labels = training_labels(table, config.columns.label_col)
+    instances = instances_from_table(table, config.columns, labels)
+    run.create(overwrite=overwrite)
+    if train_path == STDIN:
+        copy = run.file(STDIN_COPY)
+        copy.write_bytes(table.data)
+        recorded_path = str(copy.resolve())
+    else:
+        recorded_path = str(Path(train_path).resolve())
+    encoder, tokenizer = load_pretrained(config.model)
+    model = build_classifier(encoder, config, len(labels))
+    info = RunInfo(
+        train=config,
+        labels=labels,
+        train_file=TrainFile(recorded_path, table.sha256, len(table), table.format),
+        instance_key=f"id:{config.columns.id_col}" if config.columns.id_col else "row",
+        encoder={
+            "source": config.model,
+            "model_type": getattr(encoder.config, "model_type", "?"),
+            "hidden_size": hidden_size_of(encoder),
+            "num_layers": model.num_layers,
+        },
+    )
+    run.save_model(model, tokenizer)
+    run.write_info(info)
+    return _fit(model, tokenizer, instances, info, run, start_epoch=1, progress=progress, on_epoch_end=on_epoch_end)
+
+
+def resume(
+    table: Table,
+    run: RunDir,
+    *,
+    progress: Progress | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Continue an interrupted run from its last completed epoch, with its saved options."""
+    info = run.read_info()
+    if info.status == "complete":
+        raise RunDirError(f"{run.path}: training already finished ({len(info.epochs)} epochs); nothing to resume")
+    if table.sha256 != info.train_file.sha256:
+        raise RunDirError(
+            f"{table.source}: differs from the file this run started on ({info.train_file.path}, sha256 "
+            f"{info.train_file.sha256[:12]}..., now {table.sha256[:12]}...); resume with the same data"
+        )
+    instances = instances_from_table(table, info.train.columns, info.labels)
+    model = run.load_model(info)
+    tokenizer = run.load_tokenizer()
+    return _fit(
+        model,
+        tokenizer,
+        instances,
+        info,
+        run,
+        start_epoch=len(info.epochs) + 1,
+        progress=progress or NullProgress(),
+        on_epoch_end=on_epoch_end,
+    )
+
+
+def _fit(
+    model: TodClassifier,
+    tokenizer: Any,
+    instances: Instances,
+    info: RunInfo,
+    run: RunDir,
+    *,
+    start_epoch: int,
+    progress: Progress,
+    on_epoch_end: EpochCallback | None,
+) -> TrainResult:
+    config = info.train
+    device = pick_device(config.device)
+    amp_dtype = autocast_dtype(config.precision, device)
+    if config.freeze_below_masks:
+        for parameter in model.lower_parameters():
+            parameter.requires_grad_(False)
+    model.to(device)
+    encoded = encode_instances(tokenizer, instances, config.max_length)
+    lengths = encoded.lengths
+    labels = torch.as_tensor(instances.labels)
+    keys = torch.as_tensor(instances.instance_keys)
+    mode = MaskMode.EXPOSED if model.scope.masked else MaskMode.FULL
+
+    batches_per_epoch = math.ceil(len(instances) / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_linear(total_steps, int(config.warmup_ratio * total_steps))
+    )
+    if start_epoch > 1:
+        done = _load_checkpoint(run, optimizer, scheduler)
+        if done != start_epoch - 1:
+            raise RunDirError(f"{run.path}: checkpoint is at epoch {done}, config at {start_epoch - 1}")
+        log.info("resuming %s at epoch %d", run.path, start_epoch)
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        model.train()
+        batches = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
+        progress.start(f"epoch {epoch}/{config.epochs}", len(instances))
+        started = time.perf_counter()
+        loss_sum, rows_seen = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        for number, indices in enumerate(batches, start=1):
+            batch = encoded.batch(indices, device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(batch, keys[indices].to(device), mode)
+            loss = nn.functional.cross_entropy(logits.float(), labels[indices].to(device))
+            (loss * len(indices) / (config.batch_size * config.grad_accum)).backward()
+            if number % config.grad_accum == 0 or number == len(batches):
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.item() * len(indices)
+            rows_seen += len(indices)
+            elapsed = time.perf_counter() - started
+            progress.advance(len(indices), loss=loss_sum / rows_seen, rows_per_s=rows_seen / max(elapsed, 1e-9))
+        progress.finish()
+        seconds = time.perf_counter() - started
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss_sum / rows_seen,
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(rows_seen / seconds, 2),
+        }
+        log.info("epoch %d: loss %.4f, %.1f rows/s", epoch, metrics["train_loss"], metrics["rows_per_second"])
+        info.epochs.append(metrics)
+        run.save_weights(model)
+        if epoch == config.epochs:
+            info.status = "complete"
+            shutil.rmtree(run.file(CHECKPOINT_DIR), ignore_errors=True)
+        else:
+            _save_checkpoint(run, optimizer, scheduler, epoch)
+        run.write_info(info)
+        if on_epoch_end is not None:
+            model.eval()
+            on_epoch_end(model, epoch)
+    model.eval()
+    return TrainResult(info, model)
+
