@@ -79,6 +79,10 @@ class TrainConfig:
         if self.mask_seed is None:
             self.mask_seed = self.seed
         Scope.parse(self.scope)
+        if not 0 <= self.mask_seed < 2**32:
+            raise ConfigError(f"mask_seed must be in [0, 2**32), got {self.mask_seed}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if not 0.0 < self.keep_prob < 1.0:
             raise ConfigError(f"keep_prob must be between 0 and 1 (exclusive), got {self.keep_prob}")
         for name in ("epochs", "batch_size", "max_length", "grad_accum"):

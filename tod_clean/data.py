@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,8 @@ import pyarrow.parquet as pq
 from tod_clean.errors import InputError
 
 STDIN = "-"
+# Physical lines end only at \r\n, \r or \n (str.splitlines would also split at \x0c, U+2028, ...).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
@@ -182,7 +185,7 @@ def _read_json_array(source: str, data: bytes, sha: str) -> Table:
 def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
     text = _decode(source, data)
     bom = len(data) - len(data.removeprefix(b"\xef\xbb\xbf"))
-    physical = text.splitlines(keepends=True)
+    physical = _LINE.findall(text)
     consumed: list[int] = []
 
     def feed() -> Iterator[str]:
@@ -310,6 +313,7 @@ def atomic_output(dest: str | Path) -> Iterator[Path]:
     handle, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(handle)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -318,7 +322,22 @@ def atomic_output(dest: str | Path) -> Iterator[Path]:
         raise
 
 
-def _deliver(dest: str, payload: bytes, stdout: BinaryIO | None) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_destination(dest: str) -> None:
+    """Refuse an output path whose folder is missing, before any work is done."""
+    if dest != STDIN:
+        parent = Path(dest).parent
+        if not parent.is_dir():
+            raise InputError(f"{dest}: the folder {parent} does not exist")
+
+
+def deliver(dest: str, payload: bytes, stdout: BinaryIO | None = None) -> None:
+    """Write ``payload`` to ``dest`` atomically, or to stdout when ``dest`` is ``-``."""
     if dest == STDIN:
         out = stdout or sys.stdout.buffer
         out.write(payload)
@@ -348,14 +367,20 @@ def subset_bytes(table: Table, indices: Sequence[int]) -> bytes:
     return buffer.getvalue()
 
 
-def write_subset(table: Table, indices: Sequence[int], dest: str, *, stdout: BinaryIO | None = None) -> None:
-    """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``)."""
+def check_subset_destination(table: Table, dest: str) -> None:
+    """Refuse a destination for rows of ``table`` in another format, or in a missing folder."""
+    check_destination(dest)
     if dest != STDIN:
         out_format = format_of(dest)
         line_json = table.raw is not None and {out_format, table.format} <= {"jsonl", "json"}
         if out_format != table.format and not line_json:
             raise InputError(f"{dest}: write the kept rows in the input's format ({table.format}), not {out_format}")
-    _deliver(dest, subset_bytes(table, indices), stdout)
+
+
+def write_subset(table: Table, indices: Sequence[int], dest: str, *, stdout: BinaryIO | None = None) -> None:
+    """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``)."""
+    check_subset_destination(table, dest)
+    deliver(dest, subset_bytes(table, indices), stdout)
 
 
 def frame_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
@@ -384,5 +409,5 @@ def _json_safe(value: Any) -> Any:
 
 def write_frame(frame: pd.DataFrame, dest: str, *, stdout: BinaryIO | None = None) -> None:
     """Write a DataFrame by ``dest``'s extension, or as CSV to stdout when ``dest`` is ``-``."""
-    fmt = format_of(dest, default="csv")
-    _deliver(dest, frame_bytes(frame, fmt), stdout)
+    check_destination(dest)
+    deliver(dest, frame_bytes(frame, format_of(dest, default="csv")), stdout)

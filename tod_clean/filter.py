@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,8 @@ def drop_count_for(num_rows: int, fraction: float) -> int:
     """Rows dropped by a fraction: rounded half up, so 1% of 250 rows is 3."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"--drop must be a fraction between 0 and 1 (exclusive), got {fraction}")
-    return min(num_rows, math.floor(fraction * num_rows + 0.5))
+    exact = Decimal(str(fraction)) * num_rows  # decimal, so 0.29 x 50 is 14.5, not 14.4999...
+    return min(num_rows, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
 
 
 def rows_to_drop(
@@ -114,10 +116,53 @@ def read_scores(path: str) -> pd.DataFrame:
     try:
         if fmt == "parquet":
             return pd.read_parquet(path)
+        # ids and labels stay text: "0009" must not become 9
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
-        return pd.read_json(path, lines=fmt == "jsonl")
+            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype={"id": str, "label": str})
+        return pd.read_json(path, lines=fmt == "jsonl", dtype={"id": str, "label": str})
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (ValueError, OSError) as error:
         raise InputError(f"{path}: cannot read scores ({error})") from None
+
+
+@dataclass
+class FilterResult:
+    """Which rows of a table survive, and a report of the dropped ones with their scores."""
+
+    by: str
+    kept: np.ndarray  # sorted row indices
+    dropped: np.ndarray  # sorted row indices
+    removed: pd.DataFrame  # the dropped rows' columns followed by their score columns
+
+    @property
+    def worse_when(self) -> str:
+        return "lowest" if self.by in WORSE_WHEN_LOWER else "highest"
+
+
+def filter_table(
+    table: Table,
+    scores: pd.DataFrame,
+    info: RunInfo,
+    *,
+    by: str | None = None,
+    fraction: float | None = None,
+    count: int | None = None,
+    threshold: float | None = None,
+    scores_source: str = "scores",
+) -> FilterResult:
+    """Rank the rows of ``table`` by a score column and choose the rows to drop."""
+    aligned = match_scores(table, scores, info)
+    by = by or default_signal(list(aligned.columns))
+    if by not in SIGNALS:
+        raise ConfigError(f"--by {by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
+    if by not in aligned.columns:
+        raise ConfigError(f"--by {by}: no such score column; columns found: {', '.join(aligned.columns)}")
+    values = aligned[by].to_numpy(dtype=np.float64)
+    check_scores(values, by, scores_source)
+    dropped = rows_to_drop(values, by=by, fraction=fraction, count=count, threshold=threshold)
+    kept = np.setdiff1d(np.arange(len(table)), dropped)
+    rows = table.to_frame().iloc[dropped].reset_index(drop=True)
+    report = aligned.iloc[dropped].reset_index(drop=True).drop(columns=["id", "label"], errors="ignore")
+    report.columns = [f"score_{name}" if name in rows.columns else name for name in report.columns]
+    return FilterResult(by, kept, dropped, rows.join(report))

@@ -62,7 +62,10 @@ def training_labels(table: Table, column: str) -> list[Any]:
         raise InputError(
             f"{table.source}, column {column!r}: found only one label ({names[0]!r}); a classifier needs two or more"
         )
-    return [int(name) if name.lstrip("-").isdigit() else name for name in names]
+    # Integer labels (JSON, Parquet) stay integers in outputs; text labels stay text, "01" included.
+    if all(not isinstance(value, str) for value in table.column(column)):
+        return [int(name) for name in names]
+    return list(names)
 
 
 def instances_from_table(

@@ -33,18 +33,26 @@ class MaskMode(str, Enum):
 
 def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
     """``(x * constant) mod 2**32`` for ``x`` in [0, 2**32), without ever exceeding 2**49."""
-    low = constant & 0xFFFF
-    high = constant >> 16
-    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
+    high = x * (constant >> 16)
+    high &= 0xFFFF
+    high <<= 16
+    result = x * (constant & 0xFFFF)
+    result += high
+    result &= _MASK32
+    return result
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit finaliser with strong avalanche ("lowbias32", C. Wellons)."""
+    """A bijective 32-bit finaliser with strong avalanche ("lowbias32", C. Wellons).
+
+    Works in place on its own intermediates (fewer allocations); the input is left unchanged.
+    """
     x = x ^ (x >> 16)
     x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
+    x ^= x >> 15
     x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    x ^= x >> 16
+    return x
 
 
 def key_state(mask_seed: int, instance_keys: torch.Tensor, site: int) -> torch.Tensor:

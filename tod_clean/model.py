@@ -57,7 +57,7 @@ class Scope:
             if depth_text:
                 raise ConfigError(f"scope {text!r}: {name!r} takes no layer count")
             return cls(name, 0)
-        if not depth_text.isdigit() or int(depth_text) < 1:
+        if not (depth_text.isascii() and depth_text.isdigit()) or int(depth_text) < 1:
             raise ConfigError(f"scope {text!r}: write {name}:K with K a positive number of top layers")
         return cls(name, int(depth_text))
 

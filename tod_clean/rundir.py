@@ -19,8 +19,6 @@ Only safetensors and JSON are read back: nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
+from tod_clean.data import atomic_output
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.model import Scope, TodClassifier
 
@@ -45,18 +44,14 @@ SCORES_META = "scores.json"
 
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (temporary file + rename)."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(value, out, indent=2, ensure_ascii=False)
-        out.write("\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    """Write tensors as safetensors atomically."""
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 @dataclass

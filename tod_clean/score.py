@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.lib.format import open_memmap
+from torch.nn.functional import softplus
 
 from tod_clean.config import DataColumns, ScoreConfig
-from tod_clean.data import Table, atomic_output, frame_bytes
+from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.errors import ConfigError, RunDirError
@@ -205,26 +206,73 @@ def _influence_head(
     progress: Progress,
 ) -> np.ndarray:
     features = head_features(model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
-    weight = model.classifier.weight.float()  # [C, D]
-    bias = model.classifier.bias.float()  # [C]
+    return head_influence(
+        features,
+        torch.as_tensor(val_labels, device=device),
+        model.classifier.weight.detach().float(),
+        model.classifier.bias.detach().float(),
+        torch.as_tensor(train_keys, device=device),
+        keep_prob=model.keep_prob,
+        mask_seed=model.mask_seed,
+        chunk_mib=chunk_mib,
+        matrix=matrix,
+        progress=progress,
+    )
+
+
+@torch.no_grad()
+def head_influence(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    train_keys: torch.Tensor,
+    *,
+    keep_prob: float,
+    mask_seed: int,
+    chunk_mib: int = 256,
+    matrix: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Head-scope influence from cached validation head features, as blocked matrix products.
+
+    ``features`` float32 ``[V, D]`` (head activations before the head mask), ``labels`` int64 ``[V]``,
+    classifier ``weight`` ``[C, D]`` and ``bias`` ``[C]``, ``train_keys`` int64 ``[N]``. Returns float64
+    ``[N]``; peak memory is bounded by ``chunk_mib`` whatever N and V are.
+    """
+    progress = progress or NullProgress()
     num_classes, width = weight.shape
     num_val = features.shape[0]
-    p = model.keep_prob
-    labels = torch.as_tensor(val_labels, device=device)
-    full_raw = (features @ weight.T).T.contiguous()  # [C, V]
-    weighted = (features[None, :, :] * weight[:, None, :]).reshape(num_classes * num_val, width)  # [C*V, D]
-    # about six [C, V, n] float32 temporaries live at once
-    chunk = max(1, int(chunk_mib * 2**20 // (num_classes * num_val * 4 * 6)))
+    p = keep_prob
     result = np.zeros(len(train_keys), dtype=np.float64)
-    keys_all = torch.as_tensor(train_keys, device=device)
+    if num_classes == 2:
+        # Two classes: the loss depends only on the logit margin z_1 - z_0, so one [V, n] product suffices.
+        weighted = features * (weight[1] - weight[0])  # [V, D]
+        full_margin = weighted.sum(1)  # [V]
+        bias_margin = bias[1] - bias[0]
+        sign = (labels * 2 - 1).to(features.dtype)[:, None]  # +1 where the label is class 1
+        per_pair_bytes = num_val * 4 * 6
+    else:
+        full_raw = (features @ weight.T).T.contiguous()  # [C, V]
+        weighted = (features[None, :, :] * weight[:, None, :]).reshape(num_classes * num_val, width)  # [C*V, D]
+        per_pair_bytes = num_classes * num_val * 4 * 6
+    # about six [C, V, n] float32 temporaries are alive at once
+    chunk = max(1, int(chunk_mib * 2**20 // per_pair_bytes))
     progress.start("influence", len(train_keys) * num_val)
     for start in range(0, len(train_keys), chunk):
-        keys = keys_all[start : start + chunk]
-        exposed_mask = instance_masks(model.mask_seed, keys, HEAD_SITE, width, p).to(torch.float32)  # [n, D]
-        exposed_raw = (weighted @ exposed_mask.T).view(num_classes, num_val, -1)  # [C, V, n]
-        exposed_logits = exposed_raw / p + bias[:, None, None]
-        hidden_logits = (full_raw[:, :, None] - exposed_raw) / (1.0 - p) + bias[:, None, None]
-        pair_influence = _pair_loss(hidden_logits, labels) - _pair_loss(exposed_logits, labels)  # [V, n]
+        keys = train_keys[start : start + chunk]
+        exposed_mask = instance_masks(mask_seed, keys, HEAD_SITE, width, p).to(torch.float32)  # [n, D]
+        if num_classes == 2:
+            exposed_raw = weighted @ exposed_mask.T  # [V, n]
+            exposed_margin = (exposed_raw / p + bias_margin) * sign
+            hidden_margin = ((full_margin[:, None] - exposed_raw) / (1.0 - p) + bias_margin) * sign
+            # cross-entropy = softplus(-signed margin)
+            pair_influence = softplus(-hidden_margin) - softplus(-exposed_margin)  # [V, n]
+        else:
+            exposed_raw = (weighted @ exposed_mask.T).view(num_classes, num_val, -1)  # [C, V, n]
+            exposed_logits = exposed_raw / p + bias[:, None, None]
+            hidden_logits = (full_raw[:, :, None] - exposed_raw) / (1.0 - p) + bias[:, None, None]
+            pair_influence = _pair_loss(hidden_logits, labels) - _pair_loss(exposed_logits, labels)  # [V, n]
         result[start : start + len(keys)] = pair_influence.double().mean(0).cpu().numpy()
         if matrix is not None:
             matrix[start : start + len(keys)] = pair_influence.T.cpu().numpy()
@@ -326,6 +374,8 @@ def score_run(
         val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)
     if matrix_path is not None and val_table is None:
         raise ConfigError("--matrix needs a validation set (--val)")
+    if matrix_path is not None:
+        check_destination(str(matrix_path))
     if val_table is not None and not info.scope.masked:
         raise ConfigError(f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence to score")
     torch_device = pick_device(device)

@@ -148,6 +148,7 @@ def train(
 ) -> TrainResult:
     """Fine-tune a classifier with turn-over dropout on ``table`` and write the run directory."""
     progress = progress or NullProgress()
+    pick_device(config.device)  # refuse a missing device before writing anything
     torch.manual_seed(config.seed)
     labels = training_labels(table, config.columns.label_col)
     instances = instances_from_table(table, config.columns, labels)

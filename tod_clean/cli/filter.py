@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from tod_clean.cli import app, console, handle_errors, setup
-from tod_clean.data import STDIN, read_table, write_frame, write_subset
-from tod_clean.errors import ConfigError
-from tod_clean.filter import (
-    SIGNALS,
-    WORSE_WHEN_LOWER,
-    check_scores,
-    default_signal,
-    match_scores,
-    read_scores,
-    rows_to_drop,
+from tod_clean.data import (
+    STDIN,
+    check_destination,
+    check_subset_destination,
+    deliver,
+    format_of,
+    frame_bytes,
+    read_table,
+    subset_bytes,
 )
+from tod_clean.filter import SIGNALS, filter_table, read_scores
 from tod_clean.rundir import RunDir
 
 
@@ -56,24 +55,29 @@ def filter_command(
     info = run_dir.read_info()
     frame = read_scores(scores) if scores is not None else load_scores(run_dir)[0]
     table = read_table(train or info.train_file.path)
-    aligned = match_scores(table, frame, info)
-    by = by or default_signal(list(aligned.columns))
-    if by not in aligned.columns:
-        raise ConfigError(f"--by {by}: no such score column; columns found: {', '.join(aligned.columns)}")
-    values = aligned[by].to_numpy(dtype=np.float64)
-    check_scores(values, by, scores or str(run_dir.path))
-    dropped = rows_to_drop(values, by=by, fraction=drop, count=drop_count, threshold=threshold)
-    keep = np.setdiff1d(np.arange(len(table)), dropped)
+    check_subset_destination(table, out)
     if removed is not None:
-        rows = table.to_frame().iloc[dropped].reset_index(drop=True)
-        report = aligned.iloc[dropped].reset_index(drop=True).drop(columns=["id", "label"], errors="ignore")
-        report.columns = [f"score_{name}" if name in rows.columns else name for name in report.columns]
-        write_frame(rows.join(report), removed)
-    write_subset(table, keep.tolist(), out)
+        check_destination(removed)
+        format_of(removed, default="csv")
+    result = filter_table(
+        table,
+        frame,
+        info,
+        by=by,
+        fraction=drop,
+        count=drop_count,
+        threshold=threshold,
+        scores_source=scores or str(run_dir.path),
+    )
+    kept_payload = subset_bytes(table, result.kept.tolist())
+    removed_payload = frame_bytes(result.removed, format_of(removed, default="csv")) if removed else None
+    deliver(out, kept_payload)
+    if removed is not None and removed_payload is not None:
+        deliver(removed, removed_payload)
     if not quiet:
-        direction = "lowest" if by in WORSE_WHEN_LOWER else "highest"
         console.print(
-            f"kept {len(keep)} of {len(table)} rows; dropped {len(dropped)} ({len(dropped) / len(table):.2%}) "
-            f"with the {direction} {by}" + (f" -> {out}" if out != STDIN else ""),
+            f"kept {len(result.kept)} of {len(table)} rows; dropped {len(result.dropped)} "
+            f"({len(result.dropped) / len(table):.2%}) "
+            f"with the {result.worse_when} {result.by}" + (f" -> {out}" if out != STDIN else ""),
             highlight=False,
         )

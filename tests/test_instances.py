@@ -1,0 +1,84 @@
+"""Instances: label lists and instance keys built from validated tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tod_clean.config import DataColumns
+from tod_clean.data import read_table
+from tod_clean.errors import InputError
+from tod_clean.instances import instances_from_table, label_ids, training_labels
+from tod_clean.masks import key_from_id
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_text_labels_sorted_and_indexed(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path / "t.csv", "text,label\na,pos\nb,neg\nc,pos\n"))
+    labels = training_labels(table, "label")
+    assert labels == ["neg", "pos"]
+    assert label_ids(table, "label", labels).tolist() == [1, 0, 1]
+
+
+def test_integer_labels_sorted_numerically(tmp_path: Path) -> None:
+    table = read_table(
+        write(
+            tmp_path / "t.jsonl",
+            "".join(f'{{"text": "t{i}", "label": {v}}}\n' for i, v in enumerate([10, 2, -1, 2])),
+        )
+    )
+    labels = training_labels(table, "label")
+    assert labels == [-1, 2, 10]
+    assert label_ids(table, "label", labels).tolist() == [2, 1, 0, 1]
+
+
+def test_zero_padded_numeric_labels_can_be_trained_on(tmp_path: Path) -> None:
+    """Class codes such as 01/02/10 in a CSV: the label list must index the table's own labels."""
+    table = read_table(write(tmp_path / "codes.csv", "text,label\na,01\nb,02\nc,10\nd,02\n"))
+    labels = training_labels(table, "label")
+    assert len(labels) == 3
+    ids = label_ids(table, "label", labels)  # the training table's labels are all known
+    assert len(set(ids.tolist())) == 3
+    assert ids[1] == ids[3]
+
+
+def test_one_label_is_refused(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path / "t.csv", "text,label\na,pos\nb,pos\n"))
+    with pytest.raises(InputError, match=r"t\.csv, column 'label': found only one label \('pos'\)"):
+        training_labels(table, "label")
+
+
+def test_unknown_label_names_row_and_labels(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path / "val.csv", "text,label\na,pos\nb,maybe\n"))
+    with pytest.raises(
+        InputError,
+        match=r"val\.csv: row 1 \(line 3\), column 'label': label 'maybe' was not in "
+        r"the training data \(labels: neg, pos\)",
+    ):
+        label_ids(table, "label", ["neg", "pos"])
+
+
+def test_instance_keys_rows_or_ids(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path / "t.csv", "id,text,label\nx1,a,pos\n7,b,neg\n"))
+    by_row = instances_from_table(table, DataColumns(), ["neg", "pos"])
+    assert by_row.instance_keys.tolist() == [0, 1] and by_row.ids is None
+    by_id = instances_from_table(table, DataColumns(id_col="id"), ["neg", "pos"])
+    assert by_id.instance_keys.dtype == np.int64
+    assert by_id.instance_keys.tolist() == [key_from_id("x1"), key_from_id(7)]
+    assert by_id.ids == ["x1", "7"]
+    assert by_id.labels.tolist() == [1, 0]
+    unlabeled = instances_from_table(table, DataColumns(label_col="missing"), None)
+    assert unlabeled.labels.tolist() == [-1, -1]
+
+
+def test_text_pairs(tmp_path: Path) -> None:
+    table = read_table(write(tmp_path / "t.tsv", "q\tp\tlabel\nwho?\tme\t1\nwhy?\tso\t0\n"))
+    inst = instances_from_table(table, DataColumns(text_col="q", text_pair_col="p"), [0, 1])
+    assert inst.texts == ["who?", "why?"] and inst.text_pairs == ["me", "so"]
+    assert inst.labels.tolist() == [1, 0]

@@ -1,0 +1,206 @@
+"""Batched scoring (GEMM path for the head, pair batches for layer scopes) against a naive per-pair loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from torch import nn
+
+from tests.conftest import NEGATIVE, POSITIVE
+from tod_clean.encoding import EncodedRows, encode_texts
+from tod_clean.masks import MaskMode, key_from_id
+from tod_clean.model import Scope, TodClassifier
+from tod_clean.score import SelfScores, influence, scores_frame, self_scores
+
+NUM_LABELS = 3
+TRAIN_TEXTS = POSITIVE[:4] + NEGATIVE[:3]  # 7 training rows
+VAL_TEXTS = POSITIVE[10:14] + NEGATIVE[10:13] + ["Odd."]  # 8 validation rows of varied lengths
+TRAIN_KEYS = np.array([0, 1, -1, 2**33 + 7, key_from_id("a"), key_from_id("b"), 17], dtype=np.int64)
+TRAIN_LABELS = np.array([0, 1, 2, 0, 1, 2, 0], dtype=np.int64)
+VAL_LABELS = np.array([2, 1, 0, 0, 1, 2, 2, 1], dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def encoded(tokenizer: Any) -> tuple[EncodedRows, EncodedRows]:
+    train = encode_texts(tokenizer, TRAIN_TEXTS, None, 16)
+    val = encode_texts(tokenizer, VAL_TEXTS, None, 16)
+    assert len(set(val.lengths.tolist())) > 1  # batches need padding
+    return train, val
+
+
+def make_model(model_dir: Path, scope: str, keep_prob: float = 0.5) -> TodClassifier:
+    torch.manual_seed(3)
+    encoder = transformers.AutoModel.from_pretrained(str(model_dir))
+    model = TodClassifier(encoder, NUM_LABELS, scope=Scope.parse(scope), keep_prob=keep_prob, mask_seed=21)
+    with torch.no_grad():  # a head that separates classes a bit, so losses vary between sub-networks
+        model.classifier.weight.mul_(4.0)
+    return model.eval()
+
+
+def ce(logits: torch.Tensor, label: int) -> float:
+    return nn.functional.cross_entropy(logits.double(), torch.tensor([label])).item()
+
+
+def naive_pairs(model: TodClassifier, keys: np.ndarray, val: EncodedRows, labels: np.ndarray) -> np.ndarray:
+    """L(hidden_i, v) - L(exposed_i, v) for every training key i and validation row v, one forward each."""
+    matrix = np.zeros((len(keys), len(val)))
+    with torch.no_grad():
+        for v in range(len(val)):
+            batch = val.batch([v])
+            for i, key in enumerate(keys):
+                key_t = torch.tensor([int(key)])
+                hidden = ce(model(batch, key_t, MaskMode.HIDDEN), int(labels[v]))
+                exposed = ce(model(batch, key_t, MaskMode.EXPOSED), int(labels[v]))
+                matrix[i, v] = hidden - exposed
+    return matrix
+
+
+@pytest.fixture(scope="module")
+def naive_cache() -> dict[str, np.ndarray]:
+    return {}
+
+
+def naive_for(scope: str, model: TodClassifier, val: EncodedRows, cache: dict[str, np.ndarray]) -> np.ndarray:
+    if scope not in cache:
+        cache[scope] = naive_pairs(model, TRAIN_KEYS, val, VAL_LABELS)
+    return cache[scope]
+
+
+SCORE_SCOPES = ["head", "layers:1", "layers:2", "ffn:1", "ffn:2"]
+
+
+def head_chunk_mib(chunk: float) -> float:
+    """The chunk_mib at which the head path handles ``chunk`` training instances per block."""
+    return chunk * NUM_LABELS * len(VAL_TEXTS) * 4 * 6 / 2**20
+
+
+@pytest.mark.parametrize("scope", SCORE_SCOPES)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # defaults: one block
+        {"batch_size": 3, "pair_batch": 7, "chunk_mib": head_chunk_mib(2.5)},  # several blocks, ragged ends
+        {"batch_size": 2, "pair_batch": 1, "chunk_mib": head_chunk_mib(1)},  # one pair / instance at a time
+    ],
+    ids=["one-block", "chunks", "single"],
+)
+def test_influence_equals_naive_loop(
+    tiny_model_dir: Path,
+    encoded: tuple[EncodedRows, EncodedRows],
+    naive_cache: dict[str, np.ndarray],
+    scope: str,
+    options: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    model = make_model(tiny_model_dir, scope)
+    _, val = encoded
+    expected = naive_for(scope, model, val, naive_cache)
+    matrix_path = tmp_path / "pairs.npy"
+    result = influence(model, TRAIN_KEYS, val, VAL_LABELS, matrix_path=matrix_path, **options)
+    assert result.shape == (len(TRAIN_KEYS),) and result.dtype == np.float64
+    np.testing.assert_allclose(result, expected.mean(1), rtol=1e-5, atol=1e-5)
+    matrix = np.load(matrix_path)
+    assert matrix.shape == (len(TRAIN_KEYS), len(VAL_TEXTS)) and matrix.dtype == np.float32
+    np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.npy"]  # no temporary file left
+    # the values are not trivially zero: sub-networks really differ
+    assert np.abs(expected).max() > 1e-3
+
+
+def test_influence_without_matrix_and_for_one_key(
+    tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows], naive_cache: dict[str, np.ndarray]
+) -> None:
+    model = make_model(tiny_model_dir, "layers:1")
+    _, val = encoded
+    expected = naive_for("layers:1", model, val, naive_cache)
+    one = influence(model, TRAIN_KEYS[3:4], val, VAL_LABELS, pair_batch=5, batch_size=4)
+    np.testing.assert_allclose(one, expected[3:4].mean(1), rtol=1e-5, atol=1e-5)
+
+
+def test_influence_needs_masks(tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows]) -> None:
+    model = make_model(tiny_model_dir, "none")
+    with pytest.raises(ValueError, match="instance masks"):
+        influence(model, TRAIN_KEYS, encoded[1], VAL_LABELS)
+
+
+def naive_self(
+    model: TodClassifier, train: EncodedRows, labels: np.ndarray, keys: np.ndarray
+) -> dict[MaskMode, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    with torch.no_grad():
+        for mode in MaskMode:
+            losses, probs = [], []
+            for row in range(len(train)):
+                logits = model(train.batch([row]), torch.tensor([int(keys[row])]), mode)
+                losses.append(ce(logits, int(labels[row])))
+                probs.append(logits.softmax(-1)[0].numpy())
+            out[mode] = (np.array(losses), np.array(probs))
+    return out
+
+
+@pytest.mark.parametrize("scope", ["head", "layers:2", "ffn:1"])
+def test_self_scores_equal_per_row_forward(
+    tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows], scope: str
+) -> None:
+    model = make_model(tiny_model_dir, scope)
+    train, _ = encoded
+    expected = naive_self(model, train, TRAIN_LABELS, TRAIN_KEYS)
+    scores = self_scores(model, train, TRAIN_LABELS, TRAIN_KEYS, batch_size=3)
+    assert isinstance(scores, SelfScores)
+    np.testing.assert_allclose(scores.full_loss, expected[MaskMode.FULL][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.full_probs, expected[MaskMode.FULL][1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.exposed_loss, expected[MaskMode.EXPOSED][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.hidden_loss, expected[MaskMode.HIDDEN][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.hidden_probs, expected[MaskMode.HIDDEN][1], rtol=1e-5, atol=1e-6)
+    assert scores.self_influence is not None
+    np.testing.assert_allclose(scores.self_influence, scores.hidden_loss - scores.exposed_loss)
+    np.testing.assert_allclose(
+        scores.self_influence,
+        expected[MaskMode.HIDDEN][0] - expected[MaskMode.EXPOSED][0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert scores.full_loss.dtype == np.float64 and scores.full_probs.dtype == np.float32
+    np.testing.assert_allclose(scores.full_probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_self_scores_without_masks(tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows]) -> None:
+    model = make_model(tiny_model_dir, "none")
+    train, _ = encoded
+    expected = naive_self(model, train, TRAIN_LABELS, TRAIN_KEYS)
+    scores = self_scores(model, train, TRAIN_LABELS, TRAIN_KEYS, batch_size=4)
+    assert scores.exposed_loss is None and scores.hidden_loss is None and scores.hidden_probs is None
+    assert scores.self_influence is None
+    np.testing.assert_allclose(scores.full_loss, expected[MaskMode.FULL][0], rtol=1e-5, atol=1e-6)
+
+
+def test_scores_frame_columns_and_rank(
+    tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows]
+) -> None:
+    from tod_clean.instances import Instances
+
+    model = make_model(tiny_model_dir, "head")
+    train, val = encoded
+    scores = self_scores(model, train, TRAIN_LABELS, TRAIN_KEYS)
+    values = influence(model, TRAIN_KEYS, val, VAL_LABELS)
+    instances = Instances(list(TRAIN_TEXTS), None, TRAIN_LABELS, TRAIN_KEYS, [f"id{i}" for i in range(7)])
+    names = ["a", "b", "c"]
+    frame = scores_frame(instances, names, scores, values)
+    assert list(frame["row"]) == list(range(7))
+    assert list(frame["id"]) == [f"id{i}" for i in range(7)]
+    assert list(frame["label"]) == [names[i] for i in TRAIN_LABELS]
+    np.testing.assert_allclose(frame["influence"], values)
+    np.testing.assert_allclose(frame["self_influence"], scores.hidden_loss - scores.exposed_loss)
+    np.testing.assert_allclose(frame["full_prob"], scores.full_probs[np.arange(7), TRAIN_LABELS], rtol=1e-6)
+    # rank 1 = lowest influence (the most harmful row)
+    assert sorted(frame["rank"]) == list(range(1, 8))
+    assert list(frame.sort_values("rank")["row"]) == list(np.argsort(values, kind="stable"))
+    # without a validation set, rank follows full_loss, highest first
+    frame = scores_frame(instances, names, scores, None)
+    assert "influence" not in frame.columns
+    assert list(frame.sort_values("rank")["row"]) == list(np.argsort(-scores.full_loss, kind="stable"))
