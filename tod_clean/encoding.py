@@ -20,6 +20,11 @@ class EncodedRows:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def subset(self, indices: Sequence[int]) -> EncodedRows:
+        """The rows at ``indices``, in that order."""
+        token_types = None if self.token_type_ids is None else [self.token_type_ids[i] for i in indices]
+        return EncodedRows([self.input_ids[i] for i in indices], token_types, self.pad_id)
+
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))

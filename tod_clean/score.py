@@ -140,8 +140,20 @@ def _matrix_writer(path: str | Path | None, shape: tuple[int, int]) -> Iterator[
         raise
 
 
+@dataclass
+class InfluenceBlock:
+    """Per-pair influence of training rows ``train_start .. train_start + n`` on validation rows ``val_index``.
+
+    ``values`` is float32 ``[n, v]``: ``L(hidden_i, z_v) - L(exposed_i, z_v)``.
+    """
+
+    train_start: int
+    val_index: np.ndarray
+    values: torch.Tensor
+
+
 @torch.no_grad()
-def influence(
+def influence_blocks(
     model: TodClassifier,
     train_keys: np.ndarray,
     val_encoded: EncodedRows,
@@ -152,27 +164,54 @@ def influence(
     pair_batch: int = 256,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
-    matrix_path: str | Path | None = None,
     progress: Progress | None = None,
-) -> np.ndarray:
-    """Influence of each training instance on the validation set: float64 ``[N]``.
-
-    ``influence[i] = mean_v L(hidden_i, v) - L(exposed_i, v)``. With ``matrix_path``, the whole
-    ``[N, V]`` float32 matrix of per-pair values is written there as ``.npy``.
-    """
+) -> Iterator[InfluenceBlock]:
+    """The train x validation influence matrix, block by block, never whole in memory."""
     if not model.scope.masked:
         raise ValueError("influence needs a run with instance masks (scope other than 'none')")
     progress = progress or NullProgress()
     device = torch.device(device)
     model.eval()
-    with _matrix_writer(matrix_path, (len(train_keys), len(val_encoded))) as matrix:
-        if model.scope.kind == "head":
-            return _influence_head(
-                model, train_keys, val_encoded, val_labels, batch_size, chunk_mib, device, amp_dtype, matrix, progress
-            )
-        return _influence_pairs(
-            model, train_keys, val_encoded, val_labels, batch_size, pair_batch, device, amp_dtype, matrix, progress
+    if model.scope.kind == "head":
+        features = head_features(model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+        yield from head_influence_blocks(
+            features,
+            torch.as_tensor(val_labels, device=device),
+            model.classifier.weight.detach().float(),
+            model.classifier.bias.detach().float(),
+            torch.as_tensor(train_keys, device=device),
+            keep_prob=model.keep_prob,
+            mask_seed=model.mask_seed,
+            chunk_mib=chunk_mib,
+            progress=progress,
         )
+    else:
+        yield from _pair_blocks(model, train_keys, val_encoded, val_labels, batch_size, pair_batch, device, amp_dtype, progress)
+
+
+def influence(
+    model: TodClassifier,
+    train_keys: np.ndarray,
+    val_encoded: EncodedRows,
+    val_labels: np.ndarray,
+    *,
+    matrix_path: str | Path | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """Influence of each training instance on the validation set: float64 ``[N]``.
+
+    ``influence[i] = mean_v L(hidden_i, v) - L(exposed_i, v)``. With ``matrix_path``, the whole
+    ``[N, V]`` float32 matrix of per-pair values is written there as ``.npy``. ``options`` are those of
+    ``influence_blocks``.
+    """
+    totals = np.zeros(len(train_keys), dtype=np.float64)
+    with _matrix_writer(matrix_path, (len(train_keys), len(val_encoded))) as matrix:
+        for block in influence_blocks(model, train_keys, val_encoded, val_labels, **options):
+            rows = slice(block.train_start, block.train_start + block.values.shape[0])
+            totals[rows] += block.values.double().sum(1).cpu().numpy()
+            if matrix is not None:
+                matrix[rows, block.val_index] = block.values.cpu().numpy()
+    return totals / len(val_encoded)
 
 
 def head_features(
@@ -193,35 +232,14 @@ def head_features(
     return features
 
 
-def _influence_head(
-    model: TodClassifier,
-    train_keys: np.ndarray,
-    val_encoded: EncodedRows,
-    val_labels: np.ndarray,
-    batch_size: int,
-    chunk_mib: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    matrix: np.ndarray | None,
-    progress: Progress,
-) -> np.ndarray:
-    features = head_features(model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
-    return head_influence(
-        features,
-        torch.as_tensor(val_labels, device=device),
-        model.classifier.weight.detach().float(),
-        model.classifier.bias.detach().float(),
-        torch.as_tensor(train_keys, device=device),
-        keep_prob=model.keep_prob,
-        mask_seed=model.mask_seed,
-        chunk_mib=chunk_mib,
-        matrix=matrix,
-        progress=progress,
-    )
+def head_influence(features: torch.Tensor, labels: torch.Tensor, *args: Any, **options: Any) -> np.ndarray:
+    """Mean head-scope influence ``[N]`` float64 over the validation rows (see ``head_influence_blocks``)."""
+    totals = [block.values.double().mean(1).cpu().numpy() for block in head_influence_blocks(features, labels, *args, **options)]
+    return np.concatenate(totals) if totals else np.zeros(0)
 
 
 @torch.no_grad()
-def head_influence(
+def head_influence_blocks(
     features: torch.Tensor,
     labels: torch.Tensor,
     weight: torch.Tensor,
@@ -231,20 +249,19 @@ def head_influence(
     keep_prob: float,
     mask_seed: int,
     chunk_mib: int = 256,
-    matrix: np.ndarray | None = None,
     progress: Progress | None = None,
-) -> np.ndarray:
+) -> Iterator[InfluenceBlock]:
     """Head-scope influence from cached validation head features, as blocked matrix products.
 
     ``features`` float32 ``[V, D]`` (head activations before the head mask), ``labels`` int64 ``[V]``,
-    classifier ``weight`` ``[C, D]`` and ``bias`` ``[C]``, ``train_keys`` int64 ``[N]``. Returns float64
-    ``[N]``; peak memory is bounded by ``chunk_mib`` whatever N and V are.
+    classifier ``weight`` ``[C, D]`` and ``bias`` ``[C]``, ``train_keys`` int64 ``[N]``. Each block holds
+    all V validation rows; peak memory is bounded by ``chunk_mib`` whatever N and V are.
     """
     progress = progress or NullProgress()
     num_classes, width = weight.shape
     num_val = features.shape[0]
     p = keep_prob
-    result = np.zeros(len(train_keys), dtype=np.float64)
+    all_val = np.arange(num_val)
     if num_classes == 2:
         # Two classes: the loss depends only on the logit margin z_1 - z_0, so one [V, n] product suffices.
         weighted = features * (weight[1] - weight[0])  # [V, D]
@@ -273,12 +290,9 @@ def head_influence(
             exposed_logits = exposed_raw / p + bias[:, None, None]
             hidden_logits = (full_raw[:, :, None] - exposed_raw) / (1.0 - p) + bias[:, None, None]
             pair_influence = _pair_loss(hidden_logits, labels) - _pair_loss(exposed_logits, labels)  # [V, n]
-        result[start : start + len(keys)] = pair_influence.double().mean(0).cpu().numpy()
-        if matrix is not None:
-            matrix[start : start + len(keys)] = pair_influence.T.cpu().numpy()
+        yield InfluenceBlock(start, all_val, pair_influence.T)
         progress.advance(len(keys) * num_val)
     progress.finish()
-    return result
 
 
 def _pair_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -287,7 +301,7 @@ def _pair_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=0) - picked
 
 
-def _influence_pairs(
+def _pair_blocks(
     model: TodClassifier,
     train_keys: np.ndarray,
     val_encoded: EncodedRows,
@@ -296,11 +310,10 @@ def _influence_pairs(
     pair_batch: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
-    matrix: np.ndarray | None,
     progress: Progress,
-) -> np.ndarray:
+) -> Iterator[InfluenceBlock]:
+    """Layer and feed-forward scopes: the masked top of the network runs on (instance, row) pairs."""
     num_train = len(train_keys)
-    totals = np.zeros(num_train, dtype=np.float64)
     keys_all = torch.as_tensor(train_keys, device=device)
     labels_all = torch.as_tensor(val_labels)
     val_block = max(1, min(batch_size, pair_batch))
@@ -317,19 +330,15 @@ def _influence_pairs(
             n = len(keys)
             rows = torch.arange(n, device=device).repeat_interleave(width)
             pair_lower = lower.repeat(n, *([1] * (lower.dim() - 1)))
-            pair_batch_inputs = {name: value.repeat(n, 1) for name, value in batch.items()}
+            pair_inputs = {name: value.repeat(n, 1) for name, value in batch.items()}
             pair_targets = targets.repeat(n)
             with _autocast(device, amp_dtype):
-                exposed = model.forward_upper(pair_lower, pair_batch_inputs, keys, MaskMode.EXPOSED, rows)
-                hidden = model.forward_upper(pair_lower, pair_batch_inputs, keys, MaskMode.HIDDEN, rows)
-            pair_influence = (_nll(hidden, pair_targets) - _nll(exposed, pair_targets)).view(n, width)
-            totals[start : start + n] += pair_influence.double().sum(1).cpu().numpy()
-            if matrix is not None:
-                matrix[start : start + n, val_indices] = pair_influence.cpu().numpy()
+                exposed = model.forward_upper(pair_lower, pair_inputs, keys, MaskMode.EXPOSED, rows)
+                hidden = model.forward_upper(pair_lower, pair_inputs, keys, MaskMode.HIDDEN, rows)
+            values = (_nll(hidden, pair_targets) - _nll(exposed, pair_targets)).view(n, width)
+            yield InfluenceBlock(start, np.asarray(val_indices), values)
             progress.advance(n * width)
     progress.finish()
-    return totals / len(val_encoded)
-
 
 
 # ---- the `score` workflow: a run directory + data files -> a scores table ------------------------

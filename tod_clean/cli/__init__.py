@@ -139,4 +139,4 @@ def main() -> None:
 
 
 # Each subcommand lives in its own module and registers itself on ``app``.
-from tod_clean.cli import filter, score, train  # noqa: E402, F401, A004
+from tod_clean.cli import evaluate, explain, filter, score, train  # noqa: E402, F401, A004

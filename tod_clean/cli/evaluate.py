@@ -1,0 +1,62 @@
+"""``tod-clean evaluate``: accuracy, macro-F1, loss and confusion matrix of a run's full network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table as RichTable
+
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.config import DataColumns
+from tod_clean.data import check_destination, deliver, read_table
+from tod_clean.rundir import RunDir
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_command(
+    data_file: Annotated[str, typer.Argument(help="Labeled data to evaluate on (any supported format, or -).")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path("tod-run"),
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write the metrics as JSON here (- for stdout).")] = None,
+    text_col: Annotated[str | None, typer.Option(help="Text column (default: training's).")] = None,
+    text_pair_col: Annotated[str | None, typer.Option(help="Second text column (default: training's).")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column (default: training's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
+) -> None:
+    """Evaluate the run's full network (no instance mask) on a labeled file."""
+    setup(quiet)
+    from tod_clean.evaluate import evaluate_run
+
+    run_dir = RunDir(run)
+    trained = run_dir.read_complete_info().train.columns
+    if out is not None:
+        check_destination(out)
+    columns = DataColumns(
+        text_col=text_col or trained.text_col,
+        text_pair_col=text_pair_col or trained.text_pair_col,
+        label_col=label_col or trained.label_col,
+    )
+    result = evaluate_run(
+        run_dir, read_table(data_file), columns=columns, batch_size=batch_size, device=device, progress=progress_for(quiet)
+    )
+    summary = {"file": data_file, "run": str(run), **result.to_dict()}
+    if out is not None:
+        deliver(out, (json.dumps(summary, indent=2, default=str) + "\n").encode("utf-8"))
+    if not quiet:
+        metrics = RichTable(title=f"{data_file}: {result.rows} rows", show_header=False)
+        metrics.add_row("accuracy", f"{result.accuracy:.4f}")
+        metrics.add_row("macro-F1", f"{result.macro_f1:.4f}")
+        metrics.add_row("loss", f"{result.loss:.4f}")
+        console.print(metrics)
+        confusion = RichTable(title="confusion (rows: true, columns: predicted)")
+        confusion.add_column("")
+        for name in result.labels:
+            confusion.add_column(str(name), justify="right")
+        for name, counts in zip(result.labels, result.confusion, strict=True):
+            confusion.add_row(str(name), *(str(c) for c in counts))
+        console.print(confusion)

@@ -1,0 +1,109 @@
+"""``tod-clean explain``: the training rows that hurt and helped each validation row most."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.data import check_destination, format_of, read_table, write_frame
+from tod_clean.rundir import RunDir
+
+
+def shorten(text: str, width: int = 80) -> str:
+    return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" …")
+
+
+@app.command("explain")
+@handle_errors
+def explain_command(
+    val: Annotated[str, typer.Option(help="Validation data whose rows to explain.")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path("tod-run"),
+    top: Annotated[int, typer.Option("--top", "-k", help="Training rows per list (hurt and helped).")] = 5,
+    errors_only: Annotated[bool, typer.Option(help="Explain only the rows the model gets wrong.")] = False,
+    index: Annotated[list[int] | None, typer.Option(help="Explain only this validation row (0-based; repeatable).")] = None,
+    id_: Annotated[str | None, typer.Option("--id", help="Explain only the validation row with this id.")] = None,
+    hurt_from: Annotated[
+        str, typer.Option(help="Hurt candidates: 'wrong' (rows labeled with the wrong prediction) or 'any'.")
+    ] = "wrong",
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Full result (.jsonl .csv .parquet, - = CSV stdout).")] = None,
+    show: Annotated[int, typer.Option(help="Validation rows shown in the terminal.")] = 5,
+    train: Annotated[str | None, typer.Option(help="The training file, if it moved (sha256 is checked).")] = None,
+    val_text_col: Annotated[str | None, typer.Option(help="Text column of --val (default: training's).")] = None,
+    val_text_pair_col: Annotated[str | None, typer.Option(help="Second text column of --val.")] = None,
+    val_label_col: Annotated[str | None, typer.Option(help="Label column of --val (default: training's).")] = None,
+    val_id_col: Annotated[str | None, typer.Option(help="Id column of --val (default: training's, if present).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
+) -> None:
+    """For each validation row, the training rows with the most negative and most positive influence on it."""
+    setup(quiet)
+    from tod_clean.explain import explain_run
+
+    run_dir = RunDir(run)
+    info = run_dir.read_complete_info()
+    if out is not None:
+        check_destination(out)
+        format_of(out, default="csv")
+    val_table = read_table(val)
+    trained = info.train.columns
+    id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
+    columns = DataColumns(
+        text_col=val_text_col or trained.text_col,
+        text_pair_col=val_text_pair_col or trained.text_pair_col,
+        label_col=val_label_col or trained.label_col,
+        id_col=id_col,
+    )
+    result = explain_run(
+        run_dir,
+        read_table(train or info.train_file.path),
+        val_table,
+        val_columns=columns,
+        k=top,
+        errors_only=errors_only,
+        val_rows=index,
+        val_id=id_,
+        hurt_from=hurt_from,
+        config=ScoreConfig(batch_size=batch_size),
+        device=device,
+        progress=progress_for(quiet),
+    )
+    if out is not None:
+        write_frame(result.frame, out)
+    if quiet:
+        return
+    console.print(
+        f"full network: accuracy {result.accuracy:.3f} on {len(val_table)} validation rows "
+        f"({result.misclassified} misclassified); explained {result.explained}",
+        highlight=False,
+    )
+    for number, (val_row, group) in enumerate(result.frame.groupby("val_row", sort=False)):
+        if number >= show:
+            console.print(f"… {result.explained - show} more validation rows" + (f" in {out}" if out else " (use --out)"))
+            break
+        first = group.iloc[0]
+        name = f"id {first.val_id}" if first.val_id is not None else f"row {val_row}"
+        verdict = "[green]correct[/green]" if first.val_label == first.val_pred else "[red]wrong[/red]"
+        table = RichTable(
+            title=f"validation {escape(name)}: label {escape(str(first.val_label))}, predicted "
+            f"{escape(str(first.val_pred))} ({verdict}, p(label) {first.val_prob:.2f})",
+            caption=escape(shorten(first.val_text, 120)),
+            title_justify="left",
+        )
+        for column, justify in (("", "left"), ("#", "right"), ("train", "left"), ("label", "left"), ("influence", "right"), ("text", "left")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for _, row in group.iterrows():
+            train_name = str(row.train_id) if row.train_id is not None else str(row.train_row)
+            style = "red" if row.kind == "hurt" else "green"
+            table.add_row(
+                f"[{style}]{row.kind}[/{style}]", str(row["rank"]), escape(train_name), escape(str(row.train_label)),
+                f"{row.influence:+.4f}", escape(shorten(row.train_text)),
+            )
+        console.print(table)

@@ -1,0 +1,245 @@
+"""Why does the model err on a validation row? The training rows that hurt it and helped it most.
+
+For validation row z the per-pair influence ``L(hidden_i, z) - L(exposed_i, z)`` of every training row z_i
+is computed block by block (never the whole matrix at once) and the extremes are kept:
+
+- **hurt**: the k most negative; by default only among training rows whose label is the wrong prediction
+  (the predicted label when z is misclassified, any other label when it is not), as in Kobayashi et al. 2020;
+- **helped**: the k most positive among all training rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.data import Table
+from tod_clean.device import autocast_dtype, pick_device
+from tod_clean.encoding import EncodedRows, encode_texts
+from tod_clean.errors import ConfigError, InputError
+from tod_clean.evaluate import predict_probs
+from tod_clean.instances import instances_from_table
+from tod_clean.model import TodClassifier
+from tod_clean.progress import Progress
+from tod_clean.rundir import RunDir
+from tod_clean.score import check_train_file, influence_blocks
+
+
+@dataclass
+class TopInfluence:
+    """Per validation row, the k extreme training rows: ``rows`` int64 ``[V, k]`` (-1 = none),
+    ``values`` float32 ``[V, k]`` ordered from the most extreme."""
+
+    rows: np.ndarray
+    values: np.ndarray
+
+
+def top_influences(
+    model: TodClassifier,
+    train_keys: np.ndarray,
+    train_labels: np.ndarray,
+    val_encoded: EncodedRows,
+    val_labels: np.ndarray,
+    val_predicted: np.ndarray,
+    *,
+    k: int,
+    hurt_from: str = "wrong",
+    config: ScoreConfig | None = None,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> tuple[TopInfluence, TopInfluence]:
+    """(hurt, helped): the k most negative and the k most positive training rows per validation row.
+
+    ``hurt_from="wrong"`` limits the hurt candidates to training rows labeled with the wrong prediction
+    (the predicted class if the row is misclassified, else any class but the true one); ``"any"`` uses all.
+    """
+    if hurt_from not in ("wrong", "any"):
+        raise ConfigError(f"hurt_from must be 'wrong' or 'any', got {hurt_from!r}")
+    config = config or ScoreConfig()
+    num_val = len(val_encoded)
+    hurt_values = torch.full((num_val, k), float("inf"))
+    hurt_rows = torch.full((num_val, k), -1, dtype=torch.int64)
+    help_values = torch.full((num_val, k), float("-inf"))
+    help_rows = torch.full((num_val, k), -1, dtype=torch.int64)
+    train_labels_t = torch.as_tensor(train_labels)
+    true_t = torch.as_tensor(val_labels)
+    predicted_t = torch.as_tensor(val_predicted)
+    for block in influence_blocks(
+        model,
+        train_keys,
+        val_encoded,
+        val_labels,
+        batch_size=config.batch_size,
+        chunk_mib=config.chunk_mib,
+        pair_batch=config.pair_batch,
+        device=device,
+        amp_dtype=amp_dtype,
+        progress=progress,
+    ):
+        n = block.values.shape[0]
+        val_index = torch.as_tensor(block.val_index)
+        values = block.values.T.float().cpu()  # [v, n]
+        rows = torch.arange(block.train_start, block.train_start + n).expand(len(val_index), n)
+        block_labels = train_labels_t[block.train_start : block.train_start + n][None, :]
+        if hurt_from == "wrong":
+            wrong = predicted_t[val_index] != true_t[val_index]
+            allowed = torch.where(
+                wrong[:, None], block_labels == predicted_t[val_index][:, None], block_labels != true_t[val_index][:, None]
+            )
+            candidates = torch.where(allowed, values, torch.tensor(float("inf")))
+        else:
+            candidates = values
+        _merge(hurt_values, hurt_rows, val_index, candidates, rows, largest=False)
+        _merge(help_values, help_rows, val_index, values, rows, largest=True)
+    return (
+        _finish(hurt_values, hurt_rows),
+        _finish(help_values, help_rows),
+    )
+
+
+def _merge(
+    best_values: torch.Tensor,
+    best_rows: torch.Tensor,
+    val_index: torch.Tensor,
+    values: torch.Tensor,
+    rows: torch.Tensor,
+    *,
+    largest: bool,
+) -> None:
+    k = best_values.shape[1]
+    joined_values = torch.cat([best_values[val_index], values], dim=1)
+    joined_rows = torch.cat([best_rows[val_index], rows], dim=1)
+    top_values, order = joined_values.topk(k, dim=1, largest=largest, sorted=True)
+    best_values[val_index] = top_values
+    best_rows[val_index] = joined_rows.gather(1, order)
+
+
+def _finish(values: torch.Tensor, rows: torch.Tensor) -> TopInfluence:
+    missing = ~torch.isfinite(values)
+    return TopInfluence(rows.masked_fill(missing, -1).numpy(), values.masked_fill(missing, float("nan")).numpy())
+
+
+@dataclass
+class ExplainResult:
+    """One row per (validation row, kind, rank) in ``frame``; ``accuracy`` of the full network."""
+
+    frame: pd.DataFrame
+    explained: int
+    misclassified: int
+    accuracy: float
+
+
+def explain_run(
+    run: RunDir,
+    train_table: Table,
+    val_table: Table,
+    *,
+    val_columns: DataColumns | None = None,
+    k: int = 5,
+    errors_only: bool = False,
+    val_rows: Sequence[int] | None = None,
+    val_id: str | None = None,
+    hurt_from: str = "wrong",
+    config: ScoreConfig | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> ExplainResult:
+    """Explain validation rows of a finished run by their most harmful and most helpful training rows."""
+    if k < 1:
+        raise ConfigError(f"--top must be a positive number of training rows, got {k}")
+    info = run.read_complete_info()
+    if not info.scope.masked:
+        raise ConfigError(f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence")
+    check_train_file(train_table, info)
+    train = instances_from_table(train_table, info.train.columns, info.labels)
+    if val_columns is None:
+        trained = info.train.columns
+        id_col = trained.id_col if trained.id_col in val_table.columns else None
+        val_columns = DataColumns(trained.text_col, trained.text_pair_col, trained.label_col, id_col)
+    val = instances_from_table(val_table, val_columns, info.labels)
+    selected = np.arange(len(val))
+    if val_id is not None:
+        if val.ids is None:
+            raise ConfigError("--id needs an id column in the validation file (--val-id-col)")
+        matches = [i for i, value in enumerate(val.ids) if str(value) == val_id]
+        if not matches:
+            raise InputError(f"{val_table.source}: no row with id {val_id!r}")
+        selected = np.array(matches)
+    if val_rows is not None:
+        bad = [r for r in val_rows if not 0 <= r < len(val)]
+        if bad:
+            raise InputError(f"{val_table.source}: --index {bad[0]} is out of range (rows 0..{len(val) - 1})")
+        selected = np.array(sorted(set(val_rows)), dtype=np.int64)
+
+    torch_device = pick_device(device)
+    amp_dtype = autocast_dtype(info.train.precision, torch_device)
+    model = run.load_model(info, torch_device)
+    tokenizer = run.load_tokenizer()
+    max_length = info.train.max_length
+    val_encoded = encode_texts(tokenizer, val.texts, val.text_pairs, max_length)
+    config = config or ScoreConfig()
+    probs = predict_probs(model, val_encoded, batch_size=config.batch_size, device=torch_device, amp_dtype=amp_dtype)
+    predicted = probs.argmax(1)
+    accuracy = float((predicted == val.labels).mean())
+    misclassified = int((predicted != val.labels).sum())
+    if errors_only:
+        selected = selected[predicted[selected] != val.labels[selected]]
+    if len(selected) == 0:
+        return ExplainResult(_empty_frame(), 0, misclassified, accuracy)
+    subset = val_encoded.subset(selected)
+    hurt, helped = top_influences(
+        model,
+        train.instance_keys,
+        train.labels,
+        subset,
+        val.labels[selected],
+        predicted[selected],
+        k=min(k, len(train)),
+        hurt_from=hurt_from,
+        config=config,
+        device=torch_device,
+        amp_dtype=amp_dtype,
+        progress=progress,
+    )
+    records: list[dict[str, Any]] = []
+    names = info.labels
+    for position, val_row in enumerate(selected):
+        for kind, top in (("hurt", hurt), ("helped", helped)):
+            for rank, (train_row, value) in enumerate(zip(top.rows[position], top.values[position], strict=True), 1):
+                if train_row < 0:
+                    continue
+                records.append(
+                    {
+                        "val_row": int(val_row),
+                        "val_id": None if val.ids is None else val.ids[val_row],
+                        "val_label": names[val.labels[val_row]],
+                        "val_pred": names[predicted[val_row]],
+                        "val_prob": float(probs[val_row, val.labels[val_row]]),
+                        "kind": kind,
+                        "rank": rank,
+                        "train_row": int(train_row),
+                        "train_id": None if train.ids is None else train.ids[train_row],
+                        "train_label": names[train.labels[train_row]],
+                        "influence": float(value),
+                        "train_text": train.texts[train_row],
+                        "val_text": val.texts[val_row],
+                    }
+                )
+    return ExplainResult(pd.DataFrame(records, columns=_COLUMNS), len(selected), misclassified, accuracy)
+
+
+_COLUMNS = [
+    "val_row", "val_id", "val_label", "val_pred", "val_prob", "kind", "rank",
+    "train_row", "train_id", "train_label", "influence", "train_text", "val_text",
+]
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame(columns=_COLUMNS)
