@@ -65,7 +65,9 @@ def split_rest(rows: list[dict[str, Any]], taken: list[dict[str, Any]]) -> list[
     return [row for row in rows if row["id"] not in ids]
 
 
-def flip_labels(rows: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+def flip_labels(
+    rows: list[dict[str, Any]], fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Copies of ``rows`` with ``fraction`` of the labels flipped (seeded); and the flipped mask ``[N]``."""
     rng = np.random.default_rng([seed, 7919])
     count = int(round(fraction * len(rows)))

@@ -59,7 +59,9 @@ def child_head_gemm(num_train: int, num_val: int, chunk_mib: int) -> dict[str, A
     keys = torch.arange(num_train, dtype=torch.int64)
     baseline = peak_rss_mib()
     start = time.perf_counter()
-    values = head_influence(features, labels, weight, bias, keys, keep_prob=0.5, mask_seed=0, chunk_mib=chunk_mib)
+    values = head_influence(
+        features, labels, weight, bias, keys, keep_prob=0.5, mask_seed=0, chunk_mib=chunk_mib
+    )
     seconds = time.perf_counter() - start
     assert np.isfinite(values).all()
     return {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rss_before_mib": baseline}
@@ -70,10 +72,14 @@ def head_gemm_grid(sizes: list[tuple[int, int]], chunk_mib: int) -> list[dict[st
     for num_train, num_val in sizes:
         output = subprocess.run(
             [sys.executable, __file__, "--child", str(num_train), str(num_val), str(chunk_mib)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         result = json.loads(output.strip().splitlines()[-1])
-        result.update({"train": num_train, "val": num_val, "pairs_per_second": num_train * num_val / result["seconds"]})
+        result.update(
+            {"train": num_train, "val": num_val, "pairs_per_second": num_train * num_val / result["seconds"]}
+        )
         print(json.dumps(result), flush=True)
         rows.append(result)
     return rows
@@ -87,7 +93,11 @@ def training_overhead(train_path: Path, scopes: list[str], pairs: int) -> dict[s
         for repeat in range(pairs):
             times = {}
             for name in ("none", scope):
-                result, _ = train_run(train_path, WORK / f"cost-{name.replace(':', '-')}", train_config(scope=name, epochs=1, seed=repeat))
+                result, _ = train_run(
+                    train_path,
+                    WORK / f"cost-{name.replace(':', '-')}",
+                    train_config(scope=name, epochs=1, seed=repeat),
+                )
                 times[name] = result.info.epochs[0]["seconds"]
             plain.append(times["none"])
             masked.append(times[scope])
@@ -117,7 +127,10 @@ def scoring_fractions(train_path: Path, val_path: Path, scopes: list[str]) -> di
         self_result, self_time = score(run_path, train_path)
         start = time.perf_counter()
         val_result = score_run(
-            RunDir(run_path), read_table(str(train_path)), val_table=read_table(str(val_path)), config=ScoreConfig()
+            RunDir(run_path),
+            read_table(str(train_path)),
+            val_table=read_table(str(val_path)),
+            config=ScoreConfig(),
         )
         with_val = time.perf_counter() - start
         results[scope] = {
@@ -141,22 +154,36 @@ def report(name: str) -> None:
     import matplotlib.pyplot as plt
 
     results = json.loads((RESULTS / f"{name}.json").read_text())
-    lines = ["Training overhead (training-loop seconds of one epoch, same rows and steps, alternating pairs):", "",
-             "| scope | ordinary s (per pair) | turn-over dropout s (per pair) | median ratio |", "|---|---|---|---|"]
+    lines = [
+        "Training overhead (training-loop seconds of one epoch, same rows and steps, alternating pairs):",
+        "",
+        "| scope | ordinary s (per pair) | turn-over dropout s (per pair) | median ratio |",
+        "|---|---|---|---|",
+    ]
     for scope, value in results["overhead"].items():
         lines.append(
             f"| {scope} | {', '.join(f'{x:.1f}' for x in value['ordinary_seconds'])} | "
             f"{', '.join(f'{x:.1f}' for x in value['tod_seconds'])} | {value['median_ratio']:.3f} |"
         )
-    lines += ["", "Head-scope influence from cached validation features (fresh process per size):", "",
-              "| N train | V validation | seconds | pairs / s | peak RSS MiB (before compute) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Head-scope influence from cached validation features (fresh process per size):",
+        "",
+        "| N train | V validation | seconds | pairs / s | peak RSS MiB (before compute) |",
+        "|---|---|---|---|---|",
+    ]
     for row in results["head_gemm"]:
         lines.append(
             f"| {row['train']:,} | {row['val']:,} | {row['seconds']:.2f} | {row['pairs_per_second']:.3g} "
             f"| {row['peak_rss_mib']:.0f} ({row['rss_before_mib']:.0f}) |"
         )
-    lines += ["", "Scoring as a fraction of one training epoch (real MiniLM, end to end incl. model load and encoding):", "",
-              "| scope | epoch s | self-influence s (fraction) | with validation s (fraction) | pairs / s |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Scoring as a fraction of one training epoch (real MiniLM, end to end incl. model load and encoding):",
+        "",
+        "| scope | epoch s | self-influence s (fraction) | with validation s (fraction) | pairs / s |",
+        "|---|---|---|---|---|",
+    ]
     for scope, value in results["fractions"].items():
         lines.append(
             f"| {scope} | {value['epoch_seconds']:.1f} | {value['self_score_seconds']:.1f} ({value['self_fraction_of_epoch']:.2f}) "
@@ -169,7 +196,9 @@ def report(name: str) -> None:
     for num_val in sorted({r["val"] for r in grid}):
         rows = [r for r in grid if r["val"] == num_val]
         left.loglog([r["train"] for r in rows], [r["seconds"] for r in rows], "-o", label=f"V = {num_val:,}")
-        right.semilogx([r["train"] for r in rows], [r["peak_rss_mib"] for r in rows], "-o", label=f"V = {num_val:,}")
+        right.semilogx(
+            [r["train"] for r in rows], [r["peak_rss_mib"] for r in rows], "-o", label=f"V = {num_val:,}"
+        )
     left.set_xlabel("training instances N")
     left.set_ylabel("seconds")
     left.set_title("head-scope influence time")
@@ -185,7 +214,9 @@ def report(name: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--quick", action="store_true")
@@ -201,7 +232,10 @@ def main() -> None:
         products = read_jsonl(args.datasets / "amazon_electronics.jsonl")
         rows = 300 if args.quick else 1000
         train_path = write_jsonl(WORK / f"cost-train-{rows}.jsonl", stratified_subset(source, rows, 0))
-        val_rows = [{"id": r["id"], "text": r["text"], "label": r["label"]} for r in stratified_subset(products, 50 if args.quick else 200, 0)]
+        val_rows = [
+            {"id": r["id"], "text": r["text"], "label": r["label"]}
+            for r in stratified_subset(products, 50 if args.quick else 200, 0)
+        ]
         val_path = write_jsonl(WORK / "cost-val.jsonl", val_rows)
         scopes = ["head", "layers:2"] if args.quick else ["head", "layers:1", "layers:2", "ffn:2"]
         if args.quick:

@@ -50,8 +50,13 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from tod_clean.filter import drop_count_for, rows_to_drop
 
     movies = read_jsonl(args.datasets / "rt_polarity.jsonl")
-    products = [{"id": r["id"], "text": r["text"], "label": r["label"]} for r in read_jsonl(args.datasets / "amazon_electronics.jsonl")]
-    train_rows = movies if args.train_rows >= len(movies) else stratified_subset(movies, args.train_rows, seed)
+    products = [
+        {"id": r["id"], "text": r["text"], "label": r["label"]}
+        for r in read_jsonl(args.datasets / "amazon_electronics.jsonl")
+    ]
+    train_rows = (
+        movies if args.train_rows >= len(movies) else stratified_subset(movies, args.train_rows, seed)
+    )
     val_rows = stratified_subset(products, args.val_rows, seed)
     test_rows = split_rest(products, val_rows)[: args.test_rows]
     folder = WORK / f"domain-shift-{args.train_rows}-{seed}"
@@ -61,7 +66,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     recipe = {"epochs": args.epochs, "seed": seed, "device": args.device}
 
     tod_run = folder / "run-tod"
-    _, tod_train = train_run(train_path, tod_run, train_config(scope=args.scope, keep_prob=args.keep_prob, **recipe))
+    _, tod_train = train_run(
+        train_path, tod_run, train_config(scope=args.scope, keep_prob=args.keep_prob, **recipe)
+    )
     scores, tod_score = score(tod_run, train_path, val_path)
     influence = scores.frame["influence"].to_numpy()
     table = read_table(str(train_path))
@@ -73,7 +80,10 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         run_path = folder / f"run-{name}"
         _, timer = train_run(kept_path, run_path, train_config(scope="none", **recipe))
         evaluation, _ = evaluate(run_path, test_path)
-        print(f"seed {seed} {name}: removed {len(dropped)}, accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}", flush=True)
+        print(
+            f"seed {seed} {name}: removed {len(dropped)}, accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}",
+            flush=True,
+        )
         return {
             "removed": int(len(dropped)),
             "accuracy": evaluation.accuracy,
@@ -84,7 +94,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     arms = {"no cleansing": retrain("none", np.array([], dtype=np.int64))}
     rng = np.random.default_rng([seed, 1234])
-    arms["random 1%"] = retrain("random1", np.sort(rng.choice(len(table), drop_count_for(len(table), 0.01), replace=False)))
+    arms["random 1%"] = retrain(
+        "random1", np.sort(rng.choice(len(table), drop_count_for(len(table), 0.01), replace=False))
+    )
     for fraction in args.fractions:
         dropped = rows_to_drop(influence, by="influence", fraction=fraction)
         arms[f"cleansing {fraction:.1%}".replace(".0%", "%")] = retrain(f"cleanse{fraction}", dropped)
@@ -121,7 +133,13 @@ def report(name: str) -> None:
         acc = [100 * s["arms"][arm]["accuracy"] for s in seeds]
         loss = [s["arms"][arm]["loss"] for s in seeds]
         lines.append(f"| {arm} | {seeds[0]['arms'][arm]['removed']} | {fmt(acc, 1)} | {fmt(loss, 3)} |")
-    lines += ["", "Paired per seed (cleansing 1% minus baseline):", "", "| comparison | accuracy difference (points) | seeds won / tied / lost | paired t-test p |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Paired per seed (cleansing 1% minus baseline):",
+        "",
+        "| comparison | accuracy difference (points) | seeds won / tied / lost | paired t-test p |",
+        "|---|---|---|---|",
+    ]
     for baseline in ("no cleansing", "random 1%"):
         if "cleansing 1%" not in arms:
             continue
@@ -133,8 +151,13 @@ def report(name: str) -> None:
             f"| cleansing 1% - {baseline} | {fmt(list(diff), 2)} | {(diff > 0).sum()} / {(diff == 0).sum()} / "
             f"{(diff < 0).sum()} | {p:.3f} |"
         )
-    lines += ["", "The paper's figures (different data size and model: BERT-base on the full movie set):", "",
-              "| arm | paper accuracy (%) | here (%) |", "|---|---|---|"]
+    lines += [
+        "",
+        "The paper's figures (different data size and model: BERT-base on the full movie set):",
+        "",
+        "| arm | paper accuracy (%) | here (%) |",
+        "|---|---|---|",
+    ]
     for arm, (mean, std) in PAPER.items():
         here = fmt([100 * s["arms"][arm]["accuracy"] for s in seeds], 1) if arm in arms else "-"
         lines.append(f"| {arm} | {mean} ± {std} | {here} |")
@@ -144,7 +167,14 @@ def report(name: str) -> None:
     names = ["no cleansing"] + [f"cleansing {f:.1%}".replace(".0%", "%") for f in config["fractions"]]
     stats = [mean_std([100 * s["arms"][n]["accuracy"] for s in seeds]) for n in names]
     fig, axis = plt.subplots(figsize=(6, 4))
-    axis.errorbar([100 * f for f in fractions], [m for m, _ in stats], yerr=[s for _, s in stats], fmt="-o", capsize=3, label="cleansing (most negative influence)")
+    axis.errorbar(
+        [100 * f for f in fractions],
+        [m for m, _ in stats],
+        yerr=[s for _, s in stats],
+        fmt="-o",
+        capsize=3,
+        label="cleansing (most negative influence)",
+    )
     if "random 1%" in arms:
         m, s = mean_std([100 * x["arms"]["random 1%"]["accuracy"] for x in seeds])
         axis.errorbar([1.0], [m], yerr=[s], fmt="s", color="tab:grey", capsize=3, label="random 1%")
@@ -158,7 +188,9 @@ def report(name: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument("--val-rows", type=int, default=500)

@@ -150,7 +150,9 @@ def epoch_evaluator(data: dict[str, Any], run_path: Path, cell: str, records: li
                     "ignorance_gap": heldout_half - hidden_clean,
                     "usefulness_gap": heldout_half - float(held.full_loss.mean()),
                     "auroc_hidden_loss": ranking_metrics(train.hidden_loss, flipped)["auroc"],
-                    "auroc_self_influence": ranking_metrics(train.hidden_loss - train.exposed_loss, flipped)["auroc"],
+                    "auroc_self_influence": ranking_metrics(train.hidden_loss - train.exposed_loss, flipped)[
+                        "auroc"
+                    ],
                 }
             )
         records.append(record)
@@ -171,7 +173,9 @@ def run_stage(args: argparse.Namespace) -> None:
         records: list[dict[str, Any]] = []
         run_path = data["folder"] / ("run-" + cell.replace(" ", "_").replace(":", "-"))
         callback = epoch_evaluator(data, run_path, cell, records)
-        result, timer = train_run(data["train_path"], run_path, train_config(**options), on_epoch_end=callback)
+        result, timer = train_run(
+            data["train_path"], run_path, train_config(**options), on_epoch_end=callback
+        )
         existing["cells"][cell] = {
             "stage": args.stage,
             "options": options,
@@ -255,7 +259,9 @@ def report(quick: bool) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stage", choices=sorted(STAGES))
     parser.add_argument("--only", nargs="*", help="run only these cells of the stage")
     parser.add_argument("--report", action="store_true", help="write tables and plots from saved results")

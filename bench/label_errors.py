@@ -59,7 +59,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     methods: dict[str, Any] = {}
 
     for scope in args.scopes:
-        result, train_time = train_run(train_path, folder / f"run-{scope.replace(':', '-')}", train_config(scope=scope, **recipe))
+        result, train_time = train_run(
+            train_path, folder / f"run-{scope.replace(':', '-')}", train_config(scope=scope, **recipe)
+        )
         scores, score_time = score(folder / f"run-{scope.replace(':', '-')}", train_path)
         total = Timer(train_time.wall + score_time.wall, train_time.cpu + score_time.cpu)
         for signal in SIGNALS:
@@ -68,7 +70,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                 "wall_seconds": total.wall,
                 "cpu_seconds": total.cpu,
             }
-        print(f"seed {seed} {scope}: " + ", ".join(f"{s} {methods[f'tod-clean {scope} {s}']['auroc']:.3f}" for s in SIGNALS), flush=True)
+        print(
+            f"seed {seed} {scope}: "
+            + ", ".join(f"{s} {methods[f'tod-clean {scope} {s}']['auroc']:.3f}" for s in SIGNALS),
+            flush=True,
+        )
 
     run_path = folder / "run-ordinary"
     _, train_time = train_run(train_path, run_path, train_config(scope="none", **recipe))
@@ -82,12 +88,21 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     methods.update(cleanlab_methods(rows, flipped, folder, recipe, args.folds, seed))
     rng = np.random.default_rng([seed, 99])
-    methods["random"] = {**ranking_metrics(rng.random(len(rows)), flipped), "wall_seconds": 0.0, "cpu_seconds": 0.0}
+    methods["random"] = {
+        **ranking_metrics(rng.random(len(rows)), flipped),
+        "wall_seconds": 0.0,
+        "cpu_seconds": 0.0,
+    }
     return {"seed": seed, "flipped": int(flipped.sum()), "methods": methods}
 
 
 def cleanlab_methods(
-    rows: list[dict[str, Any]], flipped: np.ndarray, folder: Path, recipe: dict[str, Any], folds: int, seed: int
+    rows: list[dict[str, Any]],
+    flipped: np.ndarray,
+    folder: Path,
+    recipe: dict[str, Any],
+    folds: int,
+    seed: int,
 ) -> dict[str, Any]:
     """K-fold out-of-sample probabilities from ordinary fine-tunes, then cleanlab."""
     from cleanlab.filter import find_label_issues
@@ -113,7 +128,10 @@ def cleanlab_methods(
     found = np.zeros(len(rows), dtype=bool)
     found[issues] = True
     timing = {"wall_seconds": total.wall, "cpu_seconds": total.cpu}
-    print(f"cleanlab: quality AUROC {ranking_metrics(-quality, flipped)['auroc']:.3f}, {found.sum()} issues", flush=True)
+    print(
+        f"cleanlab: quality AUROC {ranking_metrics(-quality, flipped)['auroc']:.3f}, {found.sum()} issues",
+        flush=True,
+    )
     return {
         f"cleanlab label quality ({folds}-fold)": {**ranking_metrics(-quality, flipped), **timing},
         f"cleanlab find_label_issues ({folds}-fold)": {
@@ -162,9 +180,16 @@ def report(name: str) -> None:
 
     ranked = [m for m in methods if "auroc" in seeds[0]["methods"][m]]
     means = [np.mean([s["methods"][m]["auroc"] for s in seeds]) for m in ranked]
-    stds = [np.std([s["methods"][m]["auroc"] for s in seeds], ddof=1) if len(seeds) > 1 else 0 for m in ranked]
+    stds = [
+        np.std([s["methods"][m]["auroc"] for s in seeds], ddof=1) if len(seeds) > 1 else 0 for m in ranked
+    ]
     fig, axis = plt.subplots(figsize=(8, 0.35 * len(ranked) + 1.2))
-    axis.barh(range(len(ranked)), means, xerr=stds, color=["tab:blue" if m.startswith("tod") else "tab:grey" for m in ranked])
+    axis.barh(
+        range(len(ranked)),
+        means,
+        xerr=stds,
+        color=["tab:blue" if m.startswith("tod") else "tab:grey" for m in ranked],
+    )
     axis.set_yticks(range(len(ranked)), ranked, fontsize=8)
     axis.invert_yaxis()
     axis.set_xlim(0.4, 1.0)
@@ -176,7 +201,9 @@ def report(name: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--noise", type=float, default=0.1)

@@ -204,3 +204,23 @@ def test_scores_frame_columns_and_rank(
     frame = scores_frame(instances, names, scores, None)
     assert "influence" not in frame.columns
     assert list(frame.sort_values("rank")["row"]) == list(np.argsort(-scores.full_loss, kind="stable"))
+
+
+def test_two_class_head_path_equals_naive_loop(
+    tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows], tmp_path: Path
+) -> None:
+    """Two classes take the margin shortcut in the head path; it must match the per-pair loop too."""
+    torch.manual_seed(5)
+    encoder = transformers.AutoModel.from_pretrained(str(tiny_model_dir))
+    model = TodClassifier(encoder, 2, scope=Scope.parse("head"), keep_prob=0.7, mask_seed=3)
+    with torch.no_grad():
+        model.classifier.weight.mul_(4.0)
+    model.eval()
+    _, val = encoded
+    labels = VAL_LABELS % 2
+    expected = naive_pairs(model, TRAIN_KEYS, val, labels)
+    matrix_path = tmp_path / "pairs.npy"
+    chunk = 2.5 * len(VAL_TEXTS) * 4 * 6 / 2**20  # 2.5 training instances per block
+    values = influence(model, TRAIN_KEYS, val, labels, chunk_mib=chunk, matrix_path=matrix_path)  # type: ignore[arg-type]
+    np.testing.assert_allclose(np.load(matrix_path), expected, atol=1e-5)
+    np.testing.assert_allclose(values, expected.mean(1), atol=1e-5)

@@ -51,7 +51,9 @@ class DataColumns:
 class TrainConfig:
     """Every option of a turn-over-dropout fine-tune; saved in the run directory's config.json."""
 
-    model: str = _help("local model folder or hub name ('minilm' = the embedded MiniLM-L6)", default=DEFAULT_MODEL)
+    model: str = _help(
+        "local model folder or hub name ('minilm' = the embedded MiniLM-L6)", default=DEFAULT_MODEL
+    )
     columns: DataColumns = field(default_factory=DataColumns)
     scope: str = _help("where instance masks sit: none, head, layers:K or ffn:K", default="head")
     keep_prob: float = _help("fraction of units each instance's exposed sub-network keeps", default=0.5)
@@ -66,7 +68,9 @@ class TrainConfig:
     seed: int = _help("seed for initialisation, data order and standard dropout", default=0)
     mask_seed: int | None = _help("seed of the instance-mask hash (default: seed)", default=None)
     pooling: str = _help("how token states become one vector: mean or cls", default="mean")
-    head_dim: int | None = _help("hidden units of the head (default: the encoder's hidden size)", default=None)
+    head_dim: int | None = _help(
+        "hidden units of the head (default: the encoder's hidden size)", default=None
+    )
     freeze_below_masks: bool = _help(
         "freeze the embeddings and every layer below the first masked one", default=False
     )
@@ -123,8 +127,12 @@ class ScoreConfig:
     """Options of ``score``: inference batch size and the memory budget of the batched influence path."""
 
     batch_size: int = _help("rows per forward pass", default=64)
-    chunk_mib: int = _help("memory budget (MiB) of one block of the train x validation computation", default=256)
-    pair_batch: int = _help("(training instance, validation row) pairs per forward pass in layer scopes", default=256)
+    chunk_mib: int = _help(
+        "memory budget (MiB) of one block of the train x validation computation", default=256
+    )
+    pair_batch: int = _help(
+        "(training instance, validation row) pairs per forward pass in layer scopes", default=256
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "chunk_mib", "pair_batch"):

@@ -138,7 +138,9 @@ def _decode(source: str, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputError(f"{source}: not UTF-8 text (byte {error.start}: {data[error.start:error.start + 1]!r})") from None
+        raise InputError(
+            f"{source}: not UTF-8 text (byte {error.start}: {data[error.start : error.start + 1]!r})"
+        ) from None
 
 
 def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
@@ -217,7 +219,7 @@ def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
             raise InputError(
                 f"{source}: line {first + 1}: {len(fields)} fields, but the header has {len(header)}"
             )
-        rows.append(dict(zip(header, fields)))
+        rows.append(dict(zip(header, fields, strict=True)))
         raw.append(b"".join(encoded[first:end]))
         lines.append(first + 1)
     return Table(source, fmt, list(header), rows, sha, raw=raw, header=header_bytes, lines=lines)
@@ -286,8 +288,10 @@ def check_ids(table: Table, column: str) -> list[Any]:
     ids = table.column(column)
     seen: dict[str, int] = {}
     for row, value in enumerate(ids):
-        if value is None or (isinstance(value, str) and not value.strip()) or (
-            isinstance(value, float) and math.isnan(value)
+        if (
+            value is None
+            or (isinstance(value, str) and not value.strip())
+            or (isinstance(value, float) and math.isnan(value))
         ):
             raise InputError(f"{table.where(row)}, column {column!r}: missing id")
         text = label_key(value)
@@ -374,13 +378,23 @@ def check_subset_destination(table: Table, dest: str) -> None:
         out_format = format_of(dest)
         line_json = table.raw is not None and {out_format, table.format} <= {"jsonl", "json"}
         if out_format != table.format and not line_json:
-            raise InputError(f"{dest}: write the kept rows in the input's format ({table.format}), not {out_format}")
+            raise InputError(
+                f"{dest}: write the kept rows in the input's format ({table.format}), not {out_format}"
+            )
 
 
 def write_subset(table: Table, indices: Sequence[int], dest: str, *, stdout: BinaryIO | None = None) -> None:
     """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``)."""
     check_subset_destination(table, dest)
     deliver(dest, subset_bytes(table, indices), stdout)
+
+
+def save_npy(dest: str | Path, array: np.ndarray) -> None:
+    """Write a NumPy array as ``.npy`` atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    with atomic_output(dest) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def frame_bytes(frame: pd.DataFrame, fmt: str) -> bytes:

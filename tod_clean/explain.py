@@ -91,7 +91,9 @@ def top_influences(
         if hurt_from == "wrong":
             wrong = predicted_t[val_index] != true_t[val_index]
             allowed = torch.where(
-                wrong[:, None], block_labels == predicted_t[val_index][:, None], block_labels != true_t[val_index][:, None]
+                wrong[:, None],
+                block_labels == predicted_t[val_index][:, None],
+                block_labels != true_t[val_index][:, None],
             )
             candidates = torch.where(allowed, values, torch.tensor(float("inf")))
         else:
@@ -123,7 +125,9 @@ def _merge(
 
 def _finish(values: torch.Tensor, rows: torch.Tensor) -> TopInfluence:
     missing = ~torch.isfinite(values)
-    return TopInfluence(rows.masked_fill(missing, -1).numpy(), values.masked_fill(missing, float("nan")).numpy())
+    return TopInfluence(
+        rows.masked_fill(missing, -1).numpy(), values.masked_fill(missing, float("nan")).numpy()
+    )
 
 
 @dataclass
@@ -147,6 +151,7 @@ def explain_run(
     val_rows: Sequence[int] | None = None,
     val_id: str | None = None,
     hurt_from: str = "wrong",
+    max_rows: int | None = None,
     config: ScoreConfig | None = None,
     device: str = "auto",
     progress: Progress | None = None,
@@ -156,7 +161,9 @@ def explain_run(
         raise ConfigError(f"--top must be a positive number of training rows, got {k}")
     info = run.read_complete_info()
     if not info.scope.masked:
-        raise ConfigError(f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence")
+        raise ConfigError(
+            f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence"
+        )
     check_train_file(train_table, info)
     train = instances_from_table(train_table, info.train.columns, info.labels)
     if val_columns is None:
@@ -185,12 +192,16 @@ def explain_run(
     max_length = info.train.max_length
     val_encoded = encode_texts(tokenizer, val.texts, val.text_pairs, max_length)
     config = config or ScoreConfig()
-    probs = predict_probs(model, val_encoded, batch_size=config.batch_size, device=torch_device, amp_dtype=amp_dtype)
+    probs = predict_probs(
+        model, val_encoded, batch_size=config.batch_size, device=torch_device, amp_dtype=amp_dtype
+    )
     predicted = probs.argmax(1)
     accuracy = float((predicted == val.labels).mean())
     misclassified = int((predicted != val.labels).sum())
     if errors_only:
         selected = selected[predicted[selected] != val.labels[selected]]
+    if max_rows is not None:
+        selected = selected[:max_rows]
     if len(selected) == 0:
         return ExplainResult(_empty_frame(), 0, misclassified, accuracy)
     subset = val_encoded.subset(selected)
@@ -212,7 +223,9 @@ def explain_run(
     names = info.labels
     for position, val_row in enumerate(selected):
         for kind, top in (("hurt", hurt), ("helped", helped)):
-            for rank, (train_row, value) in enumerate(zip(top.rows[position], top.values[position], strict=True), 1):
+            for rank, (train_row, value) in enumerate(
+                zip(top.rows[position], top.values[position], strict=True), 1
+            ):
                 if train_row < 0:
                     continue
                 records.append(
@@ -236,8 +249,19 @@ def explain_run(
 
 
 _COLUMNS = [
-    "val_row", "val_id", "val_label", "val_pred", "val_prob", "kind", "rank",
-    "train_row", "train_id", "train_label", "influence", "train_text", "val_text",
+    "val_row",
+    "val_id",
+    "val_label",
+    "val_pred",
+    "val_prob",
+    "kind",
+    "rank",
+    "train_row",
+    "train_id",
+    "train_label",
+    "influence",
+    "train_text",
+    "val_text",
 ]
 
 

@@ -33,7 +33,9 @@ def check_scores(scores: np.ndarray, by: str, source: str) -> None:
     """Refuse NaN or infinite scores, naming the first bad row."""
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        raise InputError(f"{source}: row {bad[0]}, column {by!r}: score is {scores[bad[0]]}, expected a finite number")
+        raise InputError(
+            f"{source}: row {bad[0]}, column {by!r}: score is {scores[bad[0]]}, expected a finite number"
+        )
 
 
 def worst_first(scores: np.ndarray, by: str) -> np.ndarray:
@@ -65,10 +67,15 @@ def rows_to_drop(
     ``scores`` is float ``[N]``. With a threshold, rows strictly beyond it are dropped: below it for
     columns where lower is worse (``influence``), above it for the others.
     """
-    given = [name for name, value in (("--drop", fraction), ("--drop-count", count), ("--threshold", threshold))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("--drop", fraction), ("--drop-count", count), ("--threshold", threshold))
+        if value is not None
+    ]
     if len(given) != 1:
-        raise ConfigError(f"give exactly one of --drop, --drop-count, --threshold (got {', '.join(given) or 'none'})")
+        raise ConfigError(
+            f"give exactly one of --drop, --drop-count, --threshold (got {', '.join(given) or 'none'})"
+        )
     order = worst_first(scores, by)
     if threshold is not None:
         beyond = scores < threshold if by in WORSE_WHEN_LOWER else scores > threshold
@@ -77,7 +84,9 @@ def rows_to_drop(
         count = drop_count_for(len(scores), fraction)
     assert count is not None
     if not 0 <= count <= len(scores):
-        raise ConfigError(f"--drop-count must be between 0 and the number of rows ({len(scores)}), got {count}")
+        raise ConfigError(
+            f"--drop-count must be between 0 and the number of rows ({len(scores)}), got {count}"
+        )
     return np.sort(order[:count])
 
 

@@ -350,10 +350,7 @@ class TodClassifier(nn.Module):
             split = self.split_layer
             if self.scope.kind == "layers":
                 lower = self._mask(lower, LAYER_SITE_BASE + split - 1)
-            if split < self.num_layers:
-                last_hidden = self._run_layers_from(split, lower, batch)
-            else:
-                last_hidden = lower
+            last_hidden = self._run_layers_from(split, lower, batch) if split < self.num_layers else lower
             pooled = self.pool(last_hidden, batch["attention_mask"])
             return self.classify(self.head_features(pooled))
 
@@ -386,7 +383,11 @@ class TodClassifier(nn.Module):
 
     def lower_parameters(self) -> list[nn.Parameter]:
         """Encoder parameters below the first masked layer: embeddings and unmasked lower layers."""
-        upper = {id(p) for index in range(self.split_layer, self.num_layers) for p in self._layers[index].parameters()}
+        upper = {
+            id(p)
+            for index in range(self.split_layer, self.num_layers)
+            for p in self._layers[index].parameters()
+        }
         if self.scope.kind == "layers":
             upper |= {id(p) for p in self._layers[self.split_layer - 1].parameters()}
         return [p for p in self.encoder.parameters() if id(p) not in upper]

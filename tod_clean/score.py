@@ -173,7 +173,9 @@ def influence_blocks(
     device = torch.device(device)
     model.eval()
     if model.scope.kind == "head":
-        features = head_features(model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+        features = head_features(
+            model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype
+        )
         yield from head_influence_blocks(
             features,
             torch.as_tensor(val_labels, device=device),
@@ -186,7 +188,9 @@ def influence_blocks(
             progress=progress,
         )
     else:
-        yield from _pair_blocks(model, train_keys, val_encoded, val_labels, batch_size, pair_batch, device, amp_dtype, progress)
+        yield from _pair_blocks(
+            model, train_keys, val_encoded, val_labels, batch_size, pair_batch, device, amp_dtype, progress
+        )
 
 
 def influence(
@@ -234,7 +238,10 @@ def head_features(
 
 def head_influence(features: torch.Tensor, labels: torch.Tensor, *args: Any, **options: Any) -> np.ndarray:
     """Mean head-scope influence ``[N]`` float64 over the validation rows (see ``head_influence_blocks``)."""
-    totals = [block.values.double().mean(1).cpu().numpy() for block in head_influence_blocks(features, labels, *args, **options)]
+    totals = [
+        block.values.double().mean(1).cpu().numpy()
+        for block in head_influence_blocks(features, labels, *args, **options)
+    ]
     return np.concatenate(totals) if totals else np.zeros(0)
 
 
@@ -271,7 +278,9 @@ def head_influence_blocks(
         per_pair_bytes = num_val * 4 * 6
     else:
         full_raw = (features @ weight.T).T.contiguous()  # [C, V]
-        weighted = (features[None, :, :] * weight[:, None, :]).reshape(num_classes * num_val, width)  # [C*V, D]
+        weighted = (features[None, :, :] * weight[:, None, :]).reshape(
+            num_classes * num_val, width
+        )  # [C*V, D]
         per_pair_bytes = num_classes * num_val * 4 * 6
     # about six [C, V, n] float32 temporaries are alive at once
     chunk = max(1, int(chunk_mib * 2**20 // per_pair_bytes))
@@ -386,7 +395,9 @@ def score_run(
     if matrix_path is not None:
         check_destination(str(matrix_path))
     if val_table is not None and not info.scope.masked:
-        raise ConfigError(f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence to score")
+        raise ConfigError(
+            f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence to score"
+        )
     torch_device = pick_device(device)
     amp_dtype = autocast_dtype(info.train.precision, torch_device)
     model = run.load_model(info, torch_device)
@@ -423,7 +434,7 @@ def score_run(
     meta = {
         "train_file": info.train_file.path,
         "train_sha256": info.train_file.sha256,
-        "val_file": None if val_table is None else val_table.source,
+        "val_file": None if val_table is None else _absolute(val_table.source),
         "val_sha256": None if val_table is None else val_table.sha256,
         "val_rows": 0 if val_table is None else len(val_table),
         "rank_by": default_signal(list(frame.columns)),
@@ -431,6 +442,11 @@ def score_run(
         "keep_prob": info.train.keep_prob,
     }
     return ScoreResult(frame, meta, scores, influence_values)
+
+
+def _absolute(source: str) -> str:
+    """A file path as an absolute path, so the run can find it from any folder; ``<stdin>`` stays."""
+    return source if source == "<stdin>" else str(Path(source).resolve())
 
 
 def scores_frame(
@@ -450,7 +466,11 @@ def scores_frame(
     if influence_values is not None:
         columns["influence"] = influence_values
     if scores.self_influence is not None:
-        assert scores.hidden_loss is not None and scores.exposed_loss is not None and scores.hidden_probs is not None
+        assert (
+            scores.hidden_loss is not None
+            and scores.exposed_loss is not None
+            and scores.hidden_probs is not None
+        )
         columns["self_influence"] = scores.self_influence
         columns["hidden_loss"] = scores.hidden_loss
         columns["exposed_loss"] = scores.exposed_loss
@@ -482,9 +502,14 @@ def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
     info = run.read_info()
     path = run.file(SCORES)
     if not path.is_file():
-        raise RunDirError(f"{run.path}: has no scores yet; run 'tod-clean score' first (or pass --scores FILE)")
-    frame = pd.read_parquet(path)
-    meta = json.loads(run.file(SCORES_META).read_text(encoding="utf-8"))
+        raise RunDirError(f"{run.path}: has no scores yet; run 'tod-clean score --run {run.path}' first")
+    try:
+        meta = json.loads(run.file(SCORES_META).read_text(encoding="utf-8"))
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        raise RunDirError(
+            f"{path}: cannot read the saved scores ({error}); run 'tod-clean score' again"
+        ) from None
     if meta.get("train_sha256") != info.train_file.sha256:
         raise RunDirError(f"{path}: belongs to another training file than this run's; score the run again")
     return frame, meta

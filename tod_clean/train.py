@@ -50,7 +50,9 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
         encoder = AutoModel.from_pretrained(path)
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"--model {model_name}: cannot load an encoder and tokenizer ({first_line})") from None
+        raise ConfigError(
+            f"--model {model_name}: cannot load an encoder and tokenizer ({first_line})"
+        ) from None
     return encoder, tokenizer
 
 
@@ -175,7 +177,9 @@ def train(
     )
     run.save_model(model, tokenizer)
     run.write_info(info)
-    return _fit(model, tokenizer, instances, info, run, start_epoch=1, progress=progress, on_epoch_end=on_epoch_end)
+    return _fit(
+        model, tokenizer, instances, info, run, start_epoch=1, progress=progress, on_epoch_end=on_epoch_end
+    )
 
 
 def resume(
@@ -188,7 +192,9 @@ def resume(
     """Continue an interrupted run from its last completed epoch, with its saved options."""
     info = run.read_info()
     if info.status == "complete":
-        raise RunDirError(f"{run.path}: training already finished ({len(info.epochs)} epochs); nothing to resume")
+        raise RunDirError(
+            f"{run.path}: training already finished ({len(info.epochs)} epochs); nothing to resume"
+        )
     if table.sha256 != info.train_file.sha256:
         raise RunDirError(
             f"{table.source}: differs from the file this run started on ({info.train_file.path}, sha256 "
@@ -266,7 +272,9 @@ def _fit(
             loss_sum += loss.item() * len(indices)
             rows_seen += len(indices)
             elapsed = time.perf_counter() - started
-            progress.advance(len(indices), loss=loss_sum / rows_seen, rows_per_s=rows_seen / max(elapsed, 1e-9))
+            progress.advance(
+                len(indices), loss=loss_sum / rows_seen, rows_per_s=rows_seen / max(elapsed, 1e-9)
+            )
         progress.finish()
         seconds = time.perf_counter() - started
         metrics = {
@@ -289,4 +297,3 @@ def _fit(
             on_epoch_end(model, epoch)
     model.eval()
     return TrainResult(info, model)
-

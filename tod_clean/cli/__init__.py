@@ -129,7 +129,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """Turn-over dropout data cleansing for Hugging Face text classifiers."""
 
@@ -139,4 +141,4 @@ def main() -> None:
 
 
 # Each subcommand lives in its own module and registers itself on ``app``.
-from tod_clean.cli import evaluate, explain, filter, score, train  # noqa: E402, F401, A004
+from tod_clean.cli import cleanse, evaluate, explain, filter, report, score, train  # noqa: E402, F401, A004

@@ -18,11 +18,19 @@ from tod_clean.rundir import RunDir
 @app.command("evaluate")
 @handle_errors
 def evaluate_command(
-    data_file: Annotated[str, typer.Argument(help="Labeled data to evaluate on (any supported format, or -).")],
-    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path("tod-run"),
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Write the metrics as JSON here (- for stdout).")] = None,
+    data_file: Annotated[
+        str, typer.Argument(help="Labeled data to evaluate on (any supported format, or -).")
+    ],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path(
+        "tod-run"
+    ),
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write the metrics as JSON here (- for stdout).")
+    ] = None,
     text_col: Annotated[str | None, typer.Option(help="Text column (default: training's).")] = None,
-    text_pair_col: Annotated[str | None, typer.Option(help="Second text column (default: training's).")] = None,
+    text_pair_col: Annotated[
+        str | None, typer.Option(help="Second text column (default: training's).")
+    ] = None,
     label_col: Annotated[str | None, typer.Option(help="Label column (default: training's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
@@ -42,7 +50,12 @@ def evaluate_command(
         label_col=label_col or trained.label_col,
     )
     result = evaluate_run(
-        run_dir, read_table(data_file), columns=columns, batch_size=batch_size, device=device, progress=progress_for(quiet)
+        run_dir,
+        read_table(data_file),
+        columns=columns,
+        batch_size=batch_size,
+        device=device,
+        progress=progress_for(quiet),
     )
     summary = {"file": data_file, "run": str(run), **result.to_dict()}
     if out is not None:

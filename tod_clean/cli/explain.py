@@ -24,21 +24,37 @@ def shorten(text: str, width: int = 80) -> str:
 @handle_errors
 def explain_command(
     val: Annotated[str, typer.Option(help="Validation data whose rows to explain.")],
-    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path("tod-run"),
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path(
+        "tod-run"
+    ),
     top: Annotated[int, typer.Option("--top", "-k", help="Training rows per list (hurt and helped).")] = 5,
     errors_only: Annotated[bool, typer.Option(help="Explain only the rows the model gets wrong.")] = False,
-    index: Annotated[list[int] | None, typer.Option(help="Explain only this validation row (0-based; repeatable).")] = None,
-    id_: Annotated[str | None, typer.Option("--id", help="Explain only the validation row with this id.")] = None,
+    index: Annotated[
+        list[int] | None, typer.Option(help="Explain only this validation row (0-based; repeatable).")
+    ] = None,
+    id_: Annotated[
+        str | None, typer.Option("--id", help="Explain only the validation row with this id.")
+    ] = None,
     hurt_from: Annotated[
         str, typer.Option(help="Hurt candidates: 'wrong' (rows labeled with the wrong prediction) or 'any'.")
     ] = "wrong",
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Full result (.jsonl .csv .parquet, - = CSV stdout).")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Full result (.jsonl .csv .parquet, - = CSV stdout).")
+    ] = None,
     show: Annotated[int, typer.Option(help="Validation rows shown in the terminal.")] = 5,
-    train: Annotated[str | None, typer.Option(help="The training file, if it moved (sha256 is checked).")] = None,
-    val_text_col: Annotated[str | None, typer.Option(help="Text column of --val (default: training's).")] = None,
+    train: Annotated[
+        str | None, typer.Option(help="The training file, if it moved (sha256 is checked).")
+    ] = None,
+    val_text_col: Annotated[
+        str | None, typer.Option(help="Text column of --val (default: training's).")
+    ] = None,
     val_text_pair_col: Annotated[str | None, typer.Option(help="Second text column of --val.")] = None,
-    val_label_col: Annotated[str | None, typer.Option(help="Label column of --val (default: training's).")] = None,
-    val_id_col: Annotated[str | None, typer.Option(help="Id column of --val (default: training's, if present).")] = None,
+    val_label_col: Annotated[
+        str | None, typer.Option(help="Label column of --val (default: training's).")
+    ] = None,
+    val_id_col: Annotated[
+        str | None, typer.Option(help="Id column of --val (default: training's, if present).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
@@ -86,7 +102,10 @@ def explain_command(
     )
     for number, (val_row, group) in enumerate(result.frame.groupby("val_row", sort=False)):
         if number >= show:
-            console.print(f"… {result.explained - show} more validation rows" + (f" in {out}" if out else " (use --out)"))
+            console.print(
+                f"… {result.explained - show} more validation rows"
+                + (f" in {out}" if out else " (use --out)")
+            )
             break
         first = group.iloc[0]
         name = f"id {first.val_id}" if first.val_id is not None else f"row {val_row}"
@@ -97,13 +116,24 @@ def explain_command(
             caption=escape(shorten(first.val_text, 120)),
             title_justify="left",
         )
-        for column, justify in (("", "left"), ("#", "right"), ("train", "left"), ("label", "left"), ("influence", "right"), ("text", "left")):
+        for column, justify in (
+            ("", "left"),
+            ("#", "right"),
+            ("train", "left"),
+            ("label", "left"),
+            ("influence", "right"),
+            ("text", "left"),
+        ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for _, row in group.iterrows():
             train_name = str(row.train_id) if row.train_id is not None else str(row.train_row)
             style = "red" if row.kind == "hurt" else "green"
             table.add_row(
-                f"[{style}]{row.kind}[/{style}]", str(row["rank"]), escape(train_name), escape(str(row.train_label)),
-                f"{row.influence:+.4f}", escape(shorten(row.train_text)),
+                f"[{style}]{row.kind}[/{style}]",
+                str(row["rank"]),
+                escape(train_name),
+                escape(str(row.train_label)),
+                f"{row.influence:+.4f}",
+                escape(shorten(row.train_text)),
             )
         console.print(table)

@@ -25,15 +25,17 @@ from tod_clean.rundir import RunDir
 @app.command("filter")
 @handle_errors
 def filter_command(
-    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory holding the scores.")] = Path("tod-run"),
-    drop: Annotated[float | None, typer.Option(help="Fraction of rows to drop [default: 0.01].")] = None,
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory holding the scores.")] = Path(
+        "tod-run"
+    ),
+    drop: Annotated[float | None, typer.Option(help="Fraction of rows to drop (default 0.01).")] = None,
     drop_count: Annotated[int | None, typer.Option(help="Number of rows to drop.")] = None,
     threshold: Annotated[
         float | None, typer.Option(help="Drop rows beyond this score (below it for influence, else above).")
     ] = None,
     by: Annotated[
         str | None,
-        typer.Option(help=f"Score column to rank by: {', '.join(SIGNALS)} [default: influence if scored]."),
+        typer.Option(help=f"Score column to rank by: {', '.join(SIGNALS)} (default: influence if scored)."),
     ] = None,
     train: Annotated[
         str | None, typer.Option(help="Training data to filter (default: the run's file), or - for stdin.")
@@ -41,8 +43,12 @@ def filter_command(
     scores: Annotated[
         str | None, typer.Option(help="Scores file written by score --out (default: the run's saved scores).")
     ] = None,
-    out: Annotated[str, typer.Option("--out", "-o", help="Kept rows, in the input's format; - for stdout.")] = STDIN,
-    removed: Annotated[str | None, typer.Option(help="Also write the dropped rows with their scores here.")] = None,
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Kept rows, in the input's format; - for stdout.")
+    ] = STDIN,
+    removed: Annotated[
+        str | None, typer.Option(help="Also write the dropped rows with their scores here.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary line.")] = False,
 ) -> None:
     """Write the training rows that survive: all columns, original order, unchanged."""

@@ -9,29 +9,45 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.config import DataColumns, ScoreConfig
-from tod_clean.data import STDIN, format_of, read_table, write_frame
+from tod_clean.data import STDIN, check_destination, format_of, read_table, save_npy, write_frame
+from tod_clean.errors import ConfigError
 from tod_clean.rundir import RunDir
 
 
 @app.command("score")
 @handle_errors
 def score_command(
-    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path("tod-run"),
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path(
+        "tod-run"
+    ),
     val: Annotated[
         str | None, typer.Option(help="Validation data: adds the influence of each training row on it.")
     ] = None,
     out: Annotated[
-        str | None, typer.Option("--out", "-o", help="Write scores here (.csv .parquet .jsonl), or - for CSV on stdout.")
+        str | None,
+        typer.Option("--out", "-o", help="Write scores here (.csv .parquet .jsonl), or - for CSV on stdout."),
     ] = None,
     train: Annotated[
-        str | None, typer.Option(help="The training file, if it moved (must be unchanged: sha256 is checked).")
+        str | None,
+        typer.Option(help="The training file, if it moved (must be unchanged: sha256 is checked)."),
     ] = None,
     matrix: Annotated[
         Path | None, typer.Option(help="Also write the train x validation influence matrix (float32 .npy).")
     ] = None,
-    val_text_col: Annotated[str | None, typer.Option(help="Text column of --val (default: training's).")] = None,
+    pred_probs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the hidden sub-networks' class probabilities (N x K float32 .npy, the layout of "
+            "cleanlab's find_label_issues(labels, pred_probs)): each row from the sub-network that never saw it."
+        ),
+    ] = None,
+    val_text_col: Annotated[
+        str | None, typer.Option(help="Text column of --val (default: training's).")
+    ] = None,
     val_text_pair_col: Annotated[str | None, typer.Option(help="Second text column of --val.")] = None,
-    val_label_col: Annotated[str | None, typer.Option(help="Label column of --val (default: training's).")] = None,
+    val_label_col: Annotated[
+        str | None, typer.Option(help="Label column of --val (default: training's).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -44,6 +60,13 @@ def score_command(
     info = run_dir.read_complete_info()
     if out is not None and out != STDIN:
         format_of(out)  # refuse an unsupported extension before the work
+    for dest in (out, matrix, pred_probs):
+        if dest is not None:
+            check_destination(str(dest))
+    if pred_probs is not None and not info.scope.masked:
+        raise ConfigError(
+            f"{run}: trained with scope 'none', so it has no hidden sub-networks for --pred-probs"
+        )
     train_table = read_table(train or info.train_file.path)
     val_table = read_table(val) if val is not None else None
     columns = info.train.columns
@@ -63,6 +86,9 @@ def score_command(
         progress=progress_for(quiet),
     )
     core.save_scores(run_dir, result)
+    if pred_probs is not None:
+        assert result.self_scores.hidden_probs is not None
+        save_npy(pred_probs, result.self_scores.hidden_probs)
     if out is not None:
         write_frame(result.frame, out)
     if not quiet:

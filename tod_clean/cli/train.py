@@ -40,7 +40,9 @@ def train_command(
     scope: Annotated[
         str, typer.Option(help="Where instance masks sit: head, layers:K, ffn:K, or none (plain fine-tune).")
     ] = str(_default("scope")),
-    keep_prob: Annotated[float, typer.Option(help="Fraction of units each instance's exposed sub-network keeps.")] = (
+    keep_prob: Annotated[
+        float, typer.Option(help="Fraction of units each instance's exposed sub-network keeps.")
+    ] = (
         _default("keep_prob")  # type: ignore[assignment]
     ),
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = _default("epochs"),  # type: ignore[assignment]
@@ -64,9 +66,13 @@ def train_command(
         _default("grad_accum")  # type: ignore[assignment]
     ),
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and dropout.")] = 0,
-    mask_seed: Annotated[int | None, typer.Option(help="Seed of the instance-mask hash (default: --seed).")] = None,
+    mask_seed: Annotated[
+        int | None, typer.Option(help="Seed of the instance-mask hash (default: --seed).")
+    ] = None,
     pooling: Annotated[str, typer.Option(help="Pooling of token states: mean or cls.")] = "mean",
-    head_dim: Annotated[int | None, typer.Option(help="Hidden units of the head (default: encoder width).")] = None,
+    head_dim: Annotated[
+        int | None, typer.Option(help="Hidden units of the head (default: encoder width).")
+    ] = None,
     freeze_below_masks: Annotated[
         bool, typer.Option(help="Freeze embeddings and the layers below the first masked layer.")
     ] = False,
@@ -90,7 +96,9 @@ def train_command(
             raise ConfigError("give the training file (or - for JSON Lines on standard input)")
         config = TrainConfig(
             model=model,
-            columns=DataColumns(text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col),
+            columns=DataColumns(
+                text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col
+            ),
             scope=scope,
             keep_prob=keep_prob,
             epochs=epochs,

@@ -1,0 +1,51 @@
+"""evaluate: metrics against scikit-learn, and the command on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
+
+from tests.conftest import make_rows, write_rows
+from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
+from tod_clean.evaluate import metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_equal_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3), size=40)
+    labels = rng.integers(0, 3, size=40)
+    result = metrics(probs, labels, ["a", "b", "c"])
+    predicted = probs.argmax(1)
+    assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
+    assert result.macro_f1 == pytest.approx(f1_score(labels, predicted, average="macro", labels=[0, 1, 2]))
+    assert result.loss == pytest.approx(
+        log_loss(labels, probs, labels=[0, 1, 2]), rel=1e-5
+    )
+    np.testing.assert_array_equal(result.confusion, confusion_matrix(labels, predicted, labels=[0, 1, 2]))
+
+
+def test_evaluate_command(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    train = write_rows(tmp_path / "train.jsonl", make_rows(10))
+    test = write_rows(tmp_path / "test.csv", make_rows(9, offset=40))
+    run = train_run(tmp_path, train, model_args)
+    out = tmp_path / "metrics.json"
+    result = ok(invoke("evaluate", test, "--run", run, "--out", out))
+    assert "accuracy" in result.stderr and "confusion" in result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["rows"] == 9 and summary["labels"] == ["negative", "positive"]
+    assert np.array(summary["confusion"]).sum() == 9
+    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["loss"] > 0
+    # bad input: a label the training data did not have, a missing column, a missing file
+    odd = write_rows(tmp_path / "odd.jsonl", [{"text": "meh", "label": "neutral"}])
+    user_error(
+        invoke("evaluate", odd, "--run", run, "--out", out.with_name("a.json")),
+        "neutral",
+        absent=(out.with_name("a.json"),),
+    )
+    user_error(invoke("evaluate", test, "--run", run, "--label-col", "stars"), "'stars'", "columns found")
+    user_error(invoke("evaluate", tmp_path / "missing.jsonl", "--run", run), "no such file")

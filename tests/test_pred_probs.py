@@ -1,0 +1,39 @@
+"""score --pred-probs: out-of-sample class probabilities in the layout cleanlab expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from cleanlab.filter import find_label_issues
+
+from tests.conftest import make_rows, write_rows
+from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
+
+
+def test_pred_probs_feed_cleanlab(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    rows = make_rows(24)
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    run = train_run(tmp_path, train, model_args)
+    probs_path = tmp_path / "probs.npy"
+    scores_path = tmp_path / "scores.csv"
+    ok(invoke("score", "--run", run, "--pred-probs", probs_path, "--out", scores_path, "-q"))
+    pred_probs = np.load(probs_path, allow_pickle=False)
+    assert pred_probs.shape == (24, 2) and pred_probs.dtype == np.float32
+    np.testing.assert_allclose(pred_probs.sum(1), 1.0, atol=1e-5)
+    scores = pd.read_csv(scores_path)
+    labels = (scores.label == "positive").to_numpy().astype(int)  # run labels sorted: negative, positive
+    np.testing.assert_allclose(pred_probs[np.arange(24), labels], scores.hidden_prob, atol=1e-6)
+    issues = find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence")
+    assert issues.ndim == 1 and set(issues.tolist()) <= set(range(24))
+    # a ranked issue list orders by the hidden sub-network's confidence in the given label
+    confidence = pred_probs[issues, labels[issues]]
+    assert np.all(np.diff(confidence) >= -1e-7)
+
+
+def test_pred_probs_need_masks(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    train = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = train_run(tmp_path, train, model_args, "--scope", "none")
+    out = tmp_path / "p.npy"
+    user_error(invoke("score", "--run", run, "--pred-probs", out), "scope 'none'", absent=(out,))

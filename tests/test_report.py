@@ -1,0 +1,321 @@
+"""``tod-clean report``: the HTML page and its figures on tiny trained runs, its escaping, and bad input
+(one clear error line, non-zero exit, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.conftest import make_rows, write_rows
+from tests.test_cli import invoke, ok, train_run, user_error
+from tod_clean.filter import worst_first
+from tod_clean.report import (
+    ClassCount,
+    Distribution,
+    ReportContent,
+    figures_folder,
+    render_html,
+    report_figures,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LONG_WORD = "x" * 400
+
+
+@pytest.fixture(scope="module")
+def model_args(tiny_model_dir: Path) -> list[str]:
+    return [
+        "--model", str(tiny_model_dir), "--epochs", "1", "--batch-size", "4", "--max-length", "16",
+        "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+
+
+def contradicting_val_rows() -> list[dict[str, str]]:
+    """Each text twice, with both labels: whatever the model predicts, half the rows are misclassified."""
+    rows = make_rows(4, offset=20, id_prefix="v")
+    flipped = [
+        {
+            "id": f"w{i:03d}",
+            "text": row["text"],
+            "label": "negative" if row["label"] == "positive" else "positive",
+        }
+        for i, row in enumerate(rows)
+    ]
+    return rows + flipped
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) -> SimpleNamespace:
+    """16 training rows keyed by id (one with markup, one very long), scope head, scored with --val."""
+    folder = tmp_path_factory.mktemp("report")
+    rows = make_rows(16)
+    rows[5]["text"] = "<script>alert('x')</script> & a <b>bold</b> review"
+    rows[6]["text"] = "A very long review " + " ".join(["that goes on and on"] * 60) + " " + LONG_WORD
+    train = write_rows(folder / "train.jsonl", rows)
+    val = write_rows(folder / "val.jsonl", contradicting_val_rows())
+    run = train_run(folder, train, model_args, "--id-col", "id")
+    ok(invoke("score", "--run", run, "--val", val, "--quiet"))
+    return SimpleNamespace(folder=folder, train=train, val=val, run=run, rows=rows)
+
+
+def outputs(folder: Path) -> tuple[Path, Path]:
+    out = folder / "report.html"
+    return out, figures_folder(out)
+
+
+class TagCollector(HTMLParser):
+    """The tags of a page and their src/href attributes, as a browser parses them (escaped text is text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.sources += [value or "" for name, value in attrs if name in ("src", "href", "srcset", "action")]
+
+
+def assert_self_contained(page: str) -> None:
+    assert "http://" not in page and "https://" not in page
+    parser = TagCollector()
+    parser.feed(page)
+    assert all(source.startswith("data:") for source in parser.sources), parser.sources
+    assert parser.sources, "no embedded figure"
+    assert not {"script", "link", "iframe", "object", "embed"} & set(parser.tags)
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.width > 200 and image.height > 100
+
+
+# ---- the page --------------------------------------------------------------------------------------
+
+
+def test_report_of_a_scored_run(head_run: SimpleNamespace, tmp_path: Path) -> None:
+    out, folder = outputs(tmp_path)
+    result = ok(invoke("report", "--run", head_run.run, "--out", out, "--drop", "0.25", "--top", "4"))
+    assert result.stdout == ""
+    summary = [line for line in result.stderr.splitlines() if line.startswith("report -> ")]
+    assert summary and "4 of 16 rows flagged by the lowest influence" in " ".join(result.stderr.split())
+
+    page = out.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert str(head_run.run) in page and str(head_run.train.resolve()) in page
+    assert "(final training loss" in page and str(head_run.val) in page
+
+    scores = pd.read_parquet(head_run.run / "scores.parquet")
+    order = worst_first(scores["influence"].to_numpy(), "influence")
+    top_ids = scores["id"].to_numpy()[order[:4]]
+    flagged_table = page.split('id="flagged"')[1].split('id="explanations"')[0]
+    for row_id in top_ids:
+        assert f">{row_id}<" in flagged_table
+    assert flagged_table.count("<tr") == 1 + 4  # the header and --top rows
+    assert flagged_table.count('class="flagged"') == 4
+
+    explained = page.split('id="explanations"')[1]
+    assert "validation id " in explained and ">hurt<" in explained and ">helped<" in explained
+    assert "could not be explained" not in explained
+
+    pngs = sorted(p.name for p in folder.iterdir())
+    assert pngs == sorted(
+        ["influence.png", "self_influence.png", "hidden_loss.png", "full_loss.png", "flagged_per_class.png"]
+    )
+    for png in folder.iterdir():
+        assert_png(png)
+    assert page.count('src="data:image/png;base64,') == 5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_report_escapes_training_text_and_wraps_long_text(head_run: SimpleNamespace, tmp_path: Path) -> None:
+    out, _ = outputs(tmp_path)
+    ok(invoke("report", "--run", head_run.run, "--out", out, "--top", "16", "-q"))
+    page = out.read_text(encoding="utf-8")
+    assert "<script>" not in page and "<b>bold</b>" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; a &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "A very long review that goes on" in page and "…" in page  # shortened in the table
+    assert LONG_WORD in page  # kept whole in the hover title
+
+
+def test_report_by_drop_and_max_explained(head_run: SimpleNamespace, tmp_path: Path) -> None:
+    out, folder = outputs(tmp_path)
+    result = ok(
+        invoke(
+            "report", "--run", head_run.run, "--out", out, "--by", "hidden_prob", "--drop", "0.5",
+            "--max-explained", "1",
+        )
+    )  # fmt: skip
+    assert "8 of 16 rows flagged by the lowest hidden_prob" in " ".join(result.stderr.split())
+    assert "1 misclassified validation rows explained" in " ".join(result.stderr.split())
+    page = out.read_text(encoding="utf-8")
+    assert page.count('<section class="card">') == 1
+    assert (folder / "hidden_prob.png").is_file()  # the ranking column gets its histogram too
+    assert "--drop 0.5" in page
+
+
+def test_report_with_an_explicit_val_file(head_run: SimpleNamespace, tmp_path: Path) -> None:
+    val = write_rows(tmp_path / "other.csv", contradicting_val_rows()[:2] + contradicting_val_rows()[4:6])
+    out, _ = outputs(tmp_path)
+    ok(invoke("report", "--run", head_run.run, "--out", out, "--val", val, "-q"))
+    page = out.read_text(encoding="utf-8")
+    assert f"{val}: the full network gets 2 of 4 validation rows wrong" in page
+
+
+def test_recorded_val_file_that_moved_becomes_a_note(head_run: SimpleNamespace, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(head_run.run, tmp_path / "run"))
+    meta = json.loads((run / "scores.json").read_text())
+    meta["val_file"] = str(tmp_path / "gone.jsonl")
+    (run / "scores.json").write_text(json.dumps(meta))
+    out, _ = outputs(tmp_path)
+    ok(invoke("report", "--run", run, "--out", out, "-q"))
+    page = out.read_text(encoding="utf-8")
+    assert "gone.jsonl) was not found; pass --val FILE" in page
+    assert '<section class="card">' not in page
+
+
+def test_report_of_a_scope_none_run(tmp_path: Path, model_args: list[str]) -> None:
+    train = write_rows(tmp_path / "train.csv", make_rows(10))
+    run = train_run(tmp_path, train, model_args, "--scope", "none")
+    ok(invoke("score", "--run", run, "-q"))
+    out, folder = outputs(tmp_path)
+    stale = folder / "influence.png"
+    folder.mkdir()
+    stale.write_bytes(b"an older report's figure")
+    ok(invoke("report", "--run", run, "--out", out, "--drop", "0.2", "-q"))
+    page = out.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert sorted(p.name for p in folder.iterdir()) == ["flagged_per_class.png", "full_loss.png"]
+    assert "histogram of influence" not in page and "histogram of full_loss" in page
+    assert "scope &#x27;none&#x27; (no instance masks)" in page
+    assert "highest <code>full_loss</code>" in page
+    assert '<section class="card">' not in page
+
+
+# ---- bad input ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("--by", "loss"), ("--by loss", "choose one of")),
+        (("--drop", "0"), ("--drop", "got 0.0")),
+        (("--drop", "1.5"), ("--drop", "got 1.5")),
+        (("--top", "0"), ("--top", "got 0")),
+        (("--max-explained", "-1"), ("--max-explained", "got -1")),
+        (("--val", "missing.jsonl"), ("missing.jsonl", "no such file")),
+        (("--device", "tpu"), ("--device 'tpu'",)),
+    ],
+)
+def test_bad_options(
+    head_run: SimpleNamespace, tmp_path: Path, args: tuple[str, ...], needles: tuple[str, ...]
+) -> None:
+    out, folder = outputs(tmp_path)
+    user_error(
+        invoke("report", "--run", head_run.run, "--out", out, *args, "-q"), *needles, absent=(out, folder)
+    )
+
+
+def test_bad_run_and_output(head_run: SimpleNamespace, tmp_path: Path, model_args: list[str]) -> None:
+    out, folder = outputs(tmp_path)
+    user_error(
+        invoke("report", "--run", tmp_path / "nope", "--out", out),
+        "no such run directory",
+        absent=(out, folder),
+    )
+    (tmp_path / "empty").mkdir()
+    user_error(
+        invoke("report", "--run", tmp_path / "empty", "--out", out),
+        "not a tod-clean run",
+        absent=(out, folder),
+    )
+    missing = tmp_path / "no-folder" / "report.html"
+    user_error(invoke("report", "--run", head_run.run, "--out", missing), "does not exist", absent=(missing,))
+    user_error(
+        invoke("report", "--run", head_run.run, "--out", tmp_path / "r.txt"), ".html", absent=(out, folder)
+    )
+
+    unscored = Path(shutil.copytree(head_run.run, tmp_path / "unscored"))
+    (unscored / "scores.parquet").unlink()
+    user_error(
+        invoke("report", "--run", unscored, "--out", out),
+        "no scores yet",
+        "tod-clean score",
+        absent=(out, folder),
+    )
+
+
+def test_by_a_column_the_run_does_not_have(tmp_path: Path, model_args: list[str]) -> None:
+    train = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = train_run(tmp_path, train, model_args, "--scope", "none")
+    ok(invoke("score", "--run", run, "-q"))
+    out, folder = outputs(tmp_path)
+    user_error(
+        invoke("report", "--run", run, "--out", out, "--by", "self_influence"),
+        "self_influence",
+        "columns found",
+        absent=(out, folder),
+    )
+
+
+# ---- the HTML builder alone --------------------------------------------------------------------------
+
+
+def tiny_content(text: str, label: str) -> ReportContent:
+    flagged = np.array([True, False, False])
+    return ReportContent(
+        header=[("training file", f"{label}.jsonl")],
+        by="full_loss",
+        drop=0.3,
+        flagged=flagged,
+        distributions=[Distribution("full_loss", np.array([2.0, 0.5, 0.1]), cutoff=1.25)],
+        classes=[ClassCount(label, 2, 1), ClassCount("b", 1, 0)],
+        top_rows=pd.DataFrame(
+            {"#": [1], "row": [0], "label": [label], "full_loss": [2.0], "flagged": [True], "text": [text]}
+        ),
+        notes=[f"note about {label}"],
+    )
+
+
+def test_render_html_escapes_user_text() -> None:
+    content = tiny_content("<script>alert(1)</script>", '"><img src=x onerror=alert(2)> $x_{1$')
+    page = render_html(content, report_figures(content))
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert_self_contained(page)
+
+
+# ---- in a real browser ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (apt-get install chromium)")
+def test_report_renders_in_chromium(head_run: SimpleNamespace, tmp_path: Path) -> None:
+    out, _ = outputs(tmp_path)
+    ok(invoke("report", "--run", head_run.run, "--out", out, "-q"))
+    png = tmp_path / "shot.png"
+    script = Path(__file__).parents[1] / "scripts" / "render_report.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(out), str(png), "--height", "900"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    with Image.open(png) as image:
+        assert image.size == (1280, 900)
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colors is None or len(colors) > 50  # a page with text and figures, not a blank screen

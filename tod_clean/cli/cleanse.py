@@ -1,0 +1,109 @@
+"""``tod-clean cleanse``: train, score, filter, retrain and compare before/after in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table as RichTable
+
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.config import DataColumns, TrainConfig
+from tod_clean.data import read_table
+
+_D = TrainConfig.__dataclass_fields__
+
+
+@app.command("cleanse")
+@handle_errors
+def cleanse_command(
+    train_file: Annotated[str, typer.Argument(help="Training data to cleanse (any supported format, or -).")],
+    test: Annotated[str, typer.Option(help="Labeled test data both models are evaluated on.")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for every artifact.")] = Path(
+        "tod-cleanse"
+    ),
+    val: Annotated[str | None, typer.Option(help="Validation data: cleanse by influence on it.")] = None,
+    drop: Annotated[float | None, typer.Option(help="Fraction of rows to drop (default 0.01).")] = None,
+    drop_count: Annotated[int | None, typer.Option(help="Number of rows to drop.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Drop rows beyond this score.")] = None,
+    by: Annotated[
+        str | None, typer.Option(help="Score column to rank by (default: influence with --val).")
+    ] = None,
+    random_baseline: Annotated[
+        bool, typer.Option(help="Also retrain after removing as many random rows.")
+    ] = False,
+    text_col: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    text_pair_col: Annotated[str | None, typer.Option(help="Optional second text column.")] = None,
+    label_col: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    id_col: Annotated[str | None, typer.Option(help="Unique id column (instance keys hash it).")] = None,
+    model: Annotated[str, typer.Option(help="Local model folder or hub name; 'minilm' = embedded.")] = str(
+        _D["model"].default
+    ),
+    scope: Annotated[str, typer.Option(help="Mask placement of the scoring run.")] = str(_D["scope"].default),
+    keep_prob: Annotated[float, typer.Option(help="Keep probability of the instance masks.")] = _D[
+        "keep_prob"
+    ].default,  # type: ignore[assignment]
+    epochs: Annotated[int, typer.Option(help="Epochs of every training run.")] = _D["epochs"].default,  # type: ignore[assignment]
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = _D["batch_size"].default,  # type: ignore[assignment]
+    lr: Annotated[float, typer.Option("--lr", help="Encoder learning rate.")] = _D["learning_rate"].default,  # type: ignore[assignment]
+    head_lr: Annotated[float, typer.Option(help="Head learning rate.")] = _D["head_learning_rate"].default,  # type: ignore[assignment]
+    max_length: Annotated[int, typer.Option(help="Tokens per row.")] = _D["max_length"].default,  # type: ignore[assignment]
+    seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace the contents of --out-dir.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
+) -> None:
+    """Train with turn-over dropout, drop the worst rows, retrain, and compare on --test."""
+    setup(quiet)
+    from tod_clean.cleanse import cleanse
+
+    if drop is None and drop_count is None and threshold is None:
+        drop = 0.01
+    config = TrainConfig(
+        model=model,
+        columns=DataColumns(
+            text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col
+        ),
+        scope=scope,
+        keep_prob=keep_prob,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        head_learning_rate=head_lr,
+        max_length=max_length,
+        seed=seed,
+        device=device,
+    )
+    result = cleanse(
+        config,
+        read_table(train_file),
+        train_file,
+        read_table(test),
+        out_dir,
+        val_table=read_table(val) if val is not None else None,
+        by=by,
+        fraction=drop,
+        count=drop_count,
+        threshold=threshold,
+        random_baseline=random_baseline,
+        overwrite=overwrite,
+        progress=progress_for(quiet),
+    )
+    if quiet:
+        return
+    table = RichTable(title=f"test set {test}: cleansing by {result.by}")
+    for column in ("model", "train rows", "removed", "accuracy", "macro-F1", "loss"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for arm in result.arms:
+        e = arm.evaluation
+        table.add_row(
+            arm.name,
+            str(arm.train_rows),
+            str(arm.removed),
+            f"{e.accuracy:.4f}",
+            f"{e.macro_f1:.4f}",
+            f"{e.loss:.4f}",
+        )
+    console.print(table)
+    console.print(f"artifacts in {result.out_dir}", highlight=False)

@@ -1,0 +1,84 @@
+"""``tod-clean report``: one self-contained HTML page about a scored run, with its figures beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.data import read_table
+from tod_clean.device import pick_device
+from tod_clean.filter import SIGNALS
+from tod_clean.rundir import RunDir
+
+
+@app.command("report")
+@handle_errors
+def report_command(
+    run: Annotated[
+        Path, typer.Option("--run", "-r", help="Run directory, scored by 'tod-clean score'.")
+    ] = Path("tod-run"),
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="The HTML page; its PNG figures go to <name>_files/ beside it."),
+    ] = Path("report.html"),
+    val: Annotated[
+        str | None, typer.Option(help="Validation file whose errors to explain (default: the one scored on).")
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(help=f"Score column to flag rows by: {', '.join(SIGNALS)} (default: as filter)."),
+    ] = None,
+    drop: Annotated[float, typer.Option(help="Fraction of rows flagged, as 'filter --drop'.")] = 0.01,
+    top: Annotated[int, typer.Option("--top", "-k", help="Rows listed in the table of flagged rows.")] = 30,
+    max_explained: Annotated[
+        int, typer.Option(help="Misclassified validation rows explained (0 = none).")
+    ] = 10,
+    train: Annotated[str | None, typer.Option(help="The training file, if it moved.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (for the explanations).")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary line.")] = False,
+) -> None:
+    """Write an HTML report: score distributions, flagged rows per class and one by one, explained errors."""
+    setup(quiet)
+    from tod_clean.report import (
+        ReportConfig,
+        build_report,
+        check_report_destination,
+        load_run_scores,
+        write_report,
+    )
+
+    config = ReportConfig(by=by, drop=drop, top=top, max_explained=max_explained)
+    pick_device(device)  # refuse a bad --device before any work
+    run_dir = RunDir(run)
+    info = run_dir.read_info()
+    check_report_destination(out)
+    scores = load_run_scores(run_dir)
+    val_table = read_table(val) if val is not None else None
+    train_table = read_table(train or info.train_file.path)
+    report = build_report(
+        run_dir,
+        config,
+        scores=scores,
+        train_table=train_table,
+        val_table=val_table,
+        device=device,
+        progress=progress_for(quiet),
+    )
+    folder = write_report(report, out)
+    if not quiet:
+        content = report.content
+        total = len(content.flagged)
+        console.print(
+            f"report -> {out} ({len(report.figures)} figures in {folder}/): "
+            f"{content.num_flagged} of {total} rows flagged by the {content.worse_when} {content.by}; "
+            + (
+                f"{content.explained} misclassified validation rows explained"
+                if content.explanations is not None
+                else "no validation errors explained"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )

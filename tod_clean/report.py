@@ -1,0 +1,808 @@
+"""One self-contained HTML page about a scored run: what was trained, how the scores are distributed, which
+rows the filter would drop (per class and one by one), and why the model errs on validation rows.
+
+The page embeds its figures as base64 PNG data URIs and its CSS inline: no script, no external URL, so it
+opens anywhere and can be mailed as one file. The same PNGs are also written beside it for reuse. Every
+piece of user text (file names, labels, training and validation texts) is HTML-escaped.
+
+The work is split so each part can be called and tested alone: :func:`report_content` gathers plain data
+(the one step that may run the model, for the explanations), :func:`report_figures` draws it and
+:func:`render_html` turns both into the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import logging
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tod_clean import __version__
+from tod_clean.data import Table, atomic_output, label_key, read_table
+from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
+from tod_clean.filter import (
+    SIGNALS,
+    WORSE_WHEN_LOWER,
+    drop_count_for,
+    filter_table,
+    match_scores,
+    worst_first,
+)
+from tod_clean.progress import Progress
+from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
+
+log = logging.getLogger(__name__)
+
+# Histograms drawn when the column exists (a scope 'none' run has only full_loss).
+DISTRIBUTION_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
+# Score columns shown in the table of flagged rows, when present (and the ranking column in any case).
+TABLE_SCORE_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
+# Columns whose sign means something; the others (losses, probabilities) are shown unsigned.
+SIGNED_COLUMNS = ("influence", "self_influence")
+PER_CLASS_FIGURE = "flagged_per_class"
+MAX_CLASSES_SHOWN = 40
+HTML_SUFFIXES = (".html", ".htm")
+
+_KEPT_COLOR = "#8fb3d9"
+_FLAGGED_COLOR = "#d62728"
+_CUTOFF_COLOR = "#222222"
+
+_DESCRIPTIONS = {
+    "influence": "mean influence on the validation set; negative = the row hurts it",
+    "self_influence": "hidden_loss − exposed_loss on the row itself; high = memorised",
+    "hidden_loss": "loss of the sub-network that never saw the row (out-of-sample)",
+    "exposed_loss": "loss of the sub-network that trained on the row",
+    "full_loss": "loss of the full network on the row",
+    "hidden_prob": "hidden sub-network's probability of the row's label",
+    "full_prob": "full network's probability of the row's label",
+}
+
+
+@dataclass
+class ReportConfig:
+    """What the report flags and how much it shows; ranges are checked here, before any work."""
+
+    by: str | None = field(
+        default=None, metadata={"help": "score column to flag by (default: filter's default)"}
+    )
+    drop: float = field(default=0.01, metadata={"help": "fraction of rows flagged, as filter --drop"})
+    top: int = field(default=30, metadata={"help": "flagged rows listed in the table"})
+    max_explained: int = field(default=10, metadata={"help": "misclassified validation rows explained"})
+    explain_k: int = field(default=3, metadata={"help": "hurt and helped training rows per explained row"})
+
+    def __post_init__(self) -> None:
+        if self.by is not None and self.by not in SIGNALS:
+            raise ConfigError(f"--by {self.by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
+        drop_count_for(1, self.drop)  # the same range check and message as filter --drop
+        if self.top < 1:
+            raise ConfigError(f"--top must be a positive number of rows, got {self.top}")
+        if self.max_explained < 0:
+            raise ConfigError(f"--max-explained must be 0 or more, got {self.max_explained}")
+        if self.explain_k < 1:
+            raise ConfigError(f"explain_k must be a positive number of rows, got {self.explain_k}")
+
+
+@dataclass
+class Distribution:
+    """The values ``[N]`` float64 of one score column; ``cutoff`` only for the column rows are flagged by."""
+
+    column: str
+    values: np.ndarray
+    cutoff: float | None = None
+
+
+@dataclass
+class ClassCount:
+    label: str
+    rows: int
+    flagged: int
+
+
+@dataclass
+class ReportContent:
+    """Everything the page shows, as plain values (no figures yet).
+
+    ``flagged`` is bool ``[N]`` in training-row order. ``top_rows`` has the display columns of the table of
+    flagged rows (``text`` and ``flagged`` are rendered specially). ``explanations`` is the frame of
+    :func:`tod_clean.explain.explain_run` cut to the explained validation rows, or None with
+    ``explain_note`` saying why.
+    """
+
+    header: list[tuple[str, str]]
+    by: str
+    drop: float
+    flagged: np.ndarray
+    distributions: list[Distribution]
+    classes: list[ClassCount]
+    top_rows: pd.DataFrame
+    explanations: pd.DataFrame | None = None
+    explain_summary: str | None = None
+    explain_note: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def worse_when(self) -> str:
+        return "lowest" if self.by in WORSE_WHEN_LOWER else "highest"
+
+    @property
+    def num_flagged(self) -> int:
+        return int(self.flagged.sum())
+
+    @property
+    def explained(self) -> int:
+        return 0 if self.explanations is None else int(self.explanations["val_row"].nunique())
+
+
+@dataclass
+class Report:
+    """The page and its figures (name -> PNG bytes), ready to write."""
+
+    html: str
+    figures: dict[str, bytes]
+    content: ReportContent
+
+
+# ---- inputs -----------------------------------------------------------------------------------------
+
+
+def figures_folder(out: str | Path) -> Path:
+    """Where the PNGs of ``report.html`` go: ``report_files/`` beside it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_files")
+
+
+def check_report_destination(out: str | Path) -> None:
+    """Refuse an output that is not an .html file in an existing folder, before any work is done."""
+    path = Path(out)
+    if str(out) == "-" or path.suffix.lower() not in HTML_SUFFIXES:
+        raise InputError(f"{out}: the report is an HTML page; give a path ending in .html")
+    if not path.parent.is_dir():
+        raise InputError(f"{out}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{out}: is a folder, expected a file name for the report")
+    folder = figures_folder(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a folder; the report's figures go there")
+
+
+def load_run_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The scores saved in the run directory by ``score``, with a message that says how to get them."""
+    from tod_clean.score import load_scores
+
+    run.read_info()
+    if not run.file(SCORES).is_file() or not run.file(SCORES_META).is_file():
+        raise RunDirError(f"{run.path}: has no scores yet; run 'tod-clean score --run {run.path}' first")
+    return load_scores(run)
+
+
+def recorded_val_table(meta: dict[str, Any]) -> tuple[Table | None, str | None]:
+    """The validation file ``score`` recorded in scores.json, or None and the reason it cannot be used."""
+    path = meta.get("val_file")
+    if not path:
+        return (
+            None,
+            "the run was scored without a validation set; pass --val FILE to explain validation errors",
+        )
+    if path == "<stdin>" or not Path(path).is_file():
+        return None, f"the validation file the run was scored on ({path}) was not found; pass --val FILE"
+    try:
+        table = read_table(path)
+    except TodCleanError as error:
+        return None, f"cannot read the validation file the run was scored on: {error}"
+    if meta.get("val_sha256") and table.sha256 != meta["val_sha256"]:
+        log.warning("%s changed since the run was scored; explaining its current rows", path)
+    return table, None
+
+
+# ---- gathering --------------------------------------------------------------------------------------
+
+
+def shorten(text: str, width: int) -> str:
+    """One line of at most ``width`` characters, cut at a word boundary (a long word is cut hard)."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= width:
+        return flat
+    short = textwrap.shorten(flat, width=width, placeholder=" …")
+    if short == "…" or len(short) < width // 2:  # one very long word: cut it rather than lose it
+        short = flat[: width - 1] + "…"
+    return short
+
+
+def _texts(table: Table, info: RunInfo) -> list[str]:
+    columns = info.train.columns
+    texts = [str(value) for value in table.column(columns.text_col)]
+    if columns.text_pair_col is not None and columns.text_pair_col in table.columns:
+        pairs = table.column(columns.text_pair_col)
+        texts = [f"{text} ‖ {pair}" for text, pair in zip(texts, pairs, strict=True)]
+    return texts
+
+
+def _cutoff(values: np.ndarray, order: np.ndarray, count: int) -> float | None:
+    """Midway between the last flagged and the first kept value (None when nothing or everything is)."""
+    if count <= 0 or count >= len(values):
+        return None
+    return float((values[order[count - 1]] + values[order[count]]) / 2)
+
+
+def _format_number(value: Any, *, signed: bool = False) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return "—"
+    if isinstance(value, (float, np.floating)):
+        if abs(value) >= 1e4:
+            return f"{value:.4g}"
+        return f"{value:+.4f}" if signed else f"{value:.4f}"
+    return str(value)
+
+
+def _header(
+    run: RunDir, info: RunInfo, meta: dict[str, Any], train_table: Table, config: ReportConfig, by: str
+) -> list[tuple[str, str]]:
+    final_loss = info.epochs[-1].get("train_loss") if info.epochs else None
+    epochs = f"{len(info.epochs)} of {info.train.epochs}"
+    if final_loss is not None:
+        epochs += f" (final training loss {final_loss:.4f})"
+    val_file = meta.get("val_file")
+    scored = (
+        f"{val_file} ({meta.get('val_rows', '?')} rows)"
+        if val_file
+        else "no validation set (self-scores only)"
+    )
+    rows = [
+        ("run directory", str(run.path)),
+        (
+            "training file",
+            info.train_file.path
+            if train_table.source == info.train_file.path
+            else f"{train_table.source} (trained on {info.train_file.path})",
+        ),
+        (
+            "rows",
+            f"{len(train_table)} ({len(info.labels)} classes: {', '.join(map(str, info.labels))})",
+        ),
+        ("model", info.train.model),
+        ("scope", str(info.scope)),
+        ("keep_prob", f"{info.train.keep_prob}" + ("" if info.scope.masked else " (no instance masks)")),
+        ("instance key", info.instance_key),
+        ("epochs", epochs),
+        ("scored on", scored),
+        ("flagged by", f"the {'lowest' if by in WORSE_WHEN_LOWER else 'highest'} {by}, --drop {config.drop}"),
+    ]
+    return rows
+
+
+def report_content(
+    run: RunDir,
+    config: ReportConfig,
+    *,
+    scores: pd.DataFrame,
+    meta: dict[str, Any],
+    train_table: Table | None = None,
+    val_table: Table | None = None,
+    val_note: str | None = None,
+    val_explicit: bool = False,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> ReportContent:
+    """Gather the report of a scored run.
+
+    Rows are flagged exactly as ``tod-clean filter --by config.by --drop config.drop`` would drop them.
+    Misclassified rows of ``val_table`` are explained (the run's model is loaded for this) unless the run
+    has no instance masks, no validation table is given (``val_note`` says why) or ``max_explained`` is 0.
+    A validation table the user did not name (``val_explicit=False``) that cannot be explained becomes a
+    note on the page rather than an error.
+    """
+    info = run.read_info()
+    if train_table is None:
+        train_table = read_table(info.train_file.path)
+    result = filter_table(
+        train_table, scores, info, by=config.by, fraction=config.drop, scores_source=str(run.file(SCORES))
+    )
+    by = result.by
+    aligned = match_scores(train_table, scores, info)
+    flagged = np.zeros(len(train_table), dtype=bool)
+    flagged[result.dropped] = True
+    values = aligned[by].to_numpy(dtype=np.float64)
+    order = worst_first(values, by)
+
+    columns = [name for name in DISTRIBUTION_COLUMNS if name in aligned.columns]
+    if by not in columns:
+        columns.append(by)
+    distributions = [
+        Distribution(
+            name,
+            aligned[name].to_numpy(dtype=np.float64),
+            _cutoff(values, order, len(result.dropped)) if name == by else None,
+        )
+        for name in columns
+    ]
+
+    label_keys = [label_key(value) for value in aligned["label"]]
+    classes = []
+    for label in info.labels:
+        key = label_key(label)
+        in_class = np.array([k == key for k in label_keys], dtype=bool)
+        classes.append(ClassCount(str(label), int(in_class.sum()), int((in_class & flagged).sum())))
+
+    texts = _texts(train_table, info)
+    top = order[: config.top]
+    shown: dict[str, Any] = {"#": np.arange(1, len(top) + 1), "row": aligned["row"].to_numpy()[top]}
+    if "id" in aligned.columns:
+        shown["id"] = aligned["id"].to_numpy()[top]
+    shown["label"] = aligned["label"].to_numpy()[top]
+    pred = "hidden_pred" if "hidden_pred" in aligned.columns else "full_pred"
+    shown[pred] = aligned[pred].to_numpy()[top]
+    for name in (*TABLE_SCORE_COLUMNS, by):
+        if name in aligned.columns and name not in shown:
+            shown[name] = aligned[name].to_numpy()[top]
+    shown["flagged"] = flagged[top]
+    shown["text"] = [texts[i] for i in top]
+    top_rows = pd.DataFrame(shown)
+
+    content = ReportContent(
+        header=_header(run, info, meta, train_table, config, by),
+        by=by,
+        drop=config.drop,
+        flagged=flagged,
+        distributions=distributions,
+        classes=classes,
+        top_rows=top_rows,
+    )
+    if len(result.dropped) == 0:
+        content.notes.append(
+            f"--drop {config.drop} of {len(train_table)} rows rounds to 0 rows: nothing is flagged; "
+            "the table lists the rows closest to the cut."
+        )
+    _add_explanations(
+        content, run, info, config, train_table, val_table, val_note, val_explicit, device, progress
+    )
+    return content
+
+
+def _add_explanations(
+    content: ReportContent,
+    run: RunDir,
+    info: RunInfo,
+    config: ReportConfig,
+    train_table: Table,
+    val_table: Table | None,
+    val_note: str | None,
+    val_explicit: bool,
+    device: str,
+    progress: Progress | None,
+) -> None:
+    if not info.scope.masked:
+        content.explain_note = (
+            "This run was trained with scope 'none' (no instance masks), so it has no influence to explain "
+            "validation errors with."
+        )
+        return
+    if val_table is None:
+        content.explain_note = val_note or "No validation file is known; pass --val FILE."
+        return
+    if config.max_explained == 0:
+        content.explain_note = "Explanations were turned off (--max-explained 0)."
+        return
+    from tod_clean.explain import explain_run
+
+    try:
+        result = explain_run(
+            run,
+            train_table,
+            val_table,
+            k=config.explain_k,
+            errors_only=True,
+            max_rows=config.max_explained,
+            device=device,
+            progress=progress,
+        )
+    except TodCleanError as error:
+        if val_explicit:
+            raise
+        content.explain_note = f"Validation errors could not be explained: {error}"
+        log.warning("validation errors not explained: %s", error)
+        return
+    content.explain_summary = (
+        f"{val_table.source}: the full network gets {result.misclassified} of {len(val_table)} "
+        f"validation rows wrong (accuracy {result.accuracy:.3f})."
+    )
+    if result.explained == 0:
+        content.explain_note = "No validation row is misclassified: nothing to explain."
+        return
+    first = list(dict.fromkeys(result.frame["val_row"]))[: config.max_explained]
+    content.explanations = result.frame[result.frame["val_row"].isin(first)].reset_index(drop=True)
+    if result.explained > len(first):
+        content.explain_summary += f" The first {len(first)} are explained (--max-explained)."
+
+
+# ---- figures ----------------------------------------------------------------------------------------
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float) -> Any:
+    # The object-oriented API with an Agg canvas: no pyplot global state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def distribution_figure(distribution: Distribution, flagged: np.ndarray, by: str) -> bytes:
+    """A histogram of one score column, flagged rows stacked in red; the cut-off as a dashed line."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    values = distribution.values
+    finite = np.isfinite(values)
+    figure = _new_figure(5.6, 3.1)
+    axes = figure.add_subplot()
+    bins = np.histogram_bin_edges(values[finite], bins=40) if finite.any() else 10
+    axes.hist(
+        [values[finite & ~flagged], values[finite & flagged]],
+        bins=bins,
+        stacked=True,
+        color=[_KEPT_COLOR, _FLAGGED_COLOR],
+        label=["kept", f"flagged by {by}"],
+    )
+    if distribution.cutoff is not None:
+        axes.axvline(
+            distribution.cutoff,
+            color=_CUTOFF_COLOR,
+            linestyle="--",
+            linewidth=1.2,
+            label=f"cut-off {distribution.cutoff:.4g}",
+        )
+    if flagged.any() and flagged.sum() < 0.05 * len(flagged):
+        # a few flagged rows stay visible next to tall bins; ticks as plain counts (1, 10, 100)
+        axes.set_yscale("symlog", linthresh=1)
+        axes.set_ylim(bottom=0)
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.set_title(distribution.column, fontsize=11, loc="left")
+    axes.set_xlabel(_DESCRIPTIONS.get(distribution.column, distribution.column), fontsize=8.5)
+    axes.set_ylabel("training rows", fontsize=9)
+    if axes.get_yscale() == "linear":
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.tick_params(labelsize=8)
+    axes.legend(fontsize=8, frameon=False)
+    axes.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def _plain(text: str) -> str:
+    """Text for matplotlib, which would read a pair of ``$`` as mathematics (and fail on bad formulas)."""
+    return text.replace("$", r"\$")
+
+
+def per_class_figure(classes: Sequence[ClassCount], by: str, drop: float) -> bytes:
+    """Class sizes with the flagged rows of each class, and each class's flagged share.
+
+    With more than ``MAX_CLASSES_SHOWN`` classes only those with the most flagged rows are drawn.
+    """
+    title = "rows per class"
+    if len(classes) > MAX_CLASSES_SHOWN:
+        classes = sorted(classes, key=lambda c: (-c.flagged, -c.rows))[:MAX_CLASSES_SHOWN]
+        title += f" ({MAX_CLASSES_SHOWN} with the most flagged rows)"
+    labels = [_plain(shorten(c.label, 24)) for c in classes]
+    sizes = np.array([c.rows for c in classes])
+    flagged = np.array([c.flagged for c in classes])
+    share = np.divide(flagged, sizes, out=np.zeros(len(classes)), where=sizes > 0) * 100
+    overall = flagged.sum() / max(sizes.sum(), 1) * 100
+    figure = _new_figure(11.0, max(2.4, 0.42 * len(classes) + 1.3))
+    left, right = figure.subplots(1, 2, sharey=True)
+    positions = np.arange(len(classes))
+    left.barh(positions, sizes, color=_KEPT_COLOR, label="rows in class")
+    left.barh(positions, flagged, color=_FLAGGED_COLOR, label=f"flagged by {by}")
+    for y, (size, count) in enumerate(zip(sizes, flagged, strict=True)):
+        left.text(size, y, f" {count} of {size}", va="center", fontsize=8)
+    left.set_yticks(positions, labels, fontsize=9)
+    left.invert_yaxis()
+    left.set_xlim(0, sizes.max() * 1.22 if len(sizes) and sizes.max() > 0 else 1)
+    left.set_title(title, fontsize=11, loc="left")
+    right.barh(positions, share, color=_FLAGGED_COLOR)
+    right.axvline(
+        overall, color=_CUTOFF_COLOR, linestyle="--", linewidth=1.2, label=f"all rows {overall:.2f}%"
+    )
+    for y, value in enumerate(share):
+        right.text(value, y, f" {value:.1f}%", va="center", fontsize=8)
+    right.set_xlim(0, max(share.max() if len(share) else 0, overall, 1e-9) * 1.3)
+    right.set_title(f"share of the class flagged (--drop {drop})", fontsize=11, loc="left")
+    right.set_xlabel("% of the class's rows", fontsize=8.5)
+    left.set_xlabel("training rows", fontsize=8.5)
+    figure.legend(loc="outside lower center", ncols=3, fontsize=8.5, frameon=False)
+    for axes in (left, right):
+        axes.tick_params(axis="x", labelsize=8)
+        axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+def report_figures(content: ReportContent) -> dict[str, bytes]:
+    """PNG bytes per figure name: one histogram per score column and the per-class chart."""
+    figures = {d.column: distribution_figure(d, content.flagged, content.by) for d in content.distributions}
+    figures[PER_CLASS_FIGURE] = per_class_figure(content.classes, content.by, content.drop)
+    return figures
+
+
+# ---- HTML -------------------------------------------------------------------------------------------
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: #1d1d1f; background: #f6f7f9; margin: 0; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #dde1e6; }
+h3 { font-size: 15px; margin: 0 0 6px; }
+p { margin: 6px 0; }
+.muted { color: #5f6670; font-size: 13px; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; margin: 10px 0; }
+section.card, .panel { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 12px 14px;
+                       margin: 12px 0; }
+dl.header { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 0; }
+dl.header dt { color: #5f6670; }
+dl.header dd { margin: 0; overflow-wrap: anywhere; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 12px; }
+figure { margin: 0; background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 8px; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13px; }
+th, td { border-bottom: 1px solid #e6e8eb; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #eef1f4; font-weight: 600; white-space: nowrap; position: sticky; top: 0; }
+th.num { text-align: right; }
+table.compact { width: auto; min-width: 40%; }
+table.explained { table-layout: fixed; }
+table.explained col.kind { width: 5em; } table.explained col.rank { width: 2.5em; }
+table.explained col.key { width: 9em; } table.explained col.label { width: 9em; }
+table.explained col.num { width: 6.5em; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.key, td.label { white-space: nowrap; max-width: 10em; overflow: hidden; text-overflow: ellipsis; }
+td.text { overflow-wrap: anywhere; min-width: 16em; }
+.scroll { overflow-x: auto; }
+th.by, td.by { background: #fdecea; }
+tr.flagged td:first-child { border-left: 3px solid #d62728; }
+.hurt { color: #b71c1c; font-weight: 600; }
+.helped { color: #1b5e20; font-weight: 600; }
+.wrong { color: #b71c1c; font-weight: 600; }
+.valtext { font-size: 14px; background: #f6f7f9; border-radius: 4px; padding: 6px 10px; margin: 6px 0 10px;
+           overflow-wrap: anywhere; }
+footer { margin-top: 40px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}"></figure>'
+
+
+def _cell(column: str, value: Any, by: str) -> str:
+    classes = []
+    if column == by:
+        classes.append("by")
+    if column == "text":
+        classes.append("text")
+        body = _e(shorten(value, 220))
+        title = f' title="{_e(value)}"' if len(str(value)) > 220 else ""
+        return f'<td class="text"{title}>{body}</td>'
+    if column in ("label", "hidden_pred", "full_pred", "train_label"):
+        classes.append("label")
+        return f'<td class="{" ".join(classes)}" title="{_e(value)}">{_e(value)}</td>'
+    if column in ("id", "train"):
+        classes.append("key")
+        return f'<td class="{" ".join(classes)}" title="{_e(value)}">{_e(value)}</td>'
+    if isinstance(value, (bool, np.bool_)):
+        return f"<td>{'yes' if value else ''}</td>"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        classes.append("num")
+    if column.startswith("%"):
+        shown = "—" if np.isnan(value) else f"{value:.2f}"
+    else:
+        shown = _format_number(value, signed=column in SIGNED_COLUMNS)
+    return f'<td class="{" ".join(classes)}">{_e(shown)}</td>'
+
+
+def _table(frame: pd.DataFrame, by: str, *, flag_column: str | None = None, css_class: str = "") -> str:
+    head = []
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+        classes = " ".join(name for name, on in (("by", column == by), ("num", numeric)) if on)
+        head.append(f'<th class="{classes}">{_e(column)}</th>' if classes else f"<th>{_e(column)}</th>")
+    body = []
+    for record in frame.to_dict(orient="records"):
+        row_class = ' class="flagged"' if flag_column is not None and bool(record[flag_column]) else ""
+        cells = "".join(_cell(c, record[c], by) for c in frame.columns)
+        body.append(f"<tr{row_class}>{cells}</tr>")
+    table_class = f' class="{css_class}"' if css_class else ""
+    return (
+        f'<div class="scroll"><table{table_class}><thead><tr>{"".join(head)}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _explanations_html(content: ReportContent) -> str:
+    parts = ['<h2 id="explanations">Why the model errs on validation rows</h2>']
+    if content.explain_summary:
+        parts.append(f"<p>{_e(content.explain_summary)}</p>")
+    parts.append(
+        '<p class="muted">For each misclassified validation row: the training rows with the most negative '
+        "influence on it (<span class='hurt'>hurt</span>, among rows labeled with the wrong prediction) and "
+        "the most positive (<span class='helped'>helped</span>).</p>"
+    )
+    if content.explain_note:
+        parts.append(f'<p class="note">{_e(content.explain_note)}</p>')
+    if content.explanations is None:
+        return "\n".join(parts)
+    for val_row, group in content.explanations.groupby("val_row", sort=False):
+        first = group.iloc[0]
+        name = (
+            f"id {first.val_id}"
+            if first.val_id is not None and not pd.isna(first.val_id)
+            else f"row {val_row}"
+        )
+        parts.append('<section class="card">')
+        parts.append(
+            f"<h3>validation {_e(name)}: label {_e(first.val_label)}, predicted "
+            f"<span class='wrong'>{_e(first.val_pred)}</span> "
+            f"<span class='muted'>(p(label) {first.val_prob:.2f})</span></h3>"
+        )
+        parts.append(f'<div class="valtext">{_e(shorten(first.val_text, 600))}</div>')
+        rows = []
+        for _, row in group.iterrows():
+            train_name = (
+                row.train_id if row.train_id is not None and not pd.isna(row.train_id) else row.train_row
+            )
+            rows.append(
+                f"<tr><td class='{_e(row.kind)}'>{_e(row.kind)}</td><td class='num'>{_e(row['rank'])}</td>"
+                f"<td class='key' title='{_e(train_name)}'>{_e(train_name)}</td>"
+                f"<td class='label' title='{_e(row.train_label)}'>{_e(row.train_label)}</td>"
+                f"<td class='num'>{row.influence:+.4f}</td>"
+                f"<td class='text'>{_e(shorten(row.train_text, 220))}</td></tr>"
+            )
+        parts.append(
+            '<table class="explained"><colgroup><col class="kind"><col class="rank"><col class="key">'
+            '<col class="label"><col class="num"><col></colgroup><thead><tr><th></th><th class="num">#</th>'
+            '<th>training row</th><th>label</th><th class="num">influence</th><th>text</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
+        parts.append("</section>")
+    return "\n".join(parts)
+
+
+_NO_INFLUENCE = (
+    " This run has no influence scores (no validation set was scored, or the run has no instance masks)."
+)
+
+
+def render_html(content: ReportContent, figures: dict[str, bytes], *, title: str = "tod-clean report") -> str:
+    """The self-contained page: inline CSS, figures as data URIs, all user text escaped."""
+    total = len(content.flagged)
+    header = "".join(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in content.header)
+    notes = "".join(f'<p class="note">{_e(note)}</p>' for note in content.notes)
+    distribution_imgs = "".join(
+        _img(figures[d.column], f"histogram of {d.column}")
+        for d in content.distributions
+        if d.column in figures
+    )
+    per_class = (
+        _img(figures[PER_CLASS_FIGURE], "flagged rows per class") if PER_CLASS_FIGURE in figures else ""
+    )
+    class_table = pd.DataFrame(
+        {
+            "label": [c.label for c in content.classes],
+            "rows": [c.rows for c in content.classes],
+            "flagged": [c.flagged for c in content.classes],
+            "% flagged": [100 * c.flagged / c.rows if c.rows else float("nan") for c in content.classes],
+        }
+    )
+    has_influence = any(d.column == "influence" for d in content.distributions)
+    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    shown = len(content.top_rows)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<h1>{_e(title)}</h1>
+<p class="muted">Turn-over dropout influence and label-error signals (Kobayashi et al., 2020).</p>
+<section class="panel"><dl class="header">{header}</dl></section>
+<p><strong>{content.num_flagged}</strong> of {total} training rows ({content.num_flagged / max(total, 1):.2%})
+are flagged: the {_e(content.worse_when)} <code>{_e(content.by)}</code>, the rows
+<code>tod-clean filter --by {_e(content.by)} --drop {_e(content.drop)}</code> would drop.</p>
+{notes}
+<h2 id="distributions">Score distributions</h2>
+<p class="muted">Flagged rows are stacked in red in every histogram; the dashed line is the cut-off of
+<code>{_e(content.by)}</code>.{"" if has_influence else _NO_INFLUENCE}</p>
+<div class="figures">{distribution_imgs}</div>
+<h2 id="per-class">Flagged rows per class</h2>
+{per_class}
+{_table(class_table, "", css_class="compact")}
+<h2 id="flagged">Top {shown} rows by {_e(content.by)}</h2>
+<p class="muted">Ordered from the first row to drop; rows marked <em>flagged</em> are dropped at
+--drop {_e(content.drop)}. Long texts are shortened; hover for the full text.</p>
+{_table(content.top_rows, content.by, flag_column="flagged")}
+{_explanations_html(content)}
+<footer class="muted">Generated by tod-clean {_e(__version__)} on {_e(generated)}.</footer>
+</main>
+</body>
+</html>
+"""
+
+
+# ---- the whole report -------------------------------------------------------------------------------
+
+
+def build_report(
+    run: RunDir,
+    config: ReportConfig,
+    *,
+    scores: tuple[pd.DataFrame, dict[str, Any]] | None = None,
+    train_table: Table | None = None,
+    val_table: Table | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> Report:
+    """The report of a scored run; without ``val_table`` the validation file recorded by ``score`` is used.
+
+    ``scores`` is what :func:`load_run_scores` returns (loaded here when not given).
+    """
+    frame, meta = scores if scores is not None else load_run_scores(run)
+    val_note = None
+    explicit = val_table is not None
+    if val_table is None:
+        val_table, val_note = recorded_val_table(meta)
+    content = report_content(
+        run,
+        config,
+        scores=frame,
+        meta=meta,
+        train_table=train_table,
+        val_table=val_table,
+        val_note=val_note,
+        val_explicit=explicit,
+        device=device,
+        progress=progress,
+    )
+    figures = report_figures(content)
+    return Report(render_html(content, figures), figures, content)
+
+
+def write_report(report: Report, out: str | Path) -> Path:
+    """Write the figures to ``<stem>_files/`` and then the page, each atomically; returns the folder.
+
+    Figures of an earlier report that this one does not have (e.g. ``influence.png``) are removed, so the
+    folder always matches the page.
+    """
+    out = Path(out)
+    folder = figures_folder(out)
+    folder.mkdir(exist_ok=True)
+    for name, png in report.figures.items():
+        with atomic_output(folder / f"{name}.png") as tmp:
+            tmp.write_bytes(png)
+    for name in (*SIGNALS, PER_CLASS_FIGURE):
+        if name not in report.figures:
+            (folder / f"{name}.png").unlink(missing_ok=True)
+    with atomic_output(out) as tmp:
+        tmp.write_text(report.html, encoding="utf-8")
+    return folder
