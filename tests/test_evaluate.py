@@ -23,9 +23,7 @@ def test_metrics_equal_sklearn(seed: int) -> None:
     predicted = probs.argmax(1)
     assert result.accuracy == pytest.approx(accuracy_score(labels, predicted))
     assert result.macro_f1 == pytest.approx(f1_score(labels, predicted, average="macro", labels=[0, 1, 2]))
-    assert result.loss == pytest.approx(
-        log_loss(labels, probs, labels=[0, 1, 2]), rel=1e-5
-    )
+    assert result.loss == pytest.approx(log_loss(labels, probs, labels=[0, 1, 2]), rel=1e-5)
     np.testing.assert_array_equal(result.confusion, confusion_matrix(labels, predicted, labels=[0, 1, 2]))
 
 
