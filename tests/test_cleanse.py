@@ -49,3 +49,18 @@ def test_cleanse_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert json.loads((out / "run-filtered" / "config.json").read_text())["masks"]["scope"] == "none"
     # a second run into the same folder needs --overwrite
     user_error(invoke(*args), "--overwrite")
+
+
+def test_cleanse_bad_input(tmp_path: Path, tiny_model_dir: Path) -> None:
+    train = write_rows(tmp_path / "train.jsonl", make_rows(10))
+    test = write_rows(tmp_path / "test.jsonl", make_rows(6, offset=40))
+    out = tmp_path / "out"
+    base = ["cleanse", train, "--out-dir", out, "--model", tiny_model_dir, *TINY]
+    user_error(invoke(*base, "--test", tmp_path / "missing.jsonl"), "missing.jsonl", "no such file")
+    odd_test = write_rows(tmp_path / "odd.jsonl", [{"text": "meh", "label": "neutral"}])
+    user_error(invoke(*base, "--test", test, "--label-col", "stars"), "'stars'", "columns found")
+    user_error(invoke(*base, "--test", test, "--drop", "1.5"), "--drop", "1.5")
+    user_error(invoke(*base, "--test", test, "--scope", "layers:0"), "layers:0")
+    user_error(invoke(*base, "--test", test, "--by", "loudness"), "loudness")
+    user_error(invoke(*base, "--test", odd_test), "odd.jsonl", "'neutral'")  # refused before any training
+    assert not out.exists()

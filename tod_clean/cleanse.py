@@ -26,7 +26,8 @@ from tod_clean.config import TrainConfig
 from tod_clean.data import Table, deliver, frame_bytes, read_table, subset_bytes
 from tod_clean.errors import RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
-from tod_clean.filter import filter_table
+from tod_clean.filter import check_drop_options, filter_table
+from tod_clean.instances import instances_from_table, training_labels
 from tod_clean.progress import Progress
 from tod_clean.rundir import RunDir
 from tod_clean.score import save_scores, score_run
@@ -78,7 +79,9 @@ def _retrain(
     plain = dataclasses.replace(config, scope="none", freeze_below_masks=False)
     run = RunDir(out_dir / f"run-{name}")
     train(plain, rows, run, train_path=str(data_path), overwrite=True, progress=progress)
-    evaluation = evaluate_run(run, test_table, columns=config.columns, progress=progress)
+    evaluation = evaluate_run(
+        run, test_table, columns=dataclasses.replace(config.columns, id_col=None), progress=progress
+    )
     return ArmResult(name, len(kept), len(table) - len(kept), evaluation)
 
 
@@ -99,6 +102,12 @@ def cleanse(
     progress: Progress | None = None,
 ) -> CleanseResult:
     """Train -> score -> filter -> retrain on the kept rows -> evaluate before/after on ``test_table``."""
+    check_drop_options(by=by, fraction=fraction, count=count, threshold=threshold)
+    labels = training_labels(train_table, config.columns.label_col)
+    evaluated = dataclasses.replace(config.columns, id_col=None)
+    for table in (test_table, val_table):
+        if table is not None:  # refuse bad labels or columns now, not after hours of training
+            instances_from_table(table, evaluated, labels, with_keys=False)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise RunDirError(f"{out_dir}: is not empty; pass --overwrite to replace what is there")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,27 @@ def drop_count_for(num_rows: int, fraction: float) -> int:
     return min(num_rows, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
 
 
+def check_drop_options(
+    *, by: str | None, fraction: float | None, count: int | None, threshold: float | None
+) -> None:
+    """Refuse a bad ``--by`` or anything but exactly one valid drop criterion, before any work."""
+    given = [
+        name
+        for name, value in (("--drop", fraction), ("--drop-count", count), ("--threshold", threshold))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise ConfigError(
+            f"give exactly one of --drop, --drop-count, --threshold (got {', '.join(given) or 'none'})"
+        )
+    if by is not None and by not in SIGNALS:
+        raise ConfigError(f"--by {by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
+    if fraction is not None:
+        drop_count_for(1, fraction)
+    if count is not None and count < 0:
+        raise ConfigError(f"--drop-count must be 0 or more, got {count}")
+
+
 def rows_to_drop(
     scores: np.ndarray,
     *,
@@ -67,15 +88,7 @@ def rows_to_drop(
     ``scores`` is float ``[N]``. With a threshold, rows strictly beyond it are dropped: below it for
     columns where lower is worse (``influence``), above it for the others.
     """
-    given = [
-        name
-        for name, value in (("--drop", fraction), ("--drop-count", count), ("--threshold", threshold))
-        if value is not None
-    ]
-    if len(given) != 1:
-        raise ConfigError(
-            f"give exactly one of --drop, --drop-count, --threshold (got {', '.join(given) or 'none'})"
-        )
+    check_drop_options(by=by, fraction=fraction, count=count, threshold=threshold)
     order = worst_first(scores, by)
     if threshold is not None:
         beyond = scores < threshold if by in WORSE_WHEN_LOWER else scores > threshold
