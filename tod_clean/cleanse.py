@@ -76,7 +76,7 @@ def _retrain(
         data_path = out_dir / f"train.{name}.{table.format}"
         deliver(str(data_path), subset_bytes(table, kept.tolist()))
         rows = read_table(str(data_path))
-    plain = dataclasses.replace(config, scope="none", freeze_below_masks=False)
+    plain = dataclasses.replace(config, scope="none", freeze="none")
     run = RunDir(out_dir / f"run-{name}")
     train(plain, rows, run, train_path=str(data_path), overwrite=True, progress=progress)
     evaluation = evaluate_run(

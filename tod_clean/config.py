@@ -30,6 +30,9 @@ def resolve_model(name: str) -> str:
     return default_model_path() if name == DEFAULT_MODEL else name
 
 
+FREEZE_MODES = ("none", "below", "unmasked")
+
+
 def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
@@ -71,8 +74,10 @@ class TrainConfig:
     head_dim: int | None = _help(
         "hidden units of the head (default: the encoder's hidden size)", default=None
     )
-    freeze_below_masks: bool = _help(
-        "freeze the embeddings and every layer below the first masked one", default=False
+    freeze: str = _help(
+        "none; below (embeddings and layers below the first masked one); unmasked (train only parameters "
+        "that belong to one mask unit: head, and the feed-forward units of ffn:K layers)",
+        default="none",
     )
     device: str = _help("cpu, cuda, cuda:N or auto", default="auto")
     precision: str = _help("fp32, bf16 or auto (bf16 on CUDA when supported)", default="auto")
@@ -106,8 +111,13 @@ class TrainConfig:
             raise ConfigError(f"head_dim must be a positive integer, got {self.head_dim}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
-        if self.freeze_below_masks and Scope.parse(self.scope).kind in ("none", "head"):
-            raise ConfigError("freeze_below_masks needs a layers:K or ffn:K scope")
+        kind = Scope.parse(self.scope).kind
+        if self.freeze not in FREEZE_MODES:
+            raise ConfigError(f"freeze must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
+        if self.freeze == "below" and kind not in ("layers", "ffn"):
+            raise ConfigError("--freeze below needs a layers:K or ffn:K scope")
+        if self.freeze == "unmasked" and kind not in ("head", "ffn"):
+            raise ConfigError("--freeze unmasked needs the head or an ffn:K scope")
 
     @property
     def parsed_scope(self) -> Scope:

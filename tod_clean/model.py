@@ -99,21 +99,23 @@ def find_layer_list(encoder: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
     return parent, attribute, layers
 
 
-def find_ffn_output(layer: nn.Module, hidden_size: int, intermediate_size: int) -> nn.Linear:
-    """The linear layer that reads the feed-forward intermediate units (intermediate -> hidden)."""
+def _find_linear(layer: nn.Module, in_features: int, out_features: int, what: str) -> nn.Linear:
     matches = [
         module
         for module in layer.modules()
-        if isinstance(module, nn.Linear)
-        and module.in_features == intermediate_size
-        and module.out_features == hidden_size
+        if isinstance(module, nn.Linear) and module.in_features == in_features and module.out_features == out_features
     ]
     if len(matches) != 1:
         raise ConfigError(
-            f"found {len(matches)} feed-forward output projections ({intermediate_size} -> {hidden_size}) "
-            f"in {type(layer).__name__}, expected 1; use scope 'layers:K' or 'head' with this architecture"
+            f"found {len(matches)} {what}s ({in_features} -> {out_features}) in {type(layer).__name__}, "
+            "expected 1; use scope 'layers:K' or 'head' with this architecture"
         )
     return matches[0]
+
+
+def find_ffn_output(layer: nn.Module, hidden_size: int, intermediate_size: int) -> nn.Linear:
+    """The linear layer that reads the feed-forward intermediate units (intermediate -> hidden)."""
+    return _find_linear(layer, intermediate_size, hidden_size, "feed-forward output projection")
 
 
 class _StopForward(Exception):
@@ -380,6 +382,21 @@ class TodClassifier(nn.Module):
             if conv is not None:
                 self._layer_parent.conv = conv
             handle.remove()
+
+    def separated_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose every entry serves one mask unit (so an instance that hides the unit gives it
+        exactly zero gradient), plus the classifier bias: the head, and in ``ffn`` scopes the weights that
+        feed and read the masked feed-forward units."""
+        parameters = [self.head_dense.weight, self.head_dense.bias, self.classifier.weight, self.classifier.bias]
+        if self.scope.kind == "ffn":
+            hidden = hidden_size_of(self.encoder)
+            intermediate = _config_int(self.encoder.config, "intermediate_size", "hidden_dim")
+            for index in self.masked_layers:
+                layer = self._layers[index]
+                feed = _find_linear(layer, hidden, intermediate, "feed-forward input projection")
+                read = find_ffn_output(layer, hidden, intermediate)
+                parameters += [feed.weight, read.weight] + ([feed.bias] if feed.bias is not None else [])
+        return parameters
 
     def lower_parameters(self) -> list[nn.Parameter]:
         """Encoder parameters below the first masked layer: embeddings and unmasked lower layers."""

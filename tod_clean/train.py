@@ -229,9 +229,13 @@ def _fit(
     config = info.train
     device = pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
-    if config.freeze_below_masks:
+    if config.freeze == "below":
         for parameter in model.lower_parameters():
             parameter.requires_grad_(False)
+    elif config.freeze == "unmasked":
+        separated = {id(p) for p in model.separated_parameters()}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in separated)
     model.to(device)
     encoded = encode_instances(tokenizer, instances, config.max_length)
     lengths = encoded.lengths

@@ -73,9 +73,13 @@ def train_command(
     head_dim: Annotated[
         int | None, typer.Option(help="Hidden units of the head (default: encoder width).")
     ] = None,
-    freeze_below_masks: Annotated[
-        bool, typer.Option(help="Freeze embeddings and the layers below the first masked layer.")
-    ] = False,
+    freeze: Annotated[
+        str,
+        typer.Option(
+            help="none; below: embeddings and layers under the first masked one; unmasked: train only "
+            "parameters that belong to one mask unit (head; feed-forward units of ffn:K)."
+        ),
+    ] = "none",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 or auto (bf16 on CUDA).")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
@@ -113,7 +117,7 @@ def train_command(
             mask_seed=mask_seed,
             pooling=pooling,
             head_dim=head_dim,
-            freeze_below_masks=freeze_below_masks,
+            freeze=freeze,
             device=device,
             precision=precision,
         )

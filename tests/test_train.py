@@ -1,0 +1,76 @@
+"""Training options that decide which parameters learn: --freeze below / unmasked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from tests.conftest import make_rows, write_rows
+from tod_clean.config import TrainConfig
+from tod_clean.data import read_table
+from tod_clean.errors import ConfigError
+from tod_clean.rundir import RunDir
+from tod_clean.train import train
+
+
+def _initial_state(model_dir: Path) -> dict[str, torch.Tensor]:
+    encoder = transformers.AutoModel.from_pretrained(str(model_dir))
+    return {f"encoder.{k}": v.clone() for k, v in encoder.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("scope", "freeze"),
+    [("ffn:1", "unmasked"), ("head", "unmasked"), ("ffn:1", "below"), ("layers:1", "below")],
+)
+def test_frozen_parameters_do_not_move(tmp_path: Path, tiny_model_dir: Path, scope: str, freeze: str) -> None:
+    data = write_rows(tmp_path / "train.jsonl", make_rows(12))
+    config = TrainConfig(
+        model=str(tiny_model_dir),
+        scope=scope,
+        freeze=freeze,
+        epochs=1,
+        batch_size=4,
+        max_length=16,
+        device="cpu",
+    )
+    before = _initial_state(tiny_model_dir)
+    result = train(config, read_table(str(data)), RunDir(tmp_path / "run"), train_path=str(data))
+    model = result.model
+    trainable = (
+        {id(p) for p in model.separated_parameters()}
+        if freeze == "unmasked"
+        else {id(p) for p in model.parameters()} - {id(p) for p in model.lower_parameters()}
+    )
+    after = dict(model.named_parameters())
+    moved = {
+        name for name, p in after.items() if name in before and not torch.equal(p.detach(), before[name])
+    }
+    frozen = {name for name, p in after.items() if id(p) not in trainable}
+    encoder_trainable = {name for name, p in after.items() if id(p) in trainable and name in before}
+    assert frozen and not (moved & frozen), sorted(moved & frozen)[:5]
+    assert moved == encoder_trainable  # every trainable encoder parameter learned something
+    if freeze == "unmasked" and scope == "ffn:1":
+        layer = model.masked_layers[0]
+        assert moved == {
+            f"encoder.encoder.layer.{layer}.intermediate.dense.weight",
+            f"encoder.encoder.layer.{layer}.intermediate.dense.bias",
+            f"encoder.encoder.layer.{layer}.output.dense.weight",
+        }
+    if freeze == "unmasked" and scope == "head":
+        assert moved == set()  # the whole encoder is frozen; only the head learns
+
+
+@pytest.mark.parametrize(
+    ("scope", "freeze", "message"),
+    [
+        ("head", "below", "layers:K or ffn:K"),
+        ("layers:1", "unmasked", "head or an ffn:K"),
+        ("head", "all", "one of"),
+    ],
+)
+def test_freeze_options_are_checked(scope: str, freeze: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(scope=scope, freeze=freeze)
