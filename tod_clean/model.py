@@ -103,7 +103,9 @@ def _find_linear(layer: nn.Module, in_features: int, out_features: int, what: st
     matches = [
         module
         for module in layer.modules()
-        if isinstance(module, nn.Linear) and module.in_features == in_features and module.out_features == out_features
+        if isinstance(module, nn.Linear)
+        and module.in_features == in_features
+        and module.out_features == out_features
     ]
     if len(matches) != 1:
         raise ConfigError(
@@ -387,7 +389,12 @@ class TodClassifier(nn.Module):
         """Parameters whose every entry serves one mask unit (so an instance that hides the unit gives it
         exactly zero gradient), plus the classifier bias: the head, and in ``ffn`` scopes the weights that
         feed and read the masked feed-forward units."""
-        parameters = [self.head_dense.weight, self.head_dense.bias, self.classifier.weight, self.classifier.bias]
+        parameters = [
+            self.head_dense.weight,
+            self.head_dense.bias,
+            self.classifier.weight,
+            self.classifier.bias,
+        ]
         if self.scope.kind == "ffn":
             hidden = hidden_size_of(self.encoder)
             intermediate = _config_int(self.encoder.config, "intermediate_size", "hidden_dim")

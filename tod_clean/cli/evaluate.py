@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
-from tod_clean.config import DataColumns
+from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
 from tod_clean.data import check_destination, deliver, read_table
 from tod_clean.rundir import RunDir
 
@@ -44,11 +43,7 @@ def evaluate_command(
     trained = run_dir.read_complete_info().train.columns
     if out is not None:
         check_destination(out)
-    columns = DataColumns(
-        text_col=text_col or trained.text_col,
-        text_pair_col=text_pair_col or trained.text_pair_col,
-        label_col=label_col or trained.label_col,
-    )
+    columns = columns_like(trained, text_col, text_pair_col, label_col)
     result = evaluate_run(
         run_dir,
         read_table(data_file),

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
-from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
+from tod_clean.config import ScoreConfig
 from tod_clean.data import check_destination, format_of, read_table, write_frame
 from tod_clean.rundir import RunDir
 
@@ -71,12 +71,7 @@ def explain_command(
     val_table = read_table(val)
     trained = info.train.columns
     id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
-    columns = DataColumns(
-        text_col=val_text_col or trained.text_col,
-        text_pair_col=val_text_pair_col or trained.text_pair_col,
-        label_col=val_label_col or trained.label_col,
-        id_col=id_col,
-    )
+    columns = columns_like(trained, val_text_col, val_text_pair_col, val_label_col, id_col)
     result = explain_run(
         run_dir,
         read_table(train or info.train_file.path),

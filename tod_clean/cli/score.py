@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
-from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
+from tod_clean.config import ScoreConfig
 from tod_clean.data import STDIN, check_destination, format_of, read_table, save_npy, write_frame
 from tod_clean.errors import ConfigError
 from tod_clean.rundir import RunDir
@@ -69,12 +69,7 @@ def score_command(
         )
     train_table = read_table(train or info.train_file.path)
     val_table = read_table(val) if val is not None else None
-    columns = info.train.columns
-    val_columns = DataColumns(
-        text_col=val_text_col or columns.text_col,
-        text_pair_col=val_text_pair_col or columns.text_pair_col,
-        label_col=val_label_col or columns.label_col,
-    )
+    val_columns = columns_like(info.train.columns, val_text_col, val_text_pair_col, val_label_col)
     result = core.score_run(
         run_dir,
         train_table,
