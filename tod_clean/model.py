@@ -376,13 +376,13 @@ class TodClassifier(nn.Module):
         # DeBERTa-v2 applies a convolution after "layer 0" of its list; that belongs to the cached part.
         conv = getattr(self._layer_parent, "conv", None)
         if conv is not None and start > 0:
-            self._layer_parent.conv = None
+            setattr(self._layer_parent, "conv", None)  # noqa: B010
         try:
             return self._encode(batch)
         finally:
             setattr(self._layer_parent, self._layer_attr, self._layers)
             if conv is not None:
-                self._layer_parent.conv = conv
+                setattr(self._layer_parent, "conv", conv)  # noqa: B010
             handle.remove()
 
     def separated_parameters(self) -> list[nn.Parameter]:
