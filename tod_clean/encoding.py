@@ -29,7 +29,9 @@ class EncodedRows:
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
-    def batch(self, indices: Sequence[int] | np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def batch(
+        self, indices: Sequence[int] | np.ndarray, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """Padded tensors for the rows at ``indices``: input_ids / attention_mask (/ token_type_ids)
         of shape ``[B, T]`` int64, with T the longest row in the batch."""
         width = max(len(self.input_ids[i]) for i in indices)

@@ -352,11 +352,33 @@ class TodClassifier(nn.Module):
         """
         with self.masking(instance_keys, mode, rows):
             split = self.split_layer
+            if split == self.num_layers:
+                return self._from_pooled(self.pool(lower, batch["attention_mask"]))
             if self.scope.kind == "layers":
                 lower = self._mask(lower, LAYER_SITE_BASE + split - 1)
-            last_hidden = self._run_layers_from(split, lower, batch) if split < self.num_layers else lower
-            pooled = self.pool(last_hidden, batch["attention_mask"])
-            return self.classify(self.head_features(pooled))
+            last_hidden = self._run_layers_from(split, lower, batch)
+            return self.classify(self.head_features(self.pool(last_hidden, batch["attention_mask"])))
+
+    def forward_pooled(
+        self,
+        pooled: torch.Tensor,
+        instance_keys: torch.Tensor | None,
+        mode: MaskMode,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[B, C]`` from pooled last-layer states ``[B, hidden]`` (when ``split_layer`` is
+        ``num_layers``: scopes head and layers:1), with each row's instance masks."""
+        if self.split_layer != self.num_layers:
+            raise ValueError(f"scope {self.scope} masks inside the encoder; use forward_upper")
+        with self.masking(instance_keys, mode, rows):
+            return self._from_pooled(pooled)
+
+    def _from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        # A mask on the last layer's output is the same for every token of a row, so it commutes with
+        # (mean or CLS) pooling: masking the pooled vector equals pooling the masked states.
+        if self.scope.kind == "layers":
+            pooled = self._mask(pooled, LAYER_SITE_BASE + self.num_layers - 1)
+        return self.classify(self.head_features(pooled))
 
     def _run_layers_from(
         self, start: int, hidden_states: torch.Tensor, batch: dict[str, torch.Tensor]

@@ -39,7 +39,7 @@ from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import default_signal, worst_first
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.model import HEAD_SITE, TodClassifier
+from tod_clean.model import HEAD_SITE, TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo, write_json
 
@@ -189,7 +189,16 @@ def influence_blocks(
         )
     else:
         yield from _pair_blocks(
-            model, train_keys, val_encoded, val_labels, batch_size, pair_batch, device, amp_dtype, progress
+            model,
+            train_keys,
+            val_encoded,
+            val_labels,
+            batch_size,
+            pair_batch,
+            chunk_mib,
+            device,
+            amp_dtype,
+            progress,
         )
 
 
@@ -317,6 +326,7 @@ def _pair_blocks(
     val_labels: np.ndarray,
     batch_size: int,
     pair_batch: int,
+    chunk_mib: float,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     progress: Progress,
@@ -327,23 +337,33 @@ def _pair_blocks(
     labels_all = torch.as_tensor(val_labels)
     val_block = max(1, min(batch_size, pair_batch))
     progress.start("influence", num_train * len(val_encoded))
+    pooled_only = model.split_layer == model.num_layers  # layers:1: masks commute with pooling
+    if pooled_only:  # a pair costs a head pass, not an encoder pass: far bigger blocks fit
+        pair_batch = max(pair_batch, chunk_mib * 2**20 // (hidden_size_of(model.encoder) * 4 * 8))
+        val_block = max(val_block, min(len(val_encoded), pair_batch // 64))
     for val_indices in sorted_batches(val_encoded.lengths, val_block):
         batch = val_encoded.batch(val_indices, device)
         width = len(val_indices)
         targets = labels_all[val_indices].to(device)
         with _autocast(device, amp_dtype):
             lower = model.encode_lower(batch)
+            if pooled_only:
+                lower = model.pool(lower, batch["attention_mask"])
         chunk = max(1, pair_batch // width)
         for start in range(0, num_train, chunk):
             keys = keys_all[start : start + chunk]
             n = len(keys)
             rows = torch.arange(n, device=device).repeat_interleave(width)
             pair_lower = lower.repeat(n, *([1] * (lower.dim() - 1)))
-            pair_inputs = {name: value.repeat(n, 1) for name, value in batch.items()}
+            pair_inputs = {} if pooled_only else {name: value.repeat(n, 1) for name, value in batch.items()}
             pair_targets = targets.repeat(n)
             with _autocast(device, amp_dtype):
-                exposed = model.forward_upper(pair_lower, pair_inputs, keys, MaskMode.EXPOSED, rows)
-                hidden = model.forward_upper(pair_lower, pair_inputs, keys, MaskMode.HIDDEN, rows)
+                if pooled_only:
+                    exposed = model.forward_pooled(pair_lower, keys, MaskMode.EXPOSED, rows)
+                    hidden = model.forward_pooled(pair_lower, keys, MaskMode.HIDDEN, rows)
+                else:
+                    exposed = model.forward_upper(pair_lower, pair_inputs, keys, MaskMode.EXPOSED, rows)
+                    hidden = model.forward_upper(pair_lower, pair_inputs, keys, MaskMode.HIDDEN, rows)
             values = (_nll(hidden, pair_targets) - _nll(exposed, pair_targets)).view(n, width)
             yield InfluenceBlock(start, np.asarray(val_indices), values)
             progress.advance(n * width)
