@@ -225,7 +225,7 @@ def report(quick: bool) -> None:
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
     masked = [c for c, v in cells.items() if "train_hidden_loss" in v["epochs"][0]]
-    columns = 4
+    columns = min(4, len(masked))
     rows = (len(masked) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False, sharey=True)
     for axis, cell in zip(axes.flat, masked, strict=False):
