@@ -54,7 +54,7 @@ SIGNALS = ("self_influence", "hidden_loss", "full_loss")
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     source = read_jsonl(args.datasets / "rt_polarity.jsonl")
     rows, flipped = flip_labels(stratified_subset(source, args.rows, seed), args.noise, seed)
-    folder = WORK / f"label-errors-{args.rows}-{int(args.noise * 100)}-{seed}"
+    folder = WORK / f"label-errors-{args.rows}-{int(args.noise * 100)}-{args.epochs}-{seed}"
     train_path = write_jsonl(folder / "train.jsonl", rows)
     recipe = {"epochs": args.epochs, "seed": seed, "device": args.device}
     methods: dict[str, Any] = {}
@@ -87,7 +87,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
     print(f"seed {seed} ordinary: {methods['ordinary fine-tune training loss']['auroc']:.3f}", flush=True)
 
-    methods.update(cleanlab_methods(rows, flipped, folder, recipe, args.folds, seed))
+    if not args.skip_cleanlab:
+        methods.update(cleanlab_methods(rows, flipped, folder, recipe, args.folds, seed))
     rng = np.random.default_rng([seed, 99])
     methods["random"] = {
         **ranking_metrics(rng.random(len(rows)), flipped),
@@ -213,12 +214,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-cleanlab", action="store_true", help="leave out the K-fold cleanlab baseline")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.seeds, args.scopes, args.folds = 600, [0], ["head"], 3
-    name = f"label_errors-noise{int(round(args.noise * 100))}" + ("-quick" if args.quick else "")
+    name = f"label_errors-noise{int(round(args.noise * 100))}" + (f"-epochs{args.epochs}" if args.epochs != 2 else "")
+    name += "-quick" if args.quick else ""
     if not args.report_only:
         seeds = [run_seed(args, seed) for seed in args.seeds]
         config = {k: v for k, v in vars(args).items() if k != "datasets"}
