@@ -220,7 +220,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rows, args.seeds, args.scopes, args.folds = 600, [0], ["head"], 3
-    name = f"label_errors-noise{int(round(args.noise * 100))}" + (f"-epochs{args.epochs}" if args.epochs != 2 else "")
+    name = f"label_errors-noise{int(round(args.noise * 100))}" + (
+        f"-epochs{args.epochs}" if args.epochs != 2 else ""
+    )
     name += "-quick" if args.quick else ""
     if not args.report_only:
         seeds = [run_seed(args, seed) for seed in args.seeds]

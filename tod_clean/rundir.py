@@ -8,7 +8,8 @@ Layout::
       model.safetensors     weights of the whole classifier (encoder + head), written at every epoch
       encoder/config.json   the encoder architecture, to rebuild it with no download
       tokenizer/            the tokenizer files
-      checkpoint/           optimizer and scheduler state for --resume (safetensors + JSON)
+      checkpoint/epoch-N/   weights, optimizer, scheduler and RNG state of the last finished epoch, for
+                            --resume (safetensors + JSON); removed when training completes
       train.jsonl           a copy of the training data when it came from standard input
       scores.parquet        the latest `score` output, found by `filter` with no arguments
       scores.json           what produced scores.parquet

@@ -27,6 +27,7 @@ from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import (
     CHECKPOINT_DIR,
     STDIN_COPY,
+    WEIGHTS,
     RunDir,
     RunInfo,
     TrainFile,
@@ -93,9 +94,21 @@ def warmup_linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 # ---- optimizer state as safetensors + JSON (no pickle) ------------------------------------------
 
 
-def _save_checkpoint(run: RunDir, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int) -> None:
-    folder = run.file(CHECKPOINT_DIR)
-    folder.mkdir(exist_ok=True)
+def _epoch_folder(run: RunDir, epoch: int) -> Path:
+    return run.file(CHECKPOINT_DIR) / f"epoch-{epoch}"
+
+
+def _save_checkpoint(
+    run: RunDir, model: TodClassifier, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
+) -> None:
+    """Weights, optimizer, scheduler and RNG state of the end of ``epoch``, in a folder of its own.
+
+    config.json names an epoch only after its folder is complete, and older folders are removed only
+    after that: an interruption at any moment leaves a consistent checkpoint to resume from.
+    """
+    folder = _epoch_folder(run, epoch)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tensors(folder / WEIGHTS, dict(model.state_dict()), metadata={"format": "pt"})
     state = optimizer.state_dict()
     tensors = {"rng.cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -110,15 +123,31 @@ def _save_checkpoint(run: RunDir, optimizer: torch.optim.Optimizer, scheduler: A
     )
 
 
-def _load_checkpoint(run: RunDir, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
+def _remove_checkpoints(run: RunDir, *, keep: int | None = None) -> None:
+    folder = run.file(CHECKPOINT_DIR)
+    if keep is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for old in folder.glob("epoch-*"):
+        if old.name != f"epoch-{keep}":
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(
+    run: RunDir, model: TodClassifier, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
+) -> None:
     import json
 
-    folder = run.file(CHECKPOINT_DIR)
+    folder = _epoch_folder(run, epoch)
     try:
         meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         tensors = load_file(str(folder / "optimizer.safetensors"))
+        weights = load_file(str(folder / WEIGHTS))
     except (OSError, ValueError) as error:
         raise RunDirError(f"{folder}: cannot read the checkpoint to resume from ({error})") from None
+    if int(meta["epoch"]) != epoch:
+        raise RunDirError(f"{folder}: holds epoch {meta['epoch']}, expected {epoch}")
+    model.load_state_dict(weights)
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("state."):
@@ -129,7 +158,6 @@ def _load_checkpoint(run: RunDir, optimizer: torch.optim.Optimizer, scheduler: A
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return int(meta["epoch"])
 
 
 @dataclass
@@ -251,9 +279,7 @@ def _fit(
         optimizer, warmup_linear(total_steps, int(config.warmup_ratio * total_steps))
     )
     if start_epoch > 1:
-        done = _load_checkpoint(run, optimizer, scheduler)
-        if done != start_epoch - 1:
-            raise RunDirError(f"{run.path}: checkpoint is at epoch {done}, config at {start_epoch - 1}")
+        _load_checkpoint(run, model, optimizer, scheduler, start_epoch - 1)
         log.info("resuming %s at epoch %d", run.path, start_epoch)
 
     for epoch in range(start_epoch, config.epochs + 1):
@@ -288,14 +314,13 @@ def _fit(
             "rows_per_second": round(rows_seen / seconds, 2),
         }
         log.info("epoch %d: loss %.4f, %.1f rows/s", epoch, metrics["train_loss"], metrics["rows_per_second"])
+        if epoch < config.epochs:
+            _save_checkpoint(run, model, optimizer, scheduler, epoch)
+        run.save_weights(model)  # the latest weights, for users; --resume reads the checkpoint folder
         info.epochs.append(metrics)
-        run.save_weights(model)
-        if epoch == config.epochs:
-            info.status = "complete"
-            shutil.rmtree(run.file(CHECKPOINT_DIR), ignore_errors=True)
-        else:
-            _save_checkpoint(run, optimizer, scheduler, epoch)
+        info.status = "complete" if epoch == config.epochs else "training"
         run.write_info(info)
+        _remove_checkpoints(run, keep=None if epoch == config.epochs else epoch)
         if on_epoch_end is not None:
             model.eval()
             on_epoch_end(model, epoch)
