@@ -74,3 +74,27 @@ def test_frozen_parameters_do_not_move(tmp_path: Path, tiny_model_dir: Path, sco
 def test_freeze_options_are_checked(scope: str, freeze: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TrainConfig(scope=scope, freeze=freeze)
+
+
+def test_resume_ignores_a_half_written_later_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """An interruption while epoch 2's checkpoint was being written leaves epoch 1's intact and named."""
+    from tod_clean.train import resume
+
+    data = write_rows(tmp_path / "train.jsonl", make_rows(12))
+    config = TrainConfig(model=str(tiny_model_dir), epochs=3, batch_size=4, max_length=16, device="cpu")
+
+    def stop(model: object, epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, read_table(str(data)), run, train_path=str(data), on_epoch_end=stop)
+    assert sorted(p.name for p in (run.path / "checkpoint").iterdir()) == ["epoch-1"]
+    partial = run.path / "checkpoint" / "epoch-2"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"torn")
+    (run.path / "model.safetensors").write_bytes((run.path / "model.safetensors").read_bytes())
+    result = resume(read_table(str(data)), run)
+    assert result.info.status == "complete" and [e["epoch"] for e in result.info.epochs] == [1, 2, 3]
+    assert not (run.path / "checkpoint").exists()
