@@ -190,13 +190,23 @@ def train_config(**options: Any) -> Any:
     return TrainConfig(**options)
 
 
-def train_run(data_path: Path, run_path: Path, config: Any, on_epoch_end: Any = None) -> tuple[Any, Timer]:
-    """Train through ``tod_clean.train.train``; return (TrainResult, wall/CPU time)."""
+def train_run(
+    data_path: Path, run_path: Path, config: Any, on_epoch_end: Any = None, *, reuse: bool = False
+) -> tuple[Any, Timer]:
+    """Train through ``tod_clean.train.train``; return (TrainResult, wall/CPU time).
+
+    With ``reuse``, a complete run directory trained with the same options on the same file is kept and
+    its recorded time returned instead (result ``None``): lets an interrupted benchmark pick up where it
+    stopped. Runs saved before timing was recorded report the training loop's wall time and CPU time NaN.
+    """
     from tod_clean.data import read_table
     from tod_clean.rundir import RunDir
     from tod_clean.train import train
 
     quiet_transformers()
+    timing_path = run_path / "bench-timing.json"
+    if reuse and (saved := reusable_run(data_path, run_path, config)) is not None:
+        return None, saved
     with timed() as timer:
         result = train(
             config,
@@ -206,7 +216,29 @@ def train_run(data_path: Path, run_path: Path, config: Any, on_epoch_end: Any = 
             overwrite=True,
             on_epoch_end=on_epoch_end,
         )
+    timing_path.write_text(json.dumps({"wall": timer.wall, "cpu": timer.cpu}) + "\n", encoding="utf-8")
     return result, timer
+
+
+def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
+    """The recorded time of a complete run of ``config`` on ``data_path`` in ``run_path``; else None."""
+    from tod_clean.data import sha256_of_file
+
+    try:
+        info = json.loads((run_path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        info.get("status") != "complete"
+        or info.get("train") != json.loads(json.dumps(config.to_dict()))
+        or info.get("train_file", {}).get("sha256") != sha256_of_file(data_path)
+    ):
+        return None
+    timing_path = run_path / "bench-timing.json"
+    if timing_path.is_file():
+        saved = json.loads(timing_path.read_text(encoding="utf-8"))
+        return Timer(saved["wall"], saved["cpu"])
+    return Timer(sum(epoch["seconds"] for epoch in info["epochs"]), float("nan"))
 
 
 def score(run_path: Path, data_path: Path, val_path: Path | None = None) -> tuple[Any, Timer]:

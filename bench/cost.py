@@ -112,8 +112,14 @@ def training_overhead(train_path: Path, scopes: list[str], pairs: int) -> dict[s
     return results
 
 
-def scoring_fractions(train_path: Path, val_path: Path, scopes: list[str]) -> dict[str, Any]:
-    """Per scope: one training epoch, then self-influence of all rows and influence on the validation set."""
+def scoring_fractions(
+    train_path: Path, val_path: Path, pair_val_path: Path, scopes: list[str]
+) -> dict[str, Any]:
+    """Per scope: one training epoch, then self-influence of all rows and influence on the validation set.
+
+    Scopes scored pair by pair through encoder layers (layers:K with K > 1, ffn:K) use the smaller
+    ``pair_val_path``: a pair costs two passes through the masked layers there.
+    """
     from tod_clean.config import ScoreConfig
     from tod_clean.data import read_table
     from tod_clean.rundir import RunDir
@@ -125,11 +131,12 @@ def scoring_fractions(train_path: Path, val_path: Path, scopes: list[str]) -> di
         result, _ = train_run(train_path, run_path, train_config(scope=scope, epochs=1))
         epoch_seconds = result.info.epochs[0]["seconds"]
         self_result, self_time = score(run_path, train_path)
+        pair_path = scope not in ("head", "layers:1")
         start = time.perf_counter()
         val_result = score_run(
             RunDir(run_path),
             read_table(str(train_path)),
-            val_table=read_table(str(val_path)),
+            val_table=read_table(str(pair_val_path if pair_path else val_path)),
             config=ScoreConfig(),
         )
         with_val = time.perf_counter() - start
@@ -181,13 +188,13 @@ def report(name: str) -> None:
         "",
         "Scoring as a fraction of one training epoch (real MiniLM, end to end incl. model load and encoding):",
         "",
-        "| scope | epoch s | self-influence s (fraction) | with validation s (fraction) | pairs / s |",
-        "|---|---|---|---|---|",
+        "| scope | N train | epoch s | self-influence s (fraction of epoch) | V validation | with validation s (fraction) | pairs / s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for scope, value in results["fractions"].items():
         lines.append(
-            f"| {scope} | {value['epoch_seconds']:.1f} | {value['self_score_seconds']:.1f} ({value['self_fraction_of_epoch']:.2f}) "
-            f"| {value['score_with_val_seconds']:.1f} ({value['val_fraction_of_epoch']:.2f}) | {value['pairs_per_second_incl_encoding']:.3g} |"
+            f"| {scope} | {value['train_rows']} | {value['epoch_seconds']:.1f} | {value['self_score_seconds']:.1f} ({value['self_fraction_of_epoch']:.2f}) "
+            f"| {value['val_rows']} | {value['score_with_val_seconds']:.1f} ({value['val_fraction_of_epoch']:.2f}) | {value['pairs_per_second_incl_encoding']:.3g} |"
         )
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
@@ -222,6 +229,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--chunk-mib", type=int, default=256)
+    parser.add_argument("--scopes", nargs="+", help="scopes to time (default head layers:1 layers:2 ffn:2)")
+    parser.add_argument(
+        "--pair-val-rows", type=int, default=10, help="validation rows for scopes scored pair by pair"
+    )
+    parser.add_argument("--pairs", type=int, help="paired training runs per scope (default 3)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child_head_gemm(*args.child)))
@@ -237,7 +249,10 @@ def main() -> None:
             for r in stratified_subset(products, 50 if args.quick else 200, 0)
         ]
         val_path = write_jsonl(WORK / "cost-val.jsonl", val_rows)
-        scopes = ["head", "layers:2"] if args.quick else ["head", "layers:1", "layers:2", "ffn:2"]
+        pair_val_path = write_jsonl(WORK / "cost-val-pairs.jsonl", val_rows[: args.pair_val_rows])
+        scopes = args.scopes or (
+            ["head", "layers:2"] if args.quick else ["head", "layers:1", "layers:2", "ffn:2"]
+        )
         if args.quick:
             sizes = [(1000, 100), (10000, 100), (10000, 1000)]
         else:
@@ -247,8 +262,8 @@ def main() -> None:
             "train_rows": rows,
             "val_rows": len(val_rows),
             "head_gemm": head_gemm_grid(sizes, args.chunk_mib),
-            "overhead": training_overhead(train_path, scopes, 1 if args.quick else 3),
-            "fractions": scoring_fractions(train_path, val_path, scopes),
+            "overhead": training_overhead(train_path, scopes, args.pairs or (1 if args.quick else 3)),
+            "fractions": scoring_fractions(train_path, val_path, pair_val_path, scopes),
         }
         save_json(name, results)
     report(name)

@@ -97,7 +97,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     arms["random 1%"] = retrain(
         "random1", np.sort(rng.choice(len(table), drop_count_for(len(table), 0.01), replace=False))
     )
-    for fraction in args.fractions:
+    fractions = args.fractions if args.sweep_seeds is None or seed in args.sweep_seeds else [0.01]
+    for fraction in fractions:
         dropped = rows_to_drop(influence, by="influence", fraction=fraction)
         arms[f"cleansing {fraction:.1%}".replace(".0%", "%")] = retrain(f"cleanse{fraction}", dropped)
     return {
@@ -118,54 +119,77 @@ def report(name: str) -> None:
 
     results = json.loads((RESULTS / f"{name}.json").read_text())
     seeds = results["seeds"]
-    arms = list(seeds[0]["arms"])
+    arms = sorted(
+        {arm for s in seeds for arm in s["arms"]},
+        key=lambda arm: (
+            (0, 0.0)
+            if arm == "no cleansing"
+            else (1, 0.0)
+            if arm.startswith("random")
+            else (2, float(arm.split()[1].rstrip("%")))
+        ),
+    )
     config = results["config"]
+
+    def having(arm: str) -> list[dict[str, Any]]:
+        return [s for s in seeds if arm in s["arms"]]
+
     lines = [
         f"Train: {seeds[0]['train_rows']} rt_polarity rows; validation {config['val_rows']} / test "
         f"{config['test_rows']} amazon_electronics rows; tod-clean scope {config['scope']}, keep_prob "
         f"{config['keep_prob']}, {config['epochs']} epochs; {len(seeds)} seeds. Test accuracy and loss of an "
         "ordinary fine-tune retrained on each training set (mean ± sd over seeds).",
         "",
-        "| arm | rows removed | test accuracy (%) | test loss |",
-        "|---|---|---|---|",
+        "| arm | rows removed | seeds | test accuracy (%) | test loss |",
+        "|---|---|---|---|---|",
     ]
     for arm in arms:
-        acc = [100 * s["arms"][arm]["accuracy"] for s in seeds]
-        loss = [s["arms"][arm]["loss"] for s in seeds]
-        lines.append(f"| {arm} | {seeds[0]['arms'][arm]['removed']} | {fmt(acc, 1)} | {fmt(loss, 3)} |")
+        acc = [100 * s["arms"][arm]["accuracy"] for s in having(arm)]
+        loss = [s["arms"][arm]["loss"] for s in having(arm)]
+        seed_list = ", ".join(str(s["seed"]) for s in having(arm))
+        lines.append(
+            f"| {arm} | {having(arm)[0]['arms'][arm]['removed']} | {seed_list} | {fmt(acc, 2)} | {fmt(loss, 3)} |"
+        )
     lines += [
         "",
-        "Paired per seed (cleansing 1% minus baseline):",
+        "Paired per seed (arm minus baseline, same seed):",
         "",
         "| comparison | accuracy difference (points) | seeds won / tied / lost | paired t-test p |",
         "|---|---|---|---|",
     ]
-    for baseline in ("no cleansing", "random 1%"):
-        if "cleansing 1%" not in arms:
+    comparisons = [("cleansing 1%", "no cleansing"), ("cleansing 1%", "random 1%")]
+    comparisons += [
+        (arm, "no cleansing") for arm in arms if arm.startswith("cleansing") and arm != "cleansing 1%"
+    ]
+    for arm, baseline in comparisons:
+        paired = [s for s in seeds if arm in s["arms"] and baseline in s["arms"]]
+        if not paired:
             continue
-        a = np.array([100 * s["arms"]["cleansing 1%"]["accuracy"] for s in seeds])
-        b = np.array([100 * s["arms"][baseline]["accuracy"] for s in seeds])
+        a = np.array([100 * s["arms"][arm]["accuracy"] for s in paired])
+        b = np.array([100 * s["arms"][baseline]["accuracy"] for s in paired])
         diff = a - b
-        p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and diff.std() > 0 else float("nan")
+        p = float(ttest_rel(a, b).pvalue) if len(paired) > 1 and diff.std() > 0 else float("nan")
         lines.append(
-            f"| cleansing 1% - {baseline} | {fmt(list(diff), 2)} | {(diff > 0).sum()} / {(diff == 0).sum()} / "
+            f"| {arm} - {baseline} | {fmt(list(diff), 2)} | {(diff > 0).sum()} / {(diff == 0).sum()} / "
             f"{(diff < 0).sum()} | {p:.3f} |"
         )
     lines += [
         "",
-        "The paper's figures (different data size and model: BERT-base on the full movie set):",
+        "The paper's reported figures (its data sizes and model differ from these; not a like-for-like comparison):",
         "",
         "| arm | paper accuracy (%) | here (%) |",
         "|---|---|---|",
     ]
     for arm, (mean, std) in PAPER.items():
-        here = fmt([100 * s["arms"][arm]["accuracy"] for s in seeds], 1) if arm in arms else "-"
+        here = fmt([100 * s["arms"][arm]["accuracy"] for s in having(arm)], 1) if arm in arms else "-"
         lines.append(f"| {arm} | {mean} ± {std} | {here} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
     fractions = [0.0] + [f for f in config["fractions"]]
     names = ["no cleansing"] + [f"cleansing {f:.1%}".replace(".0%", "%") for f in config["fractions"]]
-    stats = [mean_std([100 * s["arms"][n]["accuracy"] for s in seeds]) for n in names]
+    fractions = [f for f, n in zip(fractions, names, strict=True) if n in arms]
+    names = [n for n in names if n in arms]
+    stats = [mean_std([100 * s["arms"][n]["accuracy"] for s in having(n)]) for n in names]
     fig, axis = plt.subplots(figsize=(6, 4))
     axis.errorbar(
         [100 * f for f in fractions],
@@ -175,6 +199,14 @@ def report(name: str) -> None:
         capsize=3,
         label="cleansing (most negative influence)",
     )
+    for f, n in zip(fractions, names, strict=True):
+        axis.annotate(
+            f"n={len(having(n))}",
+            (100 * f, stats[names.index(n)][0]),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
     if "random 1%" in arms:
         m, s = mean_std([100 * x["arms"]["random 1%"]["accuracy"] for x in seeds])
         axis.errorbar([1.0], [m], yerr=[s], fmt="s", color="tab:grey", capsize=3, label="random 1%")
@@ -197,6 +229,12 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=1500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.05])
+    parser.add_argument(
+        "--sweep-seeds",
+        type=int,
+        nargs="*",
+        help="run the whole --fractions sweep only for these seeds (others: 1%%)",
+    )
     parser.add_argument("--scope", default="head")
     parser.add_argument("--keep-prob", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=2)

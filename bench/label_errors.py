@@ -61,7 +61,10 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     for scope in args.scopes:
         result, train_time = train_run(
-            train_path, folder / f"run-{scope.replace(':', '-')}", train_config(scope=scope, **recipe)
+            train_path,
+            folder / f"run-{scope.replace(':', '-')}",
+            train_config(scope=scope, **recipe),
+            reuse=args.reuse,
         )
         scores, score_time = score(folder / f"run-{scope.replace(':', '-')}", train_path)
         total = Timer(train_time.wall + score_time.wall, train_time.cpu + score_time.cpu)
@@ -78,7 +81,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         )
 
     run_path = folder / "run-ordinary"
-    _, train_time = train_run(train_path, run_path, train_config(scope="none", **recipe))
+    _, train_time = train_run(train_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse)
     scores, score_time = score(run_path, train_path)
     methods["ordinary fine-tune training loss"] = {
         **ranking_metrics(scores.frame["full_loss"].to_numpy(), flipped),
@@ -88,7 +91,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     print(f"seed {seed} ordinary: {methods['ordinary fine-tune training loss']['auroc']:.3f}", flush=True)
 
     if not args.skip_cleanlab:
-        methods.update(cleanlab_methods(rows, flipped, folder, recipe, args.folds, seed))
+        methods.update(cleanlab_methods(rows, flipped, folder, recipe, args.folds, seed, args.reuse))
     rng = np.random.default_rng([seed, 99])
     methods["random"] = {
         **ranking_metrics(rng.random(len(rows)), flipped),
@@ -105,6 +108,7 @@ def cleanlab_methods(
     recipe: dict[str, Any],
     folds: int,
     seed: int,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """K-fold out-of-sample probabilities from ordinary fine-tunes, then cleanlab."""
     from cleanlab.filter import find_label_issues
@@ -119,7 +123,7 @@ def cleanlab_methods(
         fit_path = write_jsonl(folder / f"fold{fold}-fit.jsonl", [rows[i] for i in fit_index])
         held_path = write_jsonl(folder / f"fold{fold}-held.jsonl", [rows[i] for i in held_index])
         run_path = folder / f"run-fold{fold}"
-        _, train_time = train_run(fit_path, run_path, train_config(scope="none", **recipe))
+        _, train_time = train_run(fit_path, run_path, train_config(scope="none", **recipe), reuse=reuse)
         evaluation, eval_time = evaluate(run_path, held_path)
         assert evaluation.labels == ["negative", "positive"]
         pred_probs[held_index] = evaluation.probs
@@ -162,13 +166,26 @@ def report(name: str) -> None:
         "| method | AUROC | average precision | precision@k = recall@k | wall s | CPU s |",
         "|---|---|---|---|---|---|",
     ]
+
+    def timing(values: list[float], cpu: list[float]) -> str:
+        """Mean ± sd over the seeds timed from scratch (runs reused after an interruption have CPU NaN)."""
+        timed_values = [v for v, c in zip(values, cpu, strict=True) if not np.isnan(c)]
+        if not timed_values:
+            return "-"
+        note = (
+            f" ({len(timed_values)} seed{'s' * (len(timed_values) > 1)})"
+            if len(timed_values) < len(values)
+            else ""
+        )
+        return fmt(timed_values, 0) + note
+
     for method in methods:
         if "auroc" not in seeds[0]["methods"][method]:
             continue
         col = {key: [s["methods"][method][key] for s in seeds] for key in seeds[0]["methods"][method]}
         lines.append(
             f"| {method} | {fmt(col['auroc'])} | {fmt(col['ap'])} | {fmt(col['precision_at_k'])} "
-            f"| {fmt(col['wall_seconds'], 0)} | {fmt(col['cpu_seconds'], 0)} |"
+            f"| {timing(col['wall_seconds'], col['cpu_seconds'])} | {timing(col['cpu_seconds'], col['cpu_seconds'])} |"
         )
     for method in methods:
         if "flagged" in seeds[0]["methods"][method]:
@@ -215,6 +232,11 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-cleanlab", action="store_true", help="leave out the K-fold cleanlab baseline")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep complete run directories of an interrupted run (same options, same data) instead of retraining",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()

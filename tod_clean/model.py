@@ -407,11 +407,11 @@ class TodClassifier(nn.Module):
                 setattr(self._layer_parent, "conv", conv)  # noqa: B010
             handle.remove()
 
-    def separated_parameters(self) -> list[nn.Parameter]:
+    def separated_parameters(self) -> list[torch.Tensor]:
         """Parameters whose every entry serves one mask unit (so an instance that hides the unit gives it
         exactly zero gradient), plus the classifier bias: the head, and in ``ffn`` scopes the weights that
         feed and read the masked feed-forward units."""
-        parameters = [
+        parameters: list[torch.Tensor] = [
             self.head_dense.weight,
             self.head_dense.bias,
             self.classifier.weight,

@@ -237,9 +237,10 @@ def _format_number(value: Any, *, signed: bool = False) -> str:
     if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return "—"
     if isinstance(value, (float, np.floating)):
-        if abs(value) >= 1e4:
-            return f"{value:.4g}"
-        return f"{value:+.4f}" if signed else f"{value:.4f}"
+        number = float(value)
+        if abs(number) >= 1e4:
+            return f"{number:.4g}"
+        return f"{number:+.4f}" if signed else f"{number:.4f}"
     return str(value)
 
 

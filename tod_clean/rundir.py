@@ -173,7 +173,8 @@ class RunDir:
     def save_model(self, model: TodClassifier, tokenizer: Any) -> None:
         encoder_dir = self.file(ENCODER_DIR)
         encoder_dir.mkdir(exist_ok=True)
-        model.encoder.config.to_json_file(str(encoder_dir / "config.json"))
+        encoder_config: Any = model.encoder.config
+        encoder_config.to_json_file(str(encoder_dir / "config.json"))
         tokenizer.save_pretrained(str(self.file(TOKENIZER_DIR)))
         self.save_weights(model)
 

@@ -339,7 +339,7 @@ def _pair_blocks(
     progress.start("influence", num_train * len(val_encoded))
     pooled_only = model.split_layer == model.num_layers  # layers:1: masks commute with pooling
     if pooled_only:  # a pair costs a head pass, not an encoder pass: far bigger blocks fit
-        pair_batch = max(pair_batch, chunk_mib * 2**20 // (hidden_size_of(model.encoder) * 4 * 8))
+        pair_batch = max(pair_batch, int(chunk_mib * 2**20 // (hidden_size_of(model.encoder) * 4 * 8)))
         val_block = max(val_block, min(len(val_encoded), pair_batch // 64))
     for val_indices in sorted_batches(val_encoded.lengths, val_block):
         batch = val_encoded.batch(val_indices, device)
