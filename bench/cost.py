@@ -228,6 +228,11 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--head-gemm-only",
+        action="store_true",
+        help="re-measure only the head-scope grid into the saved results",
+    )
     parser.add_argument("--chunk-mib", type=int, default=256)
     parser.add_argument("--scopes", nargs="+", help="scopes to time (default head layers:1 layers:2 ffn:2)")
     parser.add_argument(
@@ -239,7 +244,12 @@ def main() -> None:
         print(json.dumps(child_head_gemm(*args.child)))
         return
     name = "cost" + ("-quick" if args.quick else "")
-    if not args.report_only:
+    if args.head_gemm_only:
+        results = json.loads((RESULTS / f"{name}.json").read_text())
+        sizes = [(row["train"], row["val"]) for row in results["head_gemm"]]
+        results["head_gemm"] = head_gemm_grid(sizes, args.chunk_mib)
+        save_json(name, results)
+    elif not args.report_only:
         source = read_jsonl(args.datasets / "rt_polarity.jsonl")
         products = read_jsonl(args.datasets / "amazon_electronics.jsonl")
         rows = 300 if args.quick else 1000

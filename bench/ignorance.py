@@ -225,6 +225,31 @@ def report(quick: bool) -> None:
             )
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
+    summary = [
+        "| cell | epochs | AUROC hidden / full / self (ep 2) | ignorance gap ep 2 (last) "
+        "| usefulness gap ep 2 (last) | held-out acc ep 2 (last) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell, value in cells.items():
+        records = value["epochs"]
+        at2 = next((r for r in records if r["epoch"] == 2), records[-1])
+        last = records[-1]
+
+        def pair(key: str, at2: dict[str, Any] = at2, last: dict[str, Any] = last) -> str:
+            if key not in at2:
+                return "-"
+            return f"{at2[key]:.2f}" + (f" ({last[key]:.2f})" if last is not at2 else "")
+
+        summary.append(
+            f"| {cell.replace(' [2 epochs]', '')} | {value['options']['epochs']} "
+            f"| {num(at2, 'auroc_hidden_loss')} / {num(at2, 'auroc_full_loss')} / {num(at2, 'auroc_self_influence')} "
+            f"| {pair('ignorance_gap')} | {pair('usefulness_gap')} "
+            f"| {at2['heldout_full_accuracy']:.3f}"
+            + (f" ({last['heldout_full_accuracy']:.3f})" if last is not at2 else "")
+            + " |"
+        )
+    (RESULTS / f"{name}-summary.md").write_text("\n".join(summary) + "\n")
+
     masked = [c for c, v in cells.items() if "train_hidden_loss" in v["epochs"][0]]
     columns = min(4, len(masked))
     rows = (len(masked) + columns - 1) // columns

@@ -284,15 +284,17 @@ def head_influence_blocks(
         full_margin = weighted.sum(1)  # [V]
         bias_margin = bias[1] - bias[0]
         sign = (labels * 2 - 1).to(features.dtype)[:, None]  # +1 where the label is class 1
-        per_pair_bytes = num_val * 4 * 6
+        per_pair_bytes = num_val * 4 * 6  # per training row
     else:
         full_raw = (features @ weight.T).T.contiguous()  # [C, V]
         weighted = (features[None, :, :] * weight[:, None, :]).reshape(
             num_classes * num_val, width
         )  # [C*V, D]
-        per_pair_bytes = num_classes * num_val * 4 * 6
-    # about six [C, V, n] float32 temporaries are alive at once
-    chunk = max(1, int(chunk_mib * 2**20 // per_pair_bytes))
+        per_pair_bytes = num_classes * num_val * 4 * 6  # per training row
+    # About six [C, V, n] float32 temporaries are alive at once, and generating the [n, D] masks holds a
+    # few int64 [n, D] hash intermediates: both count, so the bound holds for a small V as well.
+    mask_bytes_per_row = width * 40
+    chunk = max(1, int(chunk_mib * 2**20 // (per_pair_bytes + mask_bytes_per_row)))
     progress.start("influence", len(train_keys) * num_val)
     for start in range(0, len(train_keys), chunk):
         keys = train_keys[start : start + chunk]
