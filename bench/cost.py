@@ -212,7 +212,7 @@ def report(name: str) -> None:
     right.set_xlabel("training instances N")
     right.set_ylabel("peak RSS (MiB)")
     right.set_ylim(bottom=0)
-    right.set_title("peak memory stays flat as N x V grows")
+    right.set_title("peak memory: bounded chunks, not N x V")
     left.legend()
     right.legend()
     fig.tight_layout()
