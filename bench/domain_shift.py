@@ -8,7 +8,7 @@ test: the other 1,500. Per seed:
    on the test set; for each fraction in the sweep;
 3. baselines with the same recipe and seed: no removal, and removal of a random 1%.
 
-    python bench/domain_shift.py                    # 2,000 training rows, 5 seeds (~90 min on 2 cores)
+    python bench/domain_shift.py                    # 2,000 training rows, 5 seeds, sweep on 2 (~70 min on 2 cores)
     python bench/domain_shift.py --quick            # 600 rows, 1 seed, 1% only (< 10 min)
     python bench/domain_shift.py --train-rows 10662 --device cuda --seeds 0 1 2 3 4 5 6 7 8 9   # GPU, full set
 """
@@ -97,7 +97,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     arms["random 1%"] = retrain(
         "random1", np.sort(rng.choice(len(table), drop_count_for(len(table), 0.01), replace=False))
     )
-    fractions = args.fractions if args.sweep_seeds is None or seed in args.sweep_seeds else [0.01]
+    fractions = args.fractions if not args.sweep_seeds or seed in args.sweep_seeds else [0.01]
     for fraction in fractions:
         dropped = rows_to_drop(influence, by="influence", fraction=fraction)
         arms[f"cleansing {fraction:.1%}".replace(".0%", "%")] = retrain(f"cleanse{fraction}", dropped)

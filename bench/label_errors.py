@@ -11,7 +11,7 @@ A seeded, stratified subset of rt_polarity with a fraction of labels flipped (se
 Metrics: AUROC, average precision, precision/recall at k = number of flipped rows; wall and CPU time of each
 pipeline, all side by side in one run, over several seeds (mean ± standard deviation).
 
-    python bench/label_errors.py                   # 4,000 rows, 10% noise, 3 seeds, 2 scopes (~90 min, 2 cores)
+    python bench/label_errors.py                   # 4,000 rows, 10% noise, 3 seeds, head scope (~80 min, 2 cores)
     python bench/label_errors.py --scopes head layers:1 layers:2 ffn:2     # ~125 min
     python bench/label_errors.py --noise 0.2
     python bench/label_errors.py --quick           # 600 rows, 1 seed, 1 scope, 3 folds (< 10 min)
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4000)
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--scopes", nargs="+", default=["head", "layers:1"])
+    parser.add_argument("--scopes", nargs="+", default=["head"])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--device", default="auto")
