@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = RESULTS / "raw"  # ignored by git: run directories and temporary data
+TIMING = "bench-timing.json"  # wall and CPU seconds of a benchmark's training run, in its run directory
 DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
 
 LABELS = ("negative", "positive")
@@ -204,7 +205,6 @@ def train_run(
     from tod_clean.train import train
 
     quiet_transformers()
-    timing_path = run_path / "bench-timing.json"
     if reuse and (saved := reusable_run(data_path, run_path, config)) is not None:
         return None, saved
     with timed() as timer:
@@ -216,7 +216,9 @@ def train_run(
             overwrite=True,
             on_epoch_end=on_epoch_end,
         )
-    timing_path.write_text(json.dumps({"wall": timer.wall, "cpu": timer.cpu}) + "\n", encoding="utf-8")
+    (run_path / TIMING).write_text(
+        json.dumps({"wall": timer.wall, "cpu": timer.cpu}) + "\n", encoding="utf-8"
+    )
     return result, timer
 
 
@@ -234,7 +236,7 @@ def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
         or info.get("train_file", {}).get("sha256") != sha256_of_file(data_path)
     ):
         return None
-    timing_path = run_path / "bench-timing.json"
+    timing_path = run_path / TIMING
     if timing_path.is_file():
         saved = json.loads(timing_path.read_text(encoding="utf-8"))
         return Timer(saved["wall"], saved["cpu"])

@@ -119,16 +119,8 @@ def report(name: str) -> None:
 
     results = json.loads((RESULTS / f"{name}.json").read_text())
     seeds = results["seeds"]
-    arms = sorted(
-        {arm for s in seeds for arm in s["arms"]},
-        key=lambda arm: (
-            (0, 0.0)
-            if arm == "no cleansing"
-            else (1, 0.0)
-            if arm.startswith("random")
-            else (2, float(arm.split()[1].rstrip("%")))
-        ),
-    )
+    # a seed that ran the whole sweep holds every arm, in the order they ran
+    arms = list(max(seeds, key=lambda s: len(s["arms"]))["arms"])
     config = results["config"]
 
     def having(arm: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,11 @@ STAGES: dict[str, dict[str, dict[str, Any]]] = {
         "head lr 2e-5": {"scope": "head", "learning_rate": 2e-5},
     },
 }
+
+
+def _base_name(cell: str) -> str:
+    """A cell's name without the " [N epochs]" that runs shorter than the grid's 4 epochs carry."""
+    return re.sub(r" \[\d+ epochs\]$", "", cell)
 
 
 def prepare(datasets: Path, rows: int, heldout: int, noise: float, seed: int) -> dict[str, Any]:
@@ -241,7 +247,7 @@ def report(quick: bool) -> None:
             return f"{at2[key]:.2f}" + (f" ({last[key]:.2f})" if last is not at2 else "")
 
         summary.append(
-            f"| {cell.replace(' [2 epochs]', '')} | {value['options']['epochs']} "
+            f"| {_base_name(cell)} | {value['options']['epochs']} "
             f"| {num(at2, 'auroc_hidden_loss')} / {num(at2, 'auroc_full_loss')} / {num(at2, 'auroc_self_influence')} "
             f"| {pair('ignorance_gap')} | {pair('usefulness_gap')} "
             f"| {at2['heldout_full_accuracy']:.3f}"
@@ -279,9 +285,7 @@ def report(quick: bool) -> None:
             last = next((e for e in cells[cell]["epochs"] if e["epoch"] == 2), last)
         short = cells[cell]["options"]["epochs"] == 2
         axis.scatter(last["ignorance_gap"], last["usefulness_gap"], s=30, marker="o" if short else "x")
-        axis.annotate(
-            cell.replace(" [2 epochs]", ""), (last["ignorance_gap"], last["usefulness_gap"]), fontsize=7
-        )
+        axis.annotate(_base_name(cell), (last["ignorance_gap"], last["usefulness_gap"]), fontsize=7)
     axis.axvline(0, color="grey", lw=0.5)
     axis.axhline(0, color="grey", lw=0.5)
     axis.set_xlabel("ignorance gap after epoch 2 (held-out half-net loss - hidden loss on clean train rows)")
