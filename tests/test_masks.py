@@ -15,6 +15,7 @@ from tod_clean.masks import (
     instance_masks,
     keep_threshold,
     key_from_id,
+    key_lanes,
     key_state,
     unit_hash,
 )
@@ -44,13 +45,26 @@ def ref_key_state(seed: int, key: int, site: int) -> int:
     return ref_mix32(state ^ (site & M32))
 
 
-def ref_unit_hash(seed: int, key: int, site: int, unit: int) -> int:
-    return ref_mix32(ref_mix32(ref_key_state(seed, key, site) ^ unit) ^ GOLDEN)
+def ref_lanes(seed: int, key: int, site: int) -> tuple[int, int]:
+    """Scheme 2: the whole 64-bit key in two 32-bit lanes."""
+    low = key & M32
+    high = (key >> 32) & M32
+    seed_state = ref_mix32((seed & M32) ^ GOLDEN)
+    lane_a = ref_mix32(low ^ seed_state ^ (site & M32))
+    lane_b = ref_mix32(high ^ lane_a ^ 0x85EBCA6B)
+    return lane_a, lane_b
 
 
-def ref_mask(seed: int, key: int, site: int, num_units: int, keep_prob: float) -> list[bool]:
+def ref_unit_hash(seed: int, key: int, site: int, unit: int, scheme: int = 2) -> int:
+    if scheme == 1:
+        return ref_mix32(ref_mix32(ref_key_state(seed, key, site) ^ unit) ^ GOLDEN)
+    lane_a, lane_b = ref_lanes(seed, key, site)
+    return ref_mix32(ref_mix32(lane_a ^ unit) ^ lane_b)
+
+
+def ref_mask(seed: int, key: int, site: int, num_units: int, keep_prob: float, scheme: int = 2) -> list[bool]:
     threshold = int(round(keep_prob * 2**32))
-    return [ref_unit_hash(seed, key, site, u) < threshold for u in range(num_units)]
+    return [ref_unit_hash(seed, key, site, u, scheme) < threshold for u in range(num_units)]
 
 
 KEYS = [
@@ -76,16 +90,55 @@ SEEDS = [0, 1, 42, 2**32 + 3, -5]
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("site", [0, 1000, 1001, 2003])
-def test_masks_equal_python_int_reference(seed: int, site: int) -> None:
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_masks_equal_python_int_reference(seed: int, site: int, scheme: int) -> None:
     keys = torch.tensor(KEYS, dtype=torch.int64)
-    states = key_state(seed, keys, site)
-    assert states.tolist() == [ref_key_state(seed, k, site) for k in KEYS]
-    hashes = unit_hash(seed, keys, site, 19)
+    if scheme == 1:
+        states = key_state(seed, keys, site)
+        assert states.tolist() == [ref_key_state(seed, k, site) for k in KEYS]
+    else:
+        lane_a, lane_b = key_lanes(seed, keys, site)
+        assert list(zip(lane_a.tolist(), lane_b.tolist(), strict=True)) == [
+            ref_lanes(seed, k, site) for k in KEYS
+        ]
+    hashes = unit_hash(seed, keys, site, 19, scheme)
     assert hashes.dtype == torch.int64
-    assert hashes.tolist() == [[ref_unit_hash(seed, k, site, u) for u in range(19)] for k in KEYS]
-    masks = instance_masks(seed, keys, site, 19, 0.3)
+    assert hashes.tolist() == [[ref_unit_hash(seed, k, site, u, scheme) for u in range(19)] for k in KEYS]
+    masks = instance_masks(seed, keys, site, 19, 0.3, scheme)
     assert masks.dtype == torch.bool
-    assert masks.tolist() == [ref_mask(seed, k, site, 19, 0.3) for k in KEYS]
+    assert masks.tolist() == [ref_mask(seed, k, site, 19, 0.3, scheme) for k in KEYS]
+
+
+def _scheme1_collision(seed: int, site: int) -> tuple[int, int]:
+    """Two distinct 64-bit keys whose scheme-1 hash states are equal (the 32-bit fold made this easy)."""
+    state = ref_mix32((seed & M32) ^ GOLDEN)
+    # key (high 0, low 0) and key (high 1, low x) collide when mix(state ^ 0) ^ 0 == mix(state ^ 1) ^ x
+    low = ref_mix32(state) ^ ref_mix32(state ^ 1)
+    first, second = 0, (1 << 32) | low
+    assert ref_key_state(seed, first, site) == ref_key_state(seed, second, site)
+    return first, second
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_scheme_2_keeps_keys_apart_that_scheme_1_folded_together(seed: int) -> None:
+    first, second = _scheme1_collision(seed, 0)
+    keys = torch.tensor([first, second], dtype=torch.int64)
+    old = instance_masks(seed, keys, 0, 256, 0.5, scheme=1)
+    assert torch.equal(old[0], old[1])  # scheme 1: two instances, one mask
+    new = instance_masks(seed, keys, 0, 256, 0.5, scheme=2)
+    assert not torch.equal(new[0], new[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    second=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_scheme_2_lanes_are_a_bijection_of_the_key(first: int, second: int, seed: int) -> None:
+    lanes = key_lanes(seed, torch.tensor([first, second], dtype=torch.int64), 3)
+    same_state = lanes[0][0] == lanes[0][1] and lanes[1][0] == lanes[1][1]
+    assert bool(same_state) == (first == second)
 
 
 @settings(max_examples=60, deadline=None)
@@ -225,6 +278,14 @@ def test_sites_and_seeds_give_different_masks() -> None:
     assert not torch.equal(pair[0], pair[2])
 
 
+def test_integral_float_ids_hash_like_their_integer_from_scheme_2() -> None:
+    # the duplicate check treats 1 and 1.0 as one id, so they must get one mask
+    assert key_from_id(1.0) == key_from_id(1) == key_from_id("1")
+    assert key_from_id(-3.0) == key_from_id(-3)
+    assert key_from_id(1.5) != key_from_id(1)
+    assert key_from_id(1.0, scheme=1) != key_from_id(1, scheme=1)  # what runs trained before did
+
+
 def test_key_from_id_is_stable() -> None:
     assert key_from_id(1) == key_from_id("1")
     assert key_from_id("m001") == key_from_id("m001")
@@ -245,3 +306,19 @@ def test_key_from_id_is_stable() -> None:
 def test_key_from_id_is_a_function_of_the_text_form(value: object) -> None:
     assert key_from_id(value) == key_from_id(str(value))
     assert -(2**63) <= key_from_id(value) < 2**63
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_group_masks_expose_one_disjoint_group_the_same_at_every_site(groups: int) -> None:
+    keys = torch.tensor(KEYS, dtype=torch.int64)
+    by_site = [instance_masks(4, keys, site, 12, 1 / groups, groups=groups) for site in (0, 1000, 3005)]
+    units = torch.arange(12) % groups
+    for masks in by_site:
+        for row in masks:
+            exposed_groups = units[row].unique()
+            assert exposed_groups.numel() == 1  # exactly one group ...
+            assert torch.equal(row, units == exposed_groups[0])  # ... and all of it
+        assert torch.equal(masks, by_site[0][:, :12])  # the same group at every site
+    # both groups are used by some key (the hash spreads instances over the groups)
+    many = instance_masks(4, torch.arange(200), 0, groups, 1 / groups, groups=groups)
+    assert torch.equal(many.sum(0) > 0, torch.ones(groups, dtype=torch.bool))

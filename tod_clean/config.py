@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tod_clean.errors import ConfigError
+from tod_clean.lora import LoraSettings
+from tod_clean.masks import MASK_SCHEME, MASK_SCHEMES
 from tod_clean.model import Scope
 
 
@@ -58,8 +60,16 @@ class TrainConfig:
         "local model folder or hub name ('minilm' = the embedded MiniLM-L6)", default=DEFAULT_MODEL
     )
     columns: DataColumns = field(default_factory=DataColumns)
-    scope: str = _help("where instance masks sit: none, head, layers:K or ffn:K", default="head")
+    scope: str = _help(
+        "where instance masks sit: none, head, lora, layers:K or ffn:K; lora-plain = LoRA with no masks",
+        default="head",
+    )
     keep_prob: float = _help("fraction of units each instance's exposed sub-network keeps", default=0.5)
+    mask_groups: int = _help(
+        "0: independent random masks per unit; K >= 2: units dealt into K disjoint groups and each row "
+        "trains one group (exact out-of-fold hidden sub-networks; keep_prob becomes 1/K)",
+        default=0,
+    )
     epochs: int = _help("training epochs", default=2)
     batch_size: int = _help("rows per optimizer step (before accumulation)", default=32)
     learning_rate: float = _help("AdamW learning rate of the encoder", default=5e-5)
@@ -79,8 +89,19 @@ class TrainConfig:
         "that belong to one mask unit: head, and the feed-forward units of ffn:K layers)",
         default="none",
     )
+    lora_rank: int = _help("rank (masked units) of each LoRA adapter in the lora scope", default=16)
+    lora_alpha: float = _help("LoRA scaling numerator: adapters add B A x * alpha / rank", default=16.0)
+    lora_targets: list[str] = _help(
+        "names of the linear layers inside each encoder layer that get adapters (empty: all of them)",
+        default_factory=list,
+    )
+    lora_learning_rate: float = _help("AdamW learning rate of the LoRA adapters", default=1e-3)
     device: str = _help("cpu, cuda, cuda:N or auto", default="auto")
     precision: str = _help("fp32, bf16 or auto (bf16 on CUDA when supported)", default="auto")
+    mask_scheme: int = _help(
+        "version of the instance-mask hash (set by tod-clean; runs keep the scheme they trained with)",
+        default=MASK_SCHEME,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
@@ -92,15 +113,29 @@ class TrainConfig:
             raise ConfigError(f"mask_seed must be in [0, 2**32), got {self.mask_seed}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not isinstance(self.mask_groups, int) or self.mask_groups < 0 or self.mask_groups == 1:
+            raise ConfigError(f"mask_groups must be 0 or at least 2, got {self.mask_groups!r}")
+        if self.mask_groups:
+            self.keep_prob = 1.0 / self.mask_groups
         if not 0.0 < self.keep_prob < 1.0:
             raise ConfigError(f"keep_prob must be between 0 and 1 (exclusive), got {self.keep_prob}")
         for name in ("epochs", "batch_size", "max_length", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("learning_rate", "head_learning_rate"):
+        for name in ("learning_rate", "head_learning_rate", "lora_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+            raise ConfigError(f"lora_rank must be a positive integer, got {self.lora_rank!r}")
+        if not self.lora_alpha > 0:
+            raise ConfigError(f"lora_alpha must be positive, got {self.lora_alpha}")
+        self.lora_targets = [name.strip() for name in self.lora_targets if name.strip()]
+        if self.mask_scheme not in MASK_SCHEMES:
+            raise ConfigError(
+                f"mask_scheme {self.mask_scheme!r} is unknown to tod-clean {MASK_SCHEMES[-1]}-scheme code "
+                f"(known: {', '.join(map(str, MASK_SCHEMES))}); upgrade tod-clean to use this run"
+            )
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -117,18 +152,36 @@ class TrainConfig:
         if self.freeze == "below" and kind not in ("layers", "ffn"):
             raise ConfigError("--freeze below needs a layers:K or ffn:K scope")
         if self.freeze == "unmasked" and kind not in ("head", "ffn"):
-            raise ConfigError("--freeze unmasked needs the head or an ffn:K scope")
+            raise ConfigError(
+                "--freeze unmasked needs the head or an ffn:K scope (the lora scope always trains only its "
+                "masked units)"
+            )
 
     @property
     def parsed_scope(self) -> Scope:
         return Scope.parse(self.scope)
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        """The adapters' settings in the lora scope; None in the others."""
+        if not self.parsed_scope.adapters:
+            return None
+        return LoraSettings(self.lora_rank, float(self.lora_alpha), tuple(self.lora_targets))
+
+    @property
+    def separated(self) -> bool:
+        """Whether only parameters that belong to one mask unit train (so no hidden sub-network learns
+        its instance through any parameter): the lora scope, and head or ffn:K with --freeze unmasked."""
+        return self.parsed_scope.separated or self.freeze == "unmasked"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config saved in a run's config.json; runs saved before mask schemes were recorded used 1."""
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {"mask_scheme": 1, **values}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 

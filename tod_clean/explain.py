@@ -165,7 +165,9 @@ def explain_run(
             f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence"
         )
     check_train_file(train_table, info)
-    train = instances_from_table(train_table, info.train.columns, info.labels)
+    train = instances_from_table(
+        train_table, info.train.columns, info.labels, mask_scheme=info.train.mask_scheme
+    )
     if val_columns is None:
         trained = info.train.columns
         id_col = trained.id_col if trained.id_col in val_table.columns else None

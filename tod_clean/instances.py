@@ -11,7 +11,7 @@ import numpy as np
 from tod_clean.config import DataColumns
 from tod_clean.data import Table, check_ids, check_labels, check_texts, label_names_of
 from tod_clean.errors import InputError
-from tod_clean.masks import key_from_id
+from tod_clean.masks import MASK_SCHEME, key_from_id
 
 
 @dataclass
@@ -33,12 +33,14 @@ class Instances:
         return len(self.texts)
 
 
-def instance_keys_of(table: Table, id_col: str | None) -> tuple[np.ndarray, list[Any] | None]:
+def instance_keys_of(
+    table: Table, id_col: str | None, mask_scheme: int = MASK_SCHEME
+) -> tuple[np.ndarray, list[Any] | None]:
     """Instance keys ``[N]`` int64: row numbers, or stable hashes of a unique id column."""
     if id_col is None:
         return np.arange(len(table), dtype=np.int64), None
     ids = check_ids(table, id_col)
-    return np.array([key_from_id(value) for value in ids], dtype=np.int64), ids
+    return np.array([key_from_id(value, mask_scheme) for value in ids], dtype=np.int64), ids
 
 
 def label_ids(table: Table, column: str, label_names: Sequence[Any]) -> np.ndarray:
@@ -74,6 +76,7 @@ def instances_from_table(
     label_names: Sequence[Any] | None,
     *,
     with_keys: bool = True,
+    mask_scheme: int = MASK_SCHEME,
 ) -> Instances:
     """Validate the text, pair, label and id columns of ``table`` and build its instances.
 
@@ -89,7 +92,7 @@ def instances_from_table(
     else:
         labels = label_ids(table, columns.label_col, label_names)
     if with_keys:
-        keys, ids = instance_keys_of(table, columns.id_col)
+        keys, ids = instance_keys_of(table, columns.id_col, mask_scheme)
     else:
         keys, ids = np.arange(len(table), dtype=np.int64), None
     return Instances(texts, pairs, labels, keys, ids)

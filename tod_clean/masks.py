@@ -7,6 +7,15 @@ nothing is stored (O(1) memory) and the same key gives the same mask on every de
 All arithmetic is done on 32-bit values held in int64 tensors, and no intermediate exceeds 2**49, so the
 result is exact (bit-identical) on CPU and GPU: no floating point and no signed overflow is involved.
 
+Mask schemes (recorded in a run's config.json, so a run always scores with the masks it trained with):
+
+- scheme 1 (tod-clean 0.1): the 64-bit key was folded into one 32-bit hash state, so two instances got
+  identical masks with probability 2**-32 per pair (about N**2 / 2**33 pairs: ten at 300,000 rows); ids
+  were hashed in their text form, so ``1`` and ``1.0`` (the same id to the duplicate check) differed.
+- scheme 2 (current): two 32-bit lanes carry the whole key, and the map from key to lane pair is a
+  bijection, so distinct keys never share a hash state; ids are hashed in the canonical form the duplicate
+  check uses (an integral float is its integer).
+
 Scaling follows inverted dropout with the true keep probability ``p``: the *exposed* sub-network multiplies
 kept units by ``1/p`` and the *hidden* sub-network (the flipped mask) multiplies the other units by
 ``1/(1-p)``, so both are unbiased estimates of the full network's activations.
@@ -21,6 +30,10 @@ import torch
 
 _MASK32 = 0xFFFFFFFF
 _GOLDEN32 = 0x9E3779B9
+_LANE_SALT = 0x85EBCA6B
+
+MASK_SCHEME = 2  # the scheme new runs use
+MASK_SCHEMES = (1, 2)
 
 
 class MaskMode(str, Enum):
@@ -56,7 +69,7 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 
 
 def key_state(mask_seed: int, instance_keys: torch.Tensor, site: int) -> torch.Tensor:
-    """Hash state of each (seed, key, site): int64 tensor of shape ``[B]`` with values in [0, 2**32)."""
+    """Scheme 1 hash state of each (seed, key, site): int64 ``[B]`` in [0, 2**32) (one 32-bit lane)."""
     keys = instance_keys.to(torch.int64)
     key_low = keys & _MASK32
     key_high = (keys >> 32) & _MASK32  # arithmetic shift, then the mask keeps the right 32 bits
@@ -67,12 +80,35 @@ def key_state(mask_seed: int, instance_keys: torch.Tensor, site: int) -> torch.T
     return _mix32(state ^ (site & _MASK32))
 
 
-def unit_hash(mask_seed: int, instance_keys: torch.Tensor, site: int, num_units: int) -> torch.Tensor:
+def key_lanes(mask_seed: int, instance_keys: torch.Tensor, site: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scheme 2 hash state of each (seed, key, site): two int64 ``[B]`` lanes in [0, 2**32).
+
+    For a fixed seed and site the map key -> (lane_a, lane_b) is a bijection of 64-bit values (each step
+    XORs in a value that does not depend on the lane it changes, then applies the bijective ``_mix32``),
+    so two distinct keys never share a state and their masks differ except by chance, unit by unit.
+    """
+    keys = instance_keys.to(torch.int64)
+    key_low = keys & _MASK32
+    key_high = (keys >> 32) & _MASK32
+    seed_state = _mix32(torch.tensor((mask_seed & _MASK32) ^ _GOLDEN32, dtype=torch.int64))
+    lane_a = _mix32(key_low ^ seed_state ^ (site & _MASK32))
+    lane_b = _mix32(key_high ^ lane_a ^ _LANE_SALT)
+    return lane_a, lane_b
+
+
+def unit_hash(
+    mask_seed: int, instance_keys: torch.Tensor, site: int, num_units: int, scheme: int = MASK_SCHEME
+) -> torch.Tensor:
     """Uniform 32-bit hash of every (key, unit): int64 tensor ``[B, num_units]`` in [0, 2**32)."""
-    state = key_state(mask_seed, instance_keys, site)
     units = torch.arange(num_units, dtype=torch.int64, device=instance_keys.device)
-    mixed = _mix32(state[:, None] ^ units[None, :])
-    return _mix32(mixed ^ _GOLDEN32)
+    if scheme == 1:
+        state = key_state(mask_seed, instance_keys, site)
+        mixed = _mix32(state[:, None] ^ units[None, :])
+        return _mix32(mixed ^ _GOLDEN32)
+    lane_a, lane_b = key_lanes(mask_seed, instance_keys, site)
+    mixed = _mix32(lane_a[:, None] ^ units[None, :])
+    mixed ^= lane_b[:, None]
+    return _mix32(mixed)
 
 
 def keep_threshold(keep_prob: float) -> int:
@@ -81,14 +117,31 @@ def keep_threshold(keep_prob: float) -> int:
 
 
 def instance_masks(
-    mask_seed: int, instance_keys: torch.Tensor, site: int, num_units: int, keep_prob: float
+    mask_seed: int,
+    instance_keys: torch.Tensor,
+    site: int,
+    num_units: int,
+    keep_prob: float,
+    scheme: int = MASK_SCHEME,
+    groups: int = 0,
 ) -> torch.Tensor:
     """Exposed-unit masks m(z_i): bool tensor ``[B, num_units]``, True where unit is kept for instance.
 
     ``instance_keys`` is an int64 tensor ``[B]``. Each unit is kept with probability ``keep_prob``,
     independently across units, sites and keys.
+
+    With ``groups = K >= 2`` the units of every site are dealt into K disjoint groups (unit u in group
+    u mod K) and each instance exposes exactly one group, the same at every site, chosen by a hash of its
+    key: the network is K sub-networks that never share a trainable unit, each trained on its own 1/K of
+    the rows, so an instance's hidden sub-network (the other K - 1 groups) is an exact out-of-fold model.
+    ``keep_prob`` must then be 1/K.
     """
-    return unit_hash(mask_seed, instance_keys, site, num_units) < keep_threshold(keep_prob)
+    if groups >= 2:
+        _, lane_b = key_lanes(mask_seed, instance_keys, 0)  # site 0 for all sites: one group per instance
+        group = lane_b % groups
+        units = torch.arange(num_units, dtype=torch.int64, device=instance_keys.device) % groups
+        return units[None, :] == group[:, None]
+    return unit_hash(mask_seed, instance_keys, site, num_units, scheme) < keep_threshold(keep_prob)
 
 
 def apply_mask(
@@ -113,7 +166,13 @@ def apply_mask(
     return activations * (mask.to(activations.dtype) * scale)
 
 
-def key_from_id(value: object) -> int:
-    """A stable signed 64-bit instance key for an id value (its text form, hashed with BLAKE2b)."""
+def key_from_id(value: object, scheme: int = MASK_SCHEME) -> int:
+    """A stable signed 64-bit instance key for an id value (its text form, hashed with BLAKE2b).
+
+    From scheme 2 on, an integral float id is hashed as its integer (``1.0`` as ``1``): the duplicate
+    check treats them as one id, so they must get one mask.
+    """
+    if scheme >= 2 and isinstance(value, float) and value.is_integer():
+        value = int(value)
     digest = hashlib.blake2b(str(value).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)

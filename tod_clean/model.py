@@ -12,6 +12,10 @@ Scopes (where instance masks sit; every scope but ``none`` includes the head mas
                 tokens of a row).
 - ``ffn:K``     also the feed-forward intermediate units of the top K layers, so the weights that feed and
                 read a hidden unit get exactly zero gradient from the instance.
+- ``lora``      the encoder is frozen and LoRA adapters (peft) on the linear layers of every encoder layer
+                are masked on their rank units: with the head, every trainable parameter belongs to
+                exactly one masked unit (see ``separated_parameters``).
+- ``lora-plain``  the same adapters with no instance masks: an ordinary LoRA fine-tune (a baseline).
 
 Masks attach with forward hooks on modules found by shape (the repeated layer list, and the feed-forward
 output projection inside each layer), so BERT, RoBERTa, DistilBERT, ELECTRA and DeBERTa-style encoders all
@@ -29,13 +33,17 @@ import torch
 from torch import nn
 
 from tod_clean.errors import ConfigError
-from tod_clean.masks import MaskMode, apply_mask, instance_masks
+from tod_clean.lora import LoraSettings, add_lora_adapters, lora_parameters
+from tod_clean.masks import MASK_SCHEME, MaskMode, apply_mask, instance_masks
 
 HEAD_SITE = 0
 LAYER_SITE_BASE = 1000
 FFN_SITE_BASE = 2000
+LORA_SITE_BASE = 3000
 
-SCOPE_KINDS = ("none", "head", "layers", "ffn")
+SCOPE_KINDS = ("none", "head", "layers", "ffn", "lora", "lora-plain")
+WHOLE_SCOPES = ("none", "head", "lora", "lora-plain")  # scopes that take no layer count
+UNMASKED_SCOPES = ("none", "lora-plain")  # ordinary fine-tunes: the baselines and the retraining step
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,14 @@ class Scope:
 
     @classmethod
     def parse(cls, text: str) -> Scope:
-        """Parse ``none``, ``head``, ``layers:K`` or ``ffn:K``."""
+        """Parse ``none``, ``head``, ``lora``, ``layers:K`` or ``ffn:K``."""
         name, _, depth_text = text.strip().partition(":")
         if name not in SCOPE_KINDS:
             raise ConfigError(
-                f"scope {text!r} is not one of: none, head, layers:K, ffn:K (K = number of top layers)"
+                f"scope {text!r} is not one of: none, head, lora, lora-plain, layers:K, ffn:K "
+                "(K = number of top layers)"
             )
-        if name in ("none", "head"):
+        if name in WHOLE_SCOPES:
             if depth_text:
                 raise ConfigError(f"scope {text!r}: {name!r} takes no layer count")
             return cls(name, 0)
@@ -62,11 +71,22 @@ class Scope:
         return cls(name, int(depth_text))
 
     def __str__(self) -> str:
-        return self.kind if self.kind in ("none", "head") else f"{self.kind}:{self.depth}"
+        return self.kind if self.kind in WHOLE_SCOPES else f"{self.kind}:{self.depth}"
 
     @property
     def masked(self) -> bool:
-        return self.kind != "none"
+        return self.kind not in UNMASKED_SCOPES
+
+    @property
+    def adapters(self) -> bool:
+        """Whether the encoder is frozen and carries LoRA adapters (``lora``, ``lora-plain``)."""
+        return self.kind.startswith("lora")
+
+    @property
+    def separated(self) -> bool:
+        """Whether the scope itself trains only parameters that belong to one mask unit (``lora``).
+        ``head`` and ``ffn:K`` do so only with ``--freeze unmasked``."""
+        return self.kind == "lora"
 
 
 def _config_int(config: Any, *names: str) -> int:
@@ -158,12 +178,17 @@ class TodClassifier(nn.Module):
         mask_seed: int,
         pooling: str = "mean",
         head_dim: int | None = None,
+        mask_scheme: int = MASK_SCHEME,
+        mask_groups: int = 0,
+        lora: LoraSettings | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.scope = scope
         self.keep_prob = keep_prob
         self.mask_seed = mask_seed
+        self.mask_scheme = mask_scheme
+        self.mask_groups = mask_groups
         self.pooling = pooling
         hidden = hidden_size_of(encoder)
         head_dim = head_dim or hidden
@@ -179,6 +204,14 @@ class TodClassifier(nn.Module):
                 f"scope {scope} asks for {scope.depth} top layers but the encoder has {self.num_layers}"
             )
         self.masked_layers = list(range(self.num_layers - scope.depth, self.num_layers))
+        self._rank_units: list[nn.Linear] = []
+        if scope.adapters:
+            if lora is None:
+                raise ValueError(f"scope {scope} needs LoraSettings")
+            for parameter in encoder.parameters():
+                parameter.requires_grad_(False)
+            self._rank_units = add_lora_adapters(encoder, self._layers, lora)
+        self._last_layer_is_output: bool | None = None
         self._install_hooks(hidden)
 
     @property
@@ -212,6 +245,9 @@ class TodClassifier(nn.Module):
             for index in self.masked_layers:
                 linear = find_ffn_output(self._layers[index], hidden, intermediate)
                 linear.register_forward_pre_hook(self._ffn_input_hook(index))
+        elif self.scope.kind == "lora":  # lora-plain: the same adapters, no masks
+            for index, rank_units in enumerate(self._rank_units):
+                rank_units.register_forward_hook(self._rank_output_hook(LORA_SITE_BASE + index))
 
     def _mask(self, x: torch.Tensor, site: int) -> torch.Tensor:
         state = self._state
@@ -219,7 +255,15 @@ class TodClassifier(nn.Module):
             return x
         exposed = state.cache.get(site)
         if exposed is None:
-            exposed = instance_masks(self.mask_seed, state.keys, site, x.shape[-1], self.keep_prob)
+            exposed = instance_masks(
+                self.mask_seed,
+                state.keys,
+                site,
+                x.shape[-1],
+                self.keep_prob,
+                self.mask_scheme,
+                self.mask_groups,
+            )
             if state.rows is not None:
                 exposed = exposed[state.rows]
             state.cache[site] = exposed
@@ -243,6 +287,12 @@ class TodClassifier(nn.Module):
                 return (self._mask(args[0], site),) + tuple(args[1:]), kwargs
             first = next(iter(kwargs))
             return args, {**kwargs, first: self._mask(kwargs[first], site)}
+
+        return hook
+
+    def _rank_output_hook(self, site: int) -> Any:
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+            return self._mask(output, site)
 
         return hook
 
@@ -281,12 +331,18 @@ class TodClassifier(nn.Module):
         return (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     def head_features(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Head activations before the head mask: ``[B, head_dim]``."""
-        return self.head_act(self.head_dense(pooled))
+        """Head activations before the head mask: ``[B, head_dim]`` float32.
+
+        The head always runs in float32, outside any autocast: the batched influence path computes the
+        same logits as a float32 matrix product, and both must agree under bf16 encoders too.
+        """
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.head_act(self.head_dense(pooled.float()))
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Head mask (per the current masking state) then the classifier: logits ``[B, C]`` float32."""
-        return self.classifier(self._mask(features, HEAD_SITE)).float()
+        with torch.autocast(features.device.type, enabled=False):
+            return self.classifier(self._mask(features.float(), HEAD_SITE))
 
     def _encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -311,9 +367,46 @@ class TodClassifier(nn.Module):
         """Index of the first layer that runs per instance; ``num_layers`` means only the head does."""
         if self.scope.kind == "ffn":
             return self.masked_layers[0]
+        if self.scope.kind == "lora":
+            return 0
         if self.scope.kind == "layers":
-            return self.masked_layers[0] + 1  # its output is masked, so the next layer's input is cached
+            split = self.masked_layers[0] + 1  # its output is masked, so the next layer's input is cached
+            if split == self.num_layers and not self.last_layer_is_output:
+                # A final norm (pre-LayerNorm encoders) runs after the masked last layer: the mask does
+                # not commute with it, so that layer runs per instance.
+                return self.masked_layers[0]
+            return split
         return self.num_layers
+
+    @property
+    def last_layer_is_output(self) -> bool:
+        """Whether the encoder returns its last layer's output unchanged (no final norm after the layer
+        list). Found once by a 4-token probe in eval mode, which compares the two exactly."""
+        if self._last_layer_is_output is None:
+            captured: list[torch.Tensor] = []
+
+            def capture(module: nn.Module, args: Any, output: Any) -> None:
+                captured.append(output[0] if isinstance(output, tuple) else output)
+
+            vocab = _config_int(self.encoder.config, "vocab_size")
+            device = next(self.encoder.parameters()).device
+            input_ids = (torch.arange(4, device=device).view(1, 4) + 5) % vocab
+            batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+            handle = self._layers[self.num_layers - 1].register_forward_hook(capture)
+            was_training = self.encoder.training
+            try:
+                self.encoder.eval()
+                with torch.no_grad(), self.masking(None, MaskMode.FULL):
+                    last_hidden = self._encode(batch)
+            finally:
+                handle.remove()
+                self.encoder.train(was_training)
+            self._last_layer_is_output = bool(
+                captured
+                and captured[-1].shape == last_hidden.shape
+                and torch.equal(captured[-1], last_hidden)
+            )
+        return self._last_layer_is_output
 
     def encode_lower(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Unmasked hidden states entering layer ``split_layer`` (the last layer's output if it is
@@ -354,7 +447,7 @@ class TodClassifier(nn.Module):
             split = self.split_layer
             if split == self.num_layers:
                 return self._from_pooled(self.pool(lower, batch["attention_mask"]))
-            if self.scope.kind == "layers":
+            if self.scope.kind == "layers" and split - 1 in self.masked_layers:
                 lower = self._mask(lower, LAYER_SITE_BASE + split - 1)
             last_hidden = self._run_layers_from(split, lower, batch)
             return self.classify(self.head_features(self.pool(last_hidden, batch["attention_mask"])))
@@ -408,15 +501,17 @@ class TodClassifier(nn.Module):
             handle.remove()
 
     def separated_parameters(self) -> list[torch.Tensor]:
-        """Parameters whose every entry serves one mask unit (so an instance that hides the unit gives it
-        exactly zero gradient), plus the classifier bias: the head, and in ``ffn`` scopes the weights that
-        feed and read the masked feed-forward units."""
+        """Parameters whose every entry serves one mask unit, so an instance that hides the unit gives it
+        exactly zero gradient: the head's hidden units (input row, bias, output column), in ``ffn`` scopes
+        the weights that feed and read the masked feed-forward units, in ``lora`` the adapters' rank units
+        (row j of A, column j of B). The classifier bias is shared by every sub-network: not here."""
         parameters: list[torch.Tensor] = [
             self.head_dense.weight,
             self.head_dense.bias,
             self.classifier.weight,
-            self.classifier.bias,
         ]
+        if self.scope.kind == "lora":
+            parameters += lora_parameters(self.encoder)
         if self.scope.kind == "ffn":
             hidden = hidden_size_of(self.encoder)
             intermediate = _config_int(self.encoder.config, "intermediate_size", "hidden_dim")

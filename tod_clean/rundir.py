@@ -96,7 +96,10 @@ class RunInfo:
                 "scope": str(self.scope),
                 "keep_prob": self.train.keep_prob,
                 "mask_seed": self.train.mask_seed,
-                "hash": "lowbias32 counter hash of (mask_seed, instance_key, site, unit)",
+                "scheme": self.train.mask_scheme,
+                "groups": self.train.mask_groups,
+                "hash": "lowbias32 counter hash of (mask_seed, instance_key, site, unit)"
+                + (", 64-bit key in two 32-bit lanes" if self.train.mask_scheme >= 2 else ""),
                 "exposed_scale": "1/keep_prob",
                 "hidden_scale": "1/(1-keep_prob)",
             },
@@ -212,4 +215,7 @@ def build_classifier(encoder: torch.nn.Module, config: TrainConfig, num_labels: 
         mask_seed=config.mask_seed,
         pooling=config.pooling,
         head_dim=config.head_dim,
+        mask_scheme=config.mask_scheme,
+        mask_groups=config.mask_groups,
+        lora=config.lora,
     )

@@ -38,7 +38,7 @@ from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import default_signal, worst_first
 from tod_clean.instances import Instances, instances_from_table
-from tod_clean.masks import MaskMode, instance_masks
+from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo, write_json
@@ -184,6 +184,8 @@ def influence_blocks(
             torch.as_tensor(train_keys, device=device),
             keep_prob=model.keep_prob,
             mask_seed=model.mask_seed,
+            mask_scheme=model.mask_scheme,
+            mask_groups=model.mask_groups,
             chunk_mib=chunk_mib,
             progress=progress,
         )
@@ -245,13 +247,20 @@ def head_features(
     return features
 
 
-def head_influence(features: torch.Tensor, labels: torch.Tensor, *args: Any, **options: Any) -> np.ndarray:
+def head_influence(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    train_keys: torch.Tensor,
+    **options: Any,
+) -> np.ndarray:
     """Mean head-scope influence ``[N]`` float64 over the validation rows (see ``head_influence_blocks``)."""
-    totals = [
-        block.values.double().mean(1).cpu().numpy()
-        for block in head_influence_blocks(features, labels, *args, **options)
-    ]
-    return np.concatenate(totals) if totals else np.zeros(0)
+    totals = np.zeros(len(train_keys), dtype=np.float64)
+    for block in head_influence_blocks(features, labels, weight, bias, train_keys, **options):
+        rows = slice(block.train_start, block.train_start + block.values.shape[0])
+        totals[rows] += block.values.double().sum(1).cpu().numpy()
+    return totals / max(1, features.shape[0])
 
 
 @torch.no_grad()
@@ -264,54 +273,65 @@ def head_influence_blocks(
     *,
     keep_prob: float,
     mask_seed: int,
+    mask_scheme: int = MASK_SCHEME,
+    mask_groups: int = 0,
     chunk_mib: int = 256,
     progress: Progress | None = None,
 ) -> Iterator[InfluenceBlock]:
     """Head-scope influence from cached validation head features, as blocked matrix products.
 
     ``features`` float32 ``[V, D]`` (head activations before the head mask), ``labels`` int64 ``[V]``,
-    classifier ``weight`` ``[C, D]`` and ``bias`` ``[C]``, ``train_keys`` int64 ``[N]``. Each block holds
-    all V validation rows; peak memory is bounded by ``chunk_mib`` whatever N and V are.
+    classifier ``weight`` ``[C, D]`` and ``bias`` ``[C]``, ``train_keys`` int64 ``[N]``. Blocks cover
+    ``n`` training rows times ``v`` validation rows; every tensor of a block, the class-weighted validation
+    features ``[C*v, D]`` included, is sized from ``chunk_mib``, so peak memory is bounded whatever N, V and
+    C are.
     """
     progress = progress or NullProgress()
     num_classes, width = weight.shape
     num_val = features.shape[0]
     p = keep_prob
-    all_val = np.arange(num_val)
-    if num_classes == 2:
-        # Two classes: the loss depends only on the logit margin z_1 - z_0, so one [V, n] product suffices.
-        weighted = features * (weight[1] - weight[0])  # [V, D]
-        full_margin = weighted.sum(1)  # [V]
-        bias_margin = bias[1] - bias[0]
-        sign = (labels * 2 - 1).to(features.dtype)[:, None]  # +1 where the label is class 1
-        per_pair_bytes = num_val * 4 * 6  # per training row
-    else:
-        full_raw = (features @ weight.T).T.contiguous()  # [C, V]
-        weighted = (features[None, :, :] * weight[:, None, :]).reshape(
-            num_classes * num_val, width
-        )  # [C*V, D]
-        per_pair_bytes = num_classes * num_val * 4 * 6  # per training row
-    # About six [C, V, n] float32 temporaries are alive at once, and generating the [n, D] masks holds a
-    # few int64 [n, D] hash intermediates: both count, so the bound holds for a small V as well.
-    mask_bytes_per_row = width * 40
-    chunk = max(1, int(chunk_mib * 2**20 // (per_pair_bytes + mask_bytes_per_row)))
+    columns = 1 if num_classes == 2 else num_classes  # logit differences (2 classes) or logits per pair
+    budget = chunk_mib * 2**20
+    # The class-weighted features of a validation block take at most a quarter of the budget.
+    val_chunk = max(1, min(num_val, int(budget // 4 // (columns * width * 4 + 1))))
+    # Per (training row, validation row) pair, about six float32 temporaries of ``columns`` values are
+    # alive at once; generating a training row's [D] mask holds a few int64 hash intermediates.
+    per_row_bytes = val_chunk * columns * 4 * 6 + width * 40
+    chunk = max(1, int((budget - val_chunk * columns * width * 4) // per_row_bytes))
     progress.start("influence", len(train_keys) * num_val)
-    for start in range(0, len(train_keys), chunk):
-        keys = train_keys[start : start + chunk]
-        exposed_mask = instance_masks(mask_seed, keys, HEAD_SITE, width, p).to(torch.float32)  # [n, D]
+    for val_start in range(0, num_val, val_chunk):
+        val_rows = slice(val_start, val_start + val_chunk)
+        block_features, block_labels = features[val_rows], labels[val_rows]
+        val_index = np.arange(val_rows.start, val_rows.start + block_features.shape[0])
+        v = block_features.shape[0]
         if num_classes == 2:
-            exposed_raw = weighted @ exposed_mask.T  # [V, n]
-            exposed_margin = (exposed_raw / p + bias_margin) * sign
-            hidden_margin = ((full_margin[:, None] - exposed_raw) / (1.0 - p) + bias_margin) * sign
-            # cross-entropy = softplus(-signed margin)
-            pair_influence = softplus(-hidden_margin) - softplus(-exposed_margin)  # [V, n]
+            # Two classes: the loss depends only on the logit margin z_1 - z_0, so one [v, n] product suffices.
+            weighted = block_features * (weight[1] - weight[0])  # [v, D]
+            full_margin = weighted.sum(1)  # [v]
+            bias_margin = bias[1] - bias[0]
+            sign = (block_labels * 2 - 1).to(features.dtype)[:, None]  # +1 where the label is class 1
         else:
-            exposed_raw = (weighted @ exposed_mask.T).view(num_classes, num_val, -1)  # [C, V, n]
-            exposed_logits = exposed_raw / p + bias[:, None, None]
-            hidden_logits = (full_raw[:, :, None] - exposed_raw) / (1.0 - p) + bias[:, None, None]
-            pair_influence = _pair_loss(hidden_logits, labels) - _pair_loss(exposed_logits, labels)  # [V, n]
-        yield InfluenceBlock(start, all_val, pair_influence.T)
-        progress.advance(len(keys) * num_val)
+            full_raw = (block_features @ weight.T).T.contiguous()  # [C, v]
+            weighted = (block_features[None, :, :] * weight[:, None, :]).reshape(num_classes * v, width)
+        for start in range(0, len(train_keys), chunk):
+            keys = train_keys[start : start + chunk]
+            exposed_mask = instance_masks(mask_seed, keys, HEAD_SITE, width, p, mask_scheme, mask_groups)
+            exposed_mask = exposed_mask.to(torch.float32)  # [n, D]
+            if num_classes == 2:
+                exposed_raw = weighted @ exposed_mask.T  # [v, n]
+                exposed_margin = (exposed_raw / p + bias_margin) * sign
+                hidden_margin = ((full_margin[:, None] - exposed_raw) / (1.0 - p) + bias_margin) * sign
+                # cross-entropy = softplus(-signed margin)
+                pair_influence = softplus(-hidden_margin) - softplus(-exposed_margin)  # [v, n]
+            else:
+                exposed_raw = (weighted @ exposed_mask.T).view(num_classes, v, -1)  # [C, v, n]
+                exposed_logits = exposed_raw / p + bias[:, None, None]
+                hidden_logits = (full_raw[:, :, None] - exposed_raw) / (1.0 - p) + bias[:, None, None]
+                pair_influence = _pair_loss(hidden_logits, block_labels) - _pair_loss(
+                    exposed_logits, block_labels
+                )  # [v, n]
+            yield InfluenceBlock(start, val_index, pair_influence.T)
+            progress.advance(len(keys) * v)
     progress.finish()
 
 
@@ -408,7 +428,9 @@ def score_run(
     info = run.read_complete_info()
     check_train_file(train_table, info)
     columns = info.train.columns
-    train_instances = instances_from_table(train_table, columns, info.labels)
+    train_instances = instances_from_table(
+        train_table, columns, info.labels, mask_scheme=info.train.mask_scheme
+    )
     val_instances = None
     if val_table is not None:
         val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)

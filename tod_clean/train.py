@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -21,6 +22,7 @@ from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.instances import Instances, instances_from_table, training_labels
+from tod_clean.lora import lora_parameters
 from tod_clean.masks import MaskMode
 from tod_clean.model import TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
@@ -62,24 +64,46 @@ def encode_instances(tokenizer: Any, instances: Instances, max_length: int) -> E
 
 
 def make_optimizer(model: TodClassifier, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with the encoder and head at their own learning rates; no decay on biases and norms."""
+    """AdamW with the encoder, LoRA adapters and head at their own learning rates; no decay on biases
+    and norms."""
     head = [model.head_dense, model.classifier]
     head_ids = {id(p) for module in head for p in module.parameters()}
+    adapter_ids = {id(p) for p in lora_parameters(model.encoder)}
+    rates = {
+        "encoder": config.learning_rate,
+        "head": config.head_learning_rate,
+        "lora": config.lora_learning_rate,
+    }
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
-        part = "head" if id(parameter) in head_ids else "encoder"
+        part = "head" if id(parameter) in head_ids else "lora" if id(parameter) in adapter_ids else "encoder"
         groups.setdefault((part, parameter.ndim >= 2), []).append(parameter)
     param_groups = [
-        {
-            "params": params,
-            "lr": config.head_learning_rate if part == "head" else config.learning_rate,
-            "weight_decay": config.weight_decay if decay else 0.0,
-        }
+        {"params": params, "lr": rates[part], "weight_decay": config.weight_decay if decay else 0.0}
         for (part, decay), params in sorted(groups.items())
     ]
     return torch.optim.AdamW(param_groups)
+
+
+def set_trainable(model: TodClassifier, config: TrainConfig) -> None:
+    """Freeze what ``config`` says: layers below the masks (``below``), or everything but the parameters
+    that belong to one mask unit (``unmasked``, and always in the lora scope)."""
+    if config.freeze == "below":
+        for parameter in model.lower_parameters():
+            parameter.requires_grad_(False)
+    elif config.separated:
+        separated = {id(p) for p in model.separated_parameters()}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in separated)
+
+
+def log_priors(labels: np.ndarray, num_labels: int) -> torch.Tensor:
+    """Log class frequencies ``[C]`` float32 of int64 ``labels`` (a class with no row counts as half a row)."""
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    counts[counts == 0] = 0.5
+    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
 def warmup_linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -181,7 +205,7 @@ def train(
     pick_device(config.device)  # refuse a missing device before writing anything
     torch.manual_seed(config.seed)
     labels = training_labels(table, config.columns.label_col)
-    instances = instances_from_table(table, config.columns, labels)
+    instances = instances_from_table(table, config.columns, labels, mask_scheme=config.mask_scheme)
     run.create(overwrite=overwrite)
     if train_path == STDIN:
         copy = run.file(STDIN_COPY)
@@ -191,6 +215,11 @@ def train(
         recorded_path = str(Path(train_path).resolve())
     encoder, tokenizer = load_pretrained(config.model)
     model = build_classifier(encoder, config, len(labels))
+    if config.separated:
+        # The classifier bias is shared by every sub-network, so it cannot train without leaking each row
+        # into its hidden sub-network; it starts (and stays) at the log class priors instead.
+        with torch.no_grad():
+            model.classifier.bias.copy_(log_priors(instances.labels, len(labels)))
     info = RunInfo(
         train=config,
         labels=labels,
@@ -228,7 +257,9 @@ def resume(
             f"{table.source}: differs from the file this run started on ({info.train_file.path}, sha256 "
             f"{info.train_file.sha256[:12]}..., now {table.sha256[:12]}...); resume with the same data"
         )
-    instances = instances_from_table(table, info.train.columns, info.labels)
+    instances = instances_from_table(
+        table, info.train.columns, info.labels, mask_scheme=info.train.mask_scheme
+    )
     model = run.load_model(info)
     tokenizer = run.load_tokenizer()
     return _fit(
@@ -257,13 +288,7 @@ def _fit(
     config = info.train
     device = pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
-    if config.freeze == "below":
-        for parameter in model.lower_parameters():
-            parameter.requires_grad_(False)
-    elif config.freeze == "unmasked":
-        separated = {id(p) for p in model.separated_parameters()}
-        for parameter in model.parameters():
-            parameter.requires_grad_(id(parameter) in separated)
+    set_trainable(model, config)
     model.to(device)
     encoded = encode_instances(tokenizer, instances, config.max_length)
     lengths = encoded.lengths

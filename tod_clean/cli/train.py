@@ -38,13 +38,24 @@ def train_command(
         str, typer.Option(help="Local model folder or hub name; 'minilm' = the embedded MiniLM-L6.")
     ] = str(_default("model")),
     scope: Annotated[
-        str, typer.Option(help="Where instance masks sit: head, layers:K, ffn:K, or none (plain fine-tune).")
+        str,
+        typer.Option(
+            help="Where instance masks sit: head, lora (frozen encoder, masked LoRA rank units), layers:K, "
+            "ffn:K, or none (plain fine-tune)."
+        ),
     ] = str(_default("scope")),
     keep_prob: Annotated[
         float, typer.Option(help="Fraction of units each instance's exposed sub-network keeps.")
     ] = (
         _default("keep_prob")  # type: ignore[assignment]
     ),
+    mask_groups: Annotated[
+        int,
+        typer.Option(
+            help="0: independent random masks; K >= 2: K disjoint unit groups, each row trains one "
+            "(exact out-of-fold hidden sub-networks; sets --keep-prob to 1/K)."
+        ),
+    ] = 0,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = _default("epochs"),  # type: ignore[assignment]
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = _default("batch_size"),  # type: ignore[assignment]
     lr: Annotated[float, typer.Option("--lr", help="Encoder learning rate (AdamW).")] = (
@@ -80,6 +91,24 @@ def train_command(
             "parameters that belong to one mask unit (head; feed-forward units of ffn:K)."
         ),
     ] = "none",
+    lora_rank: Annotated[int, typer.Option(help="Rank (masked units) of each LoRA adapter (scope lora).")] = (
+        _default("lora_rank")  # type: ignore[assignment]
+    ),
+    lora_alpha: Annotated[
+        float, typer.Option(help="LoRA scaling numerator (adapters add B A x * alpha/rank).")
+    ] = (
+        _default("lora_alpha")  # type: ignore[assignment]
+    ),
+    lora_targets: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated names of the linear layers in each encoder layer that get adapters, e.g. "
+            "query,value (default: all of them)."
+        ),
+    ] = "",
+    lora_lr: Annotated[float, typer.Option(help="LoRA adapters' learning rate (AdamW).")] = (
+        _default("lora_learning_rate")  # type: ignore[assignment]
+    ),
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16 or auto (bf16 on CUDA).")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
@@ -105,6 +134,7 @@ def train_command(
             ),
             scope=scope,
             keep_prob=keep_prob,
+            mask_groups=mask_groups,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=lr,
@@ -118,6 +148,10 @@ def train_command(
             pooling=pooling,
             head_dim=head_dim,
             freeze=freeze,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_targets=lora_targets.split(","),
+            lora_learning_rate=lora_lr,
             device=device,
             precision=precision,
         )

@@ -1,0 +1,98 @@
+"""LoRA adapters on the encoder's layers, added with peft, whose rank units carry instance masks.
+
+In the ``lora`` scope the pre-trained encoder is frozen and every linear layer inside its transformer
+blocks (attention and feed-forward, or the ones named by ``targets``) gets a rank-``r`` LoRA adapter
+``W x + B (A x) * alpha / r``. Rank unit j of an adapter is row j of ``A`` and column j of ``B``: the
+``r``-dimensional bottleneck ``A x`` is where the instance mask sits (one mask per row of the batch, shared
+by all its tokens). An instance that hides unit j multiplies that unit's output by 0, so row j of ``A`` and
+column j of ``B`` get exactly zero gradient from it. With the head's units masked the same way and every
+other parameter frozen, no trainable parameter learns a row through that row's hidden sub-network.
+
+peft does the adapter bookkeeping (``inject_adapter_in_model`` replaces the target ``nn.Linear`` modules in
+place, so the encoder stays a plain Hugging Face model and its state-dict names stay readable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from tod_clean.errors import ConfigError
+
+ADAPTER = "default"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """Rank, scaling numerator and target module names (suffixes; empty = every linear in each layer)."""
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...] = ()
+
+
+def target_module_names(encoder: nn.Module, layers: nn.ModuleList, targets: Sequence[str] = ()) -> list[str]:
+    """Full names (relative to ``encoder``) of the linear layers inside ``layers`` that get an adapter.
+
+    With no ``targets`` every ``nn.Linear`` of every layer is adapted; otherwise those whose name ends with
+    one of ``targets`` (peft's matching rule: ``query`` matches ``...attention.self.query``).
+    """
+    layer_ids = {id(layer) for layer in layers}
+    prefixes = [name + "." for name, module in encoder.named_modules() if id(module) in layer_ids]
+    names = [
+        name
+        for name, module in encoder.named_modules()
+        if isinstance(module, nn.Linear) and any(name.startswith(prefix) for prefix in prefixes)
+    ]
+    if targets:
+        wanted = set(targets)
+        names = [name for name in names if name.rpartition(".")[2] in wanted or name in wanted]
+        found = {name.rpartition(".")[2] for name in names} | set(names)
+        missing = sorted(wanted - found)
+        if missing:
+            available = sorted({n.rpartition(".")[2] for n in target_module_names(encoder, layers)})
+            raise ConfigError(
+                f"--lora-targets: no linear layer named {', '.join(missing)} in the encoder's layers; "
+                f"names found: {', '.join(available)}"
+            )
+    if not names:
+        raise ConfigError(f"found no linear layers inside the layers of {type(encoder).__name__} for LoRA")
+    return names
+
+
+def add_lora_adapters(encoder: nn.Module, layers: nn.ModuleList, settings: LoraSettings) -> list[nn.Linear]:
+    """Inject LoRA adapters into ``encoder`` in place; return each adapter's ``A`` (the rank units), in order.
+
+    Adapters have no dropout (a random per-step mask on the bottleneck would blur the instance mask) and
+    peft's default initialisation (``A`` Kaiming-uniform, ``B`` zero, so training starts at the encoder).
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    names = target_module_names(encoder, layers, settings.targets)
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=names,
+    )
+    inject_adapter_in_model(config, encoder, adapter_name=ADAPTER)
+    rank_units: list[nn.Linear] = []
+    for name in names:
+        module = encoder.get_submodule(name)
+        lora_a = getattr(module, "lora_A", None)
+        if lora_a is None or ADAPTER not in lora_a:  # pragma: no cover - peft changed its layout
+            raise ConfigError(f"peft did not add a LoRA adapter to {name}")
+        rank_units.append(lora_a[ADAPTER])
+    return rank_units
+
+
+def lora_parameters(encoder: nn.Module) -> list[nn.Parameter]:
+    """Every ``lora_A`` / ``lora_B`` weight of the encoder."""
+    return [
+        parameter
+        for name, parameter in encoder.named_parameters()
+        if ".lora_A." in name or ".lora_B." in name
+    ]
