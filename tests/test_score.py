@@ -33,10 +33,13 @@ def encoded(tokenizer: Any) -> tuple[EncodedRows, EncodedRows]:
     return train, val
 
 
-def make_model(model_dir: Path, scope: str, keep_prob: float = 0.5) -> TodClassifier:
+def make_model(model_dir: Path, scope: str, keep_prob: float = 0.3, pooling: str = "mean") -> TodClassifier:
+    """A classifier on the tiny BERT; keep_prob 0.3 by default, so a swapped 1/p and 1/(1-p) shows."""
     torch.manual_seed(3)
     encoder = transformers.AutoModel.from_pretrained(str(model_dir))
-    model = TodClassifier(encoder, NUM_LABELS, scope=Scope.parse(scope), keep_prob=keep_prob, mask_seed=21)
+    model = TodClassifier(
+        encoder, NUM_LABELS, scope=Scope.parse(scope), keep_prob=keep_prob, mask_seed=21, pooling=pooling
+    )
     with torch.no_grad():  # a head that separates classes a bit, so losses vary between sub-networks
         model.classifier.weight.mul_(4.0)
     return model.eval()
@@ -158,7 +161,6 @@ def test_self_scores_equal_per_row_forward(
     np.testing.assert_allclose(scores.hidden_loss, expected[MaskMode.HIDDEN][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(scores.hidden_probs, expected[MaskMode.HIDDEN][1], rtol=1e-5, atol=1e-6)
     assert scores.self_influence is not None
-    np.testing.assert_allclose(scores.self_influence, scores.hidden_loss - scores.exposed_loss)
     np.testing.assert_allclose(
         scores.self_influence,
         expected[MaskMode.HIDDEN][0] - expected[MaskMode.EXPOSED][0],
@@ -195,7 +197,8 @@ def test_scores_frame_columns_and_rank(
     assert list(frame["id"]) == [f"id{i}" for i in range(7)]
     assert list(frame["label"]) == [names[i] for i in TRAIN_LABELS]
     np.testing.assert_allclose(frame["influence"], values)
-    np.testing.assert_allclose(frame["self_influence"], scores.hidden_loss - scores.exposed_loss)
+    for column in ("self_influence", "hidden_loss", "exposed_loss", "full_loss"):
+        np.testing.assert_allclose(frame[column], getattr(scores, column))
     np.testing.assert_allclose(frame["full_prob"], scores.full_probs[np.arange(7), TRAIN_LABELS], rtol=1e-6)
     # rank 1 = lowest influence (the most harmful row)
     assert sorted(frame["rank"]) == list(range(1, 8))
@@ -224,3 +227,148 @@ def test_two_class_head_path_equals_naive_loop(
     values = influence(model, TRAIN_KEYS, val, labels, chunk_mib=chunk, matrix_path=matrix_path)  # type: ignore[arg-type]
     np.testing.assert_allclose(np.load(matrix_path), expected, atol=1e-5)
     np.testing.assert_allclose(values, expected.mean(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("keep_prob", [0.3, 0.7])
+@pytest.mark.parametrize("num_labels", [2, 3])
+def test_head_blocks_with_several_instances_and_ragged_ends_equal_naive_loop(
+    tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows], keep_prob: float, num_labels: int
+) -> None:
+    """Memory budgets that cut both the training rows (several per block, a ragged last block) and the
+    validation rows into blocks give the per-pair loop's matrix."""
+    from tod_clean.score import head_features, head_influence_blocks
+
+    torch.manual_seed(7)
+    encoder = transformers.AutoModel.from_pretrained(str(tiny_model_dir))
+    model = TodClassifier(encoder, num_labels, scope=Scope.parse("head"), keep_prob=keep_prob, mask_seed=4)
+    with torch.no_grad():
+        model.classifier.weight.mul_(4.0)
+    model.eval()
+    _, val = encoded
+    labels = VAL_LABELS % num_labels
+    expected = naive_pairs(model, TRAIN_KEYS, val, labels)
+    features = head_features(model, val, batch_size=3, device=torch.device("cpu"))
+    for block_shape in ((3, 3), (2, 5), (7, 8), (1, 1), (10, 20)):
+        matrix = np.full(expected.shape, np.nan)
+        shapes = []
+        for block in head_influence_blocks(
+            features,
+            torch.as_tensor(labels),
+            model.classifier.weight.detach(),
+            model.classifier.bias.detach(),
+            torch.as_tensor(TRAIN_KEYS),
+            keep_prob=keep_prob,
+            mask_seed=4,
+            block_shape=block_shape,
+        ):
+            n = block.values.shape[0]
+            assert np.isnan(matrix[block.train_start : block.train_start + n, block.val_index]).all()
+            matrix[block.train_start : block.train_start + n, block.val_index] = block.values.numpy()
+            shapes.append((n, len(block.val_index)))
+        np.testing.assert_allclose(matrix, expected, atol=1e-5)  # every pair exactly once, all correct
+        assert max(n for n, _ in shapes) == min(block_shape[0], len(TRAIN_KEYS))
+        assert max(v for _, v in shapes) == min(block_shape[1], len(VAL_TEXTS))
+
+
+def test_head_block_sizes_follow_the_memory_budget() -> None:
+    """A smaller budget cuts the validation rows as well as the training rows into blocks."""
+    from tod_clean.score import head_influence_blocks
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.rand((300, 64), generator=generator)
+    labels = torch.randint(0, 5, (300,), generator=generator)
+    weight, bias = torch.randn((5, 64), generator=generator), torch.zeros(5)
+    keys = torch.arange(400)
+    shapes = {
+        mib: [
+            (b.values.shape[0], len(b.val_index))
+            for b in head_influence_blocks(
+                features,
+                labels,
+                weight,
+                bias,
+                keys,
+                keep_prob=0.3,
+                mask_seed=1,
+                chunk_mib=mib,  # type: ignore[arg-type]
+            )
+        ]
+        for mib in (0.25, 64)
+    }
+    assert shapes[64] == [(400, 300)]  # everything fits in one block
+    small = shapes[0.25]
+    assert max(v for _, v in small) < 300 and max(n for n, _ in small) < 400
+    # the largest block's float32 temporaries (6 per pair and class) and weighted features stay in budget
+    n, v = max(small, key=lambda shape: shape[0] * shape[1])
+    assert 6 * n * v * 5 * 4 + v * 5 * 64 * 4 <= 0.25 * 2**20
+
+
+@pytest.mark.parametrize("scope", ["head", "layers:1", "ffn:1"])
+def test_cls_pooling_scores_equal_naive_loop(
+    tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows], scope: str
+) -> None:
+    model = make_model(tiny_model_dir, scope, keep_prob=0.7, pooling="cls")
+    train, val = encoded
+    expected = naive_pairs(model, TRAIN_KEYS, val, VAL_LABELS)
+    np.testing.assert_allclose(influence(model, TRAIN_KEYS, val, VAL_LABELS), expected.mean(1), atol=1e-5)
+    mean_pooled = make_model(tiny_model_dir, scope, keep_prob=0.7)
+    assert not np.allclose(influence(mean_pooled, TRAIN_KEYS, val, VAL_LABELS), expected.mean(1), atol=1e-5)
+    naive = naive_self(model, train, TRAIN_LABELS, TRAIN_KEYS)
+    scores = self_scores(model, train, TRAIN_LABELS, TRAIN_KEYS, batch_size=3)
+    np.testing.assert_allclose(scores.hidden_loss, naive[MaskMode.HIDDEN][0], rtol=1e-5, atol=1e-6)
+
+
+def _prenorm_encoder() -> nn.Module:
+    config = transformers.RobertaPreLayerNormConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=70,
+        pad_token_id=1,
+    )
+    torch.manual_seed(2)
+    return transformers.AutoModel.from_config(config)
+
+
+def test_layers_1_under_a_final_norm_uses_the_exact_path(encoded: tuple[EncodedRows, EncodedRows]) -> None:
+    """Pre-LayerNorm encoders normalise after the layer list: a mask on the last layer's output does not
+    commute with that norm, so the pooled shortcut would be wrong."""
+    model = TodClassifier(
+        _prenorm_encoder(), NUM_LABELS, scope=Scope.parse("layers:1"), keep_prob=0.3, mask_seed=21
+    )
+    with torch.no_grad():
+        model.classifier.weight.mul_(4.0)
+    model.eval()
+    assert not model.last_layer_is_output
+    assert model.split_layer == model.num_layers - 1
+    _, val = encoded
+    expected = naive_pairs(model, TRAIN_KEYS, val, VAL_LABELS)
+    np.testing.assert_allclose(influence(model, TRAIN_KEYS, val, VAL_LABELS), expected.mean(1), atol=1e-5)
+    bert = make_model  # the post-norm BERT keeps the shortcut
+    assert bert.__name__ == "make_model"
+
+
+def test_post_norm_encoders_keep_the_pooled_shortcut(tiny_model_dir: Path) -> None:
+    model = make_model(tiny_model_dir, "layers:1")
+    assert model.last_layer_is_output
+    assert model.split_layer == model.num_layers
+
+
+def test_head_runs_in_float32_under_bf16_autocast(
+    tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows]
+) -> None:
+    """Self-scores under bf16 autocast compute the head (and the loss) in float32 from the encoder's
+    output, like the float32 influence product does."""
+    model = make_model(tiny_model_dir, "head")
+    train, _ = encoded
+    batch = train.batch([0, 1, 2])
+    keys = torch.as_tensor(TRAIN_KEYS[:3])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = model.pool(model.encode_lower(batch), batch["attention_mask"])
+        logits = model.forward_pooled(pooled, keys, MaskMode.HIDDEN)
+    assert logits.dtype == torch.float32
+    with torch.no_grad():
+        reference = model.forward_pooled(pooled.float(), keys, MaskMode.HIDDEN)
+    torch.testing.assert_close(logits, reference, rtol=0, atol=0)

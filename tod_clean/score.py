@@ -276,6 +276,7 @@ def head_influence_blocks(
     mask_scheme: int = MASK_SCHEME,
     mask_groups: int = 0,
     chunk_mib: int = 256,
+    block_shape: tuple[int, int] | None = None,
     progress: Progress | None = None,
 ) -> Iterator[InfluenceBlock]:
     """Head-scope influence from cached validation head features, as blocked matrix products.
@@ -284,7 +285,8 @@ def head_influence_blocks(
     classifier ``weight`` ``[C, D]`` and ``bias`` ``[C]``, ``train_keys`` int64 ``[N]``. Blocks cover
     ``n`` training rows times ``v`` validation rows; every tensor of a block, the class-weighted validation
     features ``[C*v, D]`` included, is sized from ``chunk_mib``, so peak memory is bounded whatever N, V and
-    C are.
+    C are. ``block_shape`` = (training rows, validation rows) per block overrides the sizes derived from
+    ``chunk_mib``.
     """
     progress = progress or NullProgress()
     num_classes, width = weight.shape
@@ -298,6 +300,8 @@ def head_influence_blocks(
     # alive at once; generating a training row's [D] mask holds a few int64 hash intermediates.
     per_row_bytes = val_chunk * columns * 4 * 6 + width * 40
     chunk = max(1, int((budget - val_chunk * columns * width * 4) // per_row_bytes))
+    if block_shape is not None:
+        chunk, val_chunk = block_shape
     progress.start("influence", len(train_keys) * num_val)
     for val_start in range(0, num_val, val_chunk):
         val_rows = slice(val_start, val_start + val_chunk)
