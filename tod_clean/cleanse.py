@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import TrainConfig
-from tod_clean.data import Table, deliver, frame_bytes, read_table, subset_bytes
+from tod_clean.data import (
+    STDIN,
+    Table,
+    check_destination,
+    check_distinct_outputs,
+    deliver,
+    frame_bytes,
+    read_table,
+    subset_bytes,
+)
 from tod_clean.errors import RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
 from tod_clean.filter import check_drop_options, filter_table
@@ -85,6 +94,49 @@ def _retrain(
     return ArmResult(name, len(kept), len(table) - len(kept), evaluation)
 
 
+ARMS = ("before", "filtered", "random")
+
+
+def check_out_dir(
+    out_dir: Path,
+    train_path: str,
+    train_format: str,
+    tables: tuple[Table | None, ...],
+    *,
+    overwrite: bool,
+) -> None:
+    """Refuse, before any training, an output folder cleanse must not write into.
+
+    A new or empty folder is fine. With --overwrite, a folder an earlier cleanse wrote (its ``tod-run/``
+    is a tod-clean run) is replaced file by file; anything else is refused, and no input may be among
+    the files cleanse writes there.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"{out_dir}: is not empty; pass --overwrite to replace what is there")
+        if not RunDir(out_dir / "tod-run").is_run():
+            raise RunDirError(
+                f"{out_dir}: is not empty and was not written by 'tod-clean cleanse' (no tod-run/ run "
+                "inside); choose a new or empty --out-dir"
+            )
+    runs = [RunDir(out_dir / "tod-run"), *(RunDir(out_dir / f"run-{arm}") for arm in ARMS)]
+    for run in runs:
+        run.check_target(overwrite=True, stdin_copy=run is runs[0] and train_path == STDIN)
+    names = ("scores.csv", "removed.csv", "metrics.json", *(f"train.{arm}.{train_format}" for arm in ARMS))
+    files = [out_dir / name for name in names]
+    if out_dir.is_dir():
+        for path in files:
+            check_destination(path)
+    inputs = {"the training file": train_path}
+    for table in tables:
+        if table is not None and table.source != "<stdin>":
+            inputs[table.source] = table.source
+    outputs = {f"cleanse's {path.name}": path for path in (*files, *(run.path for run in runs))}
+    check_distinct_outputs(inputs, outputs)
+
+
 def cleanse(
     config: TrainConfig,
     train_table: Table,
@@ -108,8 +160,7 @@ def cleanse(
     for table in (test_table, val_table):
         if table is not None:  # refuse bad labels or columns now, not after hours of training
             instances_from_table(table, evaluated, labels, with_keys=False)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise RunDirError(f"{out_dir}: is not empty; pass --overwrite to replace what is there")
+    check_out_dir(out_dir, train_path, train_table.format, (test_table, val_table), overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     tod_run = RunDir(out_dir / "tod-run")
     trained = train(config, train_table, tod_run, train_path=train_path, overwrite=True, progress=progress)

@@ -15,9 +15,11 @@ import json
 import math
 import os
 import re
+import shutil
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -308,19 +310,83 @@ def check_ids(table: Table, column: str) -> list[Any]:
 # writing
 
 
+# Outputs behave like a shell redirection. A regular file, a symbolic link to one, or a new name is
+# written to a temporary file beside the real target, which is renamed over it when complete: readers
+# never see half a file, and a link stays a link. Anything else (a device such as /dev/null, a FIFO, a
+# socket, and every path through /dev or /proc, such as /dev/stdout) cannot be replaced by a rename, so
+# the finished output is written through it in place.
+
+_SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"))
+
+
+def _link_chain(path: Path) -> list[Path]:
+    """``path`` and every symbolic link it passes through on the way to its target, as absolute paths."""
+    chain = [Path(os.path.abspath(path))]
+    for _ in range(40):  # the kernel's own limit on links followed
+        current = chain[-1]
+        if not current.is_symlink():
+            break
+        chain.append(Path(os.path.abspath(current.parent / os.readlink(current))))
+    return chain
+
+
+def output_target(dest: str | Path) -> tuple[Path, bool]:
+    """Where an output really goes: ``(path, in_place)``.
+
+    ``in_place`` is True for a destination written through as it is (a device, FIFO or socket, or a
+    path through /dev or /proc); otherwise ``path`` is the real file a rename must replace (symbolic
+    links resolved, so the link itself is kept).
+    """
+    chain = _link_chain(Path(dest))
+    if any(folder == link or folder in link.parents for link in chain for folder in _SYSTEM_FOLDERS):
+        return Path(dest), True
+    try:
+        mode: int | None = os.stat(dest).st_mode
+    except OSError:  # a new file, or a link to one
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        return Path(dest), True
+    return Path(os.path.realpath(dest)), False
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
 @contextlib.contextmanager
 def atomic_output(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it to ``dest`` only if the block succeeds."""
-    dest = Path(dest)
-    if dest.parent and not dest.parent.exists():
-        raise InputError(f"{dest}: the folder {dest.parent} does not exist")
-    handle, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(handle)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    """Yield a temporary path; when the block succeeds, it becomes ``dest`` (see ``output_target``).
+
+    On any failure, interruptions included, the temporary file is removed and ``dest`` is left as it was.
+    """
+    target, in_place = output_target(dest)
+    if in_place:
+        with tempfile.TemporaryDirectory(prefix="tod-clean-") as folder:
+            tmp = Path(folder) / "output.tmp"
+            yield tmp
+            try:
+                with open(tmp, "rb") as source, open(dest, "wb") as sink:
+                    shutil.copyfileobj(source, sink)
+            except OSError as error:
+                raise InputError(f"{dest}: cannot write ({error.strerror})") from None
+        return
+    if not target.parent.is_dir():
+        raise InputError(f"{dest}: the folder {target.parent} does not exist")
     try:
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        raise InputError(f"{dest}: cannot write in the folder {target.parent} ({error.strerror})") from None
+    os.close(handle)
+    tmp_path = Path(name)
+    try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp_path
-        os.replace(tmp_path, dest)
+        os.replace(tmp_path, target)
+    except OSError as error:
+        tmp_path.unlink(missing_ok=True)
+        if error.filename not in (str(tmp_path), str(target)) or error.strerror is None:
+            raise  # raised by the caller's block: not ours to reword
+        raise InputError(f"{dest}: cannot write ({error.strerror})") from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -332,12 +398,97 @@ def _umask() -> int:
     return mask
 
 
-def check_destination(dest: str) -> None:
-    """Refuse an output path whose folder is missing, before any work is done."""
-    if dest != STDIN:
-        parent = Path(dest).parent
-        if not parent.is_dir():
-            raise InputError(f"{dest}: the folder {parent} does not exist")
+def check_destination(dest: str | Path) -> None:
+    """Refuse, before any work is done, an output that cannot be written.
+
+    A missing folder, a folder given as the output, a folder we may not write in, and a read-only file
+    are refused; ``-`` (standard output) always passes.
+    """
+    if str(dest) == STDIN:
+        return
+    target, in_place = output_target(dest)
+    if in_place:
+        if not target.exists() or not _writable(target):
+            raise InputError(f"{dest}: cannot write there (not a writable file or device)")
+        return
+    shown = str(dest) if target == Path(os.path.abspath(dest)) else f"{dest} (-> {target})"
+    if target.is_dir():
+        raise InputError(f"{shown}: is a folder, expected a file name")
+    if not target.parent.is_dir():
+        raise InputError(f"{shown}: the folder {target.parent} does not exist")
+    if not _writable(target.parent):
+        raise InputError(f"{shown}: the folder {target.parent} is not writable")
+    if target.exists() and not _writable(target):
+        raise InputError(f"{shown}: the file is read-only; tod-clean does not replace it")
+
+
+def output_format(dest: str | Path, default: str) -> str:
+    """The format of an output: by its extension, or ``default`` for ``-`` and for a device or FIFO
+    without one (``--out /dev/stdout`` writes what ``--out -`` writes)."""
+    if str(dest) == STDIN or (output_target(dest)[1] and Path(dest).suffix.lower() not in FORMATS):
+        return default
+    return format_of(str(dest))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same real path, or the same inode (hard links)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:  # one of them does not exist yet
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real_folder = Path(os.path.realpath(folder))
+    return real_folder.is_dir() and real_folder in Path(os.path.realpath(path)).parents
+
+
+def _collide(a: Path, b: Path) -> bool:
+    """Two paths a command must not both read and write, or write twice.
+
+    Devices, FIFOs and sockets (``/dev/null``, ``/dev/stdout``) are never replaced, so they may be named
+    twice, as a shell allows.
+    """
+    if output_target(a)[1] and output_target(b)[1]:
+        return False
+    return _same_file(a, b) or _inside(a, b) or _inside(b, a)
+
+
+def check_distinct_outputs(
+    inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]
+) -> None:
+    """Refuse, before any work, an output that is an input or another output of the same command.
+
+    ``inputs`` and ``outputs`` map a name for messages (``--out``, ``the training file``) to a path;
+    None is skipped. Paths are compared by real path and by file identity, so symbolic and hard links to
+    an input are caught; a path inside a folder collides with the folder. ``-`` is standard input among
+    the inputs and standard output among the outputs, where it may appear only once.
+    """
+    given_inputs = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p) != STDIN]
+    written: list[tuple[str, Path]] = []
+    to_stdout: str | None = None
+    for name, value in outputs.items():
+        if value is None:
+            continue
+        if str(value) == STDIN:
+            if to_stdout is not None:
+                raise InputError(f"{to_stdout} and {name} both write to standard output; give one a file")
+            to_stdout = name
+            continue
+        path = Path(value)
+        for in_name, in_path in given_inputs:
+            if _collide(path, in_path):
+                raise InputError(
+                    f"{path}: {name} would overwrite {in_name} ({in_path}); choose another output path"
+                )
+        for out_name, out_path in written:
+            if _collide(path, out_path):
+                raise InputError(
+                    f"{path}: {name} and {out_name} ({out_path}) are the same file; give each its own path"
+                )
+        written.append((name, path))
 
 
 def deliver(dest: str, payload: bytes, stdout: BinaryIO | None = None) -> None:
@@ -375,7 +526,7 @@ def check_subset_destination(table: Table, dest: str) -> None:
     """Refuse a destination for rows of ``table`` in another format, or in a missing folder."""
     check_destination(dest)
     if dest != STDIN:
-        out_format = format_of(dest)
+        out_format = output_format(dest, table.format)
         line_json = table.raw is not None and {out_format, table.format} <= {"jsonl", "json"}
         if out_format != table.format and not line_json:
             raise InputError(
@@ -424,4 +575,4 @@ def _json_safe(value: Any) -> Any:
 def write_frame(frame: pd.DataFrame, dest: str, *, stdout: BinaryIO | None = None) -> None:
     """Write a DataFrame by ``dest``'s extension, or as CSV to stdout when ``dest`` is ``-``."""
     check_destination(dest)
-    deliver(dest, frame_bytes(frame, format_of(dest, default="csv")), stdout)
+    deliver(dest, frame_bytes(frame, output_format(dest, "csv")), stdout)

@@ -49,6 +49,7 @@ TABLE_SCORE_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss"
 # Columns whose sign means something; the others (losses, probabilities) are shown unsigned.
 SIGNED_COLUMNS = ("influence", "self_influence")
 PER_CLASS_FIGURE = "flagged_per_class"
+FIGURES = (*SIGNALS, PER_CLASS_FIGURE)  # every figure a report may write (and remove when it has none)
 MAX_CLASSES_SHOWN = 40
 HTML_SUFFIXES = (".html", ".htm")
 
@@ -801,7 +802,7 @@ def write_report(report: Report, out: str | Path) -> Path:
     for name, png in report.figures.items():
         with atomic_output(folder / f"{name}.png") as tmp:
             tmp.write_bytes(png)
-    for name in (*SIGNALS, PER_CLASS_FIGURE):
+    for name in FIGURES:
         if name not in report.figures:
             (folder / f"{name}.png").unlink(missing_ok=True)
     with atomic_output(out) as tmp:

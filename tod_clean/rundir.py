@@ -3,6 +3,7 @@
 Layout::
 
     run/
+      .tod-clean-run        marker: this folder is a tod-clean run (JSON: tool, format version)
       config.json           every option, label map, masks, instance-key scheme, training file + sha256,
                             per-epoch metrics and status
       model.safetensors     weights of the whole classifier (encoder + head), written at every epoch
@@ -15,11 +16,17 @@ Layout::
       scores.json           what produced scores.parquet
 
 Only safetensors and JSON are read back: nothing is ever unpickled.
+
+tod-clean replaces or deletes files only in a folder that provably holds a run (the marker, or, for runs
+written before the marker existed, a config.json that reads as a tod-clean run), only with --overwrite,
+and then only the files listed above: anything else in the folder is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
-from tod_clean.data import atomic_output
+from tod_clean.data import atomic_output, check_distinct_outputs
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.model import Scope, TodClassifier
 
@@ -41,6 +48,10 @@ CHECKPOINT_DIR = "checkpoint"
 STDIN_COPY = "train.jsonl"
 SCORES = "scores.parquet"
 SCORES_META = "scores.json"
+MARKER = ".tod-clean-run"
+MARKER_FORMAT = 1
+# Everything tod-clean writes in a run directory (the stdin copy only when it made one).
+OWN_FILES = (MARKER, CONFIG, WEIGHTS, ENCODER_DIR, TOKENIZER_DIR, CHECKPOINT_DIR, SCORES, SCORES_META)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -137,16 +148,100 @@ class RunDir:
     def exists(self) -> bool:
         return self.file(CONFIG).is_file()
 
-    def create(self, *, overwrite: bool) -> None:
+    def has_marker(self) -> bool:
+        """Whether the folder holds the marker tod-clean writes into every run it creates."""
+        try:
+            values = json.loads(self.file(MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(values, dict) and values.get("tool") == "tod-clean" and "format" in values
+
+    def is_run(self) -> bool:
+        """Whether this folder provably holds a tod-clean run, so that --overwrite may replace it.
+
+        Runs written before the marker existed are recognised by a config.json that reads as a run.
+        """
+        if self.has_marker():
+            return True
+        try:
+            values = json.loads(self.file(CONFIG).read_text(encoding="utf-8"))
+            RunInfo.from_dict(values)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
+            return False
+        return isinstance(values, dict) and "tod_clean_version" in values
+
+    def stdin_copy(self) -> Path | None:
+        """The run's copy of training data read from standard input, if it has one."""
+        copy = self.file(STDIN_COPY)
+        try:
+            recorded = json.loads(self.file(CONFIG).read_text(encoding="utf-8"))["train_file"]["path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return copy if copy.is_file() and Path(recorded) == copy.resolve() else None
+
+    def own_files(self, *, exclude: tuple[str, ...] = ()) -> dict[str, Path]:
+        """tod-clean's files in this run (named for messages), for checks that outputs avoid them."""
+        names = [name for name in (*OWN_FILES, STDIN_COPY) if name not in exclude]
+        return {f"the run's {name}": self.file(name) for name in names}
+
+    def check_target(self, *, overwrite: bool, stdin_copy: bool = False) -> None:
+        """Refuse, before any work, to train into a folder that holds anything but a tod-clean run,
+        or into a run without ``overwrite``. Changes nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
-        if self.exists() and not overwrite:
+        if not self.path.exists() or not any(self.path.iterdir()):
+            return
+        if not self.is_run():
+            raise RunDirError(
+                f"{self.path}: is not empty and is not a tod-clean run directory; tod-clean writes runs "
+                "only into a new or empty folder (choose another --run)"
+            )
+        if not overwrite:
             raise RunDirError(
                 f"{self.path}: already holds a run; pass --overwrite to replace it, or --resume to continue it"
             )
+        copy = self.file(STDIN_COPY)
+        if stdin_copy and copy.exists() and self.stdin_copy() is None:
+            raise RunDirError(
+                f"{copy}: was not written by tod-clean, and the copy of standard input would replace it "
+                "(move it, or choose another --run)"
+            )
+
+    def create(self, *, overwrite: bool, stdin_copy: bool = False) -> bool:
+        """Make the folder ready for a new run and mark it; returns whether the folder was created.
+
+        A run being replaced loses exactly tod-clean's own files; nothing else in the folder is touched.
+        """
+        self.check_target(overwrite=overwrite, stdin_copy=stdin_copy)
+        created = not self.path.exists()
+        if not created:
+            self.remove_own_files()
         self.path.mkdir(parents=True, exist_ok=True)
-        for stale in (SCORES, SCORES_META):
-            self.file(stale).unlink(missing_ok=True)
+        write_json(self.file(MARKER), {"tool": "tod-clean", "format": MARKER_FORMAT, "version": __version__})
+        return created
+
+    def remove_own_files(self) -> None:
+        """Delete the files tod-clean writes in a run (see the module docstring), and nothing else."""
+        doomed = [self.file(name) for name in OWN_FILES if name != MARKER]
+        copy = self.stdin_copy()  # read config.json before it goes
+        if copy is not None:
+            doomed.append(copy)
+        for path in (*doomed, self.file(MARKER)):  # the marker last: an interrupted removal stays a run
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def discard(self, *, created: bool) -> None:
+        """Remove a run that failed before it could be resumed; the folder too if tod-clean made it."""
+        self.remove_own_files()
+        if created:
+            with contextlib.suppress(OSError):  # something else was put there meanwhile: leave it
+                self.path.rmdir()
+
+    def check_outputs(self, inputs: dict[str, str | None]) -> None:
+        """Refuse input files that are among the files a new run would write or delete here."""
+        check_distinct_outputs(inputs, self.own_files())
 
     def read_info(self) -> RunInfo:
         if not self.path.is_dir():
@@ -162,11 +257,20 @@ class RunDir:
     def read_complete_info(self) -> RunInfo:
         info = self.read_info()
         if info.status != "complete" or not self.file(WEIGHTS).is_file():
+            done = f"{self.path}: training did not finish ({len(info.epochs)} of {info.train.epochs} epochs)"
+            if info.status != "complete" and self.can_resume(info):
+                raise RunDirError(f"{done}; continue it with 'tod-clean train --resume --run {self.path}'")
             raise RunDirError(
-                f"{self.path}: training did not finish ({len(info.epochs)} of {info.train.epochs} epochs); "
-                "continue it with 'tod-clean train --resume'"
+                f"{done} and cannot be resumed; train it again with 'tod-clean train --overwrite'"
             )
         return info
+
+    def can_resume(self, info: RunInfo) -> bool:
+        """Whether --resume can continue this run: a checkpoint of its last finished epoch exists."""
+        folder = self.file(CHECKPOINT_DIR) / f"epoch-{len(info.epochs)}"
+        return bool(info.epochs) and all(
+            (folder / name).is_file() for name in ("state.json", "optimizer.safetensors", WEIGHTS)
+        )
 
     def write_info(self, info: RunInfo) -> None:
         write_json(self.file(CONFIG), info.to_dict())

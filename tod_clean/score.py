@@ -18,7 +18,6 @@ row) pairs in batches.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
-from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo, write_json
+from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 
 
 @dataclass
@@ -127,17 +126,11 @@ def _matrix_writer(path: str | Path | None, shape: tuple[int, int]) -> Iterator[
     if path is None:
         yield None
         return
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    matrix = open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-    try:
+    with atomic_output(path) as tmp:
+        matrix = open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
         yield matrix
         matrix.flush()
         del matrix
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -537,10 +530,16 @@ def scores_frame(
 
 
 def save_scores(run: RunDir, result: ScoreResult) -> None:
-    """Keep the scores in the run directory, where ``filter`` finds them."""
-    with atomic_output(run.file(SCORES)) as tmp:
-        tmp.write_bytes(frame_bytes(result.frame, "parquet"))
-    write_json(run.file(SCORES_META), result.meta)
+    """Keep the scores in the run directory, where ``filter`` finds them.
+
+    Both files are written in full before either replaces the old one, so a failure keeps the old pair.
+    """
+    import json
+
+    meta = json.dumps(result.meta, indent=2, ensure_ascii=False) + "\n"
+    with atomic_output(run.file(SCORES)) as scores_tmp, atomic_output(run.file(SCORES_META)) as meta_tmp:
+        scores_tmp.write_bytes(frame_bytes(result.frame, "parquet"))
+        meta_tmp.write_text(meta, encoding="utf-8")
 
 
 def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:

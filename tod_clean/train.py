@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tod_clean.config import TrainConfig, resolve_model
-from tod_clean.data import STDIN, Table
+from tod_clean.data import STDIN, Table, atomic_output
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
 from tod_clean.errors import ConfigError, RunDirError
@@ -200,19 +200,20 @@ def train(
     progress: Progress | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Fine-tune a classifier with turn-over dropout on ``table`` and write the run directory."""
+    """Fine-tune a classifier with turn-over dropout on ``table`` and write the run directory.
+
+    Everything that can fail on the user's input (device, data, model, scope, the run folder, outputs
+    that are inputs) is checked before the run folder is touched. A run that fails before its first epoch
+    is finished, and so cannot be resumed, is removed again.
+    """
     progress = progress or NullProgress()
     pick_device(config.device)  # refuse a missing device before writing anything
     torch.manual_seed(config.seed)
     labels = training_labels(table, config.columns.label_col)
     instances = instances_from_table(table, config.columns, labels, mask_scheme=config.mask_scheme)
-    run.create(overwrite=overwrite)
-    if train_path == STDIN:
-        copy = run.file(STDIN_COPY)
-        copy.write_bytes(table.data)
-        recorded_path = str(copy.resolve())
-    else:
-        recorded_path = str(Path(train_path).resolve())
+    from_stdin = train_path == STDIN
+    run.check_target(overwrite=overwrite, stdin_copy=from_stdin)
+    run.check_outputs({"the training file": train_path})
     encoder, tokenizer = load_pretrained(config.model)
     model = build_classifier(encoder, config, len(labels))
     if config.separated:
@@ -220,23 +221,44 @@ def train(
         # into its hidden sub-network; it starts (and stays) at the log class priors instead.
         with torch.no_grad():
             model.classifier.bias.copy_(log_priors(instances.labels, len(labels)))
-    info = RunInfo(
-        train=config,
-        labels=labels,
-        train_file=TrainFile(recorded_path, table.sha256, len(table), table.format),
-        instance_key=f"id:{config.columns.id_col}" if config.columns.id_col else "row",
-        encoder={
-            "source": config.model,
-            "model_type": getattr(encoder.config, "model_type", "?"),
-            "hidden_size": hidden_size_of(encoder),
-            "num_layers": model.num_layers,
-        },
-    )
-    run.save_model(model, tokenizer)
-    run.write_info(info)
-    return _fit(
-        model, tokenizer, instances, info, run, start_epoch=1, progress=progress, on_epoch_end=on_epoch_end
-    )
+    created = run.create(overwrite=overwrite, stdin_copy=from_stdin)
+    info: RunInfo | None = None
+    try:
+        if from_stdin:
+            copy = run.file(STDIN_COPY)
+            with atomic_output(copy) as tmp:
+                tmp.write_bytes(table.data)
+            recorded_path = str(copy.resolve())
+        else:
+            recorded_path = str(Path(train_path).resolve())
+        info = RunInfo(
+            train=config,
+            labels=labels,
+            train_file=TrainFile(recorded_path, table.sha256, len(table), table.format),
+            instance_key=f"id:{config.columns.id_col}" if config.columns.id_col else "row",
+            encoder={
+                "source": config.model,
+                "model_type": getattr(encoder.config, "model_type", "?"),
+                "hidden_size": hidden_size_of(encoder),
+                "num_layers": model.num_layers,
+            },
+        )
+        run.save_model(model, tokenizer)
+        run.write_info(info)
+        return _fit(
+            model,
+            tokenizer,
+            instances,
+            info,
+            run,
+            start_epoch=1,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+        )
+    except BaseException:
+        if info is None or (info.status != "complete" and not run.can_resume(info)):
+            run.discard(created=created)
+        raise
 
 
 def resume(

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table as RichTable
 
 from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
-from tod_clean.data import check_destination, deliver, read_table
+from tod_clean.data import check_destination, check_distinct_outputs, deliver, read_table
 from tod_clean.rundir import RunDir
 
 
@@ -41,6 +41,7 @@ def evaluate_command(
 
     run_dir = RunDir(run)
     trained = run_dir.read_complete_info().train.columns
+    check_distinct_outputs({**run_dir.own_files(), "the data file": data_file}, {"--out": out})
     if out is not None:
         check_destination(out)
     columns = columns_like(trained, text_col, text_pair_col, label_col)

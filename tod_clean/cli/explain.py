@@ -12,7 +12,7 @@ from rich.table import Table as RichTable
 
 from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
 from tod_clean.config import ScoreConfig
-from tod_clean.data import check_destination, format_of, read_table, write_frame
+from tod_clean.data import check_destination, check_distinct_outputs, output_format, read_table, write_frame
 from tod_clean.rundir import RunDir
 
 
@@ -65,16 +65,20 @@ def explain_command(
 
     run_dir = RunDir(run)
     info = run_dir.read_complete_info()
+    train_path = train or info.train_file.path
+    check_distinct_outputs(
+        {**run_dir.own_files(), "--val": val, "the training file": train_path}, {"--out": out}
+    )
     if out is not None:
         check_destination(out)
-        format_of(out, default="csv")
+        output_format(out, "csv")
     val_table = read_table(val)
     trained = info.train.columns
     id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
     columns = columns_like(trained, val_text_col, val_text_pair_col, val_label_col, id_col)
     result = explain_run(
         run_dir,
-        read_table(train or info.train_file.path),
+        read_table(train_path),
         val_table,
         val_columns=columns,
         k=top,

@@ -11,10 +11,11 @@ from tod_clean.cli import app, console, handle_errors, setup
 from tod_clean.data import (
     STDIN,
     check_destination,
+    check_distinct_outputs,
     check_subset_destination,
     deliver,
-    format_of,
     frame_bytes,
+    output_format,
     read_table,
     subset_bytes,
 )
@@ -59,12 +60,18 @@ def filter_command(
     if drop is None and drop_count is None and threshold is None:
         drop = 0.01
     info = run_dir.read_info()
-    frame = read_scores(scores) if scores is not None else load_scores(run_dir)[0]
-    table = read_table(train or info.train_file.path)
-    check_subset_destination(table, out)
+    train_path = train or info.train_file.path
+    check_distinct_outputs(
+        {**run_dir.own_files(), "the training file": train_path, "--scores": scores},
+        {"--out": out, "--removed": removed},
+    )
+    check_destination(out)
     if removed is not None:
         check_destination(removed)
-        format_of(removed, default="csv")
+        output_format(removed, "csv")
+    frame = read_scores(scores) if scores is not None else load_scores(run_dir)[0]
+    table = read_table(train_path)
+    check_subset_destination(table, out)
     result = filter_table(
         table,
         frame,
@@ -76,10 +83,18 @@ def filter_command(
         scores_source=scores or str(run_dir.path),
     )
     kept_payload = subset_bytes(table, result.kept.tolist())
-    removed_payload = frame_bytes(result.removed, format_of(removed, default="csv")) if removed else None
+    removed_payload = frame_bytes(result.removed, output_format(removed, "csv")) if removed else None
     deliver(out, kept_payload)
     if removed is not None and removed_payload is not None:
         deliver(removed, removed_payload)
+    if by is None and result.by != "influence":
+        # Said even with --quiet: the default ranking silently changing meaning would be worse.
+        console.print(
+            f"note: ranking by {result.by}, not influence: these scores have no influence column "
+            "(scored without --val); pass --by to choose the signal",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not quiet:
         console.print(
             f"kept {len(result.kept)} of {len(table)} rows; dropped {len(result.dropped)} "

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
-from tod_clean.data import read_table
+from tod_clean.data import check_destination, check_distinct_outputs, read_table
 from tod_clean.device import pick_device
 from tod_clean.filter import SIGNALS
 from tod_clean.rundir import RunDir
@@ -43,9 +43,11 @@ def report_command(
     """Write an HTML report: score distributions, flagged rows per class and one by one, explained errors."""
     setup(quiet)
     from tod_clean.report import (
+        FIGURES,
         ReportConfig,
         build_report,
         check_report_destination,
+        figures_folder,
         load_run_scores,
         write_report,
     )
@@ -55,7 +57,17 @@ def report_command(
     run_dir = RunDir(run)
     info = run_dir.read_info()
     check_report_destination(out)
+    check_destination(out)
     scores = load_run_scores(run_dir)
+    figures = figures_folder(out)
+    check_distinct_outputs(
+        {
+            **run_dir.own_files(),
+            "--val": val or scores[1].get("val_file"),
+            "the training file": train or info.train_file.path,
+        },
+        {"--out": out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
+    )
     val_table = read_table(val) if val is not None else None
     train_table = read_table(train or info.train_file.path)
     report = build_report(

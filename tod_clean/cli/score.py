@@ -9,9 +9,17 @@ import typer
 
 from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
 from tod_clean.config import ScoreConfig
-from tod_clean.data import STDIN, check_destination, format_of, read_table, save_npy, write_frame
+from tod_clean.data import (
+    STDIN,
+    check_destination,
+    check_distinct_outputs,
+    output_format,
+    read_table,
+    save_npy,
+    write_frame,
+)
 from tod_clean.errors import ConfigError
-from tod_clean.rundir import RunDir
+from tod_clean.rundir import SCORES, SCORES_META, RunDir
 
 
 @app.command("score")
@@ -58,16 +66,27 @@ def score_command(
 
     run_dir = RunDir(run)
     info = run_dir.read_complete_info()
-    if out is not None and out != STDIN:
-        format_of(out)  # refuse an unsupported extension before the work
-    for dest in (out, matrix, pred_probs):
+    if out is not None:
+        output_format(out, "csv")  # refuse an unsupported extension before the work
+    train_path = train or info.train_file.path
+    check_distinct_outputs(
+        {**run_dir.own_files(exclude=(SCORES, SCORES_META)), "the training file": train_path, "--val": val},
+        {
+            "--out": out,
+            "--matrix": matrix,
+            "--pred-probs": pred_probs,
+            f"the run's {SCORES}": run_dir.file(SCORES),
+            f"the run's {SCORES_META}": run_dir.file(SCORES_META),
+        },
+    )
+    for dest in (out, matrix, pred_probs, run_dir.file(SCORES), run_dir.file(SCORES_META)):
         if dest is not None:
-            check_destination(str(dest))
+            check_destination(dest)
     if pred_probs is not None and not info.scope.masked:
         raise ConfigError(
             f"{run}: trained with scope 'none', so it has no hidden sub-networks for --pred-probs"
         )
-    train_table = read_table(train or info.train_file.path)
+    train_table = read_table(train_path)
     val_table = read_table(val) if val is not None else None
     val_columns = columns_like(info.train.columns, val_text_col, val_text_pair_col, val_label_col)
     result = core.score_run(
@@ -80,12 +99,13 @@ def score_command(
         matrix_path=matrix,
         progress=progress_for(quiet),
     )
-    core.save_scores(run_dir, result)
     if pred_probs is not None:
         assert result.self_scores.hidden_probs is not None
         save_npy(pred_probs, result.self_scores.hidden_probs)
     if out is not None:
         write_frame(result.frame, out)
+    # The run's copy last: if an output above failed, filter still sees the scores it saw before.
+    core.save_scores(run_dir, result)
     if not quiet:
         by = result.meta["rank_by"]
         top = result.frame.sort_values("rank").head(5)
