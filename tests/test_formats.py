@@ -31,8 +31,8 @@ def write(path: Path, data: bytes) -> str:
 
 def test_tsv_quotes_are_literal(tmp_path: Path) -> None:
     data = (
-        'id\ttext\tlabel\n1\t"quoted" at the start\tpositive\n2\tsay "hi\tnegative\n3\t"""\tpositive\n'
-    ).encode()
+        b'id\ttext\tlabel\n1\t"quoted" at the start\tpositive\n2\tsay "hi\tnegative\n3\t"""\tpositive\n'
+    )
     table = read_table(write(tmp_path / "t.tsv", data))
     assert [r["text"] for r in table.rows] == ['"quoted" at the start', 'say "hi', '"""']
     assert (

@@ -19,6 +19,7 @@ Only safetensors and JSON are read back: nothing is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,21 @@ class RunInfo:
     @property
     def id_col(self) -> str | None:
         return self.instance_key.split(":", 1)[1] if self.instance_key.startswith("id:") else None
+
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 that tells this run's outputs from another's: options, labels, training data and the
+        per-epoch metrics (whose timings differ between any two trainings). A copied run keeps it."""
+        identity = {
+            "train": self.train.to_dict(),
+            "labels": self.labels,
+            "train_sha256": self.train_file.sha256,
+            "rows": self.train_file.rows,
+            "instance_key": self.instance_key,
+            "epochs": self.epochs,
+        }
+        text = json.dumps(identity, sort_keys=True, ensure_ascii=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class RunDir:

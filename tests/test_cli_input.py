@@ -1,0 +1,164 @@
+"""Adversarial input on the command line: scores of another run or file, non-finite options, --max-length
+out of the model's range, --resume with changed options, damaged runs and models, unusual labels and ids.
+Each must give one clear error line (exit 1) or the right answer, never a traceback or a silent wrong one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_rows, write_rows
+from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) -> SimpleNamespace:  # noqa: F811
+    """Runs ``a`` and ``b`` on the same 16-row file (seeds 0 and 1), ``c`` on another 16-row file whose
+    labels start the other way round, ``ids`` keyed by id and ``other_ids`` on the same labels with other
+    ids; each scored without a validation set."""
+    folder = tmp_path_factory.mktemp("runs")
+    train = write_rows(folder / "train.jsonl", make_rows(16))
+    other = write_rows(folder / "other.jsonl", make_rows(16, offset=1))
+    same_labels = write_rows(folder / "same_labels.jsonl", make_rows(16, id_prefix="x"))
+    runs = {}
+    for name, data, extra in (
+        ("a", train, []),
+        ("b", train, ["--seed", "1"]),
+        ("c", other, []),
+        ("ids", train, ["--id-col", "id"]),
+        ("other_ids", same_labels, ["--id-col", "id"]),
+    ):
+        runs[name] = folder / name
+        ok(invoke("train", data, "--run", runs[name], *model_args, *extra))
+        ok(invoke("score", "--run", runs[name], "--quiet"))
+    return SimpleNamespace(folder=folder, train=train, **runs)
+
+
+def test_scores_of_another_run_of_the_same_file_are_refused(
+    two_runs: SimpleNamespace, tmp_path: Path
+) -> None:
+    scores = tmp_path / "b.parquet"
+    ok(invoke("score", "--run", two_runs.b, "--out", scores, "--quiet"))
+    out = tmp_path / "kept.jsonl"
+    user_error(
+        invoke("filter", "--run", two_runs.a, "--scores", scores, "--drop-count", "2", "-o", out, "-q"),
+        str(scores),
+        "another run",
+        absent=(out,),
+    )
+    ok(invoke("filter", "--run", two_runs.b, "--scores", scores, "--drop-count", "2", "-o", out, "-q"))
+    assert len(out.read_text().splitlines()) == 14
+
+
+def test_saved_scores_swapped_between_runs_are_refused(two_runs: SimpleNamespace, tmp_path: Path) -> None:
+    run = tmp_path / "a"
+    shutil.copytree(two_runs.a, run)
+    shutil.copy(two_runs.b / "scores.parquet", run / "scores.parquet")
+    user_error(invoke("filter", "--run", run, "--drop-count", "2", "-q"), "scores.parquet", "another run")
+    report = tmp_path / "report.html"
+    user_error(
+        invoke("report", "--run", run, "--out", report, "--quiet"),
+        "scores.parquet",
+        "another run",
+        absent=(report,),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_scores_of_another_file_with_as_many_rows_are_refused(
+    two_runs: SimpleNamespace, tmp_path: Path, fmt: str
+) -> None:
+    scores = tmp_path / f"c.{fmt}"
+    ok(invoke("score", "--run", two_runs.c, "--out", scores, "--quiet"))
+    if fmt == "parquet":  # parquet names its training file
+        needles: tuple[str, ...] = ("another training file",)
+    else:  # CSV and JSON Lines are compared row by row: row 0 is labeled the other way
+        needles = ("row 0", "column 'label'", "'negative'", "'positive'")
+    user_error(
+        invoke("filter", "--run", two_runs.a, "--scores", scores, "--drop-count", "2", "-q"),
+        str(scores),
+        *needles,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_scores_with_other_ids_are_refused(two_runs: SimpleNamespace, tmp_path: Path, fmt: str) -> None:
+    scores = tmp_path / f"other.{fmt}"
+    ok(invoke("score", "--run", two_runs.other_ids, "--out", scores, "--quiet"))
+    user_error(
+        invoke("filter", "--run", two_runs.ids, "--scores", scores, "--drop-count", "2", "-q"),
+        str(scores),
+        "row 0",
+        "column 'id'",
+        "'x000'",
+        "'r000'",
+    )
+
+
+def test_scores_with_missing_rows_are_refused(two_runs: SimpleNamespace, tmp_path: Path) -> None:
+    scores = tmp_path / "a.csv"
+    ok(invoke("score", "--run", two_runs.a, "--out", scores, "--quiet"))
+    frame = pd.read_csv(scores)
+    frame.iloc[:15].to_csv(scores, index=False)
+    user_error(
+        invoke("filter", "--run", two_runs.a, "--scores", scores, "--drop-count", "2", "-q"),
+        str(scores),
+        "15 score rows",
+        "16 rows",
+    )
+
+
+# ---- non-finite numbers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("option", ["--lr", "--head-lr", "--weight-decay", "--warmup-ratio", "--keep-prob"])
+def test_train_refuses_non_finite_numbers(
+    data_file: object,
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+    option: str,
+    value: str,
+) -> None:
+    path = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = tmp_path / "run"
+    line = user_error(invoke("train", path, "--run", run, *model_args, option, value), option, value)
+    assert "finite" in line
+    assert not (run / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--threshold", "nan"], "--threshold must be a finite number, got nan"),
+        (["--threshold", "inf"], "--threshold must be a finite number, got inf"),
+        (["--threshold", "-inf"], "--threshold must be a finite number, got -inf"),
+        (["--drop", "nan"], "--drop must be a fraction between 0 and 1 (exclusive), got nan"),
+        (["--drop", "inf"], "--drop must be a fraction between 0 and 1 (exclusive), got inf"),
+    ],
+)
+def test_filter_refuses_non_finite_numbers(two_runs: SimpleNamespace, args: list[str], needle: str) -> None:
+    user_error(invoke("filter", "--run", two_runs.a, *args, "-q"), needle)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "needle"),
+    [
+        ("report", ["--drop", "nan"], "--drop"),
+        ("cleanse", ["--keep-prob", "nan"], "--keep-prob"),
+        ("cleanse", ["--lr", "inf"], "--lr"),
+        ("cleanse", ["--threshold", "nan"], "--threshold"),
+    ],
+)
+def test_other_commands_refuse_non_finite_numbers(
+    two_runs: SimpleNamespace, tmp_path: Path, command: str, args: list[str], needle: str
+) -> None:
+    if command == "report":
+        full = ["report", "--run", two_runs.a, "--out", tmp_path / "r.html", *args, "-q"]
+    else:
+        full = ["cleanse", two_runs.train, "--test", two_runs.train, "--out-dir", tmp_path / "c", *args, "-q"]
+    user_error(invoke(*full), needle)
