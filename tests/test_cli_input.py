@@ -4,6 +4,7 @@ Each must give one clear error line (exit 1) or the right answer, never a traceb
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,3 +163,93 @@ def test_other_commands_refuse_non_finite_numbers(
     else:
         full = ["cleanse", two_runs.train, "--test", two_runs.train, "--out-dir", tmp_path / "c", *args, "-q"]
     user_error(invoke(*full), needle)
+
+
+# ---- --max-length ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("1", "--max-length 1: too short; 2 of the tokens go to special tokens, use at least 8"),
+        ("2", "--max-length 2: too short"),
+        ("7", "--max-length 7: too short"),
+        ("129", "--max-length 129: the model"),
+        ("100000", "takes at most 128 tokens per row"),
+    ],
+)
+def test_max_length_outside_the_model_range_is_refused(
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+    value: str,
+    needle: str,
+) -> None:
+    path = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = tmp_path / "run"
+    user_error(invoke("train", path, "--run", run, *model_args, "--max-length", value), needle)
+    assert not run.exists()
+
+
+def test_max_length_at_the_model_limit_trains(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    long_rows = [dict(row, text=" ".join([row["text"]] * 40)) for row in make_rows(4)]
+    path = write_rows(tmp_path / "train.jsonl", long_rows)
+    ok(invoke("train", path, "--run", tmp_path / "run", *model_args, "--max-length", "128"))
+
+
+# ---- --resume with other options ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def interrupted_run(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A run stopped after epoch 1 of 2."""
+    from tod_clean.config import TrainConfig
+    from tod_clean.data import read_table
+    from tod_clean.rundir import RunDir
+    from tod_clean.train import train
+
+    train_file = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=4, max_length=16, device="cpu")
+
+    def stop(model: object, epoch: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            config,
+            read_table(str(train_file)),
+            RunDir(tmp_path / "run"),
+            train_path=str(train_file),
+            on_epoch_end=stop,
+        )
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--epochs", "5"], ["--epochs 5 (the run's: 2)"]),
+        (
+            ["--lr", "0.1", "--scope", "none"],
+            ["--lr 0.1 (the run's: 5e-05)", "--scope none (the run's: head)"],
+        ),
+        (["--model", "minilm"], ["--model minilm (the run's: "]),
+        (["--id-col", "id", "--max-length", "32"], ["--id-col id (the run's: None)", "--max-length 32"]),
+    ],
+)
+def test_resume_refuses_options_that_differ(
+    interrupted_run: Path, args: list[str], needles: list[str]
+) -> None:
+    before = (interrupted_run / "config.json").read_bytes()
+    user_error(invoke("train", "--resume", "--run", interrupted_run, *args, "-q"), "differ", *needles)
+    assert (interrupted_run / "config.json").read_bytes() == before
+
+
+def test_resume_accepts_options_equal_to_the_run(interrupted_run: Path) -> None:
+    ok(invoke("train", "--resume", "--run", interrupted_run, "--epochs", "2", "--max-length", "16", "-q"))
+    assert json.loads((interrupted_run / "config.json").read_text())["status"] == "complete"
+
+
+def test_resume_and_overwrite_together_are_refused(interrupted_run: Path) -> None:
+    user_error(
+        invoke("train", "--resume", "--overwrite", "--run", interrupted_run, "-q"), "--resume", "--overwrite"
+    )

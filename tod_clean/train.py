@@ -57,6 +57,41 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
     return encoder, tokenizer
 
 
+# Fewer tokens than this leave a row a word or two after the special tokens: a classifier of nothing.
+MIN_MAX_LENGTH = 8
+
+
+def position_limit(encoder: nn.Module, tokenizer: Any) -> int | None:
+    """The most tokens per row the encoder can embed (None when neither the model nor tokenizer says)."""
+    limits = []
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        # RoBERTa-style embeddings number positions from padding_idx + 1
+        padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+        limits.append(positions - (padding_idx + 1 if isinstance(padding_idx, int) else 0))
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:  # unset is a huge sentinel value
+        limits.append(model_max)
+    return min(limits) if limits else None
+
+
+def check_max_length(config: TrainConfig, encoder: nn.Module, tokenizer: Any) -> None:
+    """Refuse a --max-length that leaves no room for text, or that the model cannot embed."""
+    pair = config.columns.text_pair_col is not None
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    floor = max(MIN_MAX_LENGTH, special + (2 if pair else 1))
+    if config.max_length < floor:
+        raise ConfigError(
+            f"--max-length {config.max_length}: too short; {special} of the tokens go to special tokens, "
+            f"use at least {floor}"
+        )
+    limit = position_limit(encoder, tokenizer)
+    if limit is not None and config.max_length > limit:
+        raise ConfigError(
+            f"--max-length {config.max_length}: the model {config.model} takes at most {limit} tokens per row"
+        )
+
+
 def encode_instances(tokenizer: Any, instances: Instances, max_length: int) -> EncodedRows:
     return encode_texts(tokenizer, instances.texts, instances.text_pairs, max_length)
 
@@ -182,6 +217,8 @@ def train(
     torch.manual_seed(config.seed)
     labels = training_labels(table, config.columns.label_col)
     instances = instances_from_table(table, config.columns, labels)
+    encoder, tokenizer = load_pretrained(config.model)  # before run.create: a bad model leaves no run
+    check_max_length(config, encoder, tokenizer)
     run.create(overwrite=overwrite)
     if train_path == STDIN:
         copy = run.file(STDIN_COPY)
@@ -189,7 +226,6 @@ def train(
         recorded_path = str(copy.resolve())
     else:
         recorded_path = str(Path(train_path).resolve())
-    encoder, tokenizer = load_pretrained(config.model)
     model = build_classifier(encoder, config, len(labels))
     info = RunInfo(
         train=config,
