@@ -253,3 +253,218 @@ def test_resume_and_overwrite_together_are_refused(interrupted_run: Path) -> Non
     user_error(
         invoke("train", "--resume", "--overwrite", "--run", interrupted_run, "-q"), "--resume", "--overwrite"
     )
+
+
+# ---- damaged runs ---------------------------------------------------------------------------------------
+
+
+def damaged_copy(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "damaged"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize(
+    ("damage", "needles"),
+    [
+        (lambda run: truncate(run / "model.safetensors"), ["model.safetensors", "damaged"]),
+        (lambda run: (run / "model.safetensors").write_text("not tensors"), ["model.safetensors", "damaged"]),
+        (lambda run: shutil.rmtree(run / "tokenizer"), ["tokenizer", "missing"]),
+        (lambda run: (run / "tokenizer" / "tokenizer.json").write_text("{"), ["tokenizer", "cannot load"]),
+        (lambda run: (run / "encoder" / "config.json").unlink(), ["encoder/config.json", "missing"]),
+        (
+            lambda run: (run / "encoder" / "config.json").write_text(json.dumps({"model_type": "nonsense"})),
+            ["encoder/config.json", "cannot rebuild the encoder"],
+        ),
+    ],
+    ids=[
+        "truncated-weights",
+        "garbage-weights",
+        "no-tokenizer",
+        "bad-tokenizer",
+        "no-encoder",
+        "unknown-type",
+    ],
+)
+@pytest.mark.parametrize("command", ["score", "evaluate"])
+def test_damaged_run_files(
+    two_runs: SimpleNamespace, tmp_path: Path, damage: object, needles: list[str], command: str
+) -> None:
+    run = damaged_copy(two_runs.a, tmp_path)
+    damage(run)  # type: ignore[operator]
+    args = ["score", "--run", run] if command == "score" else ["evaluate", two_runs.train, "--run", run]
+    user_error(invoke(*args, "--device", "cpu", "-q"), str(run), *needles)
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda config: "{not json", "Expecting property name"),
+        (lambda config: json.dumps([config]), "holds a JSON list"),
+        (lambda config: json.dumps({k: v for k, v in config.items() if k != "labels"}), "no key 'labels'"),
+        (lambda config: json.dumps({**config, "train": []}), "'train' is list, expected dict"),
+        (lambda config: json.dumps({**config, "labels": "ab"}), "'labels' is str"),
+        (lambda config: json.dumps({**config, "instance_key": 3}), "'instance_key' is int"),
+        (lambda config: json.dumps({**config, "epochs": 2}), "'epochs' must be a list"),
+        (lambda config: json.dumps({**config, "train": {**config["train"], "epochs": "two"}}), "epochs"),
+        (
+            lambda config: json.dumps({**config, "train": {**config["train"], "keep_prob": "half"}}),
+            "keep_prob",
+        ),
+        (lambda config: json.dumps({**config, "train_file": {"path": "x"}}), "sha256"),
+    ],
+)
+def test_damaged_run_config(two_runs: SimpleNamespace, tmp_path: Path, edit: object, needle: str) -> None:
+    run = damaged_copy(two_runs.a, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(edit(config))  # type: ignore[operator]
+    for args in (["score", "--run", run], ["filter", "--run", run], ["train", "--resume", "--run", run]):
+        user_error(invoke(*args, "-q"), str(run / "config.json"), "not a valid tod-clean run config", needle)
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda folder: (folder / "optimizer.safetensors").unlink(), "optimizer.safetensors: missing"),
+        (lambda folder: truncate(folder / "model.safetensors"), "model.safetensors: damaged"),
+        (lambda folder: (folder / "state.json").write_text("{"), "state.json: cannot read the checkpoint"),
+        (lambda folder: (folder / "state.json").write_text("{}"), "checkpoint does not fit this run"),
+        (lambda folder: shutil.rmtree(folder), "epoch-1: missing"),
+    ],
+    ids=["no-optimizer", "truncated-weights", "bad-state", "empty-state", "no-folder"],
+)
+def test_resume_with_a_damaged_checkpoint(interrupted_run: Path, damage: object, needle: str) -> None:
+    damage(interrupted_run / "checkpoint" / "epoch-1")  # type: ignore[operator]
+    user_error(invoke("train", "--resume", "--run", interrupted_run, "-q"), needle)
+
+
+# ---- --model --------------------------------------------------------------------------------------------
+
+
+def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    return copy
+
+
+def pickle_only(folder: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda model, tmp: str(tmp / "no" / "such" / "model"), "no such folder"),
+        (lambda model, tmp: "./missing-model", "no such folder"),
+        (lambda model, tmp: str(write_rows(tmp / "t.jsonl", make_rows(2))), "not a folder"),
+        (
+            lambda model, tmp: ((model / "config.json").unlink(), str(model))[1],
+            "not a model folder (no config.json)",
+        ),
+        (lambda model, tmp: ((model / "model.safetensors").unlink(), str(model))[1], "no model weights"),
+        (lambda model, tmp: (pickle_only(model), str(model))[1], "only pickle weights (pytorch_model.bin)"),
+        (
+            lambda model, tmp: (
+                (model / "config.json").write_text(json.dumps({"model_type": "nonsense"})),
+                str(model),
+            )[1],
+            "cannot load an encoder and tokenizer",
+        ),
+        (
+            lambda model, tmp: ((model / "config.json").write_text("{broken"), str(model))[1],
+            "cannot load an encoder and tokenizer",
+        ),
+    ],
+    ids=[
+        "absent-path",
+        "absent-relative",
+        "a-file",
+        "no-config",
+        "no-weights",
+        "pickle",
+        "unknown-type",
+        "bad-json",
+    ],
+)
+def test_bad_model_option(tmp_path: Path, tiny_model_dir: Path, make: object, needle: str) -> None:
+    model = make(model_copy(tiny_model_dir, tmp_path), tmp_path)  # type: ignore[operator]
+    data = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = tmp_path / "run"
+    user_error(
+        invoke("train", data, "--run", run, "--model", model, "--device", "cpu", "-q"),
+        f"--model {model}",
+        needle,
+    )
+    assert not run.exists()
+
+
+# ---- unusual labels and ids --------------------------------------------------------------------------
+
+ODD_LABELS = ["line\nbreak", " spaced ", "nan", "ünïcødé ✓", "L" * 300, "NA", "2²"]
+
+
+@pytest.mark.parametrize("train_format", ["csv", "jsonl", "parquet"])
+def test_unusual_labels_round_trip_through_score_and_filter(
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+    train_format: str,
+) -> None:
+    rows = [dict(row, label=ODD_LABELS[i % len(ODD_LABELS)]) for i, row in enumerate(make_rows(14))]
+    train = write_rows(tmp_path / f"train.{train_format}", rows)
+    run = tmp_path / "run"
+    ok(invoke("train", train, "--run", run, *model_args, "--id-col", "id"))
+    assert sorted(json.loads((run / "config.json").read_text())["labels"]) == sorted(ODD_LABELS)
+    for fmt in ("csv", "jsonl", "parquet"):
+        scores = tmp_path / f"scores.{fmt}"
+        ok(invoke("score", "--run", run, "--out", scores, "-q"))
+        from tod_clean.filter import read_scores
+
+        assert read_scores(str(scores))["label"].tolist() == [row["label"] for row in rows]
+        kept = tmp_path / f"kept.{train_format}"
+        removed = tmp_path / f"removed.{fmt}"
+        ok(
+            invoke(
+                "filter",
+                "--run",
+                run,
+                "--scores",
+                scores,
+                "--drop-count",
+                "3",
+                "-o",
+                kept,
+                "--removed",
+                removed,
+                "-q",
+            )
+        )
+        from tod_clean.data import read_table
+
+        kept_rows = read_table(str(kept)).rows
+        assert len(kept_rows) == 11
+        assert all(row["label"] in ODD_LABELS for row in kept_rows)
+        assert [row["id"] for row in kept_rows] == [
+            r["id"] for r in rows if r["id"] in {k["id"] for k in kept_rows}
+        ]
+
+
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, True])
+def test_id_column_with_non_scalar_values_is_refused(
+    tmp_path: Path, model_args: list[str], value: object
+) -> None:  # noqa: F811
+    rows = make_rows(6)
+    rows[4]["id"] = value
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    user_error(
+        invoke("train", train, "--run", tmp_path / "run", *model_args, "--id-col", "id"),
+        "train.jsonl: row 4 (line 5), column 'id': expected an id (text or a number)",
+        repr(value),
+    )

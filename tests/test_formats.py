@@ -30,9 +30,7 @@ def write(path: Path, data: bytes) -> str:
 
 
 def test_tsv_quotes_are_literal(tmp_path: Path) -> None:
-    data = (
-        b'id\ttext\tlabel\n1\t"quoted" at the start\tpositive\n2\tsay "hi\tnegative\n3\t"""\tpositive\n'
-    )
+    data = b'id\ttext\tlabel\n1\t"quoted" at the start\tpositive\n2\tsay "hi\tnegative\n3\t"""\tpositive\n'
     table = read_table(write(tmp_path / "t.tsv", data))
     assert [r["text"] for r in table.rows] == ['"quoted" at the start', 'say "hi', '"""']
     assert (
@@ -189,7 +187,12 @@ tsv_text = st.text(
 )
 
 
-@given(rows=st.lists(st.tuples(tsv_text, tsv_text), min_size=1, max_size=8), end=line_end, data=st.data())
+# a line of blank fields counts as a blank line (skipped), so the first field is never blank
+@given(
+    rows=st.lists(st.tuples(tsv_text.filter(str.strip), tsv_text), min_size=1, max_size=8),
+    end=line_end,
+    data=st.data(),
+)
 def test_tsv_subset_reproduces_each_line(rows: list[tuple[str, str]], end: str, data: st.DataObject) -> None:
     lines = [f"{a}\t{b}{end}".encode() for a, b in rows]
     header = f"text\tlabel{end}".encode()

@@ -266,8 +266,7 @@ def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
     try:
         for fields in reader:
             end = consumed[-1] + 1
-            # only a blank line is skipped: a row of empty fields is a row (and fails validation)
-            if len(fields) > 1 or (fields and fields[0].strip()):
+            if any(f.strip() for f in fields):
                 records.append((fields, start, end))
             start = end
     except csv.Error as error:
@@ -372,7 +371,8 @@ def check_labels(table: Table, column: str) -> list[str]:
 def label_names_of(keys: Sequence[str]) -> list[str]:
     """Sorted distinct label keys: numerically when all look like integers, else alphabetically."""
     distinct = set(keys)
-    if all(key.lstrip("-").isdigit() for key in distinct):
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses
+    if all(re.fullmatch(r"-?[0-9]+", key) for key in distinct):
         return sorted(distinct, key=int)
     return sorted(distinct)
 
@@ -388,6 +388,12 @@ def check_ids(table: Table, column: str) -> list[Any]:
             or (isinstance(value, float) and math.isnan(value))
         ):
             raise InputError(f"{table.where(row)}, column {column!r}: missing id")
+        # an id is hashed by its text form, which only a plain value has stably (not a list or an object)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InputError(
+                f"{table.where(row)}, column {column!r}: expected an id (text or a number), "
+                f"found {type(value).__name__} {value!r}"
+            )
         text = label_key(value)
         if text in seen:
             raise InputError(
