@@ -2,6 +2,7 @@
 out of the model's range, --resume with changed options, damaged runs and models, unusual labels and ids.
 Each must give one clear error line (exit 1) or the right answer, never a traceback or a silent wrong one."""
 
+# ruff: noqa: F811 - pytest fixtures imported from test_cli are parameters here
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - mo
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) -> SimpleNamespace:  # noqa: F811
+def two_runs(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) -> SimpleNamespace:
     """Runs ``a`` and ``b`` on the same 16-row file (seeds 0 and 1), ``c`` on another 16-row file whose
     labels start the other way round, ``ids`` keyed by id and ``other_ids`` on the same labels with other
     ids; each scored without a validation set."""
@@ -121,7 +122,7 @@ def test_scores_with_missing_rows_are_refused(two_runs: SimpleNamespace, tmp_pat
 def test_train_refuses_non_finite_numbers(
     data_file: object,
     tmp_path: Path,
-    model_args: list[str],  # noqa: F811
+    model_args: list[str],
     option: str,
     value: str,
 ) -> None:
@@ -180,7 +181,7 @@ def test_other_commands_refuse_non_finite_numbers(
 )
 def test_max_length_outside_the_model_range_is_refused(
     tmp_path: Path,
-    model_args: list[str],  # noqa: F811
+    model_args: list[str],
     value: str,
     needle: str,
 ) -> None:
@@ -190,7 +191,7 @@ def test_max_length_outside_the_model_range_is_refused(
     assert not run.exists()
 
 
-def test_max_length_at_the_model_limit_trains(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+def test_max_length_at_the_model_limit_trains(tmp_path: Path, model_args: list[str]) -> None:
     long_rows = [dict(row, text=" ".join([row["text"]] * 40)) for row in make_rows(4)]
     path = write_rows(tmp_path / "train.jsonl", long_rows)
     ok(invoke("train", path, "--run", tmp_path / "run", *model_args, "--max-length", "128"))
@@ -414,7 +415,7 @@ ODD_LABELS = ["line\nbreak", " spaced ", "nan", "ünïcødé ✓", "L" * 300, "N
 @pytest.mark.parametrize("train_format", ["csv", "jsonl", "parquet"])
 def test_unusual_labels_round_trip_through_score_and_filter(
     tmp_path: Path,
-    model_args: list[str],  # noqa: F811
+    model_args: list[str],
     train_format: str,
 ) -> None:
     rows = [dict(row, label=ODD_LABELS[i % len(ODD_LABELS)]) for i, row in enumerate(make_rows(14))]
@@ -459,7 +460,7 @@ def test_unusual_labels_round_trip_through_score_and_filter(
 @pytest.mark.parametrize("value", [[1, 2], {"a": 1}, True])
 def test_id_column_with_non_scalar_values_is_refused(
     tmp_path: Path, model_args: list[str], value: object
-) -> None:  # noqa: F811
+) -> None:
     rows = make_rows(6)
     rows[4]["id"] = value
     train = write_rows(tmp_path / "train.jsonl", rows)
