@@ -93,9 +93,13 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     elif suffix == ".json":
         path.write_text(json.dumps(list(rows), ensure_ascii=False, indent=1), encoding="utf-8")
-    elif suffix in (".csv", ".tsv"):
+    elif suffix == ".tsv":  # IANA TSV: no quoting, so fields cannot hold tabs or line breaks
+        lines = ["\t".join(columns)] + ["\t".join(str(r.get(c, "")) for c in columns) for r in rows]
+        assert not any("\r" in line or "\n" in line for line in lines), "TSV fields cannot hold line breaks"
+        path.write_bytes("".join(line + "\n" for line in lines).encode("utf-8"))
+    elif suffix == ".csv":
         buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter="\t" if suffix == ".tsv" else ",", lineterminator="\n")
+        writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         for r in rows:
             writer.writerow([r.get(c, "") for c in columns])

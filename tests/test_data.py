@@ -84,10 +84,9 @@ TRICKY_CSV = (
 )
 
 
-@pytest.mark.parametrize("delimiter", [",", "\t"])
-def test_delimited_subset_is_byte_for_byte(tmp_path: Path, delimiter: str) -> None:
-    suffix = "csv" if delimiter == "," else "tsv"
-    data = TRICKY_CSV if delimiter == "," else TRICKY_CSV.replace(",", "\t")
+def test_csv_subset_is_byte_for_byte(tmp_path: Path) -> None:
+    suffix = "csv"
+    data = TRICKY_CSV
     path = tmp_path / f"tricky.{suffix}"
     path.write_bytes(data.encode("utf-8"))
     table = read_table(str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ def resolve_model(name: str) -> str:
 
 
 FREEZE_MODES = ("none", "below", "unmasked")
+
+# The float fields of TrainConfig and the command-line options that set them, for messages.
+FLOAT_OPTIONS = {
+    "keep_prob": "--keep-prob",
+    "learning_rate": "--lr",
+    "head_learning_rate": "--head-lr",
+    "weight_decay": "--weight-decay",
+    "warmup_ratio": "--warmup-ratio",
+}
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -109,6 +119,11 @@ class TrainConfig:
         if self.mask_seed is None:
             self.mask_seed = self.seed
         Scope.parse(self.scope)
+        for name, option in FLOAT_OPTIONS.items():
+            value = getattr(self, name)
+            # NaN fails every range comparison silently, and an infinite rate trains nothing useful
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{option} ({name}) must be a finite number, got {value!r}")
         if not 0 <= self.mask_seed < 2**32:
             raise ConfigError(f"mask_seed must be in [0, 2**32), got {self.mask_seed}")
         if self.seed < 0:

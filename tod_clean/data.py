@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from tod_clean.errors import InputError
 
 STDIN = "-"
+_BOM = b"\xef\xbb\xbf"
 # Physical lines end only at \r\n, \r or \n (str.splitlines would also split at \x0c, U+2028, ...).
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
@@ -54,8 +55,10 @@ def format_of(path: str, *, default: str | None = None) -> str:
 class Table:
     """A data file held in memory.
 
-    ``rows`` are parsed records (dicts). ``raw`` holds each record's exact bytes for JSONL/CSV/TSV
-    (``header`` is the CSV/TSV header line); ``arrow`` holds the table for Parquet. ``lines`` gives the
+    ``rows`` are parsed records (dicts). ``raw`` holds each record's exact bytes for JSONL, JSON arrays,
+    CSV and TSV; ``header`` is what comes before the first record (the CSV/TSV header line, a UTF-8 BOM,
+    a JSON array's opening bracket); for a JSON array ``separator`` is the text between two elements and
+    ``footer`` what follows the last one. ``arrow`` holds the table for Parquet. ``lines`` gives the
     1-based line where each record starts, for error messages.
     """
 
@@ -69,6 +72,12 @@ class Table:
     arrow: pa.Table | None = None
     lines: list[int] | None = None
     data: bytes = field(default=b"", repr=False)
+    separator: bytes | None = None  # set only for a JSON array
+    footer: bytes = b""
+
+    @property
+    def json_array(self) -> bool:
+        return self.separator is not None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -124,7 +133,7 @@ def read_table(path: str, *, stdin: BinaryIO | None = None) -> Table:
     sha = hashlib.sha256(data).hexdigest()
     if fmt == "parquet":
         table = _read_parquet(source, data, sha)
-    elif fmt == "json" and data.lstrip()[:1] == b"[":
+    elif fmt == "json" and data.removeprefix(_BOM).lstrip()[:1] == b"[":
         table = _read_json_array(source, data, sha)
     elif fmt in ("jsonl", "json"):
         table = _read_jsonl(source, data, sha, fmt)
@@ -155,10 +164,12 @@ def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
 
 def _read_jsonl(source: str, data: bytes, sha: str, fmt: str) -> Table:
     _decode(source, data)  # reject non-UTF-8 early with a clear message
+    bom = _BOM if data.startswith(_BOM) else b""
     rows: list[dict[str, Any]] = []
     raw: list[bytes] = []
     lines: list[int] = []
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+    # JSON text cannot hold a raw line break, so records are physical lines (blank ones are skipped)
+    for number, line in enumerate(data[len(bom) :].splitlines(keepends=True), start=1):
         if not line.strip():
             continue
         try:
@@ -170,20 +181,70 @@ def _read_jsonl(source: str, data: bytes, sha: str, fmt: str) -> Table:
         rows.append(value)
         raw.append(line)
         lines.append(number)
-    return Table(source, fmt, _columns_of(rows), rows, sha, raw=raw, lines=lines)
+    return Table(source, fmt, _columns_of(rows), rows, sha, raw=raw, header=bom or None, lines=lines)
 
 
 def _read_json_array(source: str, data: bytes, sha: str) -> Table:
-    try:
-        value = json.loads(_decode(source, data))
-    except json.JSONDecodeError as error:
-        raise InputError(f"{source}: not valid JSON (line {error.lineno}: {error.msg})") from None
-    if not isinstance(value, list):
-        raise InputError(f"{source}: expected a JSON array of objects")
-    for index, row in enumerate(value):
-        if not isinstance(row, dict):
-            raise InputError(f"{source}: row {index}: expected a JSON object, found {type(row).__name__}")
-    return Table(source, "json", _columns_of(value), value, sha)
+    """A JSON array of objects, keeping each element's exact text so filtered output is byte for byte."""
+    text = _decode(source, data)
+    bom = _BOM if data.startswith(_BOM) else b""
+    decoder = json.JSONDecoder()
+
+    def fail(position: int, message: str) -> InputError:
+        return InputError(
+            f"{source}: not valid JSON (line {text.count(chr(10), 0, position) + 1}: {message})"
+        )
+
+    def skip_space(position: int) -> int:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        return position
+
+    start = skip_space(0)
+    if text[start : start + 1] != "[":
+        raise fail(start, "expected a JSON array of objects")
+    position = skip_space(start + 1)
+    spans: list[tuple[int, int]] = []
+    rows: list[dict[str, Any]] = []
+    if text[position : position + 1] == "]":
+        end_of_array = position
+    else:
+        while True:
+            try:
+                value, end = decoder.raw_decode(text, position)
+            except json.JSONDecodeError as error:
+                raise fail(error.pos, error.msg) from None
+            if not isinstance(value, dict):
+                raise InputError(
+                    f"{source}: row {len(rows)}: expected a JSON object, found {type(value).__name__}"
+                )
+            rows.append(value)
+            spans.append((position, end))
+            position = skip_space(end)
+            if text[position : position + 1] == ",":
+                position = skip_space(position + 1)
+                continue
+            if text[position : position + 1] != "]":
+                raise fail(position, "expected ',' or ']' after an array element")
+            end_of_array = position
+            break
+    if text[skip_space(end_of_array + 1) :]:
+        raise fail(skip_space(end_of_array + 1), "extra data after the array")
+    # Elements are joined with the file's own separator; UTF-8 re-encodes each span to its original bytes.
+    first = spans[0][0] if spans else end_of_array
+    separator = text[spans[0][1] : spans[1][0]] if len(spans) > 1 else ", "
+    footer = text[spans[-1][1] :] if spans else text[end_of_array:]
+    return Table(
+        source,
+        "json",
+        _columns_of(rows),
+        rows,
+        sha,
+        raw=[text[a:b].encode("utf-8") for a, b in spans],
+        header=bom + text[:first].encode("utf-8"),
+        separator=separator.encode("utf-8"),
+        footer=footer.encode("utf-8"),
+    )
 
 
 def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
@@ -197,7 +258,11 @@ def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
             consumed.append(index)
             yield line
 
-    reader = csv.reader(feed(), delimiter="\t" if fmt == "tsv" else ",")
+    # TSV (IANA text/tab-separated-values) has no quoting: a quote is an ordinary character.
+    if fmt == "tsv":
+        reader = csv.reader(feed(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(feed(), delimiter=",")
     records: list[tuple[list[str], int, int]] = []  # fields, first physical line, end line (exclusive)
     start = 0
     try:
@@ -211,6 +276,7 @@ def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
     if not records:
         raise InputError(f"{source}: the file holds no rows")
     header, h_start, h_end = records[0]
+    _check_header(source, header, h_start + 1)
     encoded = [line.encode("utf-8") for line in physical]
     header_bytes = data[:bom] + b"".join(encoded[h_start:h_end])
     rows: list[dict[str, Any]] = []
@@ -225,6 +291,33 @@ def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
         raw.append(b"".join(encoded[first:end]))
         lines.append(first + 1)
     return Table(source, fmt, list(header), rows, sha, raw=raw, header=header_bytes, lines=lines)
+
+
+def _check_header(source: str, header: list[str], line: int) -> None:
+    """Refuse a header with an empty or repeated column name: rows would silently lose a column."""
+    seen: set[str] = set()
+    for position, name in enumerate(header, start=1):
+        if not name.strip():
+            raise InputError(f"{source}: line {line}: column {position} of the header has an empty name")
+        if name in seen:
+            raise InputError(
+                f"{source}: line {line}: column name {name!r} appears more than once in the header"
+            )
+        seen.add(name)
+
+
+def _raise_field_size_limit() -> None:
+    """Let fields be as large as the platform allows (the csv module's default stops at 128 KiB)."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long narrower than sys.maxsize (Windows)
+            limit //= 2
+
+
+_raise_field_size_limit()
 
 
 def _read_parquet(source: str, data: bytes, sha: str) -> Table:
@@ -280,7 +373,8 @@ def check_labels(table: Table, column: str) -> list[str]:
 def label_names_of(keys: Sequence[str]) -> list[str]:
     """Sorted distinct label keys: numerically when all look like integers, else alphabetically."""
     distinct = set(keys)
-    if all(key.lstrip("-").isdigit() for key in distinct):
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses
+    if all(re.fullmatch(r"-?[0-9]+", key) for key in distinct):
         return sorted(distinct, key=int)
     return sorted(distinct)
 
@@ -296,6 +390,12 @@ def check_ids(table: Table, column: str) -> list[Any]:
             or (isinstance(value, float) and math.isnan(value))
         ):
             raise InputError(f"{table.where(row)}, column {column!r}: missing id")
+        # an id is hashed by its text form, which only a plain value has stably (not a list or an object)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InputError(
+                f"{table.where(row)}, column {column!r}: expected an id (text or a number), "
+                f"found {type(value).__name__} {value!r}"
+            )
         text = label_key(value)
         if text in seen:
             raise InputError(
@@ -508,14 +608,15 @@ def _with_newline(line: bytes) -> bytes:
 
 def subset_bytes(table: Table, indices: Sequence[int]) -> bytes:
     """The rows at ``indices`` (in that order), in the table's own format, unchanged."""
-    if table.format in ("jsonl", "json") and table.raw is not None:
-        return b"".join(_with_newline(table.raw[i]) for i in indices)
+    if table.json_array:
+        assert table.raw is not None and table.header is not None and table.separator is not None
+        return table.header + table.separator.join(table.raw[i] for i in indices) + table.footer
+    if table.format in ("jsonl", "json"):
+        assert table.raw is not None
+        return (table.header or b"") + b"".join(_with_newline(table.raw[i]) for i in indices)
     if table.format in ("csv", "tsv"):
         assert table.raw is not None and table.header is not None
         return _with_newline(table.header) + b"".join(_with_newline(table.raw[i]) for i in indices)
-    if table.format == "json":
-        rows = [table.rows[i] for i in indices]
-        return (json.dumps(rows, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     assert table.arrow is not None
     buffer = io.BytesIO()
     pq.write_table(table.arrow.take(pa.array(np.asarray(indices, dtype=np.int64))), buffer)
@@ -527,7 +628,7 @@ def check_subset_destination(table: Table, dest: str) -> None:
     check_destination(dest)
     if dest != STDIN:
         out_format = output_format(dest, table.format)
-        line_json = table.raw is not None and {out_format, table.format} <= {"jsonl", "json"}
+        line_json = not table.json_array and {out_format, table.format} <= {"jsonl", "json"}
         if out_format != table.format and not line_json:
             raise InputError(
                 f"{dest}: write the kept rows in the input's format ({table.format}), not {out_format}"

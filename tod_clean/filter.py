@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tod_clean.data import Table, check_ids, format_of, label_key
+from tod_clean.data import Table, check_ids, check_labels, format_of, label_key, read_table
 from tod_clean.errors import ConfigError, InputError, RunDirError
 from tod_clean.rundir import RunInfo
 
@@ -48,7 +50,7 @@ def worst_first(scores: np.ndarray, by: str) -> np.ndarray:
 
 def drop_count_for(num_rows: int, fraction: float) -> int:
     """Rows dropped by a fraction: rounded half up, so 1% of 250 rows is 3."""
-    if not 0.0 < fraction < 1.0:
+    if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
         raise ConfigError(f"--drop must be a fraction between 0 and 1 (exclusive), got {fraction}")
     exact = Decimal(str(fraction)) * num_rows  # decimal, so 0.29 x 50 is 14.5, not 14.4999...
     return min(num_rows, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
@@ -71,6 +73,9 @@ def check_drop_options(
         raise ConfigError(f"--by {by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
     if fraction is not None:
         drop_count_for(1, fraction)
+    if threshold is not None and not math.isfinite(threshold):
+        # NaN compares false with every score (nothing dropped); an infinite threshold drops all or none
+        raise ConfigError(f"--threshold must be a finite number, got {threshold}")
     if count is not None and count < 0:
         raise ConfigError(f"--drop-count must be 0 or more, got {count}")
 
@@ -103,19 +108,91 @@ def rows_to_drop(
     return np.sort(order[:count])
 
 
-def match_scores(table: Table, scores: pd.DataFrame, info: RunInfo) -> pd.DataFrame:
+# The DataFrame.attrs key (kept in Parquet schema metadata) naming the run and training file of scores.
+SCORES_ORIGIN = "tod_clean_scores"
+
+
+def scores_origin(info: RunInfo) -> dict[str, Any]:
+    """What ``score`` records about the scores it writes: the run's fingerprint and training file."""
+    return {"run": info.fingerprint, "train_sha256": info.train_file.sha256, "rows": info.train_file.rows}
+
+
+def check_scores_origin(scores: pd.DataFrame, info: RunInfo, source: str) -> None:
+    """Refuse scores written for another run or another training file.
+
+    Parquet scores name their run; every format must hold one row per training row, numbered 0..N-1.
+    Labels and ids, when the scores have them, are compared with the table row by row in ``match_scores``.
+    """
+    origin = scores.attrs.get(SCORES_ORIGIN)
+    if isinstance(origin, dict):
+        if origin.get("train_sha256") != info.train_file.sha256:
+            raise RunDirError(
+                f"{source}: scores of another training file (sha256 {str(origin.get('train_sha256'))[:12]}..., "
+                f"this run's {info.train_file.sha256[:12]}...); score this run again"
+            )
+        if origin.get("run") != info.fingerprint:
+            raise RunDirError(
+                f"{source}: scores of another run of the same training file (run fingerprint "
+                f"{str(origin.get('run'))[:12]}..., this run's {info.fingerprint[:12]}...); score this run again"
+            )
+    if "row" not in scores.columns:
+        raise InputError(
+            f"{source}: not a scores file written by 'tod-clean score' (no column 'row'; "
+            f"columns found: {', '.join(map(str, scores.columns))})"
+        )
+    rows = pd.to_numeric(scores["row"], errors="coerce").to_numpy(dtype=np.float64)
+    expected = np.arange(info.train_file.rows, dtype=np.float64)
+    if len(rows) != info.train_file.rows or not np.array_equal(np.sort(rows), expected):
+        raise InputError(
+            f"{source}: holds {len(rows)} score rows, but the run was trained on {info.train_file.rows} rows "
+            f"({info.train_file.path}); these scores belong to another file or run"
+        )
+
+
+def _check_aligned(
+    table: Table, aligned: pd.DataFrame, info: RunInfo, source: str, *, check_id: bool
+) -> None:
+    """Refuse scores whose label (or id) disagrees with the table row they were matched to."""
+    label_col = info.train.columns.label_col
+    if label_col in table.columns and "label" in aligned.columns:
+        for row, (key, value) in enumerate(
+            zip(check_labels(table, label_col), aligned["label"], strict=True)
+        ):
+            if label_key(value) != key:
+                raise InputError(
+                    f"{source}: score row {aligned['row'].iloc[row]}, column 'label': {value!r}, but "
+                    f"{table.where(row)} has label {table.rows[row].get(label_col)!r}; "
+                    "these scores belong to another file or run"
+                )
+    id_col = info.id_col
+    if check_id and id_col is not None and "id" in aligned.columns:
+        for row, (value, score_id) in enumerate(zip(check_ids(table, id_col), aligned["id"], strict=True)):
+            if label_key(value) != label_key(score_id):
+                raise InputError(
+                    f"{source}: score row {aligned['row'].iloc[row]}, column 'id': {score_id!r}, but "
+                    f"{table.where(row)} has id {value!r}; these scores belong to another file or run"
+                )
+
+
+def match_scores(
+    table: Table, scores: pd.DataFrame, info: RunInfo, *, source: str = "scores"
+) -> pd.DataFrame:
     """Scores aligned to the rows of ``table`` (one score row per table row, same order).
 
     The unchanged training file matches by row number. A changed file (reordered, filtered, or with rows
-    added) matches by id when the run was trained with an id column; otherwise it is refused.
+    added) matches by id when the run was trained with an id column; otherwise it is refused. Scores of
+    another run or file are refused (``source`` names them in messages).
     """
+    check_scores_origin(scores, info, source)
     if table.sha256 == info.train_file.sha256:
         by_row = scores.set_index("row", drop=False).sort_index()
         if len(by_row) != len(table) or not np.array_equal(by_row.index.to_numpy(), np.arange(len(table))):
             raise InputError(
                 f"the scores hold {len(scores)} rows but {table.source} has {len(table)}; score the run again"
             )
-        return by_row.reset_index(drop=True)
+        aligned = by_row.reset_index(drop=True)
+        _check_aligned(table, aligned, info, source, check_id=True)
+        return aligned
     id_col = info.id_col
     if id_col is None or "id" not in scores.columns:
         raise RunDirError(
@@ -129,7 +206,14 @@ def match_scores(table: Table, scores: pd.DataFrame, info: RunInfo) -> pd.DataFr
         if index is None:
             raise InputError(f"{table.where(row)}, column {id_col!r}: id {value!r} has no score in this run")
         rows.append(index)
-    return scores.iloc[rows].reset_index(drop=True)
+    aligned = scores.iloc[rows].reset_index(drop=True)
+    _check_aligned(table, aligned, info, source, check_id=False)
+    return aligned
+
+
+# Columns of a scores file that hold text: ids and labels must not become numbers ("0009" is not 9) or
+# missing values ("nan", "" and "NA" are labels like any other).
+_TEXT_SCORE_COLUMNS = ("id", "label", "hidden_pred", "full_pred")
 
 
 def read_scores(path: str) -> pd.DataFrame:
@@ -138,10 +222,19 @@ def read_scores(path: str) -> pd.DataFrame:
     try:
         if fmt == "parquet":
             return pd.read_parquet(path)
-        # ids and labels stay text: "0009" must not become 9
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype={"id": str, "label": str})
-        return pd.read_json(path, lines=fmt == "jsonl", dtype={"id": str, "label": str})
+            header = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", nrows=0).columns
+            text = [name for name in header if name in _TEXT_SCORE_COLUMNS]
+            return pd.read_csv(
+                path,
+                sep="\t" if fmt == "tsv" else ",",
+                dtype=dict.fromkeys(text, str),
+                keep_default_na=False,
+                na_values={name: ["", "nan", "NaN"] for name in header if name not in _TEXT_SCORE_COLUMNS},
+            )
+        # json, not pandas: pandas guesses types (dates, numbers) from the values
+        table = read_table(path)
+        return pd.DataFrame(table.rows, columns=table.columns)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (ValueError, OSError) as error:
@@ -174,7 +267,7 @@ def filter_table(
     scores_source: str = "scores",
 ) -> FilterResult:
     """Rank the rows of ``table`` by a score column and choose the rows to drop."""
-    aligned = match_scores(table, scores, info)
+    aligned = match_scores(table, scores, info, source=scores_source)
     by = by or default_signal(list(aligned.columns))
     if by not in SIGNALS:
         raise ConfigError(f"--by {by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")

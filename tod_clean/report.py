@@ -309,7 +309,7 @@ def report_content(
         train_table, scores, info, by=config.by, fraction=config.drop, scores_source=str(run.file(SCORES))
     )
     by = result.by
-    aligned = match_scores(train_table, scores, info)
+    aligned = match_scores(train_table, scores, info, source=str(run.file(SCORES)))
     flagged = np.zeros(len(train_table), dtype=bool)
     flagged[result.dropped] = True
     values = aligned[by].to_numpy(dtype=np.float64)

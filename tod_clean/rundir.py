@@ -25,6 +25,7 @@ and then only the files listed above: anything else in the folder is left alone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tod_clean import __version__
@@ -120,6 +122,15 @@ class RunInfo:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunInfo:
+        """Raises KeyError, TypeError or ValueError (or ConfigError) for a config that is not a run's."""
+        expected = {"train": dict, "labels": list, "train_file": dict, "instance_key": str}
+        for key, kind in expected.items():
+            if not isinstance(values[key], kind):
+                raise TypeError(f"{key!r} is {type(values[key]).__name__}, expected {kind.__name__}")
+        if not isinstance(values.get("epochs", []), list) or not all(
+            isinstance(epoch, dict) for epoch in values.get("epochs", [])
+        ):
+            raise TypeError("'epochs' must be a list of objects")
         return cls(
             train=TrainConfig.from_dict(values["train"]),
             labels=list(values["labels"]),
@@ -134,6 +145,21 @@ class RunInfo:
     @property
     def id_col(self) -> str | None:
         return self.instance_key.split(":", 1)[1] if self.instance_key.startswith("id:") else None
+
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 that tells this run's outputs from another's: options, labels, training data and the
+        per-epoch metrics (whose timings differ between any two trainings). A copied run keeps it."""
+        identity = {
+            "train": self.train.to_dict(),
+            "labels": self.labels,
+            "train_sha256": self.train_file.sha256,
+            "rows": self.train_file.rows,
+            "instance_key": self.instance_key,
+            "epochs": self.epochs,
+        }
+        text = json.dumps(identity, sort_keys=True, ensure_ascii=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class RunDir:
@@ -250,9 +276,22 @@ class RunDir:
             raise RunDirError(f"{self.path}: not a tod-clean run directory (no {CONFIG})")
         try:
             values = json.loads(self.file(CONFIG).read_text(encoding="utf-8"))
+            if not isinstance(values, dict):
+                raise TypeError(f"holds a JSON {type(values).__name__}, expected an object")
             return RunInfo.from_dict(values)
-        except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as error:
+        except KeyError as error:
+            raise RunDirError(
+                f"{self.file(CONFIG)}: not a valid tod-clean run config (no key {error})"
+            ) from None
+        except (
+            ValueError,
+            TypeError,
+            AttributeError,
+            ConfigError,
+        ) as error:  # JSONDecodeError is a ValueError
             raise RunDirError(f"{self.file(CONFIG)}: not a valid tod-clean run config ({error})") from None
+        except OSError as error:
+            raise RunDirError(f"{self.file(CONFIG)}: cannot read ({error.strerror})") from None
 
     def read_complete_info(self) -> RunInfo:
         info = self.read_info()
@@ -291,10 +330,18 @@ class RunDir:
     def load_model(self, info: RunInfo, device: torch.device | str = "cpu") -> TodClassifier:
         from transformers import AutoConfig, AutoModel
 
-        encoder_config = AutoConfig.from_pretrained(str(self.file(ENCODER_DIR)))
-        encoder = AutoModel.from_config(encoder_config)
+        encoder_dir = self.file(ENCODER_DIR)
+        if not (encoder_dir / "config.json").is_file():
+            raise RunDirError(f"{encoder_dir / 'config.json'}: missing; the run directory is incomplete")
+        try:
+            encoder_config = AutoConfig.from_pretrained(str(encoder_dir), local_files_only=True)
+            encoder = AutoModel.from_config(encoder_config)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunDirError(
+                f"{encoder_dir / 'config.json'}: cannot rebuild the encoder ({first_line(error)})"
+            ) from None
         model = build_classifier(encoder, info.train, len(info.labels))
-        state = load_file(str(self.file(WEIGHTS)))
+        state = load_tensor_file(self.file(WEIGHTS))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise RunDirError(
@@ -306,7 +353,30 @@ class RunDir:
     def load_tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(self.file(TOKENIZER_DIR)))
+        folder = self.file(TOKENIZER_DIR)
+        # a path that is not a folder would be taken for a hub repository name
+        if not folder.is_dir():
+            raise RunDirError(f"{folder}: missing; the run directory is incomplete")
+        try:
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunDirError(f"{folder}: cannot load the tokenizer ({first_line(error)})") from None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (other libraries' messages run over many lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, with one clear error when it is missing, truncated or not safetensors."""
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing; the run directory is incomplete")
+    try:
+        return load_file(str(path))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise RunDirError(f"{path}: damaged or not a safetensors file ({first_line(error)})") from None
 
 
 def build_classifier(encoder: torch.nn.Module, config: TrainConfig, num_labels: int) -> TodClassifier:

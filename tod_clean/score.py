@@ -35,7 +35,7 @@ from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.errors import ConfigError, RunDirError
-from tod_clean.filter import default_signal, worst_first
+from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, worst_first
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, TodClassifier, hidden_size_of
@@ -472,6 +472,9 @@ def score_run(
             progress=progress,
         )
     frame = scores_frame(train_instances, info.labels, scores, influence_values)
+    # Parquet outputs carry this (pandas keeps DataFrame.attrs in the schema metadata), so filter and
+    # report can refuse scores of another run; CSV and JSON Lines are checked row by row instead.
+    frame.attrs[SCORES_ORIGIN] = scores_origin(info)
     meta = {
         "train_file": info.train_file.path,
         "train_sha256": info.train_file.sha256,

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from tod_clean.config import TrainConfig, resolve_model
@@ -34,6 +33,8 @@ from tod_clean.rundir import (
     RunInfo,
     TrainFile,
     build_classifier,
+    first_line,
+    load_tensor_file,
     save_tensors,
     write_json,
 )
@@ -48,15 +49,83 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model(model_name)
+    local = check_model_folder(model_name, path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        # safetensors only: pickle weights (pytorch_model.bin) can run code when loaded
+        encoder = AutoModel.from_pretrained(path, local_files_only=local, use_safetensors=True)
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
-            f"--model {model_name}: cannot load an encoder and tokenizer ({first_line})"
+            f"--model {model_name}: cannot load an encoder and tokenizer ({first_line(error)})"
         ) from None
     return encoder, tokenizer
+
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+
+
+def check_model_folder(model_name: str, path: str) -> bool:
+    """Whether ``path`` is a local model folder; refuse one that is missing, incomplete or pickled.
+
+    A path that does not exist is taken for a hub name only if it looks like one (``name`` or
+    ``org/name``); anything else that names no folder is an error, not a hub lookup.
+    """
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        looks_like_hub_name = (
+            path.count("/") <= 1 and not path.startswith((".", "/", "~")) and "\\" not in path
+        )
+        if looks_like_hub_name:
+            return False
+        raise ConfigError(f"--model {model_name}: no such folder")
+    if not folder.is_dir():
+        raise ConfigError(f"--model {model_name}: not a folder; give a model folder or a hub name")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"--model {model_name}: not a model folder (no config.json)")
+    if not any(folder.glob("*.safetensors")):
+        pickled = [name for name in PICKLE_WEIGHTS if (folder / name).is_file()]
+        if pickled:
+            raise ConfigError(
+                f"--model {model_name}: holds only pickle weights ({pickled[0]}), which tod-clean does not "
+                "load; convert them to model.safetensors (model.save_pretrained(folder) does)"
+            )
+        raise ConfigError(f"--model {model_name}: no model weights (model.safetensors) in the folder")
+    return True
+
+
+# Fewer tokens than this leave a row a word or two after the special tokens: a classifier of nothing.
+MIN_MAX_LENGTH = 8
+
+
+def position_limit(encoder: nn.Module, tokenizer: Any) -> int | None:
+    """The most tokens per row the encoder can embed (None when neither the model nor tokenizer says)."""
+    limits = []
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        # RoBERTa-style embeddings number positions from padding_idx + 1
+        padding_idx = getattr(getattr(encoder, "embeddings", None), "padding_idx", None)
+        limits.append(positions - (padding_idx + 1 if isinstance(padding_idx, int) else 0))
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:  # unset is a huge sentinel value
+        limits.append(model_max)
+    return min(limits) if limits else None
+
+
+def check_max_length(config: TrainConfig, encoder: nn.Module, tokenizer: Any) -> None:
+    """Refuse a --max-length that leaves no room for text, or that the model cannot embed."""
+    pair = config.columns.text_pair_col is not None
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    floor = max(MIN_MAX_LENGTH, special + (2 if pair else 1))
+    if config.max_length < floor:
+        raise ConfigError(
+            f"--max-length {config.max_length}: too short; {special} of the tokens go to special tokens, "
+            f"use at least {floor}"
+        )
+    limit = position_limit(encoder, tokenizer)
+    if limit is not None and config.max_length > limit:
+        raise ConfigError(
+            f"--max-length {config.max_length}: the model {config.model} takes at most {limit} tokens per row"
+        )
 
 
 def encode_instances(tokenizer: Any, instances: Instances, max_length: int) -> EncodedRows:
@@ -163,23 +232,30 @@ def _load_checkpoint(
     import json
 
     folder = _epoch_folder(run, epoch)
+    if not folder.is_dir():
+        raise RunDirError(f"{folder}: missing; the checkpoint to resume from is gone (train a new run)")
+    state_file = folder / "state.json"
     try:
-        meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / "optimizer.safetensors"))
-        weights = load_file(str(folder / WEIGHTS))
+        meta = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise RunDirError(f"{folder}: cannot read the checkpoint to resume from ({error})") from None
-    if int(meta["epoch"]) != epoch:
-        raise RunDirError(f"{folder}: holds epoch {meta['epoch']}, expected {epoch}")
-    model.load_state_dict(weights)
-    per_param: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("state."):
-            _, index, name = key.split(".", 2)
-            per_param.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.cpu"])
+        raise RunDirError(f"{state_file}: cannot read the checkpoint to resume from ({error})") from None
+    tensors = load_tensor_file(folder / "optimizer.safetensors")
+    weights = load_tensor_file(folder / WEIGHTS)
+    # A checkpoint that parses but does not fit this run (edited, or from another run) must not crash.
+    try:
+        if int(meta["epoch"]) != epoch:
+            raise RunDirError(f"{state_file}: holds epoch {meta['epoch']}, expected {epoch}")
+        model.load_state_dict(weights)
+        per_param: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("state."):
+                _, index, name = key.split(".", 2)
+                per_param.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+        scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng.cpu"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise RunDirError(f"{folder}: checkpoint does not fit this run ({first_line(error)})") from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
 
@@ -215,6 +291,7 @@ def train(
     run.check_target(overwrite=overwrite, stdin_copy=from_stdin)
     run.check_outputs({"the training file": train_path})
     encoder, tokenizer = load_pretrained(config.model)
+    check_max_length(config, encoder, tokenizer)
     model = build_classifier(encoder, config, len(labels))
     if config.separated:
         # The classifier bias is shared by every sub-network, so it cannot train without leaking each row

@@ -20,7 +20,7 @@ from tod_clean.data import (
     subset_bytes,
 )
 from tod_clean.filter import SIGNALS, filter_table, read_scores
-from tod_clean.rundir import RunDir
+from tod_clean.rundir import SCORES, RunDir
 
 
 @app.command("filter")
@@ -80,7 +80,7 @@ def filter_command(
         fraction=drop,
         count=drop_count,
         threshold=threshold,
-        scores_source=scores or str(run_dir.path),
+        scores_source=scores or str(run_dir.file(SCORES)),
     )
     kept_payload = subset_bytes(table, result.kept.tolist())
     removed_payload = frame_bytes(result.removed, output_format(removed, "csv")) if removed else None

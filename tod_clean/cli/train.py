@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,7 +11,7 @@ from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.config import DataColumns, TrainConfig
 from tod_clean.data import read_table
 from tod_clean.errors import ConfigError
-from tod_clean.rundir import RunDir
+from tod_clean.rundir import RunDir, RunInfo
 
 _D = TrainConfig.__dataclass_fields__
 
@@ -20,9 +20,60 @@ def _default(name: str) -> object:
     return _D[name].default
 
 
+# Options of `train` and where the run's config.json keeps them: (section, field); section "columns" is
+# TrainConfig.columns, None is TrainConfig itself.
+_SAVED_AS = {
+    "text_col": ("columns", "text_col"),
+    "text_pair_col": ("columns", "text_pair_col"),
+    "label_col": ("columns", "label_col"),
+    "id_col": ("columns", "id_col"),
+    "model": (None, "model"),
+    "scope": (None, "scope"),
+    "keep_prob": (None, "keep_prob"),
+    "epochs": (None, "epochs"),
+    "batch_size": (None, "batch_size"),
+    "lr": (None, "learning_rate"),
+    "head_lr": (None, "head_learning_rate"),
+    "weight_decay": (None, "weight_decay"),
+    "warmup_ratio": (None, "warmup_ratio"),
+    "max_length": (None, "max_length"),
+    "grad_accum": (None, "grad_accum"),
+    "seed": (None, "seed"),
+    "mask_seed": (None, "mask_seed"),
+    "pooling": (None, "pooling"),
+    "head_dim": (None, "head_dim"),
+    "freeze": (None, "freeze"),
+    "device": (None, "device"),
+    "precision": (None, "precision"),
+}
+
+
+def _refuse_changed_options(context: typer.Context, info: RunInfo, given: dict[str, Any]) -> None:
+    """--resume continues with the run's saved options; refuse options given with other values.
+
+    Only options typed on the command line count (defaults do not), and a value equal to the saved one is
+    accepted. Applying a change instead would not be coherent: even --epochs reshapes the LR schedule.
+    """
+    changed = []
+    for name, (section, field) in _SAVED_AS.items():
+        source = context.get_parameter_source(name)
+        if source is None or source.name == "DEFAULT":  # typer vendors click: compare by name
+            continue
+        saved = getattr(info.train.columns if section == "columns" else info.train, field)
+        if given[name] != saved:
+            option = next(p.opts[0] for p in context.command.params if p.name == name)
+            changed.append(f"{option} {given[name]} (the run's: {saved})")
+    if changed:
+        raise ConfigError(
+            f"--resume continues {info.train_file.path} with the run's own options; these differ: "
+            f"{'; '.join(changed)}. Drop them, or train a new run"
+        )
+
+
 @app.command("train")
 @handle_errors
 def train_command(
+    context: typer.Context,
     train_file: Annotated[
         str | None,
         typer.Argument(help="Training data (.jsonl .json .csv .tsv .parquet), or - for JSON Lines on stdin."),
@@ -121,7 +172,10 @@ def train_command(
 
     run_dir = RunDir(run)
     if resume:
+        if overwrite:
+            raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
         info = run_dir.read_info()
+        _refuse_changed_options(context, info, locals())
         path = train_file or info.train_file.path
         result = core.resume(read_table(path), run_dir, progress=progress_for(quiet))
     else:
