@@ -11,16 +11,19 @@ Keep probabilities other than 0.5 make a swapped 1/p and 1/(1-p) show.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import random_batch, tiny_encoder
+from tests.conftest import make_rows, random_batch, tiny_encoder, write_rows
 from tod_clean.config import TrainConfig
+from tod_clean.data import read_table
 from tod_clean.masks import MaskMode, instance_masks
 from tod_clean.model import FFN_SITE_BASE, HEAD_SITE, LORA_SITE_BASE, TodClassifier
-from tod_clean.rundir import build_classifier
-from tod_clean.train import log_priors, make_optimizer, set_trainable
+from tod_clean.rundir import RunDir, build_classifier
+from tod_clean.train import log_priors, make_optimizer, set_trainable, train
 
 NUM_LABELS = 3
 KEY = 123456789
@@ -150,3 +153,64 @@ def test_separated_modes_freeze_the_shared_classifier_bias_at_the_log_priors() -
     assert "classifier.bias" not in trainable
     assert all(".lora_" in name or name.startswith(("head_dense.", "classifier.")) for name in trainable)
     assert torch.allclose(model.classifier.bias.exp().sum(), torch.tensor(1.0))
+
+
+def _group_of(key: int, groups: int) -> int:
+    exposed = instance_masks(0, torch.tensor([key]), HEAD_SITE, groups, 1 / groups, groups=groups)[0]
+    return int(exposed.nonzero()[0, 0])
+
+
+def _hidden_logits_after_training(
+    tmp_path: Path, model_dir: Path, rows: list[dict], name: str, **options: object
+) -> torch.Tensor:
+    data = write_rows(tmp_path / f"{name}.jsonl", rows)
+    config = TrainConfig(
+        model=str(model_dir),
+        epochs=2,
+        batch_size=4,
+        max_length=16,
+        device="cpu",
+        lora_rank=4,
+        **options,  # type: ignore[arg-type]
+    )
+    result = train(config, read_table(str(data)), RunDir(tmp_path / name), train_path=str(data))
+    model = result.model.eval()
+    from tod_clean.encoding import encode_texts
+
+    encoded = encode_texts(RunDir(tmp_path / name).load_tokenizer(), [r["text"] for r in rows], None, 16)
+    keys = torch.arange(len(rows))
+    with torch.no_grad():
+        return torch.cat(
+            [model(encoded.batch([i]), keys[i : i + 1], MaskMode.HIDDEN) for i in range(len(rows))]
+        )
+
+
+def test_mask_groups_make_hidden_sub_networks_exactly_out_of_fold(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Swap the labels of two rows of one group (class counts, and so the classifier's prior bias, stay
+    the same) and train again: with --mask-groups their hidden sub-networks give bit-identical logits,
+    because those units never computed anything from them. With independent masks (first-order
+    separation only) the swap reaches them through the shared units' neighbours."""
+    rows = make_rows(16)
+    by_group: dict[int, list[int]] = {}
+    for index in range(len(rows)):
+        by_group.setdefault(_group_of(index, 2), []).append(index)
+    first, second = next(
+        (a, b)
+        for members in by_group.values()
+        for a in members
+        for b in members
+        if rows[a]["label"] != rows[b]["label"]
+    )
+    swapped = [dict(row) for row in rows]
+    swapped[first]["label"], swapped[second]["label"] = rows[second]["label"], rows[first]["label"]
+    for groups, exact in ((2, True), (0, False)):
+        before = _hidden_logits_after_training(
+            tmp_path, tiny_model_dir, rows, f"a{groups}", scope="lora", mask_groups=groups
+        )
+        after = _hidden_logits_after_training(
+            tmp_path, tiny_model_dir, swapped, f"b{groups}", scope="lora", mask_groups=groups
+        )
+        pair = [first, second]
+        assert torch.equal(before[pair], after[pair]) == exact, groups

@@ -46,7 +46,9 @@ def score_command(
         Path | None,
         typer.Option(
             help="Write the hidden sub-networks' class probabilities (N x K float32 .npy, the layout of "
-            "cleanlab's find_label_issues(labels, pred_probs)): each row from the sub-network that never saw it."
+            "cleanlab's find_label_issues(labels, pred_probs)): each row from the sub-network that hides it "
+            "(exactly out-of-fold with --mask-groups, first-order out-of-sample in scope lora, partly "
+            "in-sample in head/layers/ffn whose shared encoder learns every row: see README)."
         ),
     ] = None,
     val_text_col: Annotated[

@@ -43,6 +43,11 @@ _SAVED_AS = {
     "pooling": (None, "pooling"),
     "head_dim": (None, "head_dim"),
     "freeze": (None, "freeze"),
+    "mask_groups": (None, "mask_groups"),
+    "lora_rank": (None, "lora_rank"),
+    "lora_alpha": (None, "lora_alpha"),
+    "lora_targets": (None, "lora_targets"),
+    "lora_lr": (None, "lora_learning_rate"),
     "device": (None, "device"),
     "precision": (None, "precision"),
 }
@@ -60,7 +65,10 @@ def _refuse_changed_options(context: typer.Context, info: RunInfo, given: dict[s
         if source is None or source.name == "DEFAULT":  # typer vendors click: compare by name
             continue
         saved = getattr(info.train.columns if section == "columns" else info.train, field)
-        if given[name] != saved:
+        value = given[name]
+        if name == "lora_targets":  # typed comma-separated, saved as a list
+            value = [target.strip() for target in value.split(",") if target.strip()]
+        if value != saved:
             option = next(p.opts[0] for p in context.command.params if p.name == name)
             changed.append(f"{option} {given[name]} (the run's: {saved})")
     if changed:
