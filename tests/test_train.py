@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -98,3 +100,40 @@ def test_resume_ignores_a_half_written_later_checkpoint(tmp_path: Path, tiny_mod
     result = resume(read_table(str(data)), run)
     assert result.info.status == "complete" and [e["epoch"] for e in result.info.epochs] == [1, 2, 3]
     assert not (run.path / "checkpoint").exists()
+
+
+def test_a_run_without_a_recorded_mask_scheme_scores_with_scheme_1(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Runs trained before mask schemes were recorded hashed with scheme 1: they must keep their masks."""
+    from tod_clean.encoding import encode_texts
+    from tod_clean.masks import MaskMode, key_from_id
+    from tod_clean.score import score_run
+
+    rows = make_rows(10)
+    for row in rows:  # integral float ids: hashed apart from their integer by scheme 1 only
+        row["id"] = float(int(row["id"][1:]))
+    data = write_rows(tmp_path / "train.jsonl", rows)
+    config = TrainConfig(
+        model=str(tiny_model_dir), epochs=1, batch_size=4, max_length=16, device="cpu", keep_prob=0.3
+    )
+    config.columns.id_col = "id"
+    run = RunDir(tmp_path / "run")
+    train(config, read_table(str(data)), run, train_path=str(data))
+    current = score_run(run, read_table(str(data))).frame
+    saved = json.loads((run.path / "config.json").read_text())
+    assert saved["train"]["mask_scheme"] == 2 and saved["masks"]["scheme"] == 2
+    del saved["train"]["mask_scheme"], saved["masks"]["scheme"]
+    (run.path / "config.json").write_text(json.dumps(saved))
+    old = score_run(run, read_table(str(data))).frame
+    assert not np.allclose(old["hidden_loss"], current["hidden_loss"])
+    model = run.load_model(run.read_info())
+    assert model.mask_scheme == 1
+    encoded = encode_texts(run.load_tokenizer(), [r["text"] for r in rows], None, 16)
+    with torch.no_grad():
+        for index in (0, 7):
+            key = torch.tensor([key_from_id(rows[index]["id"], scheme=1)])
+            logits = model(encoded.batch([index]), key, MaskMode.HIDDEN)
+            label = 0 if rows[index]["label"] == "negative" else 1
+            expected = torch.nn.functional.cross_entropy(logits, torch.tensor([label])).item()
+            assert abs(old["hidden_loss"][index] - expected) < 1e-5

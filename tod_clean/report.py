@@ -245,6 +245,14 @@ def _format_number(value: Any, *, signed: bool = False) -> str:
     return str(value)
 
 
+def _shown_path(path: str) -> str:
+    """A recorded (absolute) path as the reader knows it: relative to the current folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return path
+
+
 def _header(
     run: RunDir, info: RunInfo, meta: dict[str, Any], train_table: Table, config: ReportConfig, by: str
 ) -> list[tuple[str, str]]:
@@ -254,7 +262,7 @@ def _header(
         epochs += f" (final training loss {final_loss:.4f})"
     val_file = meta.get("val_file")
     scored = (
-        f"{val_file} ({meta.get('val_rows', '?')} rows)"
+        f"{_shown_path(val_file)} ({meta.get('val_rows', '?')} rows)"
         if val_file
         else "no validation set (self-scores only)"
     )
@@ -262,9 +270,9 @@ def _header(
         ("run directory", str(run.path)),
         (
             "training file",
-            info.train_file.path
-            if train_table.source == info.train_file.path
-            else f"{train_table.source} (trained on {info.train_file.path})",
+            _shown_path(info.train_file.path)
+            if Path(train_table.source).resolve() == Path(info.train_file.path)
+            else f"{train_table.source} (trained on {_shown_path(info.train_file.path)})",
         ),
         (
             "rows",
