@@ -53,8 +53,9 @@ CELLS: dict[str, dict[str, Any]] = {
     "layers:1": {"scope": "layers:1"},
     "lora": {"scope": "lora"},
     "lora, 2 groups": {"scope": "lora", "mask_groups": 2},
+    "5-fold CV (none)": {"scope": "none", "folds": 5},
 }
-SIGNALS = ("hidden_loss", "full_loss", "self_influence")
+SIGNALS = ("hidden_loss", "full_loss", "self_influence", "cv_loss", "cleanlab_quality")
 
 
 def _find_issues(labels: np.ndarray, probs: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
@@ -129,6 +130,72 @@ def epoch_evaluator(data: dict[str, Any], run_path: Path, records: list[dict[str
     return evaluate
 
 
+def cross_validated(
+    data: dict[str, Any], options: dict[str, Any], folds: int, seed: int
+) -> tuple[list[dict[str, Any]], float, list[float]]:
+    """K ordinary fine-tunes on (K-1)/K of the rows, each evaluated on its held-out fold after every
+    epoch: per epoch, the out-of-fold loss of every row (the cross-validated loss baseline of Chong, Hong
+    & Manning 2022) and out-of-fold probabilities for cleanlab."""
+    from cleanlab.rank import get_label_quality_scores
+    from common import read_jsonl, timed, write_jsonl
+    from sklearn.model_selection import StratifiedKFold
+
+    from tod_clean.data import read_table
+    from tod_clean.rundir import RunDir
+
+    rows = read_jsonl(data["train_path"])
+    names = sorted({row["label"] for row in rows})
+    labels = np.array([names.index(row["label"]) for row in rows])
+    epochs = options["epochs"]
+    probs = np.zeros((epochs, len(rows), len(names)))
+    speeds: list[float] = []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with timed() as timer:
+        for fold, (fit_index, held_index) in enumerate(splitter.split(np.zeros(len(rows)), labels)):
+            fit_path = write_jsonl(data["folder"] / f"cv{fold}-fit.jsonl", [rows[i] for i in fit_index])
+            held_path = write_jsonl(data["folder"] / f"cv{fold}-held.jsonl", [rows[i] for i in held_index])
+            run_path = data["folder"] / f"run-study-cv{fold}"
+
+            def on_epoch(
+                model: Any,
+                epoch: int,
+                run_path: Path = run_path,
+                held_path: Path = held_path,
+                held_index: np.ndarray = held_index,
+                fold: int = fold,
+            ) -> None:
+                from tod_clean.config import DataColumns
+                from tod_clean.encoding import encode_texts
+                from tod_clean.evaluate import predict_probs
+                from tod_clean.instances import instances_from_table
+
+                run = RunDir(run_path)
+                info = run.read_info()
+                instances = instances_from_table(
+                    read_table(str(held_path)), DataColumns(id_col="id"), info.labels
+                )
+                encoded = encode_texts(run.load_tokenizer(), instances.texts, None, info.train.max_length)
+                probs[epoch - 1, held_index] = predict_probs(model, encoded)
+                print(f"cv fold {fold} epoch {epoch}", flush=True)
+
+            result, _ = train_run(fit_path, run_path, train_config(**options), on_epoch_end=on_epoch)
+            speeds += [e["rows_per_second"] for e in result.info.epochs]
+    flipped = data["flipped"]
+    records = []
+    for epoch in range(1, epochs + 1):
+        picked = np.clip(probs[epoch - 1, np.arange(len(rows)), labels], 1e-12, 1.0)
+        quality = get_label_quality_scores(labels, probs[epoch - 1])
+        records.append(
+            {
+                "epoch": epoch,
+                "cv_loss": ranking_metrics(-np.log(picked), flipped),
+                "cleanlab_quality": ranking_metrics(-quality, flipped),
+                "find_label_issues_cv": _find_issues(labels, probs[epoch - 1], flipped),
+            }
+        )
+    return records, timer.wall, speeds
+
+
 def run(args: argparse.Namespace) -> None:
     path = RESULTS / f"{args.name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
@@ -142,6 +209,20 @@ def run(args: argparse.Namespace) -> None:
                 print(f"reusing {key}", flush=True)
                 continue
             options = {"epochs": args.epochs, "seed": seed, "device": args.device, **CELLS[cell]}
+            if "folds" in options:
+                folds = options.pop("folds")
+                print(f"== {key}", flush=True)
+                records, wall, speeds = cross_validated(data, options, folds, seed)
+                results["runs"][key] = {
+                    "cell": cell,
+                    "seed": seed,
+                    "options": {**options, "folds": folds},
+                    "epochs": records,
+                    "train_rows_per_second": speeds,
+                    "wall_seconds_with_evaluation": wall,
+                }
+                path.write_text(json.dumps(results, indent=1) + "\n")
+                continue
             run_path = data["folder"] / ("run-study-" + "".join(c if c.isalnum() else "-" for c in cell))
             records: list[dict[str, Any]] = []
             print(f"== {key}", flush=True)
@@ -190,9 +271,9 @@ def report(name: str) -> None:
         f"{results['config'].get('rows')} rt_polarity rows, {results['config'].get('noise')} flipped; "
         "one 5-epoch run per cell, evaluated after every epoch.",
         "",
-        "| cell | epoch | AUROC hidden_loss | AUROC full_loss | AUROC self_influence | AP hidden / full "
-        "| ignorance gap | usefulness gap | held-out acc |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| cell | epoch | AUROC hidden_loss | AUROC full_loss | AUROC self_influence | AUROC CV loss / cleanlab "
+        "| AP hidden / full / CV | P@k hidden / full / CV | ignorance gap | usefulness gap | held-out acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         for epoch in epochs:
@@ -200,9 +281,17 @@ def report(name: str) -> None:
                 s: values(cell, epoch, lambda e, s=s: e[s]["auroc"] if s in e else None) for s in SIGNALS
             }
             ap = {s: values(cell, epoch, lambda e, s=s: e[s]["ap"] if s in e else None) for s in SIGNALS}
+            pk = {
+                s: values(cell, epoch, lambda e, s=s: e[s]["precision_at_k"] if s in e else None)
+                for s in SIGNALS
+            }
+            if not any(auroc.values()):
+                continue
             lines.append(
                 f"| {cell} | {epoch} | {cellfmt(auroc['hidden_loss'])} | {cellfmt(auroc['full_loss'])} "
-                f"| {cellfmt(auroc['self_influence'])} | {cellfmt(ap['hidden_loss'])} / {cellfmt(ap['full_loss'])} "
+                f"| {cellfmt(auroc['self_influence'])} | {cellfmt(auroc['cv_loss'])} / {cellfmt(auroc['cleanlab_quality'])} "
+                f"| {cellfmt(ap['hidden_loss'])} / {cellfmt(ap['full_loss'])} / {cellfmt(ap['cv_loss'])} "
+                f"| {cellfmt(pk['hidden_loss'])} / {cellfmt(pk['full_loss'])} / {cellfmt(pk['cv_loss'])} "
                 f"| {cellfmt(values(cell, epoch, lambda e: e.get('ignorance_gap')))} "
                 f"| {cellfmt(values(cell, epoch, lambda e: e.get('usefulness_gap')))} "
                 f"| {cellfmt(values(cell, epoch, lambda e: e['heldout_full_accuracy']))} |"
@@ -211,8 +300,9 @@ def report(name: str) -> None:
         "",
         "cleanlab `find_label_issues` (default arguments): flagged rows, precision, recall.",
         "",
-        "| cell | epoch | on hidden sub-networks' probabilities (--pred-probs) | on in-sample full-network probabilities |",
-        "|---|---|---|---|",
+        "| cell | epoch | on hidden sub-networks' probabilities (--pred-probs) | on in-sample full-network probabilities "
+        "| on 5-fold out-of-fold probabilities |",
+        "|---|---|---|---|---|",
     ]
     for cell in cells:
         for epoch in epochs:
@@ -252,11 +342,12 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep (seed, cell) results already saved")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--name", default="lora_study", help="results file name in bench/results")
     args = parser.parse_args()
-    args.name = "lora_study"
     if args.quick:
         args.rows, args.heldout, args.epochs, args.name = 300, 100, 2, "lora_study-quick"
-        args.cells = ["lora", "lora, 2 groups"]
+        if args.cells == list(CELLS):
+            args.cells = ["lora", "lora, 2 groups"]
     if not args.report:
         run(args)
     report(args.name)
