@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers import get_scheduler
 
 from tod_clean.config import TrainConfig, resolve_model
 from tod_clean.data import STDIN, Table, atomic_output
@@ -173,15 +174,6 @@ def log_priors(labels: np.ndarray, num_labels: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
     counts[counts == 0] = 0.5
     return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
-
-
-def warmup_linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
 
 
 # ---- optimizer state as safetensors + JSON (no pickle) ------------------------------------------
@@ -399,8 +391,11 @@ def _fit(
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_linear(total_steps, int(config.warmup_ratio * total_steps))
+    scheduler = get_scheduler(
+        "linear",
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
     )
     if start_epoch > 1:
         _load_checkpoint(run, model, optimizer, scheduler, start_epoch - 1)
