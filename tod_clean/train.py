@@ -46,7 +46,11 @@ EpochCallback = Callable[[TodClassifier, int], None]
 
 
 def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
-    """The encoder and tokenizer of a local folder or hub name, with one clear error if either fails."""
+    """The encoder and tokenizer of a local folder or hub name, with one clear error if either fails.
+
+    Any checkpoint ``AutoModel`` reads gives its encoder: a base model, or a task model (say
+    ``BertForSequenceClassification``), whose head weights are left out; tod-clean adds its own head.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model(model_name)
@@ -54,12 +58,39 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
         # safetensors only: pickle weights (pytorch_model.bin) can run code when loaded
-        encoder = AutoModel.from_pretrained(path, local_files_only=local, use_safetensors=True)
+        encoder, loading = AutoModel.from_pretrained(
+            path,
+            local_files_only=local,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below as one line, not raised as a RuntimeError
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
             f"--model {model_name}: cannot load an encoder and tokenizer ({first_line(error)})"
         ) from None
+    check_encoder_weights(model_name, loading)
     return encoder, tokenizer
+
+
+def check_encoder_weights(model_name: str, loading: dict[str, Any]) -> None:
+    """Refuse a checkpoint that leaves encoder weights at their random start (weights that do not fit the
+    config, or a checkpoint of another model): training would quietly start from noise. The pooler is
+    never used (tod-clean pools the last hidden states itself), and task checkpoints often lack it."""
+    mismatched = sorted(
+        str(item[0] if isinstance(item, tuple) else item) for item in loading["mismatched_keys"]
+    )
+    missing = sorted(name for name in loading["missing_keys"] if not name.startswith("pooler."))
+    if mismatched:
+        raise ConfigError(
+            f"--model {model_name}: {len(mismatched)} weights have other shapes than its config.json says "
+            f"(first: {mismatched[0]})"
+        )
+    if missing:
+        raise ConfigError(
+            f"--model {model_name}: {len(missing)} encoder weights are missing from the checkpoint "
+            f"(first: {missing[0]}); it does not match its config.json"
+        )
 
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
