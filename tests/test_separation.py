@@ -95,7 +95,7 @@ SEPARATED = [
     ("electra", {"scope": "lora", "keep_prob": 0.3}),
     ("deberta-v2", {"scope": "lora", "keep_prob": 0.7}),
     ("deberta-v3", {"scope": "lora", "keep_prob": 0.3}),
-    *[("modernbert", {"scope": "lora", "keep_prob": 0.3}) for _ in ARCHITECTURES[5:]],
+    *([("modernbert", {"scope": "lora", "keep_prob": 0.3})] if "modernbert" in ARCHITECTURES else []),
     ("bert", {"scope": "head", "freeze": "unmasked", "keep_prob": 0.3}),
     *[(arch, {"scope": "ffn:2", "freeze": "unmasked", "keep_prob": 0.7}) for arch in ARCHITECTURES],
 ]
