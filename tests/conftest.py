@@ -171,8 +171,9 @@ def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
         config = transformers.BertConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **common
         )
-    elif arch == "roberta":
-        config = transformers.RobertaConfig(
+    elif arch in ("roberta", "roberta-prelayernorm"):
+        kind = transformers.RobertaConfig if arch == "roberta" else transformers.RobertaPreLayerNormConfig
+        config = kind(
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=4,

@@ -39,8 +39,9 @@ from tod_clean.rundir import build_classifier
 from tod_clean.train import load_pretrained
 
 KEYS = torch.tensor([987654321, -5])
-# DeBERTa-v3 (deberta-v2 with share_att_key) too: LoRA on its query/key also sees the shared position embeddings
-ALL = ARCHITECTURES + ("deberta-v3",)
+# DeBERTa-v3 (deberta-v2 with share_att_key) too: LoRA on its query/key also sees the shared position
+# embeddings; and RoBERTa-PreLayerNorm, a pre-norm encoder with a final norm.
+ALL = ARCHITECTURES + ("deberta-v3", "roberta-prelayernorm")
 MASK_SEED = 11
 
 

@@ -18,8 +18,8 @@ Scopes (where instance masks sit; every scope but ``none`` includes the head mas
 - ``lora-plain``  the same adapters with no instance masks: an ordinary LoRA fine-tune (a baseline).
 
 Masks attach with forward hooks on modules found by shape (the repeated layer list, and the feed-forward
-output projection inside each layer), so BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2/v3 and ModernBERT
-encoders all work without per-architecture code. Scopes that put masks inside the encoder are accepted only
+output projection inside each layer), so BERT, RoBERTa (also pre-norm), DistilBERT, ELECTRA, DeBERTa-v2/v3
+and ModernBERT encoders all work without per-architecture code. Scopes that put masks inside the encoder are accepted only
 for those model types (``TESTED_MODEL_TYPES``: the test suite checks every mask site of each); ``head`` and
 ``none`` touch nothing inside the encoder and take any encoder. The model's own dropout stays where the model
 has it.
@@ -50,7 +50,15 @@ WHOLE_SCOPES = ("none", "head", "lora", "lora-plain")  # scopes that take no lay
 UNMASKED_SCOPES = ("none", "lora-plain")  # ordinary fine-tunes: the baselines and the retraining step
 # Model types whose layer list, feed-forward blocks and LoRA targets the test suite checks site by site
 # (tests/test_architectures.py). Other encoders get scopes head and none, which touch nothing inside them.
-TESTED_MODEL_TYPES = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "modernbert")
+TESTED_MODEL_TYPES = (
+    "bert",
+    "roberta",
+    "roberta-prelayernorm",
+    "distilbert",
+    "electra",
+    "deberta-v2",
+    "modernbert",
+)
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
