@@ -156,7 +156,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> 
     return folder
 
 
-ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2")
+ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2") + (
+    ("modernbert",) if hasattr(transformers, "ModernBertConfig") else ()
+)
 
 
 def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
@@ -169,8 +171,9 @@ def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
         config = transformers.BertConfig(
             hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **common
         )
-    elif arch == "roberta":
-        config = transformers.RobertaConfig(
+    elif arch in ("roberta", "roberta-prelayernorm"):
+        kind = transformers.RobertaConfig if arch == "roberta" else transformers.RobertaPreLayerNormConfig
+        config = kind(
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=4,
@@ -189,8 +192,11 @@ def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
             intermediate_size=37,
             **common,
         )
-    elif arch == "deberta-v2":
+    elif arch in ("deberta-v2", "deberta-v3"):
+        # v3 checkpoints are model type deberta-v2 with share_att_key: the query/key linears also project
+        # the relative-position embeddings
         config = transformers.DebertaV2Config(
+            share_att_key=arch == "deberta-v3",
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=4,
@@ -199,6 +205,19 @@ def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
             pos_att_type=["p2c", "c2p"],
             max_relative_positions=-1,
             position_buckets=-1,
+            **common,
+        )
+    elif arch == "modernbert":  # pre-norm, a final norm after the layers, a gated (GLU) feed-forward block
+        config = transformers.ModernBertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
             **common,
         )
     else:  # pragma: no cover - test helper misuse
@@ -212,6 +231,8 @@ def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
             "seq_classif_dropout",
             "pooler_dropout",
             "classifier_dropout",
+            "embedding_dropout",
+            "mlp_dropout",
         ):
             if hasattr(config, name):
                 setattr(config, name, dropout)

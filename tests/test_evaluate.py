@@ -47,3 +47,13 @@ def test_evaluate_command(tmp_path: Path, model_args: list[str]) -> None:  # noq
     )
     user_error(invoke("evaluate", test, "--run", run, "--label-col", "stars"), "'stars'", "columns found")
     user_error(invoke("evaluate", tmp_path / "missing.jsonl", "--run", run), "no such file")
+
+
+def test_macro_f1_counts_only_classes_present_in_labels_or_predictions() -> None:
+    """A class no row has and no row is predicted as (here c) does not pull macro-F1 down."""
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    result = metrics(probs, np.array([0, 1, 1, 1]), ["a", "b", "c"])
+    # a: precision 1/2, recall 1 -> 2/3; b: precision 1, recall 2/3 -> 4/5
+    assert result.macro_f1 == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert result.confusion.tolist() == [[1, 0, 0], [1, 2, 0], [0, 0, 0]]
+    assert result.accuracy == 0.75

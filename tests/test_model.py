@@ -15,6 +15,7 @@ HIDDEN = 32
 INTERMEDIATE = 37
 SCOPES = ("none", "head", "layers:1", "layers:2", "ffn:1", "ffn:2")
 KEEP_PROB = 0.5
+PRE_NORM = ("modernbert",)  # a LayerNorm before each sub-block and after the last layer
 MASK_SEED = 13
 
 
@@ -41,7 +42,7 @@ def build(
 
 def layers_of(model: TodClassifier) -> nn.ModuleList:
     """The encoder's transformer blocks, found independently of tod_clean's own search."""
-    for name in ("encoder.layer", "transformer.layer"):
+    for name in ("encoder.layer", "transformer.layer", "layers"):
         try:
             return model.encoder.get_submodule(name)  # type: ignore[return-value]
         except AttributeError:
@@ -63,13 +64,29 @@ QKV_NAMES = ("query", "key", "value", "q_lin", "k_lin", "v_lin", "query_proj", "
 
 
 def qkv_of(layer: nn.Module) -> list[nn.Linear]:
+    """The query, key and value projections (ModernBERT: its one fused ``Wqkv``)."""
     found = [
         m
         for name, m in layer.named_modules()
-        if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in QKV_NAMES
+        if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in QKV_NAMES + ("Wqkv",)
     ]
-    assert len(found) == 3, [name for name, _ in layer.named_modules()]
+    assert len(found) == 3 or (len(found) == 1 and found[0].out_features == 3 * HIDDEN), found
     return found
+
+
+def ffn_input_rows(layer: nn.Module) -> tuple[nn.Linear, int]:
+    """The feed-forward input projection and how many of its rows feed each unit (2 in a gated block)."""
+    for rows_per_unit in (1, 2):
+        found = [
+            m
+            for m in layer.modules()
+            if isinstance(m, nn.Linear)
+            and (m.in_features, m.out_features) == (HIDDEN, rows_per_unit * INTERMEDIATE)
+        ]
+        if found:
+            assert len(found) == 1, found
+            return found[0], rows_per_unit
+    raise AssertionError("no feed-forward input projection")
 
 
 # ---- scope parsing ---------------------------------------------------------------------------------
@@ -258,11 +275,18 @@ def test_hidden_units_get_exactly_zero_gradient(arch: str, scope: str) -> None:
             layer = layers[index]
             if kind == "ffn":
                 hidden = hidden_units(key, FFN_SITE_BASE + index, INTERMEDIATE)
-                intermediate = linear_by_shape(layer, HIDDEN, INTERMEDIATE)
+                intermediate, rows_per_unit = ffn_input_rows(layer)
                 output = linear_by_shape(layer, INTERMEDIATE, HIDDEN)
-                assert_zero_and_nonzero(intermediate.weight.grad, hidden, f"layer {index} intermediate rows")
-                assert_zero_and_nonzero(intermediate.bias.grad, hidden, f"layer {index} intermediate bias")
+                feeds = hidden.repeat(rows_per_unit)  # a gated block: rows j and I + j feed unit j
+                assert_zero_and_nonzero(intermediate.weight.grad, feeds, f"layer {index} intermediate rows")
+                if intermediate.bias is not None:
+                    assert_zero_and_nonzero(intermediate.bias.grad, feeds, f"layer {index} intermediate bias")
                 assert_zero_and_nonzero(output.weight.grad.T, hidden, f"layer {index} ffn output columns")
+            elif kind == "layers" and arch in PRE_NORM:
+                # A LayerNorm reads the masked layer output (the next layer's, or the final norm) and
+                # re-centres every dimension, so the weights after it are not separated by unit; the
+                # masked output itself passes nothing on (tests/test_architectures.py checks the site).
+                assert not model.last_layer_is_output
             elif kind == "layers":
                 hidden = hidden_units(key, LAYER_SITE_BASE + index, HIDDEN)
                 if index + 1 < len(layers):

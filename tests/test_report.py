@@ -24,6 +24,7 @@ from tod_clean.report import (
     Distribution,
     ReportContent,
     figures_folder,
+    page_view,
     render_html,
     report_figures,
 )
@@ -146,7 +147,7 @@ def test_report_escapes_training_text_and_wraps_long_text(head_run: SimpleNamesp
     ok(invoke("report", "--run", head_run.run, "--out", out, "--top", "16", "-q"))
     page = out.read_text(encoding="utf-8")
     assert "<script>" not in page and "<b>bold</b>" not in page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; a &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; a &lt;b&gt;bold&lt;/b&gt;" in page
     assert "A very long review that goes on" in page and "…" in page  # shortened in the table
     assert LONG_WORD in page  # kept whole in the hover title
 
@@ -200,7 +201,7 @@ def test_report_of_a_scope_none_run(tmp_path: Path, model_args: list[str]) -> No
     assert_self_contained(page)
     assert sorted(p.name for p in folder.iterdir()) == ["flagged_per_class.png", "full_loss.png"]
     assert "histogram of influence" not in page and "histogram of full_loss" in page
-    assert "scope &#x27;none&#x27; (no instance masks)" in page
+    assert "scope &#39;none&#39; (no instance masks)" in page
     assert "highest <code>full_loss</code>" in page
     assert '<section class="card">' not in page
 
@@ -295,7 +296,7 @@ def test_render_html_escapes_user_text() -> None:
     page = render_html(content, report_figures(content))
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<img src=x" not in page and "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "<img src=x" not in page and "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
     assert_self_contained(page)
 
 
@@ -319,3 +320,21 @@ def test_report_renders_in_chromium(head_run: SimpleNamespace, tmp_path: Path) -
         assert image.size == (1280, 900)
         colors = image.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colors is None or len(colors) > 50  # a page with text and figures, not a blank screen
+
+
+def test_page_view_holds_plain_values_and_the_template_escapes_them() -> None:
+    """The Python side hands the template raw text (no markup, no escaping); the template escapes it."""
+    content = tiny_content("<b>x</b> & y", "a<b")
+    figures = report_figures(content)
+    view = page_view(content, figures)
+    text_cell = view.top_table.rows[0].cells[-1]
+    assert text_cell.text == "<b>x</b> & y" and text_cell.css == "text"
+    assert view.top_table.rows[0].flagged
+    assert [c.text for c in view.class_table.head] == ["label", "rows", "flagged", "% flagged"]
+    assert view.per_class_figure is not None and view.per_class_figure.src.startswith(
+        "data:image/png;base64,"
+    )
+    assert view.share == "33.33%" and view.notes == ["note about a<b"]
+    page = render_html(content, figures)
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page and "<b>x</b>" not in page
+    assert 'title="a&lt;b"' in page  # attribute values too

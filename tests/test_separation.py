@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import make_rows, random_batch, tiny_encoder, write_rows
+from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_encoder, write_rows
 from tod_clean.config import TrainConfig
 from tod_clean.data import read_table
 from tod_clean.masks import MaskMode, instance_masks
@@ -71,14 +71,17 @@ def _hidden_entries(
     if model.scope.kind == "ffn":
         for index in model.masked_layers:
             linears = [m for m in model._layers[index].modules() if isinstance(m, nn.Linear)]
-            feed = next(m for m in linears if m.out_features == 37)
+            # the feed is hidden -> 37, or hidden -> 2 x 37 in a gated block (rows j and 37 + j feed unit j)
+            feed = next(m for m in linears if m.out_features in (37, 74) and m.in_features == 32)
             read = next(m for m in linears if m.in_features == 37)
             hidden = _hidden_units(FFN_SITE_BASE + index, 37, p)
+            feeds = hidden.repeat(feed.out_features // 37)
             entries += [
-                (f"ffn feed {index}", feed.weight.grad, hidden[:, None].expand_as(feed.weight)),
-                (f"ffn feed bias {index}", feed.bias.grad, hidden),
+                (f"ffn feed {index}", feed.weight.grad, feeds[:, None].expand_as(feed.weight)),
                 (f"ffn read {index}", read.weight.grad, hidden[None, :].expand_as(read.weight)),
             ]
+            if feed.bias is not None:
+                entries.append((f"ffn feed bias {index}", feed.bias.grad, feeds))
     return entries
 
 
@@ -91,8 +94,10 @@ SEPARATED = [
     ("distilbert", {"scope": "lora", "keep_prob": 0.3}),
     ("electra", {"scope": "lora", "keep_prob": 0.3}),
     ("deberta-v2", {"scope": "lora", "keep_prob": 0.7}),
+    ("deberta-v3", {"scope": "lora", "keep_prob": 0.3}),
+    *([("modernbert", {"scope": "lora", "keep_prob": 0.3})] if "modernbert" in ARCHITECTURES else []),
     ("bert", {"scope": "head", "freeze": "unmasked", "keep_prob": 0.3}),
-    ("bert", {"scope": "ffn:2", "freeze": "unmasked", "keep_prob": 0.7}),
+    *[(arch, {"scope": "ffn:2", "freeze": "unmasked", "keep_prob": 0.7}) for arch in ARCHITECTURES],
 ]
 
 

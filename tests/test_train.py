@@ -137,3 +137,33 @@ def test_a_run_without_a_recorded_mask_scheme_scores_with_scheme_1(
             label = 0 if rows[index]["label"] == "negative" else 1
             expected = torch.nn.functional.cross_entropy(logits, torch.tensor([label])).item()
             assert abs(old["hidden_loss"][index] - expected) < 1e-5
+
+
+def test_learning_rate_schedule_warms_up_then_decays_and_is_checkpointed(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """transformers' "linear" schedule: lr * s / w for the w warm-up steps, then lr * (T - s) / (T - w).
+    The checkpoint keeps its state as JSON, and --resume continues it."""
+    from tod_clean.train import resume
+
+    data = write_rows(tmp_path / "train.jsonl", make_rows(12))
+    config = TrainConfig(
+        model=str(tiny_model_dir), epochs=2, batch_size=4, max_length=16, device="cpu", warmup_ratio=0.34
+    )  # 3 steps per epoch, T = 6, w = int(0.34 * 6) = 2
+
+    def stop(model: object, epoch: int) -> None:
+        raise KeyboardInterrupt
+
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, read_table(str(data)), run, train_path=str(data), on_epoch_end=stop)
+    state = json.loads((run.path / "checkpoint" / "epoch-1" / "state.json").read_text())
+    scheduler = state["scheduler"]
+    assert scheduler["last_epoch"] == 3
+    rates = sorted({group["lr"] for group in state["param_groups"]})
+    assert rates == pytest.approx(sorted({config.learning_rate * 3 / 4, config.head_learning_rate * 3 / 4}))
+    assert sorted(scheduler["base_lrs"]) == pytest.approx(
+        sorted(group["initial_lr"] for group in state["param_groups"])
+    )
+    result = resume(read_table(str(data)), run)
+    assert result.info.status == "complete" and [e["epoch"] for e in result.info.epochs] == [1, 2]

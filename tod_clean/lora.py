@@ -22,6 +22,9 @@ from torch import nn
 from tod_clean.errors import ConfigError
 
 ADAPTER = "default"
+# Linears that read only DeBERTa's relative-position embeddings (share_att_key=False), which are shared by
+# every row of a batch, so no row's instance mask can apply to them: they get no adapter.
+SHARED_INPUT_LINEARS = ("pos_key_proj", "pos_query_proj")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,9 @@ def target_module_names(encoder: nn.Module, layers: nn.ModuleList, targets: Sequ
     names = [
         name
         for name, module in encoder.named_modules()
-        if isinstance(module, nn.Linear) and any(name.startswith(prefix) for prefix in prefixes)
+        if isinstance(module, nn.Linear)
+        and any(name.startswith(prefix) for prefix in prefixes)
+        and name.rpartition(".")[2] not in SHARED_INPUT_LINEARS
     ]
     if targets:
         wanted = set(targets)

@@ -18,13 +18,17 @@ Scopes (where instance masks sit; every scope but ``none`` includes the head mas
 - ``lora-plain``  the same adapters with no instance masks: an ordinary LoRA fine-tune (a baseline).
 
 Masks attach with forward hooks on modules found by shape (the repeated layer list, and the feed-forward
-output projection inside each layer), so BERT, RoBERTa, DistilBERT, ELECTRA and DeBERTa-style encoders all
-work without per-architecture code. The model's own dropout stays where the model has it.
+output projection inside each layer), so BERT, RoBERTa (also pre-norm), DistilBERT, ELECTRA, DeBERTa-v2/v3
+and ModernBERT encoders all work without per-architecture code. Scopes that put masks inside the encoder are accepted only
+for those model types (``TESTED_MODEL_TYPES``: the test suite checks every mask site of each); ``head`` and
+``none`` touch nothing inside the encoder and take any encoder. The model's own dropout stays where the model
+has it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +48,18 @@ LORA_SITE_BASE = 3000
 SCOPE_KINDS = ("none", "head", "layers", "ffn", "lora", "lora-plain")
 WHOLE_SCOPES = ("none", "head", "lora", "lora-plain")  # scopes that take no layer count
 UNMASKED_SCOPES = ("none", "lora-plain")  # ordinary fine-tunes: the baselines and the retraining step
+# Model types whose layer list, feed-forward blocks and LoRA targets the test suite checks site by site
+# (tests/test_architectures.py). Other encoders get scopes head and none, which touch nothing inside them.
+TESTED_MODEL_TYPES = (
+    "bert",
+    "roberta",
+    "roberta-prelayernorm",
+    "distilbert",
+    "electra",
+    "deberta-v2",
+    "modernbert",
+)
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,23 @@ def hidden_size_of(encoder: nn.Module) -> int:
     return _config_int(encoder.config, "hidden_size", "dim", "d_model")
 
 
+def check_architecture(encoder: nn.Module, scope: Scope) -> None:
+    """Refuse, with one line, an encoder that ``scope`` cannot place its masks in correctly."""
+    config = getattr(encoder, "config", None)
+    model_type = getattr(config, "model_type", None) or type(encoder).__name__
+    if getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(
+            f"model type {model_type!r} is an encoder-decoder model; tod-clean fine-tunes encoders "
+            f"(BERT-like models: {', '.join(TESTED_MODEL_TYPES)})"
+        )
+    inside = scope.kind not in ("head", "none")
+    if inside and model_type not in TESTED_MODEL_TYPES:
+        raise ConfigError(
+            f"scope {scope} places masks inside the encoder, which tod-clean does for model types "
+            f"{', '.join(TESTED_MODEL_TYPES)}; this model is {model_type!r}: use scope head or none with it"
+        )
+
+
 def find_layer_list(encoder: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
     """The encoder's repeated transformer blocks: ``(parent module, attribute name, the ModuleList)``."""
     num_layers = _config_int(encoder.config, "num_hidden_layers", "n_layers", "num_layers")
@@ -138,6 +171,22 @@ def _find_linear(layer: nn.Module, in_features: int, out_features: int, what: st
 def find_ffn_output(layer: nn.Module, hidden_size: int, intermediate_size: int) -> nn.Linear:
     """The linear layer that reads the feed-forward intermediate units (intermediate -> hidden)."""
     return _find_linear(layer, intermediate_size, hidden_size, "feed-forward output projection")
+
+
+def find_ffn_input(layer: nn.Module, hidden_size: int, intermediate_size: int) -> nn.Linear:
+    """The linear layer that feeds the feed-forward intermediate units: hidden -> intermediate, or
+    hidden -> 2 x intermediate in gated (GLU) blocks such as ModernBERT's ``Wi``, whose rows j and
+    intermediate + j (value and gate) both feed unit j only."""
+    for out_features in (intermediate_size, 2 * intermediate_size):
+        matches = [
+            module
+            for module in layer.modules()
+            if isinstance(module, nn.Linear)
+            and (module.in_features, module.out_features) == (hidden_size, out_features)
+        ]
+        if matches:
+            break
+    return _find_linear(layer, hidden_size, out_features, "feed-forward input projection")
 
 
 class _StopForward(Exception):
@@ -196,9 +245,26 @@ class TodClassifier(nn.Module):
         self.head_act = nn.Tanh()
         self.classifier = nn.Linear(head_dim, num_labels)
         self._state = MaskState()
+        self._shared_input = False  # inside a computation on inputs shared by every row (see lora hooks)
+        check_architecture(encoder, scope)
+        # Only the arguments the encoder takes (ModernBERT and DistilBERT have no token types).
+        accepted = inspect.signature(encoder.forward).parameters
+        self._encoder_inputs = tuple(name for name in ENCODER_INPUTS if name in accepted)
         # A tuple, so these references to modules inside the encoder are not registered twice.
-        self._layer_ref = find_layer_list(encoder)
-        self.num_layers = len(self._layers)
+        self._layer_ref: tuple[nn.Module, str, nn.ModuleList] | None = None
+        if scope.kind in ("head", "none"):
+            # The head's masks need nothing inside the encoder: one without a layer list of the expected
+            # shape (ALBERT shares one layer) still works, with the whole encoder as the cached part.
+            with contextlib.suppress(ConfigError):
+                self._layer_ref = find_layer_list(encoder)
+            self.num_layers = (
+                len(self._layers)
+                if self._layer_ref
+                else _config_int(encoder.config, "num_hidden_layers", "n_layers", "num_layers")
+            )
+        else:
+            self._layer_ref = find_layer_list(encoder)
+            self.num_layers = len(self._layers)
         if scope.depth > self.num_layers:
             raise ConfigError(
                 f"scope {scope} asks for {scope.depth} top layers but the encoder has {self.num_layers}"
@@ -216,15 +282,21 @@ class TodClassifier(nn.Module):
 
     @property
     def _layer_parent(self) -> nn.Module:
-        return self._layer_ref[0]
+        return self._found_layers[0]
 
     @property
     def _layer_attr(self) -> str:
-        return self._layer_ref[1]
+        return self._found_layers[1]
 
     @property
     def _layers(self) -> nn.ModuleList:
-        return self._layer_ref[2]
+        return self._found_layers[2]
+
+    @property
+    def _found_layers(self) -> tuple[nn.Module, str, nn.ModuleList]:
+        if self._layer_ref is None:  # only scopes head and none run without one, and never ask
+            raise ConfigError(f"scope {self.scope} needs the encoder's layer list, which was not found")
+        return self._layer_ref
 
     # ----------------------------------------------------------------------------------------------
     # mask hooks
@@ -243,11 +315,19 @@ class TodClassifier(nn.Module):
         elif self.scope.kind == "ffn":
             intermediate = _config_int(self.encoder.config, "intermediate_size", "hidden_dim")
             for index in self.masked_layers:
+                find_ffn_input(self._layers[index], hidden, intermediate)  # refuse a block it cannot separate
                 linear = find_ffn_output(self._layers[index], hidden, intermediate)
                 linear.register_forward_pre_hook(self._ffn_input_hook(index))
         elif self.scope.kind == "lora":  # lora-plain: the same adapters, no masks
             for index, rank_units in enumerate(self._rank_units):
                 rank_units.register_forward_hook(self._rank_output_hook(LORA_SITE_BASE + index))
+            # DeBERTa projects its relative-position embeddings, one tensor shared by every row of the
+            # batch, with the attention's query/key linears (share_att_key): no row's mask can apply there,
+            # so inside that computation the adapters add nothing, in every mode and at any batch size.
+            for module in self.encoder.modules():
+                bias = getattr(module, "disentangled_attention_bias", None)
+                if callable(bias):
+                    module.disentangled_attention_bias = self._without_adapters(bias)
 
     def _mask(self, x: torch.Tensor, site: int) -> torch.Tensor:
         state = self._state
@@ -292,9 +372,21 @@ class TodClassifier(nn.Module):
 
     def _rank_output_hook(self, site: int) -> Any:
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+            if self._shared_input:
+                return output * 0.0  # no gradient either: the adapter does not learn from shared inputs
             return self._mask(output, site)
 
         return hook
+
+    def _without_adapters(self, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            previous, self._shared_input = self._shared_input, True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._shared_input = previous
+
+        return call
 
     def _ffn_input_hook(self, index: int) -> Any:
         site = FFN_SITE_BASE + index
@@ -345,7 +437,7 @@ class TodClassifier(nn.Module):
             return self.classifier(self._mask(features.float(), HEAD_SITE))
 
     def _encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = {k: v for k, v in batch.items() if k in self._encoder_inputs}
         return self.encoder(**inputs).last_hidden_state
 
     def forward(
@@ -517,7 +609,7 @@ class TodClassifier(nn.Module):
             intermediate = _config_int(self.encoder.config, "intermediate_size", "hidden_dim")
             for index in self.masked_layers:
                 layer = self._layers[index]
-                feed = _find_linear(layer, hidden, intermediate, "feed-forward input projection")
+                feed = find_ffn_input(layer, hidden, intermediate)
                 read = find_ffn_output(layer, hidden, intermediate)
                 parameters += [feed.weight, read.weight] + ([feed.bias] if feed.bias is not None else [])
         return parameters

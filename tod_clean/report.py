@@ -6,15 +6,16 @@ opens anywhere and can be mailed as one file. The same PNGs are also written bes
 piece of user text (file names, labels, training and validation texts) is HTML-escaped.
 
 The work is split so each part can be called and tested alone: :func:`report_content` gathers plain data
-(the one step that may run the model, for the explanations), :func:`report_figures` draws it and
-:func:`render_html` turns both into the page.
+(the one step that may run the model, for the explanations), :func:`report_figures` draws it,
+:func:`page_view` turns both into the plain values the page shows, and :func:`render_html` renders them with
+the Jinja2 template ``templates/report.html.j2`` (autoescaped; the CSS is ``templates/report.css``).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
-import html
+import functools
 import io
 import logging
 import textwrap
@@ -546,173 +547,175 @@ def report_figures(content: ReportContent) -> dict[str, bytes]:
     return figures
 
 
-# ---- HTML -------------------------------------------------------------------------------------------
+# ---- HTML: a plain-data view of the page, rendered by templates/report.html.j2 -------------------------
 
-_CSS = """
-:root { color-scheme: light; }
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-       color: #1d1d1f; background: #f6f7f9; margin: 0; }
-main { max-width: 1200px; margin: 0 auto; padding: 24px 28px 48px; }
-h1 { font-size: 24px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #dde1e6; }
-h3 { font-size: 15px; margin: 0 0 6px; }
-p { margin: 6px 0; }
-.muted { color: #5f6670; font-size: 13px; }
-.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; margin: 10px 0; }
-section.card, .panel { background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 12px 14px;
-                       margin: 12px 0; }
-dl.header { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 0; }
-dl.header dt { color: #5f6670; }
-dl.header dd { margin: 0; overflow-wrap: anywhere; }
-.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 12px; }
-figure { margin: 0; background: #fff; border: 1px solid #dde1e6; border-radius: 6px; padding: 8px; }
-figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
-table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13px; }
-th, td { border-bottom: 1px solid #e6e8eb; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #eef1f4; font-weight: 600; white-space: nowrap; position: sticky; top: 0; }
-th.num { text-align: right; }
-table.compact { width: auto; min-width: 40%; }
-table.explained { table-layout: fixed; }
-table.explained col.kind { width: 5em; } table.explained col.rank { width: 2.5em; }
-table.explained col.key { width: 9em; } table.explained col.label { width: 9em; }
-table.explained col.num { width: 6.5em; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.key, td.label { white-space: nowrap; max-width: 10em; overflow: hidden; text-overflow: ellipsis; }
-td.text { overflow-wrap: anywhere; min-width: 16em; }
-.scroll { overflow-x: auto; }
-th.by, td.by { background: #fdecea; }
-tr.flagged td:first-child { border-left: 3px solid #d62728; }
-.hurt { color: #b71c1c; font-weight: 600; }
-.helped { color: #1b5e20; font-weight: 600; }
-.wrong { color: #b71c1c; font-weight: 600; }
-.valtext { font-size: 14px; background: #f6f7f9; border-radius: 4px; padding: 6px 10px; margin: 6px 0 10px;
-           overflow-wrap: anywhere; }
-footer { margin-top: 40px; }
-"""
+TEMPLATE = "report.html.j2"
+TEXT_IN_TABLE = 220  # characters of a training text shown in a table cell (the whole text on hover)
+TEXT_OF_VAL_ROW = 600
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+@dataclass
+class CellView:
+    """One table cell: the shown text, its CSS classes and an optional hover title."""
+
+    text: str
+    css: str = ""
+    title: str | None = None
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}"></figure>'
+@dataclass
+class RowView:
+    cells: list[CellView]
+    flagged: bool = False
 
 
-def _cell(column: str, value: Any, by: str) -> str:
-    classes = []
-    if column == by:
-        classes.append("by")
+@dataclass
+class TableView:
+    head: list[CellView]
+    rows: list[RowView]
+    css: str = ""
+
+
+@dataclass
+class FigureView:
+    """An embedded figure: a ``data:image/png;base64,...`` URI and its alt text."""
+
+    src: str
+    alt: str
+
+
+@dataclass
+class NeighbourView:
+    """A training row that hurt or helped an explained validation row."""
+
+    kind: str  # "hurt" or "helped"
+    rank: str
+    name: str
+    label: str
+    influence: str
+    text: str
+
+
+@dataclass
+class ExplainedView:
+    """A misclassified validation row and the training rows that explain it."""
+
+    name: str
+    label: str
+    pred: str
+    prob: str
+    text: str
+    neighbours: list[NeighbourView]
+
+
+@dataclass
+class PageView:
+    """Everything the template shows, as strings, numbers and lists: no markup."""
+
+    title: str
+    header: list[tuple[str, str]]
+    num_flagged: int
+    total: int
+    share: str
+    worse_when: str
+    by: str
+    drop: str
+    notes: list[str]
+    has_influence: bool
+    distribution_figures: list[FigureView]
+    per_class_figure: FigureView | None
+    class_table: TableView
+    top_table: TableView
+    explain_summary: str | None
+    explain_note: str | None
+    explained: list[ExplainedView]
+    version: str
+    generated: str
+
+
+def _figure(png: bytes, alt: str) -> FigureView:
+    return FigureView("data:image/png;base64," + base64.b64encode(png).decode("ascii"), alt)
+
+
+def _cell(column: str, value: Any, by: str) -> CellView:
+    by_class = ["by"] if column == by else []
     if column == "text":
-        classes.append("text")
-        body = _e(shorten(value, 220))
-        title = f' title="{_e(value)}"' if len(str(value)) > 220 else ""
-        return f'<td class="text"{title}>{body}</td>'
+        return CellView(
+            shorten(value, TEXT_IN_TABLE), "text", str(value) if len(str(value)) > TEXT_IN_TABLE else None
+        )
     if column in ("label", "hidden_pred", "full_pred", "train_label"):
-        classes.append("label")
-        return f'<td class="{" ".join(classes)}" title="{_e(value)}">{_e(value)}</td>'
+        return CellView(str(value), " ".join([*by_class, "label"]), str(value))
     if column in ("id", "train"):
-        classes.append("key")
-        return f'<td class="{" ".join(classes)}" title="{_e(value)}">{_e(value)}</td>'
+        return CellView(str(value), " ".join([*by_class, "key"]), str(value))
     if isinstance(value, (bool, np.bool_)):
-        return f"<td>{'yes' if value else ''}</td>"
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        classes.append("num")
+        return CellView("yes" if value else "")
+    numeric = isinstance(value, (int, float, np.integer, np.floating))
     if column.startswith("%"):
         shown = "—" if np.isnan(value) else f"{value:.2f}"
     else:
         shown = _format_number(value, signed=column in SIGNED_COLUMNS)
-    return f'<td class="{" ".join(classes)}">{_e(shown)}</td>'
+    return CellView(shown, " ".join([*by_class, *(["num"] if numeric else [])]))
 
 
-def _table(frame: pd.DataFrame, by: str, *, flag_column: str | None = None, css_class: str = "") -> str:
+def table_view(frame: pd.DataFrame, by: str, *, flag_column: str | None = None, css: str = "") -> TableView:
+    """A frame as a table: numbers right-aligned and formatted, the ranking column ``by`` highlighted,
+    rows whose ``flag_column`` is true marked flagged."""
     head = []
     for column in frame.columns:
         dtype = frame[column].dtype
         numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-        classes = " ".join(name for name, on in (("by", column == by), ("num", numeric)) if on)
-        head.append(f'<th class="{classes}">{_e(column)}</th>' if classes else f"<th>{_e(column)}</th>")
-    body = []
-    for record in frame.to_dict(orient="records"):
-        row_class = ' class="flagged"' if flag_column is not None and bool(record[flag_column]) else ""
-        cells = "".join(_cell(c, record[c], by) for c in frame.columns)
-        body.append(f"<tr{row_class}>{cells}</tr>")
-    table_class = f' class="{css_class}"' if css_class else ""
-    return (
-        f'<div class="scroll"><table{table_class}><thead><tr>{"".join(head)}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+        head.append(
+            CellView(str(column), " ".join(n for n, on in (("by", column == by), ("num", numeric)) if on))
+        )
+    rows = [
+        RowView(
+            [_cell(str(c), record[c], by) for c in frame.columns],
+            flag_column is not None and bool(record[flag_column]),
+        )
+        for record in frame.to_dict(orient="records")
+    ]
+    return TableView(head, rows, css)
 
 
-def _explanations_html(content: ReportContent) -> str:
-    parts = ['<h2 id="explanations">Why the model errs on validation rows</h2>']
-    if content.explain_summary:
-        parts.append(f"<p>{_e(content.explain_summary)}</p>")
-    parts.append(
-        '<p class="muted">For each misclassified validation row: the training rows with the most negative '
-        "influence on it (<span class='hurt'>hurt</span>, among rows labeled with the wrong prediction) and "
-        "the most positive (<span class='helped'>helped</span>).</p>"
-    )
-    if content.explain_note:
-        parts.append(f'<p class="note">{_e(content.explain_note)}</p>')
-    if content.explanations is None:
-        return "\n".join(parts)
-    for val_row, group in content.explanations.groupby("val_row", sort=False):
+def _present(value: Any) -> bool:
+    return value is not None and not pd.isna(value)
+
+
+def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
+    if explanations is None:
+        return []
+    views = []
+    for val_row, group in explanations.groupby("val_row", sort=False):
         first = group.iloc[0]
-        name = (
-            f"id {first.val_id}"
-            if first.val_id is not None and not pd.isna(first.val_id)
-            else f"row {val_row}"
-        )
-        parts.append('<section class="card">')
-        parts.append(
-            f"<h3>validation {_e(name)}: label {_e(first.val_label)}, predicted "
-            f"<span class='wrong'>{_e(first.val_pred)}</span> "
-            f"<span class='muted'>(p(label) {first.val_prob:.2f})</span></h3>"
-        )
-        parts.append(f'<div class="valtext">{_e(shorten(first.val_text, 600))}</div>')
-        rows = []
-        for _, row in group.iterrows():
-            train_name = (
-                row.train_id if row.train_id is not None and not pd.isna(row.train_id) else row.train_row
+        neighbours = [
+            NeighbourView(
+                kind=str(row.kind),
+                rank=str(row["rank"]),
+                name=str(row.train_id if _present(row.train_id) else row.train_row),
+                label=str(row.train_label),
+                influence=f"{row.influence:+.4f}",
+                text=shorten(row.train_text, TEXT_IN_TABLE),
             )
-            rows.append(
-                f"<tr><td class='{_e(row.kind)}'>{_e(row.kind)}</td><td class='num'>{_e(row['rank'])}</td>"
-                f"<td class='key' title='{_e(train_name)}'>{_e(train_name)}</td>"
-                f"<td class='label' title='{_e(row.train_label)}'>{_e(row.train_label)}</td>"
-                f"<td class='num'>{row.influence:+.4f}</td>"
-                f"<td class='text'>{_e(shorten(row.train_text, 220))}</td></tr>"
+            for _, row in group.iterrows()
+        ]
+        views.append(
+            ExplainedView(
+                name=f"id {first.val_id}" if _present(first.val_id) else f"row {val_row}",
+                label=str(first.val_label),
+                pred=str(first.val_pred),
+                prob=f"{first.val_prob:.2f}",
+                text=shorten(first.val_text, TEXT_OF_VAL_ROW),
+                neighbours=neighbours,
             )
-        parts.append(
-            '<table class="explained"><colgroup><col class="kind"><col class="rank"><col class="key">'
-            '<col class="label"><col class="num"><col></colgroup><thead><tr><th></th><th class="num">#</th>'
-            '<th>training row</th><th>label</th><th class="num">influence</th><th>text</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>"
         )
-        parts.append("</section>")
-    return "\n".join(parts)
+    return views
 
 
-_NO_INFLUENCE = (
-    " This run has no influence scores (no validation set was scored, or the run has no instance masks)."
-)
-
-
-def render_html(content: ReportContent, figures: dict[str, bytes], *, title: str = "tod-clean report") -> str:
-    """The self-contained page: inline CSS, figures as data URIs, all user text escaped."""
+def page_view(
+    content: ReportContent, figures: dict[str, bytes], *, title: str = "tod-clean report"
+) -> PageView:
+    """The data the page shows, from the gathered content and the drawn figures."""
     total = len(content.flagged)
-    header = "".join(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in content.header)
-    notes = "".join(f'<p class="note">{_e(note)}</p>' for note in content.notes)
-    distribution_imgs = "".join(
-        _img(figures[d.column], f"histogram of {d.column}")
-        for d in content.distributions
-        if d.column in figures
-    )
-    per_class = (
-        _img(figures[PER_CLASS_FIGURE], "flagged rows per class") if PER_CLASS_FIGURE in figures else ""
-    )
     class_table = pd.DataFrame(
         {
             "label": [c.label for c in content.classes],
@@ -721,43 +724,52 @@ def render_html(content: ReportContent, figures: dict[str, bytes], *, title: str
             "% flagged": [100 * c.flagged / c.rows if c.rows else float("nan") for c in content.classes],
         }
     )
-    has_influence = any(d.column == "influence" for d in content.distributions)
-    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    shown = len(content.top_rows)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<main>
-<h1>{_e(title)}</h1>
-<p class="muted">Turn-over dropout influence and label-error signals (Kobayashi et al., 2020).</p>
-<section class="panel"><dl class="header">{header}</dl></section>
-<p><strong>{content.num_flagged}</strong> of {total} training rows ({content.num_flagged / max(total, 1):.2%})
-are flagged: the {_e(content.worse_when)} <code>{_e(content.by)}</code>, the rows
-<code>tod-clean filter --by {_e(content.by)} --drop {_e(content.drop)}</code> would drop.</p>
-{notes}
-<h2 id="distributions">Score distributions</h2>
-<p class="muted">Flagged rows are stacked in red in every histogram; the dashed line is the cut-off of
-<code>{_e(content.by)}</code>.{"" if has_influence else _NO_INFLUENCE}</p>
-<div class="figures">{distribution_imgs}</div>
-<h2 id="per-class">Flagged rows per class</h2>
-{per_class}
-{_table(class_table, "", css_class="compact")}
-<h2 id="flagged">Top {shown} rows by {_e(content.by)}</h2>
-<p class="muted">Ordered from the first row to drop; rows marked <em>flagged</em> are dropped at
---drop {_e(content.drop)}. Long texts are shortened; hover for the full text.</p>
-{_table(content.top_rows, content.by, flag_column="flagged")}
-{_explanations_html(content)}
-<footer class="muted">Generated by tod-clean {_e(__version__)} on {_e(generated)}.</footer>
-</main>
-</body>
-</html>
-"""
+    return PageView(
+        title=title,
+        header=[(name, str(value)) for name, value in content.header],
+        num_flagged=content.num_flagged,
+        total=total,
+        share=f"{content.num_flagged / max(total, 1):.2%}",
+        worse_when=content.worse_when,
+        by=content.by,
+        drop=str(content.drop),
+        notes=list(content.notes),
+        has_influence=any(d.column == "influence" for d in content.distributions),
+        distribution_figures=[
+            _figure(figures[d.column], f"histogram of {d.column}")
+            for d in content.distributions
+            if d.column in figures
+        ],
+        per_class_figure=(
+            _figure(figures[PER_CLASS_FIGURE], "flagged rows per class")
+            if PER_CLASS_FIGURE in figures
+            else None
+        ),
+        class_table=table_view(class_table, "", css="compact"),
+        top_table=table_view(content.top_rows, content.by, flag_column="flagged"),
+        explain_summary=content.explain_summary,
+        explain_note=content.explain_note,
+        explained=_explained_views(content.explanations),
+        version=__version__,
+        generated=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+@functools.cache
+def _templates() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("tod_clean", "templates"),
+        autoescape=True,  # every value; the template marks nothing safe
+        undefined=jinja2.StrictUndefined,  # a misspelt field is an error, not an empty string
+        keep_trailing_newline=True,
+    )
+
+
+def render_html(content: ReportContent, figures: dict[str, bytes], *, title: str = "tod-clean report") -> str:
+    """The self-contained page: inline CSS, figures as data URIs, all user text escaped."""
+    return _templates().get_template(TEMPLATE).render(page=page_view(content, figures, title=title))
 
 
 # ---- the whole report -------------------------------------------------------------------------------

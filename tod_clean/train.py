@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers import get_scheduler
 
 from tod_clean.config import TrainConfig, resolve_model
 from tod_clean.data import STDIN, Table, atomic_output
@@ -45,7 +46,11 @@ EpochCallback = Callable[[TodClassifier, int], None]
 
 
 def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
-    """The encoder and tokenizer of a local folder or hub name, with one clear error if either fails."""
+    """The encoder and tokenizer of a local folder or hub name, with one clear error if either fails.
+
+    Any checkpoint ``AutoModel`` reads gives its encoder: a base model, or a task model (say
+    ``BertForSequenceClassification``), whose head weights are left out; tod-clean adds its own head.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model(model_name)
@@ -53,12 +58,39 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
         # safetensors only: pickle weights (pytorch_model.bin) can run code when loaded
-        encoder = AutoModel.from_pretrained(path, local_files_only=local, use_safetensors=True)
+        encoder, loading = AutoModel.from_pretrained(
+            path,
+            local_files_only=local,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below as one line, not raised as a RuntimeError
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
             f"--model {model_name}: cannot load an encoder and tokenizer ({first_line(error)})"
         ) from None
+    check_encoder_weights(model_name, loading)
     return encoder, tokenizer
+
+
+def check_encoder_weights(model_name: str, loading: dict[str, Any]) -> None:
+    """Refuse a checkpoint that leaves encoder weights at their random start (weights that do not fit the
+    config, or a checkpoint of another model): training would quietly start from noise. The pooler is
+    never used (tod-clean pools the last hidden states itself), and task checkpoints often lack it."""
+    mismatched = sorted(
+        str(item[0] if isinstance(item, tuple) else item) for item in loading["mismatched_keys"]
+    )
+    missing = sorted(name for name in loading["missing_keys"] if not name.startswith("pooler."))
+    if mismatched:
+        raise ConfigError(
+            f"--model {model_name}: {len(mismatched)} weights have other shapes than its config.json says "
+            f"(first: {mismatched[0]})"
+        )
+    if missing:
+        raise ConfigError(
+            f"--model {model_name}: {len(missing)} encoder weights are missing from the checkpoint "
+            f"(first: {missing[0]}); it does not match its config.json"
+        )
 
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
@@ -173,15 +205,6 @@ def log_priors(labels: np.ndarray, num_labels: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
     counts[counts == 0] = 0.5
     return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
-
-
-def warmup_linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
 
 
 # ---- optimizer state as safetensors + JSON (no pickle) ------------------------------------------
@@ -399,8 +422,11 @@ def _fit(
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_linear(total_steps, int(config.warmup_ratio * total_steps))
+    scheduler = get_scheduler(
+        "linear",
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
     )
     if start_epoch > 1:
         _load_checkpoint(run, model, optimizer, scheduler, start_epoch - 1)
