@@ -294,7 +294,7 @@ def report(name: str) -> None:
                 f"| {cellfmt(pk['hidden_loss'])} / {cellfmt(pk['full_loss'])} / {cellfmt(pk['cv_loss'])} "
                 f"| {cellfmt(values(cell, epoch, lambda e: e.get('ignorance_gap')))} "
                 f"| {cellfmt(values(cell, epoch, lambda e: e.get('usefulness_gap')))} "
-                f"| {cellfmt(values(cell, epoch, lambda e: e['heldout_full_accuracy']))} |"
+                f"| {cellfmt(values(cell, epoch, lambda e: e.get('heldout_full_accuracy')))} |"
             )
     lines += [
         "",
