@@ -33,6 +33,7 @@ from tod_clean.rundir import build_classifier
 from tod_clean.score import influence, linear_influence_blocks, resolve_influence_method
 
 SCOPES = ["head", "layers:1", "layers:2", "ffn:1", "ffn:2", "lora"]
+AUTO_LINEAR: list[str] = []  # scopes ``auto`` computes linearly at keep probability 0.5 (BENCHMARKS.md)
 
 
 def make_model(model_dir: Path, scope: str, keep_prob: float, *, scale: float = 1.0) -> TodClassifier:
@@ -235,9 +236,14 @@ def test_gates_leave_the_network_unchanged(
 def test_auto_method() -> None:
     from tod_clean.model import Scope
 
-    assert resolve_influence_method(Scope.parse("head"), "auto") == "exact"
-    assert resolve_influence_method(Scope.parse("ffn:2"), "linear") == "linear"
-    assert resolve_influence_method(Scope.parse("head"), "linear") == "linear"
+    assert resolve_influence_method(Scope.parse("head"), 0.5, "auto") == "exact"
+    assert resolve_influence_method(Scope.parse("layers:2"), 0.5, "auto") == "exact"  # measured: < 0.9
+    for scope in AUTO_LINEAR:
+        assert resolve_influence_method(Scope.parse(scope), 0.5, "auto") == "linear"
+        assert resolve_influence_method(Scope.parse(scope), 0.3, "auto") == "exact"  # not measured
+    assert resolve_influence_method(Scope.parse("ffn:2"), 0.3, "linear") == "linear"
+    assert resolve_influence_method(Scope.parse("head"), 0.5, "linear") == "linear"
+    assert resolve_influence_method(Scope.parse("lora"), 0.5, "exact") == "exact"
     with pytest.raises(ConfigError, match="exact, linear, auto"):
         ScoreConfig(influence_method="fast")
 

@@ -207,7 +207,7 @@ def explain_run(
         selected = selected[predicted[selected] != val.labels[selected]]
     if max_rows is not None:
         selected = selected[:max_rows]
-    method = resolve_influence_method(info.scope, config.influence_method)
+    method = resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method)
     if len(selected) == 0:
         return ExplainResult(_empty_frame(), 0, misclassified, accuracy, method)
     subset = val_encoded.subset(selected)
