@@ -33,7 +33,12 @@ from tod_clean.rundir import build_classifier
 from tod_clean.score import influence, linear_influence_blocks, resolve_influence_method
 
 SCOPES = ["head", "layers:1", "layers:2", "ffn:1", "ffn:2", "lora"]
-AUTO_LINEAR: list[str] = []  # scopes ``auto`` computes linearly at keep probability 0.5 (BENCHMARKS.md)
+AUTO_LINEAR = [
+    "ffn:1",
+    "ffn:2",
+    "ffn:4",
+    "lora",
+]  # scopes ``auto`` computes linearly at keep probability 0.5 (BENCHMARKS.md)
 
 
 def make_model(model_dir: Path, scope: str, keep_prob: float, *, scale: float = 1.0) -> TodClassifier:
@@ -265,6 +270,8 @@ def test_cli_score_records_the_method(tmp_path: Path, model_args: list[str]) -> 
     assert json.loads((run / "scores.json").read_text())["influence_method"] == "exact"
     exact = pd.read_parquet(run / "scores.parquet")["influence"].to_numpy()
     assert not np.allclose(exact, linear, rtol=1e-6, atol=0)  # two methods, two answers
+    ok(invoke("score", "--run", run, "--val", val, "--quiet"))  # auto: ffn at keep 0.5 -> linear
+    assert json.loads((run / "scores.json").read_text())["influence_method"] == "linear"
     explained = ok(invoke("explain", "--run", run, "--val", val, "--influence", "linear", "-k", "2"))
     assert "(linear influence)" in explained.stderr
     user_error(invoke("score", "--run", run, "--val", val, "--influence", "fast"), "fast", "exact")
