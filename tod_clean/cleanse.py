@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tod_clean.config import TrainConfig
+from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.data import (
     STDIN,
     Table,
@@ -151,6 +151,7 @@ def cleanse(
     threshold: float | None = None,
     random_baseline: bool = False,
     overwrite: bool = False,
+    score_config: ScoreConfig | None = None,
     progress: Progress | None = None,
 ) -> CleanseResult:
     """Train -> score -> filter -> retrain on the kept rows -> evaluate before/after on ``test_table``."""
@@ -164,7 +165,7 @@ def cleanse(
     out_dir.mkdir(parents=True, exist_ok=True)
     tod_run = RunDir(out_dir / "tod-run")
     trained = train(config, train_table, tod_run, train_path=train_path, overwrite=True, progress=progress)
-    scored = score_run(tod_run, train_table, val_table=val_table, progress=progress)
+    scored = score_run(tod_run, train_table, val_table=val_table, config=score_config, progress=progress)
     save_scores(tod_run, scored)
     deliver(str(out_dir / "scores.csv"), frame_bytes(scored.frame, "csv"))
     chosen = filter_table(
@@ -198,6 +199,7 @@ def cleanse(
         "train_file": train_table.source,
         "val_file": None if val_table is None else val_table.source,
         "test_file": test_table.source,
+        "influence_method": scored.meta["influence_method"],
         "train": config.to_dict(),
         "arms": [arm.to_dict() for arm in arms],
     }

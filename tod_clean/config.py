@@ -200,9 +200,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+INFLUENCE_METHODS = ("exact", "linear", "auto")
+
+
 @dataclass
 class ScoreConfig:
-    """Options of ``score``: inference batch size and the memory budget of the batched influence path."""
+    """Options of ``score``: inference batch size, the memory budget of the batched influence path, and
+    how influence is computed."""
 
     batch_size: int = _help("rows per forward pass", default=64)
     chunk_mib: int = _help(
@@ -211,9 +215,20 @@ class ScoreConfig:
     pair_batch: int = _help(
         "(training instance, validation row) pairs per forward pass in layer scopes", default=256
     )
+    influence_method: str = _help(
+        "exact: each pair's hidden and exposed losses; linear: their first-order estimate from one "
+        "backward pass per validation row (fast in layers:K, ffn:K and lora); auto: exact for head, "
+        "the measured choice for the deeper scopes",
+        default="auto",
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "chunk_mib", "pair_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.influence_method not in INFLUENCE_METHODS:
+            raise ConfigError(
+                f"influence method must be one of {', '.join(INFLUENCE_METHODS)}, "
+                f"got {self.influence_method!r}"
+            )

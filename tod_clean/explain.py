@@ -28,7 +28,7 @@ from tod_clean.instances import instances_from_table
 from tod_clean.model import TodClassifier
 from tod_clean.progress import Progress
 from tod_clean.rundir import RunDir
-from tod_clean.score import check_train_file, influence_blocks
+from tod_clean.score import check_train_file, influence_blocks, resolve_influence_method
 
 
 @dataclass
@@ -81,6 +81,7 @@ def top_influences(
         pair_batch=config.pair_batch,
         device=device,
         amp_dtype=amp_dtype,
+        method=config.influence_method,
         progress=progress,
     ):
         n = block.values.shape[0]
@@ -132,12 +133,14 @@ def _finish(values: torch.Tensor, rows: torch.Tensor) -> TopInfluence:
 
 @dataclass
 class ExplainResult:
-    """One row per (validation row, kind, rank) in ``frame``; ``accuracy`` of the full network."""
+    """One row per (validation row, kind, rank) in ``frame``; ``accuracy`` of the full network;
+    ``influence_method`` the way influence was computed (exact or linear)."""
 
     frame: pd.DataFrame
     explained: int
     misclassified: int
     accuracy: float
+    influence_method: str = "exact"
 
 
 def explain_run(
@@ -204,8 +207,9 @@ def explain_run(
         selected = selected[predicted[selected] != val.labels[selected]]
     if max_rows is not None:
         selected = selected[:max_rows]
+    method = resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method)
     if len(selected) == 0:
-        return ExplainResult(_empty_frame(), 0, misclassified, accuracy)
+        return ExplainResult(_empty_frame(), 0, misclassified, accuracy, method)
     subset = val_encoded.subset(selected)
     hurt, helped = top_influences(
         model,
@@ -247,7 +251,8 @@ def explain_run(
                         "val_text": val.texts[val_row],
                     }
                 )
-    return ExplainResult(pd.DataFrame(records, columns=_COLUMNS), len(selected), misclassified, accuracy)
+    frame = pd.DataFrame(records, columns=_COLUMNS)
+    return ExplainResult(frame, len(selected), misclassified, accuracy, method)
 
 
 _COLUMNS = [

@@ -204,6 +204,7 @@ class MaskState:
     mode: MaskMode = MaskMode.FULL
     keys: torch.Tensor | None = None
     rows: torch.Tensor | None = None
+    gates: dict[int, torch.Tensor] | None = None  # site -> [B, U] gate of ones, see ``TodClassifier.gating``
 
     def __post_init__(self) -> None:
         self.cache: dict[int, torch.Tensor] = {}
@@ -332,7 +333,7 @@ class TodClassifier(nn.Module):
     def _mask(self, x: torch.Tensor, site: int) -> torch.Tensor:
         state = self._state
         if state.mode is MaskMode.FULL or state.keys is None:
-            return x
+            return x if state.gates is None else self._gate(x, site, state.gates)
         exposed = state.cache.get(site)
         if exposed is None:
             exposed = instance_masks(
@@ -348,6 +349,17 @@ class TodClassifier(nn.Module):
                 exposed = exposed[state.rows]
             state.cache[site] = exposed
         return apply_mask(x, exposed, state.mode, self.keep_prob)
+
+    @staticmethod
+    def _gate(x: torch.Tensor, site: int, gates: dict[int, torch.Tensor]) -> torch.Tensor:
+        """``x`` ``[B, ..., U]`` times the site's gate ``[B, U]`` (ones, made on first use), broadcast over
+        tokens as ``apply_mask`` broadcasts a mask: the gate is the unit multiplier gamma_u of a row."""
+        gate = gates.get(site)
+        if gate is None:
+            gate = torch.ones((x.shape[0], x.shape[-1]), dtype=torch.float32, device=x.device)
+            gates[site] = gate.requires_grad_(True)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        return x * gate.to(x.dtype).view(shape)
 
     def _layer_output_hook(self, index: int) -> Any:
         site = LAYER_SITE_BASE + index
@@ -407,9 +419,42 @@ class TodClassifier(nn.Module):
         previous = self._state
         if instance_keys is None or not self.scope.masked:
             mode = MaskMode.FULL
-        self._state = MaskState(mode, instance_keys, rows)
+        # Gates opened by ``gating`` stay open through the nested full-network passes of ``forward``.
+        self._state = MaskState(mode, instance_keys, rows, previous.gates)
         try:
             yield
+        finally:
+            self._state = previous
+
+    @contextlib.contextmanager
+    def _ungated(self) -> Iterator[None]:
+        # The cached lower states must be the plain network's: a mask site's hook can run before the
+        # capture hook at the split, and ``forward_upper`` gates that site itself.
+        previous = self._state
+        self._state = MaskState()
+        try:
+            yield
+        finally:
+            self._state = previous
+
+    @contextlib.contextmanager
+    def gating(self) -> Iterator[dict[int, torch.Tensor]]:
+        """Full-network passes inside this block multiply every mask site by a gate of ones.
+
+        Yields a dict that fills, during the forward pass, with one float32 leaf tensor ``[B, U]``
+        (``requires_grad``) per mask site reached (``HEAD_SITE``, ``LAYER_SITE_BASE + layer``, ...): the
+        derivative of a loss with respect to it is dL/dgamma_u, the sensitivity of each row's loss to the
+        multiplier of unit u that the exposed (m/p) and hidden ((1-m)/(1-p)) sub-networks change. Gates
+        are made per forward pass: run one pass per block, then read the gradients. Passes with instance
+        keys in exposed or hidden mode ignore the gates.
+        """
+        if not self.scope.masked:
+            raise ValueError(f"scope {self.scope} has no mask sites to gate")
+        previous = self._state
+        gates: dict[int, torch.Tensor] = {}
+        self._state = MaskState(MaskMode.FULL, None, None, gates)
+        try:
+            yield gates
         finally:
             self._state = previous
 
@@ -488,7 +533,7 @@ class TodClassifier(nn.Module):
             was_training = self.encoder.training
             try:
                 self.encoder.eval()
-                with torch.no_grad(), self.masking(None, MaskMode.FULL):
+                with torch.no_grad(), self._ungated():
                     last_hidden = self._encode(batch)
             finally:
                 handle.remove()
@@ -512,14 +557,14 @@ class TodClassifier(nn.Module):
 
             handle = self._layers[self.split_layer].register_forward_pre_hook(capture, with_kwargs=True)
             try:
-                with self.masking(None, MaskMode.FULL):
+                with self._ungated():
                     self._encode(batch)
             except _StopForward:
                 pass
             finally:
                 handle.remove()
             return captured[0]
-        with self.masking(None, MaskMode.FULL):
+        with self._ungated():
             return self._encode(batch)
 
     def forward_upper(
@@ -591,6 +636,24 @@ class TodClassifier(nn.Module):
             if conv is not None:
                 setattr(self._layer_parent, "conv", conv)  # noqa: B010
             handle.remove()
+
+    def mask_sites(self) -> list[tuple[int, int]]:
+        """``(site, number of units)`` of every mask site of the scope, in increasing site order."""
+        if not self.scope.masked:
+            return []
+        sites = [(HEAD_SITE, self.classifier.in_features)]
+        if self.scope.kind == "layers":
+            hidden = hidden_size_of(self.encoder)
+            sites += [(LAYER_SITE_BASE + index, hidden) for index in self.masked_layers]
+        elif self.scope.kind == "ffn":
+            intermediate = _config_int(self.encoder.config, "intermediate_size", "hidden_dim")
+            sites += [(FFN_SITE_BASE + index, intermediate) for index in self.masked_layers]
+        elif self.scope.kind == "lora":
+            sites += [
+                (LORA_SITE_BASE + index, rank_units.out_features)
+                for index, rank_units in enumerate(self._rank_units)
+            ]
+        return sites
 
     def separated_parameters(self) -> list[torch.Tensor]:
         """Parameters whose every entry serves one mask unit, so an instance that hides the unit gives it

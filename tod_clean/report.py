@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tod_clean import __version__
+from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
 from tod_clean.data import Table, atomic_output, label_key, read_table
 from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
 from tod_clean.filter import (
@@ -80,8 +81,16 @@ class ReportConfig:
     top: int = field(default=30, metadata={"help": "flagged rows listed in the table"})
     max_explained: int = field(default=10, metadata={"help": "misclassified validation rows explained"})
     explain_k: int = field(default=3, metadata={"help": "hurt and helped training rows per explained row"})
+    influence_method: str | None = field(
+        default=None,
+        metadata={"help": "exact, linear or auto for the explanations (default: the method score used)"},
+    )
 
     def __post_init__(self) -> None:
+        if self.influence_method is not None and self.influence_method not in INFLUENCE_METHODS:
+            raise ConfigError(
+                f"--influence {self.influence_method}: choose one of {', '.join(INFLUENCE_METHODS)}"
+            )
         if self.by is not None and self.by not in SIGNALS:
             raise ConfigError(f"--by {self.by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
         drop_count_for(1, self.drop)  # the same range check and message as filter --drop
@@ -264,6 +273,7 @@ def _header(
     val_file = meta.get("val_file")
     scored = (
         f"{_shown_path(val_file)} ({meta.get('val_rows', '?')} rows)"
+        + (f", {meta['influence_method']} influence" if meta.get("influence_method") else "")
         if val_file
         else "no validation set (self-scores only)"
     )
@@ -372,8 +382,10 @@ def report_content(
             f"--drop {config.drop} of {len(train_table)} rows rounds to 0 rows: nothing is flagged; "
             "the table lists the rows closest to the cut."
         )
+    # Explanations use the method the scores were computed with, unless the report asks for another.
+    method = config.influence_method or meta.get("influence_method") or "auto"
     _add_explanations(
-        content, run, info, config, train_table, val_table, val_note, val_explicit, device, progress
+        content, run, info, method, config, train_table, val_table, val_note, val_explicit, device, progress
     )
     return content
 
@@ -382,6 +394,7 @@ def _add_explanations(
     content: ReportContent,
     run: RunDir,
     info: RunInfo,
+    influence_method: str,
     config: ReportConfig,
     train_table: Table,
     val_table: Table | None,
@@ -412,6 +425,7 @@ def _add_explanations(
             k=config.explain_k,
             errors_only=True,
             max_rows=config.max_explained,
+            config=ScoreConfig(influence_method=influence_method),
             device=device,
             progress=progress,
         )

@@ -13,7 +13,11 @@ train x validation computation is then a batched matrix product: with head featu
 validation rows, classifier weights ``W`` [C, D] and the exposed mask ``m_i`` [D], the exposed logits are
 ``A (W * m_i)^T / p + b`` and the hidden logits ``(A W^T - A (W * m_i)^T) / (1-p) + b``, so one GEMM per
 block of training instances gives both. Deeper scopes run the masked top layers on (instance, validation
-row) pairs in batches.
+row) pairs in batches (``method="exact"``), or use the first-order (linearized) estimate
+(``method="linear"``): with gamma_u the multiplier of masked unit u (1 in the full network, m/p exposed,
+(1-m)/(1-p) hidden), ``L(hidden_i, z) - L(exposed_i, z) ~ sum_u delta_iu dL(z)/dgamma_u`` where
+``delta_iu = (1-m_iu)/(1-p) - m_iu/p``; one backward pass per validation row gives the gradients ``G``
+[V, U], and the whole matrix is ``delta @ G^T``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from numpy.lib.format import open_memmap
 from torch.nn.functional import softplus
 
-from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.config import INFLUENCE_METHODS, DataColumns, ScoreConfig
 from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
@@ -38,7 +42,7 @@ from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, worst_first
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
-from tod_clean.model import HEAD_SITE, TodClassifier, hidden_size_of
+from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 
@@ -157,15 +161,32 @@ def influence_blocks(
     pair_batch: int = 256,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
+    method: str = "auto",
     progress: Progress | None = None,
 ) -> Iterator[InfluenceBlock]:
-    """The train x validation influence matrix, block by block, never whole in memory."""
+    """The train x validation influence matrix, block by block, never whole in memory.
+
+    ``method``: ``exact`` (the sub-networks' losses), ``linear`` (their first-order estimate from gate
+    gradients, see ``linear_influence_blocks``) or ``auto`` (see ``resolve_influence_method``).
+    """
     if not model.scope.masked:
         raise ValueError("influence needs a run with instance masks (scope other than 'none')")
     progress = progress or NullProgress()
     device = torch.device(device)
     model.eval()
-    if model.scope.kind == "head":
+    if resolve_influence_method(model.scope, model.keep_prob, method) == "linear":
+        yield from linear_influence_blocks(
+            model,
+            train_keys,
+            val_encoded,
+            val_labels,
+            batch_size=batch_size,
+            chunk_mib=chunk_mib,
+            device=device,
+            amp_dtype=amp_dtype,
+            progress=progress,
+        )
+    elif model.scope.kind == "head":
         features = head_features(
             model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype
         )
@@ -389,6 +410,147 @@ def _pair_blocks(
     progress.finish()
 
 
+# ---- the linearized path: gate gradients of the validation rows, then one product per block ---------
+
+# Scope kinds that ``auto`` computes linearly, at keep probability 0.5 only. The head scope always gets
+# ``exact``: its exact path is already a GEMM. At p = 0.5 the exposed and hidden multipliers average to 1
+# for every unit (m/p + (1-m)/(1-p) = 2), so the expansion at gamma = 1 is the midpoint rule and the
+# second-order terms cancel; other keep probabilities were not measured. Measured by
+# bench/linear_influence.py (BENCHMARKS.md, "Linearized influence for deep scopes"; 300 rt_polarity rows
+# x 30 amazon_electronics rows, MiniLM-L6, 2 epochs), Spearman of the mean influence against the exact
+# path (target >= 0.9): ffn:2 0.954, lora 1.000 -> linear; layers:2 0.849 -> exact (a whole layer's
+# output at half width moves the loss too far from linear).
+AUTO_LINEAR_KINDS = frozenset({"ffn", "lora"})
+AUTO_LINEAR_KEEP_PROB = 0.5
+
+
+def resolve_influence_method(scope: Scope, keep_prob: float, method: str) -> str:
+    """``exact`` or ``linear``: the method ``method`` (one of INFLUENCE_METHODS) means for a run of
+    ``scope`` trained at ``keep_prob``."""
+    if method not in INFLUENCE_METHODS:
+        raise ConfigError(f"influence method must be one of {', '.join(INFLUENCE_METHODS)}, got {method!r}")
+    if method != "auto":
+        return method
+    measured = scope.kind in AUTO_LINEAR_KINDS and abs(keep_prob - AUTO_LINEAR_KEEP_PROB) < 1e-9
+    return "linear" if measured else "exact"
+
+
+@dataclass
+class GateGradients:
+    """dL(z_v)/dgamma_u of validation rows: ``values`` float32 ``[V, U]``, the sites' units concatenated
+    in the order of ``sites`` = ``[(site, units), ...]`` (``TodClassifier.mask_sites``)."""
+
+    sites: list[tuple[int, int]]
+    values: torch.Tensor
+
+
+def gate_gradients(
+    model: TodClassifier,
+    encoded: EncodedRows,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+) -> GateGradients:
+    """Gradient of each row's full-network loss with respect to every masked unit's multiplier.
+
+    One forward and one backward pass per batch, with gates of ones at every mask site (parameters get
+    no gradient: only the gates are differentiated). Rows never interact in eval mode and row b's gate
+    scales only row b's activations, so the gradient of the batch's summed loss with respect to row b's
+    gate is exactly row b's own gradient. Returns float32 ``[len(encoded), U]`` in row order.
+    """
+    device = torch.device(device)
+    model.eval()
+    sites = model.mask_sites()
+    offsets = np.cumsum([0] + [units for _, units in sites])
+    values = torch.zeros((len(encoded), int(offsets[-1])), dtype=torch.float32, device=device)
+    labels_t = torch.as_tensor(labels)
+    for indices in sorted_batches(encoded.lengths, batch_size):
+        batch = encoded.batch(indices, device)
+        targets = labels_t[indices].to(device)
+        with torch.no_grad(), _autocast(device, amp_dtype):
+            lower = model.encode_lower(batch)  # below the first mask site: no gate, no graph
+        with torch.enable_grad(), model.gating() as gates, _autocast(device, amp_dtype):
+            logits = model.forward_upper(lower, batch, None, MaskMode.FULL)
+            loss = _nll(logits, targets).sum()
+            reached = sorted((site, gate.shape[1]) for site, gate in gates.items())
+            if reached != sites:  # a hook missed or doubled: a bug, not a user error
+                raise RuntimeError(f"gated pass reached mask sites {reached}, expected {sites}")
+            grads = torch.autograd.grad(loss, [gates[site] for site, _ in sites])
+        values[torch.as_tensor(indices, device=device)] = torch.cat(grads, dim=1).float()
+    return GateGradients(sites, values)
+
+
+def gate_deltas(model: TodClassifier, train_keys: torch.Tensor, sites: list[tuple[int, int]]) -> torch.Tensor:
+    """``gamma_hidden - gamma_exposed`` of every training key and unit: float32 ``[n, U]``.
+
+    A unit the instance exposes has multiplier 1/p in its exposed sub-network and 0 in its hidden one
+    (delta -1/p); a unit it hides, 0 and 1/(1-p) (delta 1/(1-p)). Units in the order of ``sites``.
+    """
+    p = model.keep_prob
+    parts = []
+    for site, units in sites:
+        exposed = instance_masks(
+            model.mask_seed, train_keys, site, units, p, model.mask_scheme, model.mask_groups
+        )
+        parts.append(torch.where(exposed, -1.0 / p, 1.0 / (1.0 - p)).to(torch.float32))
+    return torch.cat(parts, dim=1)
+
+
+def linear_influence_blocks(
+    model: TodClassifier,
+    train_keys: np.ndarray,
+    val_encoded: EncodedRows,
+    val_labels: np.ndarray,
+    *,
+    batch_size: int = 64,
+    chunk_mib: float = 256,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    block_shape: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+) -> Iterator[InfluenceBlock]:
+    """First-order influence ``delta [n, U] @ G^T [U, v]`` per block (float32 ``[n, v]`` values).
+
+    ``G`` = ``gate_gradients`` of a block of validation rows and ``delta`` = ``gate_deltas`` of a block of
+    training keys. The gradient block ``[v, U]`` takes at most half of ``chunk_mib``; a training block's
+    deltas, mask-hash intermediates and values fill the rest, so peak memory is bounded whatever N and V
+    are. ``block_shape`` = (training rows, validation rows) per block overrides those sizes.
+    """
+    progress = progress or NullProgress()
+    device = torch.device(device)
+    sites = model.mask_sites()
+    units = sum(count for _, count in sites)
+    num_train, num_val = len(train_keys), len(val_encoded)
+    budget = chunk_mib * 2**20
+    val_chunk = max(1, min(num_val, int(budget // 2 // (units * 4))))
+    # Per training row: its float32 deltas, about five int64 hash intermediates of the widest site, and
+    # a row of values.
+    widest = max(count for _, count in sites)
+    per_row_bytes = units * 4 + widest * 40 + val_chunk * 4
+    chunk = max(1, int((budget - val_chunk * units * 4) // per_row_bytes))
+    if block_shape is not None:
+        chunk, val_chunk = block_shape
+    keys_all = torch.as_tensor(train_keys, device=device)
+    progress.start("influence (linear)", num_train * num_val)
+    for val_start in range(0, num_val, val_chunk):
+        val_index = np.arange(val_start, min(num_val, val_start + val_chunk))
+        grads = gate_gradients(
+            model,
+            val_encoded.subset(val_index),
+            val_labels[val_index],
+            batch_size=batch_size,
+            device=device,
+            amp_dtype=amp_dtype,
+        ).values  # [v, U]
+        for start in range(0, num_train, chunk):
+            deltas = gate_deltas(model, keys_all[start : start + chunk], sites)  # [n, U]
+            yield InfluenceBlock(start, val_index, deltas @ grads.T)
+            progress.advance(deltas.shape[0] * len(val_index))
+    progress.finish()
+
+
 # ---- the `score` workflow: a run directory + data files -> a scores table ------------------------
 
 
@@ -468,6 +630,7 @@ def score_run(
             pair_batch=config.pair_batch,
             device=torch_device,
             amp_dtype=amp_dtype,
+            method=config.influence_method,
             matrix_path=matrix_path,
             progress=progress,
         )
@@ -484,6 +647,10 @@ def score_run(
         "rank_by": default_signal(list(frame.columns)),
         "scope": str(info.scope),
         "keep_prob": info.train.keep_prob,
+        # exact or linear: how the influence column was computed (None without a validation set)
+        "influence_method": None
+        if val_table is None
+        else resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method),
     }
     return ScoreResult(frame, meta, scores, influence_values)
 

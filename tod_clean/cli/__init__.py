@@ -46,6 +46,12 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+INFLUENCE_HELP = (
+    "How influence is computed: exact (each pair's hidden and exposed losses), linear (their first-order "
+    "estimate from one backward pass per validation row: fast in layers:K, ffn:K and lora) or auto "
+    "(exact for head; for deeper scopes the method the README's measurement supports)."
+)
+
 
 def fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)

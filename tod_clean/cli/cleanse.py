@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
-from tod_clean.config import DataColumns, TrainConfig
+from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
+from tod_clean.config import DataColumns, ScoreConfig, TrainConfig
 from tod_clean.data import read_table
 
 _D = TrainConfig.__dataclass_fields__
@@ -49,6 +49,7 @@ def cleanse_command(
     lr: Annotated[float, typer.Option("--lr", help="Encoder learning rate.")] = _D["learning_rate"].default,  # type: ignore[assignment]
     head_lr: Annotated[float, typer.Option(help="Head learning rate.")] = _D["head_learning_rate"].default,  # type: ignore[assignment]
     max_length: Annotated[int, typer.Option(help="Tokens per row.")] = _D["max_length"].default,  # type: ignore[assignment]
+    influence: Annotated[str, typer.Option("--influence", help=INFLUENCE_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of --out-dir.")] = False,
@@ -88,6 +89,7 @@ def cleanse_command(
         threshold=threshold,
         random_baseline=random_baseline,
         overwrite=overwrite,
+        score_config=ScoreConfig(influence_method=influence),
         progress=progress_for(quiet),
     )
     if quiet:

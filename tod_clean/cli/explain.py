@@ -10,7 +10,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    INFLUENCE_HELP,
+    app,
+    columns_like,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+)
 from tod_clean.config import ScoreConfig
 from tod_clean.data import check_destination, check_distinct_outputs, output_format, read_table, write_frame
 from tod_clean.rundir import RunDir
@@ -55,6 +63,7 @@ def explain_command(
     val_id_col: Annotated[
         str | None, typer.Option(help="Id column of --val (default: training's, if present).")
     ] = None,
+    influence: Annotated[str, typer.Option("--influence", help=INFLUENCE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
@@ -86,7 +95,7 @@ def explain_command(
         val_rows=index,
         val_id=id_,
         hurt_from=hurt_from,
-        config=ScoreConfig(batch_size=batch_size),
+        config=ScoreConfig(batch_size=batch_size, influence_method=influence),
         device=device,
         progress=progress_for(quiet),
     )
@@ -96,7 +105,8 @@ def explain_command(
         return
     console.print(
         f"full network: accuracy {result.accuracy:.3f} on {len(val_table)} validation rows "
-        f"({result.misclassified} misclassified); explained {result.explained}",
+        f"({result.misclassified} misclassified); explained {result.explained} "
+        f"({result.influence_method} influence)",
         highlight=False,
     )
     for number, (val_row, group) in enumerate(result.frame.groupby("val_row", sort=False)):

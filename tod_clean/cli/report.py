@@ -36,6 +36,10 @@ def report_command(
     max_explained: Annotated[
         int, typer.Option(help="Misclassified validation rows explained (0 = none).")
     ] = 10,
+    influence: Annotated[
+        str | None,
+        typer.Option("--influence", help="exact, linear or auto for the explanations (default: as scored)."),
+    ] = None,
     train: Annotated[str | None, typer.Option(help="The training file, if it moved.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (for the explanations).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary line.")] = False,
@@ -52,7 +56,7 @@ def report_command(
         write_report,
     )
 
-    config = ReportConfig(by=by, drop=drop, top=top, max_explained=max_explained)
+    config = ReportConfig(by=by, drop=drop, top=top, max_explained=max_explained, influence_method=influence)
     pick_device(device)  # refuse a bad --device before any work
     run_dir = RunDir(run)
     info = run_dir.read_info()

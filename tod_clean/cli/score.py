@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    INFLUENCE_HELP,
+    app,
+    columns_like,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+)
 from tod_clean.config import ScoreConfig
 from tod_clean.data import (
     STDIN,
@@ -58,6 +66,7 @@ def score_command(
     val_label_col: Annotated[
         str | None, typer.Option(help="Label column of --val (default: training's).")
     ] = None,
+    influence: Annotated[str, typer.Option("--influence", help=INFLUENCE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -96,7 +105,7 @@ def score_command(
         train_table,
         val_table=val_table,
         val_columns=val_columns,
-        config=ScoreConfig(batch_size=batch_size),
+        config=ScoreConfig(batch_size=batch_size, influence_method=influence),
         device=device,
         matrix_path=matrix,
         progress=progress_for(quiet),
@@ -114,7 +123,11 @@ def score_command(
         shown = ", ".join(str(v) for v in (top["id"] if "id" in top else top["row"]))
         console.print(
             f"scored {len(result.frame)} training rows"
-            + (f" on {result.meta['val_rows']} validation rows" if val_table is not None else "")
+            + (
+                f" on {result.meta['val_rows']} validation rows ({result.meta['influence_method']} influence)"
+                if val_table is not None
+                else ""
+            )
             + f"; ranked by {by}; first to drop: {shown}"
             + (f" -> {out}" if out not in (None, STDIN) else ""),
             highlight=False,
