@@ -62,7 +62,7 @@ _CUTOFF_COLOR = "#222222"
 _DESCRIPTIONS = {
     "influence": "mean influence on the validation set; negative = the row hurts it",
     "self_influence": "hidden_loss − exposed_loss on the row itself; high = memorised",
-    "hidden_loss": "loss of the sub-network that never saw the row (out-of-sample)",
+    "hidden_loss": "loss of the sub-network that hides the row (how out-of-sample: see README)",
     "exposed_loss": "loss of the sub-network that trained on the row",
     "full_loss": "loss of the full network on the row",
     "hidden_prob": "hidden sub-network's probability of the row's label",

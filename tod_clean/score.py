@@ -3,7 +3,7 @@
 For training instance z_i with exposed sub-network m(z_i) and hidden sub-network 1 - m(z_i):
 
 - ``exposed_loss``   L(exposed_i, z_i): loss of the sub-network that trained on z_i
-- ``hidden_loss``    L(hidden_i, z_i): loss of the sub-network that never saw z_i (out-of-sample)
+- ``hidden_loss``    L(hidden_i, z_i): loss of the sub-network that hides z_i (out-of-sample only as far as the scope makes it)
 - ``full_loss``      L(full, z_i): the whole network, no instance mask
 - ``self_influence`` hidden_loss - exposed_loss on z_i itself (high: z_i had to be memorised)
 - ``influence``      mean over validation rows z of L(hidden_i, z) - L(exposed_i, z) (negative: z_i hurts)
