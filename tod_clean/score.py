@@ -320,10 +320,12 @@ def head_influence_blocks(
     progress.finish()
 
 
-# Elements per tile of the loss computation (1 MiB of float32): its few tiles stay in the L2 caches.
-_TILE = 2**18
-# Training rows per call of the mask hash: its int64 intermediates stay in cache.
-_MASK_ROWS = 128
+# Elements per tile of the loss computation: in cache, and under ATen's parallel grain (32768), so each of
+# its small element-wise operations runs inline, without a thread hand-off (which stalls on a busy
+# machine); the GEMM, one large call, keeps every thread.
+_TILE = 32767
+# Elements per call of the mask hash: under the parallel grain too, for its ~40 small integer operations.
+_MASK_ELEMENTS = 32767
 # The plain formula exponentiates logit differences: it is used for validation rows whose differences
 # stay within this bound under every possible mask (float32 exp overflows past 88.7).
 _PLAIN_LIMIT = 80.0
@@ -334,8 +336,9 @@ def _float_masks(
 ) -> torch.Tensor:
     """The exposed head masks of ``keys`` as float32 ``[n, D]`` (1 = kept), hashed in cache-sized slices."""
     masks = torch.empty((len(keys), width), dtype=torch.float32, device=keys.device)
-    for start in range(0, len(keys), _MASK_ROWS):
-        part = keys[start : start + _MASK_ROWS]
+    rows = max(1, _MASK_ELEMENTS // width)
+    for start in range(0, len(keys), rows):
+        part = keys[start : start + rows]
         masks[start : start + len(part)] = instance_masks(
             mask_seed, part, HEAD_SITE, width, keep_prob, scheme, groups
         )
