@@ -35,12 +35,13 @@ from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.errors import ConfigError, RunDirError
-from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, worst_first
+from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.shard import SHARD_KEY, Shard, shard_record
 
 
 @dataclass
@@ -547,9 +548,14 @@ def score_run(
     config: ScoreConfig | None = None,
     device: str = "auto",
     matrix_path: str | Path | None = None,
+    shard: Shard | None = None,
     progress: Progress | None = None,
 ) -> ScoreResult:
-    """Score every training row of a finished run (and its influence on ``val_table``, if given)."""
+    """Score every training row of a finished run (and its influence on ``val_table``, if given).
+
+    With ``shard``, only that shard's block of rows (see ``tod_clean.shard``): the frame has no ``rank``
+    and records the shard in its attrs (Parquet schema metadata).
+    """
     config = config or ScoreConfig()
     info = run.read_complete_info()
     check_train_file(train_table, info)
@@ -557,6 +563,12 @@ def score_run(
     train_instances = instances_from_table(
         train_table, columns, info.labels, mask_scheme=info.train.mask_scheme
     )
+    first_row = 0
+    if shard is not None:
+        if matrix_path is not None:
+            raise ConfigError("--matrix is not written with --shard: score without --shard to get the matrix")
+        first_row, stop = shard.rows(len(train_instances))
+        train_instances = _rows_of(train_instances, first_row, stop)
     val_instances = None
     if val_table is not None:
         val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)
@@ -600,7 +612,9 @@ def score_run(
             matrix_path=matrix_path,
             progress=progress,
         )
-    frame = scores_frame(train_instances, info.labels, scores, influence_values)
+    frame = scores_frame(
+        train_instances, info.labels, scores, influence_values, first_row=first_row, rank=shard is None
+    )
     # Parquet outputs carry this (pandas keeps DataFrame.attrs in the schema metadata), so filter and
     # report can refuse scores of another run; CSV and JSON Lines are checked row by row instead.
     frame.attrs[SCORES_ORIGIN] = scores_origin(info)
@@ -614,7 +628,20 @@ def score_run(
         "scope": str(info.scope),
         "keep_prob": info.train.keep_prob,
     }
+    if shard is not None:
+        frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)
     return ScoreResult(frame, meta, scores, influence_values)
+
+
+def _rows_of(instances: Instances, start: int, stop: int) -> Instances:
+    """The instances of training rows ``start .. stop - 1`` (their keys unchanged: masks do not move)."""
+    return Instances(
+        instances.texts[start:stop],
+        None if instances.text_pairs is None else instances.text_pairs[start:stop],
+        instances.labels[start:stop],
+        instances.instance_keys[start:stop],
+        None if instances.ids is None else instances.ids[start:stop],
+    )
 
 
 def _absolute(source: str) -> str:
@@ -627,11 +654,18 @@ def scores_frame(
     label_names: list[Any],
     scores: SelfScores,
     influence_values: np.ndarray | None,
+    *,
+    first_row: int = 0,
+    rank: bool = True,
 ) -> pd.DataFrame:
-    """One row per training instance: row, id, label, the score columns and ``rank`` (1 = drop first)."""
+    """One row per training instance: row, id, label, the score columns and ``rank`` (1 = drop first).
+
+    ``instances`` may be a block of the training rows starting at ``first_row`` (a shard): ``row`` keeps
+    the global row number; pass ``rank=False`` there, since rank depends on every row.
+    """
     labels = instances.labels
     rows = np.arange(len(instances))
-    columns: dict[str, Any] = {"row": rows}
+    columns: dict[str, Any] = {"row": rows + first_row}
     if instances.ids is not None:
         columns["id"] = instances.ids
     columns["label"] = [label_names[i] for i in labels]
@@ -654,24 +688,25 @@ def scores_frame(
     columns["full_prob"] = scores.full_probs[rows, labels].astype(np.float64)
     columns["full_pred"] = names[scores.full_probs.argmax(1)]
     frame = pd.DataFrame(columns)
-    by = default_signal(list(frame.columns))
-    ranks = np.empty(len(frame), dtype=np.int64)
-    ranks[worst_first(frame[by].to_numpy(dtype=np.float64), by)] = np.arange(1, len(frame) + 1)
-    frame["rank"] = ranks
-    return frame
+    return with_rank(frame) if rank else frame
 
 
 def save_scores(run: RunDir, result: ScoreResult) -> None:
-    """Keep the scores in the run directory, where ``filter`` finds them.
+    """Keep the scores in the run directory, where ``filter`` finds them."""
+    save_scores_frame(run, result.frame, result.meta)
+
+
+def save_scores_frame(run: RunDir, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Write ``frame`` as the run's scores.parquet and ``meta`` as its scores.json.
 
     Both files are written in full before either replaces the old one, so a failure keeps the old pair.
     """
     import json
 
-    meta = json.dumps(result.meta, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     with atomic_output(run.file(SCORES)) as scores_tmp, atomic_output(run.file(SCORES_META)) as meta_tmp:
-        scores_tmp.write_bytes(frame_bytes(result.frame, "parquet"))
-        meta_tmp.write_text(meta, encoding="utf-8")
+        scores_tmp.write_bytes(frame_bytes(frame, "parquet"))
+        meta_tmp.write_text(text, encoding="utf-8")
 
 
 def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
