@@ -217,7 +217,7 @@ def influence(
     with _matrix_writer(matrix_path, (len(train_keys), len(val_encoded))) as matrix:
         for block in influence_blocks(model, train_keys, val_encoded, val_labels, **options):
             rows = slice(block.train_start, block.train_start + block.values.shape[0])
-            totals[rows] += block.values.sum(1, dtype=torch.float64).cpu().numpy()
+            totals[rows] += block.values.sum(1).double().cpu().numpy()  # cascade sum: float32 is exact enough
             if matrix is not None:
                 matrix[rows, block.val_index] = block.values.cpu().numpy()
     return totals / len(val_encoded)
@@ -253,7 +253,7 @@ def head_influence(
     totals = np.zeros(len(train_keys), dtype=np.float64)
     for block in head_influence_blocks(features, labels, weight, bias, train_keys, **options):
         rows = slice(block.train_start, block.train_start + block.values.shape[0])
-        totals[rows] += block.values.sum(1, dtype=torch.float64).cpu().numpy()
+        totals[rows] += block.values.sum(1).double().cpu().numpy()  # cascade sum: float32 is exact enough
     return totals / max(1, features.shape[0])
 
 
@@ -325,7 +325,7 @@ def head_influence_blocks(
 # its small element-wise operations runs inline, without a thread hand-off (which stalls on a busy
 # machine); the GEMM, one large call, keeps every thread.
 _TILE = 32767
-# Elements per call of the mask hash: under the parallel grain too, for its ~40 small integer operations.
+# Elements per call of the mask hash (on one thread, see ``_one_thread``): its ~40 integer temporaries in cache.
 _MASK_ELEMENTS = 32767
 # The plain formula exponentiates logit differences: it is used for validation rows whose differences
 # stay within this bound under every possible mask (float32 exp overflows past 88.7).
@@ -338,11 +338,12 @@ def _float_masks(
     """The exposed head masks of ``keys`` as float32 ``[n, D]`` (1 = kept), hashed in cache-sized slices."""
     masks = torch.empty((len(keys), width), dtype=torch.float32, device=keys.device)
     rows = max(1, _MASK_ELEMENTS // width)
-    for start in range(0, len(keys), rows):
-        part = keys[start : start + rows]
-        masks[start : start + len(part)] = instance_masks(
-            mask_seed, part, HEAD_SITE, width, keep_prob, scheme, groups
-        )
+    with _one_thread():
+        for start in range(0, len(keys), rows):
+            part = keys[start : start + rows]
+            masks[start : start + len(part)] = instance_masks(
+                mask_seed, part, HEAD_SITE, width, keep_prob, scheme, groups
+            )
     return masks
 
 
@@ -437,20 +438,37 @@ def _targets_influence(masks: torch.Tensor, targets: _HeadTargets, keep_prob: fl
     out = raw if diffs == 1 else torch.empty((n, v), dtype=torch.float32, device=raw.device)
     tile_rows = max(1, _TILE // (diffs * v))
     exposed_scale, hidden_scale = 1.0 / keep_prob, -1.0 / (1.0 - keep_prob)
-    for start in range(0, n, tile_rows):
-        rows = slice(start, start + tile_rows)
-        hidden = raw[rows].view(-1, diffs, v)  # the differences in place (for two classes: the result)
-        exposed = torch.add(targets.exposed_offset, hidden, alpha=exposed_scale)
-        hidden.mul_(hidden_scale).add_(targets.hidden_offset)
-        if targets.plain:
-            ratio = torch.div(_plain_sum(hidden), _plain_sum(exposed), out=out[rows])
-            ratio.log_()
-        else:
-            exposed_max, exposed_sum = _shifted_sum(exposed)
-            hidden_max, hidden_sum = _shifted_sum(hidden)
-            ratio = torch.div(hidden_sum, exposed_sum, out=out[rows])
-            ratio.log_().add_(hidden_max).sub_(exposed_max)
+    with _one_thread():
+        for start in range(0, n, tile_rows):
+            rows = slice(start, start + tile_rows)
+            hidden = raw[rows].view(-1, diffs, v)  # the differences in place (for two classes: the result)
+            exposed = torch.add(targets.exposed_offset, hidden, alpha=exposed_scale)
+            hidden.mul_(hidden_scale).add_(targets.hidden_offset)
+            if targets.plain:
+                ratio = torch.div(_plain_sum(hidden), _plain_sum(exposed), out=out[rows])
+                ratio.log_()
+            else:
+                exposed_max, exposed_sum = _shifted_sum(exposed)
+                hidden_max, hidden_sum = _shifted_sum(hidden)
+                ratio = torch.div(hidden_sum, exposed_sum, out=out[rows])
+                ratio.log_().add_(hidden_max).sub_(exposed_max)
     return out
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Element-wise work on cache-sized tiles runs on the calling thread only: handing each small
+    operation to a thread pool (exp and log go parallel at a few thousand elements) costs more than it
+    saves, and stalls for milliseconds when the machine is busy. The GEMMs keep every thread."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _plain_sum(diffs: torch.Tensor) -> torch.Tensor:
