@@ -337,7 +337,7 @@ def _float_masks(
 ) -> torch.Tensor:
     """The exposed head masks of ``keys`` as float32 ``[n, D]`` (1 = kept), hashed in cache-sized slices."""
     masks = torch.empty((len(keys), width), dtype=torch.float32, device=keys.device)
-    rows = max(1, _MASK_ELEMENTS // width)
+    rows = max(1, _MASK_ELEMENTS // width) if keys.device.type == "cpu" else max(1, len(keys))
     with _one_thread():
         for start in range(0, len(keys), rows):
             part = keys[start : start + rows]
@@ -436,7 +436,8 @@ def _targets_influence(masks: torch.Tensor, targets: _HeadTargets, keep_prob: fl
     raw = torch.mm(masks, targets.directions.T)  # [n, (C-1)*v]
     n = raw.shape[0]
     out = raw if diffs == 1 else torch.empty((n, v), dtype=torch.float32, device=raw.device)
-    tile_rows = max(1, _TILE // (diffs * v))
+    # Tiles are for CPU caches; on a GPU one tile per block keeps kernel launches few.
+    tile_rows = max(1, _TILE // (diffs * v)) if raw.device.type == "cpu" else max(1, n)
     exposed_scale, hidden_scale = 1.0 / keep_prob, -1.0 / (1.0 - keep_prob)
     with _one_thread():
         for start in range(0, n, tile_rows):
