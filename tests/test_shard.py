@@ -234,3 +234,14 @@ def test_shard_needs_a_parquet_out_and_no_whole_run_outputs(sharded: SimpleNames
         absent=(part,),
     )
     user_error(invoke("merge", *sharded.parts), "--out")
+
+
+def test_a_shard_with_no_rows_is_refused(sharded: SimpleNamespace, tmp_path: Path) -> None:
+    """More shards than rows would leave shards empty: refused before any work, naming the limit."""
+    assert Shard(0, 18).rows(17) == (0, 0)
+    part = tmp_path / "empty.parquet"
+    result = invoke("score", "--run", sharded.run, "--shard", "0/18", "--out", part, "-q")
+    assert result.exit_code == 1
+    user_error(result, "--shard 0/18", "at most 17 shards", absent=(part,))
+    ok(invoke("score", "--run", sharded.run, "--shard", "16/17", "--out", part, "-q"))  # one row each
+    assert list(pd.read_parquet(part)["row"]) == [16]

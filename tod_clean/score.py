@@ -586,7 +586,7 @@ def score_run(
     if shard is not None:
         if matrix_path is not None:
             raise ConfigError("--matrix is not written with --shard: score without --shard to get the matrix")
-        first_row, stop = shard.rows(len(train_instances))
+        first_row, stop = shard.check_rows(len(train_instances))
         train_instances = _rows_of(train_instances, first_row, stop)
     val_instances = None
     if val_table is not None:

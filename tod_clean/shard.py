@@ -53,6 +53,15 @@ class Shard:
         """``(start, stop)``: the block of ``num_rows`` training rows this shard holds."""
         return self.index * num_rows // self.count, (self.index + 1) * num_rows // self.count
 
+    def check_rows(self, num_rows: int) -> tuple[int, int]:
+        """``rows(num_rows)``, refusing a shard that would hold no rows (more shards than rows)."""
+        start, stop = self.rows(num_rows)
+        if start == stop:
+            raise ConfigError(
+                f"--shard {self}: {num_rows} training rows leave this shard no rows; use at most {num_rows} shards"
+            )
+        return start, stop
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 

@@ -78,6 +78,7 @@ def score_command(
     info = run_dir.read_complete_info()
     part = Shard.parse(shard) if shard is not None else None
     if part is not None:
+        part.check_rows(info.train_file.rows)
         if out is None or out == STDIN or output_format(out, "csv") != "parquet":
             raise ConfigError(
                 f"--shard {shard} needs --out PART.parquet: a shard is written to its own Parquet file "
