@@ -372,3 +372,62 @@ def test_head_runs_in_float32_under_bf16_autocast(
     with torch.no_grad():
         reference = model.forward_pooled(pooled.float(), keys, MaskMode.HIDDEN)
     torch.testing.assert_close(logits, reference, rtol=0, atol=0)
+
+
+def reference_head_influence(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    keys: torch.Tensor,
+    keep_prob: float,
+    mask_seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head-scope pair matrix ``[N, V]`` in float64, straight from the definition (logits of each
+    masked sub-network, then cross-entropy), and the largest logit size of each pair (float32 rounding of
+    logits that size is the precision any float32 computation can reach)."""
+    from tod_clean.masks import instance_masks
+    from tod_clean.model import HEAD_SITE
+
+    masks = instance_masks(mask_seed, keys, HEAD_SITE, weight.shape[1], keep_prob).double()  # [N, D]
+    f, w, b = features.double(), weight.double(), bias.double()
+    exposed = torch.einsum("vd,nd,cd->nvc", f, masks, w) / keep_prob + b
+    hidden = torch.einsum("vd,nd,cd->nvc", f, 1 - masks, w) / (1 - keep_prob) + b
+    target = labels[None, :, None].expand(len(keys), -1, 1)
+
+    def loss(logits: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(logits, -1) - logits.gather(-1, target).squeeze(-1)
+
+    size = torch.maximum(exposed.abs().amax(-1), hidden.abs().amax(-1))
+    return (loss(hidden) - loss(exposed)).numpy(), size.numpy()
+
+
+@pytest.mark.parametrize("keep_prob", [0.3, 0.7])
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_head_blocks_with_huge_logits_equal_the_float64_definition(
+    keep_prob: float, num_classes: int
+) -> None:
+    """Validation rows whose logit differences could overflow exp() take the shifted formula, the others
+    the plain one, in the same block; both equal the float64 definition."""
+    from tod_clean.score import _head_targets, head_influence_blocks
+
+    generator = torch.Generator().manual_seed(2)
+    features = torch.rand((12, 40), generator=generator) * 2 - 1
+    features *= torch.tensor([0.01, 1.0, 30.0, 300.0]).repeat(3)[:, None]  # logits from tiny to huge
+    labels = torch.randint(0, num_classes, (12,), generator=generator)
+    weight = torch.randn((num_classes, 40), generator=generator)
+    bias = torch.randn(num_classes, generator=generator)
+    keys = torch.arange(-5, 20)
+    parts = _head_targets(features, labels, weight, bias, keep_prob)
+    assert [targets.plain for _, targets in parts] == [True, False]  # both formulas in play
+    expected, size = reference_head_influence(features, labels, weight, bias, keys, keep_prob, 9)
+    assert np.abs(expected).max() > 100  # far past where a float32 exp overflows
+    for block_shape in ((25, 12), (4, 5)):
+        matrix = np.full(expected.shape, np.nan)
+        for block in head_influence_blocks(
+            features, labels, weight, bias, keys, keep_prob=keep_prob, mask_seed=9, block_shape=block_shape
+        ):
+            matrix[block.train_start : block.train_start + block.values.shape[0], block.val_index] = (
+                block.values.numpy()
+            )
+        assert (np.abs(matrix - expected) <= 1e-5 + 1e-6 * size).all()  # float32 rounding, no more

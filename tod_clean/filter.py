@@ -48,6 +48,16 @@ def worst_first(scores: np.ndarray, by: str) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
+def with_rank(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (scores of every training row) with its ``rank`` column set, last: 1 = the first row to
+    drop under the default signal. Rank depends on every row, so it is computed over whole scores only."""
+    by = default_signal(list(frame.columns))
+    ranks = np.empty(len(frame), dtype=np.int64)
+    ranks[worst_first(frame[by].to_numpy(dtype=np.float64), by)] = np.arange(1, len(frame) + 1)
+    frame["rank"] = ranks
+    return frame
+
+
 def drop_count_for(num_rows: int, fraction: float) -> int:
     """Rows dropped by a fraction: rounded half up, so 1% of 250 rows is 3."""
     if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:

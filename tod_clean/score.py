@@ -22,6 +22,7 @@ row) pairs in batches (``method="exact"``), or use the first-order (linearized) 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -32,19 +33,19 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.lib.format import open_memmap
-from torch.nn.functional import softplus
 
 from tod_clean.config import INFLUENCE_METHODS, DataColumns, ScoreConfig
 from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.errors import ConfigError, RunDirError
-from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, worst_first
+from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.shard import SHARD_KEY, Shard, shard_record
 
 
 @dataclass
@@ -237,7 +238,7 @@ def influence(
     with _matrix_writer(matrix_path, (len(train_keys), len(val_encoded))) as matrix:
         for block in influence_blocks(model, train_keys, val_encoded, val_labels, **options):
             rows = slice(block.train_start, block.train_start + block.values.shape[0])
-            totals[rows] += block.values.double().sum(1).cpu().numpy()
+            totals[rows] += block.values.sum(1).double().cpu().numpy()  # cascade sum: float32 is exact enough
             if matrix is not None:
                 matrix[rows, block.val_index] = block.values.cpu().numpy()
     return totals / len(val_encoded)
@@ -273,7 +274,7 @@ def head_influence(
     totals = np.zeros(len(train_keys), dtype=np.float64)
     for block in head_influence_blocks(features, labels, weight, bias, train_keys, **options):
         rows = slice(block.train_start, block.train_start + block.values.shape[0])
-        totals[rows] += block.values.double().sum(1).cpu().numpy()
+        totals[rows] += block.values.sum(1).double().cpu().numpy()  # cascade sum: float32 is exact enough
     return totals / max(1, features.shape[0])
 
 
@@ -300,63 +301,211 @@ def head_influence_blocks(
     ``n`` training rows times ``v`` validation rows; every tensor of a block, the class-weighted validation
     features ``[C*v, D]`` included, is sized from ``chunk_mib``, so peak memory is bounded whatever N, V and
     C are. ``block_shape`` = (training rows, validation rows) per block overrides the sizes derived from
-    ``chunk_mib``.
+    ``chunk_mib``. Blocks come training block by training block (each training block's masks are
+    generated once), validation blocks inside.
+
+    A row's cross-entropy depends only on the C - 1 differences between the other classes' logits and its
+    label's, so each block is one ``[n, D] x [D, (C-1)*v]`` product (the floor of the computation), then
+    the losses in cache-sized tiles.
     """
     progress = progress or NullProgress()
     num_classes, width = weight.shape
-    num_val = features.shape[0]
-    p = keep_prob
-    columns = 1 if num_classes == 2 else num_classes  # logit differences (2 classes) or logits per pair
+    num_val, num_train = features.shape[0], len(train_keys)
+    columns = 1 if num_classes == 2 else num_classes  # memory accounting (conservative for C > 2)
     budget = chunk_mib * 2**20
     # The class-weighted features of a validation block take at most a quarter of the budget.
     val_chunk = max(1, min(num_val, int(budget // 4 // (columns * width * 4 + 1))))
-    # Per (training row, validation row) pair, about six float32 temporaries of ``columns`` values are
-    # alive at once; generating a training row's [D] mask holds a few int64 hash intermediates.
+    # Per (training row, validation row) pair, at most six float32 temporaries of ``columns`` values are
+    # counted; generating a training row's [D] mask holds a few int64 hash intermediates.
     per_row_bytes = val_chunk * columns * 4 * 6 + width * 40
     chunk = max(1, int((budget - val_chunk * columns * width * 4) // per_row_bytes))
     if block_shape is not None:
         chunk, val_chunk = block_shape
-    progress.start("influence", len(train_keys) * num_val)
-    for val_start in range(0, num_val, val_chunk):
-        val_rows = slice(val_start, val_start + val_chunk)
-        block_features, block_labels = features[val_rows], labels[val_rows]
-        val_index = np.arange(val_rows.start, val_rows.start + block_features.shape[0])
-        v = block_features.shape[0]
-        if num_classes == 2:
-            # Two classes: the loss depends only on the logit margin z_1 - z_0, so one [v, n] product suffices.
-            weighted = block_features * (weight[1] - weight[0])  # [v, D]
-            full_margin = weighted.sum(1)  # [v]
-            bias_margin = bias[1] - bias[0]
-            sign = (block_labels * 2 - 1).to(features.dtype)[:, None]  # +1 where the label is class 1
-        else:
-            full_raw = (block_features @ weight.T).T.contiguous()  # [C, v]
-            weighted = (block_features[None, :, :] * weight[:, None, :]).reshape(num_classes * v, width)
-        for start in range(0, len(train_keys), chunk):
-            keys = train_keys[start : start + chunk]
-            exposed_mask = instance_masks(mask_seed, keys, HEAD_SITE, width, p, mask_scheme, mask_groups)
-            exposed_mask = exposed_mask.to(torch.float32)  # [n, D]
-            if num_classes == 2:
-                exposed_raw = weighted @ exposed_mask.T  # [v, n]
-                exposed_margin = (exposed_raw / p + bias_margin) * sign
-                hidden_margin = ((full_margin[:, None] - exposed_raw) / (1.0 - p) + bias_margin) * sign
-                # cross-entropy = softplus(-signed margin)
-                pair_influence = softplus(-hidden_margin) - softplus(-exposed_margin)  # [v, n]
-            else:
-                exposed_raw = (weighted @ exposed_mask.T).view(num_classes, v, -1)  # [C, v, n]
-                exposed_logits = exposed_raw / p + bias[:, None, None]
-                hidden_logits = (full_raw[:, :, None] - exposed_raw) / (1.0 - p) + bias[:, None, None]
-                pair_influence = _pair_loss(hidden_logits, block_labels) - _pair_loss(
-                    exposed_logits, block_labels
-                )  # [v, n]
-            yield InfluenceBlock(start, val_index, pair_influence.T)
-            progress.advance(len(keys) * v)
+    weight, bias = weight.float(), bias.float()
+    val_ranges = [(start, min(start + val_chunk, num_val)) for start in range(0, num_val, val_chunk)]
+
+    def targets_of(rows: tuple[int, int]) -> list[tuple[torch.Tensor | None, _HeadTargets]]:
+        block = slice(*rows)
+        return _head_targets(features[block].float(), labels[block], weight, bias, keep_prob)
+
+    # One validation block: its targets once. Several: rebuilt per training block (cost 1/(2n) of its GEMM).
+    only_targets = targets_of(val_ranges[0]) if len(val_ranges) == 1 else None
+    progress.start("influence", num_train * num_val)
+    for start in range(0, num_train, chunk):
+        keys = train_keys[start : start + chunk]
+        masks = _float_masks(keys, mask_seed, width, keep_prob, mask_scheme, mask_groups)
+        for rows in val_ranges:
+            targets = only_targets or targets_of(rows)
+            values = _head_block_influence(masks, targets, keep_prob)
+            yield InfluenceBlock(start, np.arange(*rows), values)
+            progress.advance(len(keys) * (rows[1] - rows[0]))
     progress.finish()
 
 
-def _pair_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of logits ``[C, V, n]`` against labels ``[V]`` -> ``[V, n]``."""
-    picked = logits.gather(0, labels.view(1, -1, 1).expand(1, -1, logits.shape[2])).squeeze(0)
-    return torch.logsumexp(logits, dim=0) - picked
+# Elements per tile of the loss computation: in cache, and under ATen's parallel grain (32768), so each of
+# its small element-wise operations runs inline, without a thread hand-off (which stalls on a busy
+# machine); the GEMM, one large call, keeps every thread.
+_TILE = 32767
+# Elements per call of the mask hash (on one thread, see ``_one_thread``): its ~40 integer temporaries in cache.
+_MASK_ELEMENTS = 32767
+# The plain formula exponentiates logit differences: it is used for validation rows whose differences
+# stay within this bound under every possible mask (float32 exp overflows past 88.7).
+_PLAIN_LIMIT = 80.0
+
+
+def _float_masks(
+    keys: torch.Tensor, mask_seed: int, width: int, keep_prob: float, scheme: int, groups: int
+) -> torch.Tensor:
+    """The exposed head masks of ``keys`` as float32 ``[n, D]`` (1 = kept), hashed in cache-sized slices."""
+    masks = torch.empty((len(keys), width), dtype=torch.float32, device=keys.device)
+    rows = max(1, _MASK_ELEMENTS // width) if keys.device.type == "cpu" else max(1, len(keys))
+    with _one_thread():
+        for start in range(0, len(keys), rows):
+            part = keys[start : start + rows]
+            masks[start : start + len(part)] = instance_masks(
+                mask_seed, part, HEAD_SITE, width, keep_prob, scheme, groups
+            )
+    return masks
+
+
+@dataclass
+class _HeadTargets:
+    """Validation rows seen through logit differences (each other class c minus the row's label y).
+
+    ``directions`` float32 ``[(C-1)*v, D]`` (class-major): features times ``w_c - w_y``;
+    ``exposed_offset`` ``[C-1, v]``: ``b_c - b_y``; ``hidden_offset`` ``[C-1, v]``: the full network's
+    difference over ``1-p`` plus ``b_c - b_y``. With ``x`` = directions times an exposed mask, the exposed
+    difference is ``x/p + exposed_offset`` and the hidden one ``-x/(1-p) + hidden_offset``. ``plain``:
+    no difference can exceed ``_PLAIN_LIMIT`` in size under any mask, so exponentials cannot overflow.
+    """
+
+    directions: torch.Tensor
+    exposed_offset: torch.Tensor
+    hidden_offset: torch.Tensor
+    plain: bool
+
+
+def _head_targets(
+    features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, keep_prob: float
+) -> list[tuple[torch.Tensor | None, _HeadTargets]]:
+    """The targets of a validation block: ``(columns, targets)`` parts, ``columns`` None for all rows.
+
+    Rows whose differences stay small under every mask take the plain formula; the others (if any) the
+    shifted one.
+    """
+    num_classes, width = weight.shape
+    v = features.shape[0]
+    classes = torch.arange(num_classes, device=features.device).expand(v, num_classes)
+    others = classes[classes != labels[:, None]].view(v, num_classes - 1)  # [v, C-1], in class order
+    directions = torch.empty((num_classes - 1, v, width), dtype=torch.float32, device=features.device)
+    for column in range(num_classes - 1):
+        torch.mul(features, weight[others[:, column]] - weight[labels], out=directions[column])
+    full = directions.sum(-1)  # [C-1, v]
+    exposed_offset = (bias[others] - bias[labels][:, None]).T.contiguous()  # [C-1, v]
+    hidden_offset = full / (1.0 - keep_prob) + exposed_offset
+    # A mask keeps any subset of units: x lies between the sums of the negative and positive terms.
+    low, high = directions.clamp(max=0.0).sum(-1), directions.clamp(min=0.0).sum(-1)
+    extremes = torch.stack(
+        [
+            exposed_offset + low / keep_prob,
+            exposed_offset + high / keep_prob,
+            hidden_offset - low / (1.0 - keep_prob),
+            hidden_offset - high / (1.0 - keep_prob),
+        ]
+    )
+    limit = _PLAIN_LIMIT - math.log(num_classes - 1)  # 1 + sum of C-1 exponentials stays normal too
+    plain = (extremes.abs() <= limit).all(0).all(0)  # [v]
+
+    def part(rows: torch.Tensor | None, is_plain: bool) -> tuple[torch.Tensor | None, _HeadTargets]:
+        if rows is None:
+            return None, _HeadTargets(directions.view(-1, width), exposed_offset, hidden_offset, is_plain)
+        return rows, _HeadTargets(
+            directions[:, rows].reshape(-1, width),
+            exposed_offset[:, rows],
+            hidden_offset[:, rows],
+            is_plain,
+        )
+
+    if bool(plain.all()):
+        return [part(None, True)]
+    if not bool(plain.any()):
+        return [part(None, False)]
+    return [part(torch.nonzero(plain).squeeze(1), True), part(torch.nonzero(~plain).squeeze(1), False)]
+
+
+def _head_block_influence(
+    masks: torch.Tensor, parts: list[tuple[torch.Tensor | None, _HeadTargets]], keep_prob: float
+) -> torch.Tensor:
+    """``L(hidden_i, z_v) - L(exposed_i, z_v)``, float32 ``[n, v]``, for exposed masks ``[n, D]``."""
+    if len(parts) == 1 and parts[0][0] is None:
+        return _targets_influence(masks, parts[0][1], keep_prob)
+    num_val = sum(targets.exposed_offset.shape[1] for _, targets in parts)
+    out = torch.empty((masks.shape[0], num_val), dtype=torch.float32, device=masks.device)
+    for columns, targets in parts:
+        out[:, columns] = _targets_influence(masks, targets, keep_prob)
+    return out
+
+
+def _targets_influence(masks: torch.Tensor, targets: _HeadTargets, keep_prob: float) -> torch.Tensor:
+    """One ``[n, D] x [D, (C-1)*v]`` product, then the losses tile by tile (in cache): ``[n, v]``.
+
+    With logit differences ``d`` (C - 1 per pair) the cross-entropy is ``log(1 + sum exp d)``, so the
+    influence is ``log(S_h / S_e)``: one logarithm per pair. Targets that are not ``plain`` use the
+    shifted form ``m + log(exp(-m) + sum exp(d - m))``, ``m = max(0, max d)``.
+    """
+    diffs, v = targets.exposed_offset.shape
+    raw = torch.mm(masks, targets.directions.T)  # [n, (C-1)*v]
+    n = raw.shape[0]
+    out = raw if diffs == 1 else torch.empty((n, v), dtype=torch.float32, device=raw.device)
+    # Tiles are for CPU caches; on a GPU one tile per block keeps kernel launches few.
+    tile_rows = max(1, _TILE // (diffs * v)) if raw.device.type == "cpu" else max(1, n)
+    exposed_scale, hidden_scale = 1.0 / keep_prob, -1.0 / (1.0 - keep_prob)
+    with _one_thread():
+        for start in range(0, n, tile_rows):
+            rows = slice(start, start + tile_rows)
+            hidden = raw[rows].view(-1, diffs, v)  # the differences in place (for two classes: the result)
+            exposed = torch.add(targets.exposed_offset, hidden, alpha=exposed_scale)
+            hidden.mul_(hidden_scale).add_(targets.hidden_offset)
+            if targets.plain:
+                ratio = torch.div(_plain_sum(hidden), _plain_sum(exposed), out=out[rows])
+                ratio.log_()
+            else:
+                exposed_max, exposed_sum = _shifted_sum(exposed)
+                hidden_max, hidden_sum = _shifted_sum(hidden)
+                ratio = torch.div(hidden_sum, exposed_sum, out=out[rows])
+                ratio.log_().add_(hidden_max).sub_(exposed_max)
+    return out
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Element-wise work on cache-sized tiles runs on the calling thread only: handing each small
+    operation to a thread pool (exp and log go parallel at a few thousand elements) costs more than it
+    saves, and stalls for milliseconds when the machine is busy. The GEMMs keep every thread."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _plain_sum(diffs: torch.Tensor) -> torch.Tensor:
+    """``1 + sum_c exp(d_c)`` of logit differences ``[r, C-1, v]`` (overwritten) -> ``[r, v]``."""
+    diffs.exp_()
+    total = diffs.squeeze(1) if diffs.shape[1] == 1 else diffs.sum(1)
+    return total.add_(1.0)
+
+
+def _shifted_sum(diffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For logit differences ``[r, C-1, v]`` (overwritten): ``m = max(0, max d)`` and
+    ``S = exp(-m) + sum exp(d - m)``, both ``[r, v]``, so that the cross-entropy is ``m + log S``."""
+    shift = diffs.amax(1).clamp_min_(0.0)
+    total = diffs.sub_(shift[:, None]).exp_().sum(1)
+    return shift, total.add_(torch.exp(-shift))
 
 
 def _pair_blocks(
@@ -580,9 +729,14 @@ def score_run(
     config: ScoreConfig | None = None,
     device: str = "auto",
     matrix_path: str | Path | None = None,
+    shard: Shard | None = None,
     progress: Progress | None = None,
 ) -> ScoreResult:
-    """Score every training row of a finished run (and its influence on ``val_table``, if given)."""
+    """Score every training row of a finished run (and its influence on ``val_table``, if given).
+
+    With ``shard``, only that shard's block of rows (see ``tod_clean.shard``): the frame has no ``rank``
+    and records the shard in its attrs (Parquet schema metadata).
+    """
     config = config or ScoreConfig()
     info = run.read_complete_info()
     check_train_file(train_table, info)
@@ -590,6 +744,12 @@ def score_run(
     train_instances = instances_from_table(
         train_table, columns, info.labels, mask_scheme=info.train.mask_scheme
     )
+    first_row = 0
+    if shard is not None:
+        if matrix_path is not None:
+            raise ConfigError("--matrix is not written with --shard: score without --shard to get the matrix")
+        first_row, stop = shard.check_rows(len(train_instances))
+        train_instances = _rows_of(train_instances, first_row, stop)
     val_instances = None
     if val_table is not None:
         val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)
@@ -634,7 +794,9 @@ def score_run(
             matrix_path=matrix_path,
             progress=progress,
         )
-    frame = scores_frame(train_instances, info.labels, scores, influence_values)
+    frame = scores_frame(
+        train_instances, info.labels, scores, influence_values, first_row=first_row, rank=shard is None
+    )
     # Parquet outputs carry this (pandas keeps DataFrame.attrs in the schema metadata), so filter and
     # report can refuse scores of another run; CSV and JSON Lines are checked row by row instead.
     frame.attrs[SCORES_ORIGIN] = scores_origin(info)
@@ -652,7 +814,20 @@ def score_run(
         if val_table is None
         else resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method),
     }
+    if shard is not None:
+        frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)
     return ScoreResult(frame, meta, scores, influence_values)
+
+
+def _rows_of(instances: Instances, start: int, stop: int) -> Instances:
+    """The instances of training rows ``start .. stop - 1`` (their keys unchanged: masks do not move)."""
+    return Instances(
+        instances.texts[start:stop],
+        None if instances.text_pairs is None else instances.text_pairs[start:stop],
+        instances.labels[start:stop],
+        instances.instance_keys[start:stop],
+        None if instances.ids is None else instances.ids[start:stop],
+    )
 
 
 def _absolute(source: str) -> str:
@@ -665,11 +840,18 @@ def scores_frame(
     label_names: list[Any],
     scores: SelfScores,
     influence_values: np.ndarray | None,
+    *,
+    first_row: int = 0,
+    rank: bool = True,
 ) -> pd.DataFrame:
-    """One row per training instance: row, id, label, the score columns and ``rank`` (1 = drop first)."""
+    """One row per training instance: row, id, label, the score columns and ``rank`` (1 = drop first).
+
+    ``instances`` may be a block of the training rows starting at ``first_row`` (a shard): ``row`` keeps
+    the global row number; pass ``rank=False`` there, since rank depends on every row.
+    """
     labels = instances.labels
     rows = np.arange(len(instances))
-    columns: dict[str, Any] = {"row": rows}
+    columns: dict[str, Any] = {"row": rows + first_row}
     if instances.ids is not None:
         columns["id"] = instances.ids
     columns["label"] = [label_names[i] for i in labels]
@@ -692,24 +874,25 @@ def scores_frame(
     columns["full_prob"] = scores.full_probs[rows, labels].astype(np.float64)
     columns["full_pred"] = names[scores.full_probs.argmax(1)]
     frame = pd.DataFrame(columns)
-    by = default_signal(list(frame.columns))
-    ranks = np.empty(len(frame), dtype=np.int64)
-    ranks[worst_first(frame[by].to_numpy(dtype=np.float64), by)] = np.arange(1, len(frame) + 1)
-    frame["rank"] = ranks
-    return frame
+    return with_rank(frame) if rank else frame
 
 
 def save_scores(run: RunDir, result: ScoreResult) -> None:
-    """Keep the scores in the run directory, where ``filter`` finds them.
+    """Keep the scores in the run directory, where ``filter`` finds them."""
+    save_scores_frame(run, result.frame, result.meta)
+
+
+def save_scores_frame(run: RunDir, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Write ``frame`` as the run's scores.parquet and ``meta`` as its scores.json.
 
     Both files are written in full before either replaces the old one, so a failure keeps the old pair.
     """
     import json
 
-    meta = json.dumps(result.meta, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     with atomic_output(run.file(SCORES)) as scores_tmp, atomic_output(run.file(SCORES_META)) as meta_tmp:
-        scores_tmp.write_bytes(frame_bytes(result.frame, "parquet"))
-        meta_tmp.write_text(meta, encoding="utf-8")
+        scores_tmp.write_bytes(frame_bytes(frame, "parquet"))
+        meta_tmp.write_text(text, encoding="utf-8")
 
 
 def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -186,4 +186,4 @@ def main() -> None:
 
 
 # Each subcommand lives in its own module and registers itself on ``app``.
-from tod_clean.cli import cleanse, evaluate, explain, filter, report, score, train  # noqa: E402, F401, A004
+from tod_clean.cli import cleanse, evaluate, explain, filter, merge, report, score, train  # noqa: E402, F401, A004

@@ -28,6 +28,7 @@ from tod_clean.data import (
 )
 from tod_clean.errors import ConfigError
 from tod_clean.rundir import SCORES, SCORES_META, RunDir
+from tod_clean.shard import Shard
 
 
 @app.command("score")
@@ -67,6 +68,13 @@ def score_command(
         str | None, typer.Option(help="Label column of --val (default: training's).")
     ] = None,
     influence: Annotated[str, typer.Option("--influence", help=INFLUENCE_HELP)] = "auto",
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: score only shard K of N (counted from 0) of the training rows, into --out PART.parquet, "
+            "not into the run; put the parts together with 'tod-clean merge'."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -77,20 +85,40 @@ def score_command(
 
     run_dir = RunDir(run)
     info = run_dir.read_complete_info()
+    part = Shard.parse(shard) if shard is not None else None
+    if part is not None:
+        part.check_rows(info.train_file.rows)
+        if out is None or out == STDIN or output_format(out, "csv") != "parquet":
+            raise ConfigError(
+                f"--shard {shard} needs --out PART.parquet: a shard is written to its own Parquet file "
+                "(never into the run), for 'tod-clean merge'"
+            )
+        if matrix is not None or pred_probs is not None:
+            raise ConfigError(
+                f"--shard {shard}: --matrix and --pred-probs cover every training row; score without --shard "
+                "to write them"
+            )
     if out is not None:
         output_format(out, "csv")  # refuse an unsupported extension before the work
     train_path = train or info.train_file.path
-    check_distinct_outputs(
-        {**run_dir.own_files(exclude=(SCORES, SCORES_META)), "the training file": train_path, "--val": val},
-        {
-            "--out": out,
-            "--matrix": matrix,
-            "--pred-probs": pred_probs,
+    # A shard never writes the run's scores: the run's saved scores stay those of a whole 'score' (or merge).
+    run_copy = (
+        {}
+        if part is not None
+        else {
             f"the run's {SCORES}": run_dir.file(SCORES),
             f"the run's {SCORES_META}": run_dir.file(SCORES_META),
-        },
+        }
     )
-    for dest in (out, matrix, pred_probs, run_dir.file(SCORES), run_dir.file(SCORES_META)):
+    check_distinct_outputs(
+        {
+            **run_dir.own_files(exclude=(SCORES, SCORES_META) if part is None else ()),
+            "the training file": train_path,
+            "--val": val,
+        },
+        {"--out": out, "--matrix": matrix, "--pred-probs": pred_probs, **run_copy},
+    )
+    for dest in (out, matrix, pred_probs, *run_copy.values()):
         if dest is not None:
             check_destination(dest)
     if pred_probs is not None and not info.scope.masked:
@@ -108,6 +136,7 @@ def score_command(
         config=ScoreConfig(batch_size=batch_size, influence_method=influence),
         device=device,
         matrix_path=matrix,
+        shard=part,
         progress=progress_for(quiet),
     )
     if pred_probs is not None:
@@ -115,6 +144,16 @@ def score_command(
         save_npy(pred_probs, result.self_scores.hidden_probs)
     if out is not None:
         write_frame(result.frame, out)
+    if part is not None:
+        if not quiet:
+            start, stop = part.rows(info.train_file.rows)
+            console.print(
+                f"scored shard {part}: training rows {start}..{stop - 1} of {info.train_file.rows}"
+                + (f" on {result.meta['val_rows']} validation rows" if val_table is not None else "")
+                + f" -> {out}; put the parts together with 'tod-clean merge'",
+                highlight=False,
+            )
+        return
     # The run's copy last: if an output above failed, filter still sees the scores it saw before.
     core.save_scores(run_dir, result)
     if not quiet:

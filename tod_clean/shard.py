@@ -1,0 +1,184 @@
+"""Sharded scoring without a launcher: ``score --shard K/N`` scores one contiguous block of training rows,
+``merge`` puts the parts back together as the scores one ``score`` would have written.
+
+Shards are counted from 0 (``--shard 0/4`` .. ``--shard 3/4``, as ``$SLURM_ARRAY_TASK_ID`` counts with
+``--array=0-3``); shard K of N holds rows ``[K*R//N, (K+1)*R//N)`` of the R training rows. A part is a
+Parquet file whose schema metadata records the run fingerprint, the training file's sha256, the
+validation file's sha256 and the shard with its rows. Parts carry no ``rank``: it depends on every row, so
+``merge`` computes it over all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tod_clean.data import format_of
+from tod_clean.errors import ConfigError, InputError, RunDirError
+from tod_clean.filter import SCORES_ORIGIN, read_scores, with_rank
+from tod_clean.rundir import RunInfo
+
+# The DataFrame.attrs key (kept in Parquet schema metadata) describing the shard a part holds.
+SHARD_KEY = "tod_clean_shard"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based): one contiguous block of training rows."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"K/N"`` with 0 <= K < N."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if match is None:
+            raise ConfigError(
+                f"--shard must be K/N with whole numbers, shards counted from 0 (0/4 .. 3/4), got {text!r}"
+            )
+        index, count = int(match.group(1)), int(match.group(2))
+        if count < 1:
+            raise ConfigError(f"--shard {text}: the number of shards must be 1 or more")
+        if index >= count:
+            raise ConfigError(f"--shard {text}: shards are counted from 0, so K must be 0 to {count - 1}")
+        return cls(index, count)
+
+    def rows(self, num_rows: int) -> tuple[int, int]:
+        """``(start, stop)``: the block of ``num_rows`` training rows this shard holds."""
+        return self.index * num_rows // self.count, (self.index + 1) * num_rows // self.count
+
+    def check_rows(self, num_rows: int) -> tuple[int, int]:
+        """``rows(num_rows)``, refusing a shard that would hold no rows (more shards than rows)."""
+        start, stop = self.rows(num_rows)
+        if start == stop:
+            raise ConfigError(
+                f"--shard {self}: {num_rows} training rows leave this shard no rows; use at most {num_rows} shards"
+            )
+        return start, stop
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_record(shard: Shard, num_rows: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a part records about itself (besides the scores origin): the shard, its rows, what scored it."""
+    start, stop = shard.rows(num_rows)
+    return {"index": shard.index, "count": shard.count, "start": start, "stop": stop, "meta": meta}
+
+
+@dataclass
+class _Part:
+    source: str
+    frame: pd.DataFrame
+    origin: dict[str, Any]
+    shard: Shard
+    start: int
+    stop: int
+    meta: dict[str, Any]
+
+
+def _read_part(path: str) -> _Part:
+    not_shard = (
+        f"{path}: not a shard of scores (shards are the Parquet files written by "
+        "'tod-clean score --shard K/N --out PART.parquet')"
+    )
+    if format_of(path) != "parquet":
+        raise InputError(not_shard)
+    frame = read_scores(path)
+    record, origin = frame.attrs.get(SHARD_KEY), frame.attrs.get(SCORES_ORIGIN)
+    try:
+        assert isinstance(record, dict) and isinstance(origin, dict) and isinstance(record["meta"], dict)
+        shard = Shard(int(record["index"]), int(record["count"]))
+        start, stop = int(record["start"]), int(record["stop"])
+    except (AssertionError, KeyError, TypeError, ValueError):
+        raise InputError(not_shard) from None
+    rows = pd.to_numeric(frame.get("row", pd.Series(dtype=object)), errors="coerce").to_numpy(np.float64)
+    if not np.array_equal(rows, np.arange(start, stop, dtype=np.float64)):
+        raise InputError(
+            f"{path}: its rows are not the rows {start}..{stop - 1} its metadata records for shard {shard}; "
+            "the file was changed after 'score' wrote it: score this shard again"
+        )
+    return _Part(
+        path, frame.drop(columns=["rank"], errors="ignore"), origin, shard, start, stop, record["meta"]
+    )
+
+
+def merge_shards(paths: Sequence[str], info: RunInfo | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The scores of all training rows from the parts, in row order, ``rank`` computed over all rows,
+    and the scores' metadata (what ``score`` saves as scores.json).
+
+    Refuses, naming the file: a file that is not a part; parts of another run (``info``'s, else the first
+    part's), of another training file or scored on another validation file; parts of another number of
+    shards; a shard given twice; a missing shard.
+    """
+    if not paths:
+        raise ConfigError("give the part files to merge (written by 'tod-clean score --shard K/N')")
+    parts = [_read_part(str(path)) for path in paths]
+    first = parts[0]
+    run = info.fingerprint if info is not None else first.origin.get("run")
+    train_sha = info.train_file.sha256 if info is not None else first.origin.get("train_sha256")
+    num_rows = info.train_file.rows if info is not None else first.origin.get("rows")
+    against = f"the run's ({info.train_file.path})" if info is not None else f"{first.source}'s"
+    by_index: dict[int, _Part] = {}
+    for part in parts:
+        if part.origin.get("train_sha256") != train_sha:
+            raise RunDirError(
+                f"{part.source}: a shard scored on another training file (sha256 "
+                f"{str(part.origin.get('train_sha256'))[:12]}..., {against} {str(train_sha)[:12]}...); "
+                "score it again on the run's training file"
+            )
+        if part.origin.get("run") != run:
+            raise RunDirError(
+                f"{part.source}: a shard of another run (fingerprint {str(part.origin.get('run'))[:12]}..., "
+                f"{against} {str(run)[:12]}...); score it again with this run"
+            )
+        val_sha, first_val_sha = part.meta.get("val_sha256"), first.meta.get("val_sha256")
+        if val_sha != first_val_sha:
+
+            def named(sha: Any) -> str:
+                return "no validation file" if sha is None else f"validation sha256 {str(sha)[:12]}..."
+
+            raise InputError(
+                f"{part.source}: scored on another validation file ({named(val_sha)}; {first.source}: "
+                f"{named(first_val_sha)}); score every shard with the same --val"
+            )
+        if part.shard.count != first.shard.count:
+            raise InputError(
+                f"{part.source}: shard {part.shard} of {part.shard.count}, but {first.source} is one of "
+                f"{first.shard.count} shards; merge the parts of one split"
+            )
+        if (part.start, part.stop) != part.shard.rows(int(num_rows)):
+            raise InputError(
+                f"{part.source}: shard {part.shard} holds rows {part.start}..{part.stop - 1}, but of "
+                f"{num_rows} training rows it should hold {'..'.join(map(str, part.shard.rows(int(num_rows))))}"
+            )
+        if list(part.frame.columns) != list(first.frame.columns):
+            raise InputError(
+                f"{part.source}: columns {', '.join(part.frame.columns)} differ from {first.source}'s "
+                f"({', '.join(first.frame.columns)}); score every shard the same way"
+            )
+        other = by_index.get(part.shard.index)
+        if other is not None:
+            raise InputError(
+                f"{part.source}: shard {part.shard} (rows {part.start}..{part.stop - 1}) again: "
+                f"{other.source} holds the same rows"
+            )
+        by_index[part.shard.index] = part
+    for index in range(first.shard.count):
+        if index not in by_index:
+            shard = Shard(index, first.shard.count)
+            start, stop = shard.rows(int(num_rows))
+            raise InputError(
+                f"missing shard {shard} (rows {start}..{stop - 1} of {num_rows}): no part given holds it; "
+                f"score it with 'tod-clean score --shard {shard}'"
+            )
+    ordered = [by_index[index] for index in range(first.shard.count)]
+    frame = with_rank(pd.concat([part.frame for part in ordered], ignore_index=True))
+    frame.attrs = {SCORES_ORIGIN: dict(first.origin)}
+    return frame, dict(first.meta)
