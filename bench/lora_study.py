@@ -317,7 +317,8 @@ def report(name: str) -> None:
                 return f"{fmt(got[0], 0)} / {fmt(got[1], 2)} / {fmt(got[2], 2)}"
 
             lines.append(
-                f"| {cell} | {epoch} | {trio('find_label_issues_pred_probs')} | {trio('find_label_issues_in_sample')} |"
+                f"| {cell} | {epoch} | {trio('find_label_issues_pred_probs')} | {trio('find_label_issues_in_sample')} "
+                f"| {trio('find_label_issues_cv')} |"
             )
     lines += ["", "| cell | training rows/s (median over epochs and seeds) |", "|---|---|"]
     for cell in cells:
