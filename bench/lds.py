@@ -131,7 +131,9 @@ def lds(matrix: np.ndarray, subsets: np.ndarray, losses: np.ndarray) -> tuple[fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--val-rows", type=int, default=200)
@@ -174,10 +176,15 @@ def main() -> None:
         losses = np.zeros((args.subsets, args.val_rows))
         with timed() as timer:
             for m in range(args.subsets):
-                subset_path = write_jsonl(folder / f"subset{m}.jsonl", [train_rows[i] for i in np.flatnonzero(subsets[m])])
+                subset_path = write_jsonl(
+                    folder / f"subset{m}.jsonl", [train_rows[i] for i in np.flatnonzero(subsets[m])]
+                )
                 run_path = folder / f"run-subset{m}-{model_class}"
                 train_run(
-                    subset_path, run_path, train_config(scope=model_class, **{**recipe, "seed": args.seed + m}), reuse=args.reuse
+                    subset_path,
+                    run_path,
+                    train_config(scope=model_class, **{**recipe, "seed": args.seed + m}),
+                    reuse=args.reuse,
                 )
                 losses[m] = val_losses(run_path, val_path)
                 print(f"subset {m} ({model_class}): mean validation loss {losses[m].mean():.4f}", flush=True)
@@ -189,7 +196,9 @@ def main() -> None:
     for method in args.methods:
         with timed() as timer:
             if method == "random":
-                matrices[method] = np.random.default_rng([args.seed, 17]).standard_normal((args.rows, args.val_rows))
+                matrices[method] = np.random.default_rng([args.seed, 17]).standard_normal(
+                    (args.rows, args.val_rows)
+                )
             elif method == "gradient similarity":
                 run_path = folder / "run-full-none"
                 train_run(train_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse)
@@ -219,12 +228,16 @@ def main() -> None:
         f"{args.rows} rt_polarity training rows ({args.noise:.0%} flipped), {args.val_rows} held-out validation rows, "
         f"M = {args.subsets} retrained models on random 50% subsets, {args.epochs} epochs, seed {args.seed}.",
         "",
-        "| method | " + " | ".join(f"LDS vs retrained `{c}` (mean ± s.e. over validation rows)" for c in truth) + " | seconds |",
+        "| method | "
+        + " | ".join(f"LDS vs retrained `{c}` (mean ± s.e. over validation rows)" for c in truth)
+        + " | seconds |",
         "|---|" + "---|" * len(truth) + "---|",
     ]
     for method, row in table.items():
         lines.append(
-            f"| {method} | " + " | ".join(f"{m:.3f} ± {se:.3f}" for m, se in row.values()) + f" | {seconds[method]:.0f} |"
+            f"| {method} | "
+            + " | ".join(f"{m:.3f} ± {se:.3f}" for m, se in row.values())
+            + f" | {seconds[method]:.0f} |"
         )
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -56,8 +56,8 @@ def score_command(
         typer.Option(
             help="Write the hidden sub-networks' class probabilities (N x K float32 .npy, the layout of "
             "cleanlab's find_label_issues(labels, pred_probs)): each row from the sub-network that hides it "
-            "(exactly out-of-fold with --mask-groups, first-order out-of-sample in scope lora, partly "
-            "in-sample in head/layers/ffn whose shared encoder learns every row: see README)."
+            "(exactly out-of-fold with --mask-groups; not out-of-sample otherwise: partly in-sample in "
+            "head/layers/ffn, whose shared encoder learns every row, and anti-learned in lora: see README)."
         ),
     ] = None,
     val_text_col: Annotated[
