@@ -165,7 +165,7 @@ def explain_run(
     info = run.read_complete_info()
     if not info.scope.masked:
         raise ConfigError(
-            f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence"
+            f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence"
         )
     check_train_file(train_table, info)
     train = instances_from_table(

@@ -405,7 +405,7 @@ def _add_explanations(
 ) -> None:
     if not info.scope.masked:
         content.explain_note = (
-            "This run was trained with scope 'none' (no instance masks), so it has no influence to explain "
+            f"This run was trained with scope '{info.scope}' (no instance masks), so it has no influence to explain "
             "validation errors with."
         )
         return

@@ -759,7 +759,7 @@ def score_run(
         check_destination(str(matrix_path))
     if val_table is not None and not info.scope.masked:
         raise ConfigError(
-            f"{run.path}: trained with scope 'none' (no instance masks), so it has no influence to score"
+            f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
         )
     torch_device = pick_device(device)
     amp_dtype = autocast_dtype(info.train.precision, torch_device)

@@ -123,7 +123,7 @@ def score_command(
             check_destination(dest)
     if pred_probs is not None and not info.scope.masked:
         raise ConfigError(
-            f"{run}: trained with scope 'none', so it has no hidden sub-networks for --pred-probs"
+            f"{run}: trained with scope '{info.scope}', so it has no hidden sub-networks for --pred-probs"
         )
     train_table = read_table(train_path)
     val_table = read_table(val) if val is not None else None
