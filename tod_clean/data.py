@@ -677,3 +677,88 @@ def write_frame(frame: pd.DataFrame, dest: str, *, stdout: BinaryIO | None = Non
     """Write a DataFrame by ``dest``'s extension, or as CSV to stdout when ``dest`` is ``-``."""
     check_destination(dest)
     deliver(dest, frame_bytes(frame, output_format(dest, "csv")), stdout)
+
+
+# --------------------------------------------------------------------------------------------------
+# in-memory data: pandas DataFrames and Hugging Face datasets
+
+IN_MEMORY_FORMAT = "jsonl"  # how in-memory rows are serialised, fingerprinted and kept in a run
+
+
+def is_dataset(data: object) -> bool:
+    """Whether ``data`` is a ``datasets.Dataset`` (checked without importing ``datasets``)."""
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(data, datasets.Dataset)
+
+
+def to_table(data: str | os.PathLike[str] | pd.DataFrame | Any, *, stdin: BinaryIO | None = None) -> Table:
+    """A ``Table`` from a data file path (see ``read_table``), a ``pandas.DataFrame`` or a
+    ``datasets.Dataset``.
+
+    In-memory rows become canonical JSON Lines (one ``json.dumps`` object per row, columns in the
+    frame's order, UTF-8, NaN and missing values as ``null``), and the table is read back from those
+    bytes: its ``sha256`` is the hash of that serialisation, so equal rows give equal fingerprints in any
+    session, and ``data`` holds the bytes a run keeps as its copy of the training data. A Dataset's
+    ``ClassLabel`` columns hold label names, not their integer codes.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        return read_table(os.fspath(data), stdin=stdin)
+    if isinstance(data, pd.DataFrame):
+        columns = [str(name) for name in data.columns]
+        if len(set(columns)) != len(columns):
+            repeated = next(name for name in columns if columns.count(name) > 1)
+            raise InputError(f"<DataFrame>: column name {repeated!r} appears more than once")
+        rows = [dict(zip(columns, values, strict=True)) for values in data.itertuples(index=False, name=None)]
+        return table_from_records(rows, columns, source="<DataFrame>")
+    if is_dataset(data):
+        return table_from_records(_dataset_rows(data), list(data.column_names), source="<Dataset>")
+    raise InputError(
+        f"expected a data file path, a pandas DataFrame or a datasets.Dataset, got {type(data).__name__}"
+    )
+
+
+def _dataset_rows(dataset: Any) -> list[dict[str, Any]]:
+    """A Dataset's rows as dicts, with ``ClassLabel`` codes replaced by their names (-1, no label: None)."""
+    from datasets import ClassLabel
+
+    rows: list[dict[str, Any]] = dataset.to_list()
+    for name, feature in dataset.features.items():
+        if isinstance(feature, ClassLabel):
+            for row in rows:
+                code = row[name]
+                row[name] = None if code is None or code < 0 else feature.int2str(code)
+    return rows
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)  # dates, decimals, ...: their text form
+
+
+def _json_cell(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def table_from_records(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, source: str) -> Table:
+    """A ``Table`` of in-memory rows through their canonical JSON Lines (see ``to_table``)."""
+    if not rows:
+        raise InputError(f"{source}: holds no rows")
+    data = "".join(
+        json.dumps(
+            {name: _json_cell(row.get(name)) for name in columns}, ensure_ascii=False, default=_json_default
+        )
+        + "\n"
+        for row in rows
+    ).encode("utf-8")
+    table = _read_jsonl(source, data, hashlib.sha256(data).hexdigest(), IN_MEMORY_FORMAT)
+    table.columns = list(columns)
+    table.lines = None  # rows have no lines to point at; messages name the row
+    table.data = data
+    return table

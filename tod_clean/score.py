@@ -831,8 +831,9 @@ def _rows_of(instances: Instances, start: int, stop: int) -> Instances:
 
 
 def _absolute(source: str) -> str:
-    """A file path as an absolute path, so the run can find it from any folder; ``<stdin>`` stays."""
-    return source if source == "<stdin>" else str(Path(source).resolve())
+    """A file path as an absolute path, so the run can find it from any folder; ``<stdin>``,
+    ``<DataFrame>`` and ``<Dataset>`` stay."""
+    return source if source.startswith("<") else str(Path(source).resolve())
 
 
 def scores_frame(

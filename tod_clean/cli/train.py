@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -176,7 +177,8 @@ def train_command(
 ) -> None:
     """Fine-tune a classifier with turn-over dropout; write weights, config and metrics to --run."""
     setup(quiet)
-    from tod_clean import train as core
+    # the module, not the API function ``tod_clean.train`` that shadows it on the package
+    core = importlib.import_module("tod_clean.train")
 
     run_dir = RunDir(run)
     if resume:

@@ -1,0 +1,198 @@
+"""The Python API: tod_clean.train / Run.score / tod_clean.filter on paths, DataFrames and Datasets."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tod_clean
+from tests.conftest import make_rows, write_rows
+from tod_clean.data import read_table, subset_bytes, to_table
+from tod_clean.errors import ConfigError, InputError, RunDirError
+from tod_clean.filter import worst_first
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = {"batch_size": 4, "max_length": 16, "device": "cpu"}
+
+
+def _frame(n: int = 12, **kwargs: Any) -> pd.DataFrame:
+    return pd.DataFrame(make_rows(n, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def frame_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> tuple[tod_clean.Run, pd.DataFrame]:
+    """A run trained on a 12-row DataFrame (id column), shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp("api") / "run"
+    frame = _frame()
+    run = tod_clean.train(frame, run=folder, id_col="id", model=str(tiny_model_dir), epochs=1, **FAST)
+    return run, frame
+
+
+def test_package_exports_the_api_functions_not_the_submodules() -> None:
+    import tod_clean.filter  # noqa: F401 - importing the submodules must not rebind the names
+    import tod_clean.train  # noqa: F401
+
+    assert callable(tod_clean.train) and callable(tod_clean.filter)
+    assert tod_clean.train.__module__ == "tod_clean.api"
+    assert tod_clean.filter.__module__ == "tod_clean.api"
+
+
+def test_frame_fingerprint_is_the_sha256_of_its_canonical_json_lines() -> None:
+    frame = pd.DataFrame({"text": ["a b", "ça va"], "label": [1, 0], "score": [0.5, float("nan")]})
+    table = to_table(frame)
+    expected = (
+        '{"text": "a b", "label": 1, "score": 0.5}\n{"text": "ça va", "label": 0, "score": null}\n'
+    ).encode()
+    assert table.data == expected
+    assert table.sha256 == hashlib.sha256(expected).hexdigest()
+    assert table.source == "<DataFrame>" and table.columns == ["text", "label", "score"]
+    assert to_table(frame.copy()).sha256 == table.sha256  # equal rows, equal fingerprint
+    assert to_table(frame.iloc[::-1]).sha256 != table.sha256
+
+
+def test_frame_errors_name_the_frame_and_row() -> None:
+    with pytest.raises(InputError, match=r"<DataFrame>: holds no rows"):
+        to_table(pd.DataFrame({"text": []}))
+    with pytest.raises(InputError, match=r"column name 'a' appears more than once"):
+        to_table(pd.DataFrame([[1, 2]], columns=["a", "a"]))
+    with pytest.raises(
+        InputError, match=r"expected a data file path, a pandas DataFrame or a datasets.Dataset, got list"
+    ):
+        to_table([{"text": "x"}])
+
+
+def test_dataset_class_labels_become_names() -> None:
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"text": ["bad", "good", "fine"], "label": [0, 1, 1]}, features=features
+    )
+    table = to_table(dataset)
+    assert table.source == "<Dataset>"
+    assert [row["label"] for row in table.rows] == ["neg", "pos", "pos"]
+
+
+def test_train_score_filter_on_dataframes(frame_run: tuple[tod_clean.Run, pd.DataFrame]) -> None:
+    run, frame = frame_run
+    copy = run.path / "train.jsonl"
+    assert copy.is_file()
+    assert (
+        run.info.train_file.sha256 == hashlib.sha256(copy.read_bytes()).hexdigest() == to_table(frame).sha256
+    )
+    assert run.info.train_file.rows == 12
+
+    val = _frame(6, offset=40, id_prefix="v")
+    scores = run.score(val=val, batch_size=8)
+    assert list(scores["id"]) == list(frame["id"])
+    assert np.isfinite(scores["influence"]).all()
+    assert sorted(scores["rank"]) == list(range(1, 13))
+    assert run.scores["influence"].tolist() == scores["influence"].tolist()  # saved in the run
+
+    kept = tod_clean.filter(frame, scores, drop_count=3)
+    assert isinstance(kept, pd.DataFrame) and len(kept) == 9
+    worst = set(scores.sort_values("rank")["id"].head(3))
+    assert set(frame["id"]) - set(kept["id"]) == worst
+    assert list(kept.index) == sorted(kept.index)  # original order and index
+
+    # the run's saved scores, and rows reordered: matched by id
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    kept_again = tod_clean.filter(shuffled, run, drop_count=3)
+    assert set(kept_again["id"]) == set(kept["id"])
+    assert list(kept_again["id"]) == [i for i in shuffled["id"] if i not in worst]
+
+
+def test_score_reads_the_rows_again_from_a_frame(frame_run: tuple[tod_clean.Run, pd.DataFrame]) -> None:
+    run, frame = frame_run
+    scores = run.score(train=frame.copy())
+    assert "influence" not in scores.columns and len(scores) == 12
+    changed = frame.copy()
+    changed.loc[0, "text"] = "Another text entirely."
+    with pytest.raises(RunDirError, match=r"<DataFrame>: differs from the file this run was trained on"):
+        run.score(train=changed)
+
+
+def test_api_refuses_what_the_cli_refuses(
+    frame_run: tuple[tod_clean.Run, pd.DataFrame], tmp_path: Path
+) -> None:
+    run, frame = frame_run
+    with pytest.raises(ConfigError, match=r"keep_prob must be between 0 and 1 \(exclusive\), got 1.5"):
+        tod_clean.train(frame, run=tmp_path / "r", keep_prob=1.5)
+    with pytest.raises(ConfigError, match=r"unknown option 'lr'; the options are: .*learning_rate"):
+        tod_clean.train(frame, run=tmp_path / "r", lr=0.1)
+    with pytest.raises(ConfigError, match=r"unknown option 'chunk'"):
+        run.score(chunk=3)
+    with pytest.raises(RunDirError, match=r"already holds a run; pass --overwrite"):
+        tod_clean.train(frame, run=run.path)
+    with pytest.raises(InputError, match=r"<DataFrame>: row 2, column 'text': expected text, found missing"):
+        tod_clean.train(frame.assign(text=["a", "b", None, *frame["text"][3:]]), run=tmp_path / "r")
+    with pytest.raises(ConfigError, match=r"give exactly one of --drop, --drop-count, --threshold"):
+        tod_clean.filter(frame, run, drop=0.1, drop_count=2)
+    bare = run.scores
+    bare.attrs.clear()
+    with pytest.raises(ConfigError, match=r"these scores do not name their run: pass run="):
+        tod_clean.filter(frame, bare)
+    assert len(tod_clean.filter(frame, bare, run=run.path, drop=0.25)) == 9
+    assert not (tmp_path / "r").exists()
+
+
+def test_path_and_dataset_inputs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    path = write_rows(tmp_path / "train.csv", make_rows(12))
+    run = tod_clean.train(path, run=tmp_path / "run", model=str(tiny_model_dir), epochs=1, **FAST)
+    assert run.info.train_file.path == str(path.resolve())
+    assert not (run.path / "train.jsonl").exists()
+    val = datasets.Dataset.from_list(make_rows(4, offset=40))
+    scores = run.score(val=val)
+    assert scores.attrs["tod_clean_run"] == str(run.path.resolve())
+
+    out = tmp_path / "kept.csv"
+    assert tod_clean.filter(path, scores, drop_count=2, by="full_loss", out=out) == out
+    table = read_table(str(path))
+    dropped = set(worst_first(scores["full_loss"].to_numpy(), "full_loss")[:2].tolist())
+    kept_indices = [row for row in range(12) if row not in dropped]
+    assert out.read_bytes() == subset_bytes(table, kept_indices)  # unchanged rows, in the file's format
+    kept_rows = tod_clean.filter(str(path), scores, drop_count=2, by="full_loss")
+    assert list(kept_rows["id"]) == [table.rows[row]["id"] for row in kept_indices]
+
+    dataset = datasets.Dataset.from_list(make_rows(12))
+    ds_run = tod_clean.train(dataset, run=tmp_path / "ds-run", model=str(tiny_model_dir), epochs=1, **FAST)
+    kept = tod_clean.filter(dataset, ds_run.score(), drop=0.25)
+    assert isinstance(kept, datasets.Dataset) and kept.num_rows == 9
+    with pytest.raises(ConfigError, match=r"out= writes a data file's kept rows"):
+        tod_clean.filter(dataset, ds_run, out=tmp_path / "x.jsonl")
+
+
+def _readme_block(title: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert blocks, f"no python block under '## {title}'"
+    return blocks[0]
+
+
+def test_readme_python_api_example_runs(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's example, verbatim, with the default model ('minilm') swapped for the tiny test model."""
+    import tod_clean.config
+
+    monkeypatch.setattr(tod_clean.config, "default_model_path", lambda: str(tiny_model_dir))
+    shutil.copytree(REPO / "sample_data", tmp_path / "sample_data")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(_readme_block("Python API"), "README.md", "exec"), namespace)  # noqa: S102
+    train_df, clean_df, scores = namespace["train_df"], namespace["clean_df"], namespace["scores"]
+    assert len(scores) == len(train_df) == 320
+    assert len(clean_df) == 320 - round(0.03 * 320)
+    assert (tmp_path / "tod-run" / "scores.parquet").is_file()
