@@ -22,15 +22,15 @@ import pandas as pd
 
 from tod_clean.config import DEFAULT_MODEL, DataColumns, ScoreConfig, TrainConfig
 from tod_clean.data import (
+    DATASET_FORMAT,
     STDIN,
     check_subset_destination,
-    deliver,
     is_dataset,
     save_npy,
-    subset_bytes,
     to_table,
+    write_subset,
 )
-from tod_clean.errors import ConfigError, InputError
+from tod_clean.errors import ConfigError
 from tod_clean.filter import filter_table, read_scores
 from tod_clean.rundir import SCORES, RunDir, RunInfo
 
@@ -84,6 +84,7 @@ class Run:
         val_text_col: str | None = None,
         val_text_pair_col: str | None = None,
         val_label_col: str | None = None,
+        val_split: str | None = None,
         pred_probs: str | os.PathLike[str] | None = None,
         device: str = "auto",
         **options: Any,
@@ -105,8 +106,11 @@ class Run:
             raise ConfigError(
                 f"{self.path}: trained with scope '{info.scope}', so it has no hidden sub-networks for pred_probs"
             )
-        train_table = to_table(train if train is not None else info.train_file.path)
-        val_table = to_table(val) if val is not None else None
+        train_table = to_table(
+            train if train is not None else info.train_file.path,
+            split=info.train_file.split if isinstance(train, (str, os.PathLike)) or train is None else None,
+        )
+        val_table = to_table(val, split=val_split) if val is not None else None
         base = info.train.columns
         val_columns = DataColumns(
             text_col=val_text_col or base.text_col,
@@ -140,6 +144,7 @@ def train(
     text_pair_col: str | None = None,
     label_col: str = "label",
     id_col: str | None = None,
+    split: str | None = None,
     model: str = DEFAULT_MODEL,
     scope: str = "head",
     epochs: int = 2,
@@ -166,7 +171,7 @@ def train(
         **options,
     )
     in_memory = not isinstance(data, (str, os.PathLike))
-    table = to_table(data)
+    table = to_table(data, split=split)
     run_dir = RunDir(run)
     train_run(config, table, run_dir, train_path=STDIN if in_memory else os.fspath(data), overwrite=overwrite)
     return Run(run)
@@ -191,8 +196,9 @@ def filter(  # noqa: A001 - the verb of the CLI command, on purpose
     to rank by (default: ``influence`` when scored, else ``full_loss``).
 
     Returns the kept rows in ``data``'s kind and order: a DataFrame's rows (``data.iloc``, index kept),
-    a Dataset's (``data.select``), or for a file path a DataFrame of its rows; with ``out``, a file's
-    kept rows are written there unchanged, in its format, and ``Path(out)`` is returned.
+    a Dataset's (``data.select``), a Dataset for a ``save_to_disk`` folder, or a DataFrame of a data
+    file's rows. With ``out``, a file's kept rows are written there unchanged, in its format (a folder's
+    as a ``save_to_disk`` folder), and ``Path(out)`` is returned.
     """
     if drop is None and drop_count is None and threshold is None:
         drop = 0.01
@@ -210,13 +216,14 @@ def filter(  # noqa: A001 - the verb of the CLI command, on purpose
     is_file = isinstance(data, (str, os.PathLike))
     if out is not None and not is_file:
         raise ConfigError("out= writes a data file's kept rows; in-memory data is returned, not written")
-    table = to_table(data)
+    info = run_dir.read_info()
+    table = to_table(data, split=info.train_file.split if is_file else None)
     if out is not None:
         check_subset_destination(table, os.fspath(out))
     result = filter_table(
         table,
         frame,
-        run_dir.read_info(),
+        info,
         by=by,
         fraction=drop,
         count=drop_count,
@@ -229,10 +236,8 @@ def filter(  # noqa: A001 - the verb of the CLI command, on purpose
     if is_dataset(data):
         return data.select(kept)  # type: ignore[attr-defined]
     if out is not None:
-        deliver(os.fspath(out), subset_bytes(table, kept))
+        write_subset(table, kept, os.fspath(out))
         return Path(out)
-    if not is_file:
-        raise InputError(
-            f"cannot return rows of a {type(data).__name__}"
-        )  # pragma: no cover - to_table refused it
+    if table.format == DATASET_FORMAT:
+        return table.dataset.select(kept)
     return table.to_frame().iloc[kept].reset_index(drop=True)

@@ -74,6 +74,8 @@ class Table:
     data: bytes = field(default=b"", repr=False)
     separator: bytes | None = None  # set only for a JSON array
     footer: bytes = b""
+    dataset: Any = None  # the datasets.Dataset of a save_to_disk folder (format "dataset")
+    split: str | None = None  # the split read from a DatasetDict folder
 
     @property
     def json_array(self) -> bool:
@@ -125,8 +127,14 @@ def _read_bytes(path: str, stdin: BinaryIO | None) -> bytes:
         raise InputError(f"{path}: cannot read ({error.strerror})") from None
 
 
-def read_table(path: str, *, stdin: BinaryIO | None = None) -> Table:
-    """Read a data file by extension, or JSON Lines from standard input when ``path`` is ``-``."""
+def read_table(path: str, *, stdin: BinaryIO | None = None, split: str | None = None) -> Table:
+    """Read a data file by extension, JSON Lines from standard input when ``path`` is ``-``, or a folder
+    written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (``split`` chooses the split of a
+    DatasetDict; see ``read_dataset_dir``)."""
+    if is_dataset_dir(path):
+        return read_dataset_dir(path, split=split)
+    if split is not None:
+        raise InputError(f"{path}: not a dataset folder (save_to_disk), so it has no split {split!r}")
     fmt = format_of(path, default="jsonl")
     data = _read_bytes(path, stdin)
     source = "<stdin>" if path == STDIN else path
@@ -608,6 +616,10 @@ def _with_newline(line: bytes) -> bytes:
 
 def subset_bytes(table: Table, indices: Sequence[int]) -> bytes:
     """The rows at ``indices`` (in that order), in the table's own format, unchanged."""
+    if table.format == DATASET_FORMAT:
+        raise InputError(
+            f"{table.source}: a dataset folder's rows are written as a dataset folder, not a file"
+        )
     if table.json_array:
         assert table.raw is not None and table.header is not None and table.separator is not None
         return table.header + table.separator.join(table.raw[i] for i in indices) + table.footer
@@ -625,6 +637,9 @@ def subset_bytes(table: Table, indices: Sequence[int]) -> bytes:
 
 def check_subset_destination(table: Table, dest: str) -> None:
     """Refuse a destination for rows of ``table`` in another format, or in a missing folder."""
+    if table.format == DATASET_FORMAT:
+        check_dataset_destination(table, dest)
+        return
     check_destination(dest)
     if dest != STDIN:
         out_format = output_format(dest, table.format)
@@ -638,6 +653,9 @@ def check_subset_destination(table: Table, dest: str) -> None:
 def write_subset(table: Table, indices: Sequence[int], dest: str, *, stdout: BinaryIO | None = None) -> None:
     """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``)."""
     check_subset_destination(table, dest)
+    if table.format == DATASET_FORMAT:
+        write_dataset_subset(table, indices, dest)
+        return
     deliver(dest, subset_bytes(table, indices), stdout)
 
 
@@ -691,7 +709,12 @@ def is_dataset(data: object) -> bool:
     return datasets is not None and isinstance(data, datasets.Dataset)
 
 
-def to_table(data: str | os.PathLike[str] | pd.DataFrame | Any, *, stdin: BinaryIO | None = None) -> Table:
+def to_table(
+    data: str | os.PathLike[str] | pd.DataFrame | Any,
+    *,
+    stdin: BinaryIO | None = None,
+    split: str | None = None,
+) -> Table:
     """A ``Table`` from a data file path (see ``read_table``), a ``pandas.DataFrame`` or a
     ``datasets.Dataset``.
 
@@ -702,7 +725,7 @@ def to_table(data: str | os.PathLike[str] | pd.DataFrame | Any, *, stdin: Binary
     ``ClassLabel`` columns hold label names, not their integer codes.
     """
     if isinstance(data, (str, os.PathLike)):
-        return read_table(os.fspath(data), stdin=stdin)
+        return read_table(os.fspath(data), stdin=stdin, split=split)
     if isinstance(data, pd.DataFrame):
         columns = [str(name) for name in data.columns]
         if len(set(columns)) != len(columns):
@@ -762,3 +785,96 @@ def table_from_records(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
     table.lines = None  # rows have no lines to point at; messages name the row
     table.data = data
     return table
+
+
+# --------------------------------------------------------------------------------------------------
+# folders written by datasets' save_to_disk
+
+DATASET_FORMAT = "dataset"
+
+
+def is_dataset_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    folder = Path(path)
+    if str(path) == STDIN or not folder.is_dir():
+        return False
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file()
+    )
+
+
+def _arrow_sha256(folder: Path) -> str:
+    """sha256 over the folder's Arrow files (names and bytes, in name order): the rows' fingerprint."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.arrow")):
+        digest.update(path.name.encode("utf-8") + b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_dataset_dir(path: str, *, split: str | None = None) -> Table:
+    """A ``save_to_disk`` folder as a Table (format ``dataset``).
+
+    A DatasetDict needs ``split`` unless it holds one split. ``ClassLabel`` columns hold label names.
+    ``sha256`` is a hash of the (split's) Arrow files, so a run can tell the same rows again.
+    """
+    try:
+        from datasets import DatasetDict, load_from_disk
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise InputError(f"{path}: reading a dataset folder needs the datasets package") from None
+    try:
+        loaded = load_from_disk(path)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable dataset folder ({error})") from None
+    folder = Path(path)
+    if isinstance(loaded, DatasetDict):
+        splits = list(loaded)
+        if split is None:
+            if len(splits) != 1:
+                raise InputError(
+                    f"{path}: a DatasetDict with splits {', '.join(splits)}; choose one with --split"
+                )
+            split = splits[0]
+        if split not in loaded:
+            raise InputError(f"{path}: no split {split!r}; splits found: {', '.join(splits)}")
+        dataset, folder, source = loaded[split], folder / split, f"{path} (split {split})"
+    else:
+        if split is not None:
+            raise InputError(f"{path}: holds one Dataset, not a DatasetDict; drop --split {split}")
+        dataset, source = loaded, path
+    if dataset.num_rows == 0:
+        raise InputError(f"{source}: the dataset holds no rows")
+    rows = _dataset_rows(dataset)
+    columns = list(dataset.column_names)
+    return Table(source, DATASET_FORMAT, columns, rows, _arrow_sha256(folder), dataset=dataset, split=split)
+
+
+def check_dataset_destination(table: Table, dest: str) -> None:
+    """Refuse an output for a dataset folder's rows that is not a new folder, an empty one, or a dataset
+    folder (which is replaced)."""
+    if dest == STDIN:
+        raise InputError(f"{table.source}: a dataset folder's kept rows go to a folder: give --out FOLDER")
+    target = Path(dest)
+    if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or is_dataset_dir(target))):
+        raise InputError(f"{dest}: exists and is not a dataset folder; give a new folder for the kept rows")
+    if not target.resolve().parent.is_dir():
+        raise InputError(f"{dest}: the folder {target.resolve().parent} does not exist")
+
+
+def write_dataset_subset(table: Table, indices: Sequence[int], dest: str) -> None:
+    """Save the rows at ``indices`` of a dataset folder's Dataset as a new ``save_to_disk`` folder.
+
+    The Dataset is written beside ``dest`` and renamed into place when complete.
+    """
+    check_dataset_destination(table, dest)
+    target = Path(dest).resolve()
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        table.dataset.select(list(indices)).save_to_disk(str(staging / "dataset"))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging / "dataset", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -78,6 +78,7 @@ class TrainFile:
     sha256: str
     rows: int
     format: str
+    split: str | None = None  # the split of a DatasetDict folder
 
 
 @dataclass
@@ -103,7 +104,7 @@ class RunInfo:
             "status": self.status,
             "train": self.train.to_dict(),
             "labels": self.labels,
-            "train_file": vars(self.train_file),
+            "train_file": {k: v for k, v in vars(self.train_file).items() if k != "split" or v is not None},
             "instance_key": self.instance_key,
             "masks": {
                 "scope": str(self.scope),

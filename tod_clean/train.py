@@ -334,7 +334,7 @@ def train(
         info = RunInfo(
             train=config,
             labels=labels,
-            train_file=TrainFile(recorded_path, table.sha256, len(table), table.format),
+            train_file=TrainFile(recorded_path, table.sha256, len(table), table.format, table.split),
             instance_key=f"id:{config.columns.id_col}" if config.columns.id_col else "row",
             encoder={
                 "source": config.model,

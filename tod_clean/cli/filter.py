@@ -9,15 +9,18 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, setup
 from tod_clean.data import (
+    DATASET_FORMAT,
     STDIN,
     check_destination,
     check_distinct_outputs,
     check_subset_destination,
     deliver,
     frame_bytes,
+    is_dataset_dir,
     output_format,
     read_table,
     subset_bytes,
+    write_subset,
 )
 from tod_clean.filter import SIGNALS, filter_table, read_scores
 from tod_clean.rundir import SCORES, RunDir
@@ -65,12 +68,13 @@ def filter_command(
         {**run_dir.own_files(), "the training file": train_path, "--scores": scores},
         {"--out": out, "--removed": removed},
     )
-    check_destination(out)
+    if not is_dataset_dir(train_path):  # a dataset folder's kept rows go to a folder, checked below
+        check_destination(out)
     if removed is not None:
         check_destination(removed)
         output_format(removed, "csv")
     frame = read_scores(scores) if scores is not None else load_scores(run_dir)[0]
-    table = read_table(train_path)
+    table = read_table(train_path, split=info.train_file.split)
     check_subset_destination(table, out)
     result = filter_table(
         table,
@@ -82,9 +86,12 @@ def filter_command(
         threshold=threshold,
         scores_source=scores or str(run_dir.file(SCORES)),
     )
-    kept_payload = subset_bytes(table, result.kept.tolist())
+    kept_payload = None if table.format == DATASET_FORMAT else subset_bytes(table, result.kept.tolist())
     removed_payload = frame_bytes(result.removed, output_format(removed, "csv")) if removed else None
-    deliver(out, kept_payload)
+    if kept_payload is None:
+        write_subset(table, result.kept.tolist(), out)
+    else:
+        deliver(out, kept_payload)
     if removed is not None and removed_payload is not None:
         deliver(removed, removed_payload)
     if by is None and result.by != "influence":

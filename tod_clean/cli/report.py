@@ -73,7 +73,7 @@ def report_command(
         {"--out": out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
     )
     val_table = read_table(val) if val is not None else None
-    train_table = read_table(train or info.train_file.path)
+    train_table = read_table(train or info.train_file.path, split=info.train_file.split)
     report = build_report(
         run_dir,
         config,

@@ -60,6 +60,9 @@ def score_command(
             "head/layers/ffn, whose shared encoder learns every row, and anti-learned in lora: see README)."
         ),
     ] = None,
+    val_split: Annotated[
+        str | None, typer.Option(help="Split of a DatasetDict folder given as --val.")
+    ] = None,
     val_text_col: Annotated[
         str | None, typer.Option(help="Text column of --val (default: training's).")
     ] = None,
@@ -125,8 +128,8 @@ def score_command(
         raise ConfigError(
             f"{run}: trained with scope '{info.scope}', so it has no hidden sub-networks for --pred-probs"
         )
-    train_table = read_table(train_path)
-    val_table = read_table(val) if val is not None else None
+    train_table = read_table(train_path, split=info.train_file.split)
+    val_table = read_table(val, split=val_split) if val is not None else None
     val_columns = columns_like(info.train.columns, val_text_col, val_text_pair_col, val_label_col)
     result = core.score_run(
         run_dir,

@@ -85,7 +85,13 @@ def train_command(
     context: typer.Context,
     train_file: Annotated[
         str | None,
-        typer.Argument(help="Training data (.jsonl .json .csv .tsv .parquet), or - for JSON Lines on stdin."),
+        typer.Argument(
+            help="Training data (.jsonl .json .csv .tsv .parquet, or a datasets save_to_disk folder), or - "
+            "for JSON Lines on stdin."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split of a DatasetDict folder (save_to_disk) to train on.")
     ] = None,
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory to write.")] = Path("tod-run"),
     text_col: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
@@ -187,7 +193,9 @@ def train_command(
         info = run_dir.read_info()
         _refuse_changed_options(context, info, locals())
         path = train_file or info.train_file.path
-        result = core.resume(read_table(path), run_dir, progress=progress_for(quiet))
+        result = core.resume(
+            read_table(path, split=info.train_file.split), run_dir, progress=progress_for(quiet)
+        )
     else:
         if train_file is None:
             raise ConfigError("give the training file (or - for JSON Lines on standard input)")
@@ -219,7 +227,7 @@ def train_command(
             device=device,
             precision=precision,
         )
-        table = read_table(train_file)
+        table = read_table(train_file, split=split)
         result = core.train(
             config, table, run_dir, train_path=train_file, overwrite=overwrite, progress=progress_for(quiet)
         )
