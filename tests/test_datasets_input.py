@@ -50,7 +50,9 @@ def _dataset(n: int, *, offset: int = 0) -> Any:
 @pytest.fixture
 def dict_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "ds"
-    datasets.DatasetDict({"train": _dataset(12), "validation": _dataset(6, offset=40)}).save_to_disk(str(folder))
+    datasets.DatasetDict({"train": _dataset(12), "validation": _dataset(6, offset=40)}).save_to_disk(
+        str(folder)
+    )
     return folder
 
 
@@ -60,7 +62,9 @@ def test_read_dataset_folders(tmp_path: Path, dict_dir: Path) -> None:
     assert [row["label"] for row in table.rows[:2]] == ["positive", "negative"]  # ClassLabel names
     assert read_table(str(dict_dir), split="train").sha256 == table.sha256
     assert read_table(str(dict_dir), split="validation").sha256 != table.sha256
-    with pytest.raises(InputError, match=r"a DatasetDict with splits train, validation; choose one with --split"):
+    with pytest.raises(
+        InputError, match=r"a DatasetDict with splits train, validation; choose one with --split"
+    ):
         read_table(str(dict_dir))
     with pytest.raises(InputError, match=r"no split 'test'; splits found: train, validation"):
         read_table(str(dict_dir), split="test")
@@ -71,7 +75,9 @@ def test_read_dataset_folders(tmp_path: Path, dict_dir: Path) -> None:
         read_table(str(single), split="train")
 
 
-def test_cli_train_score_filter_on_a_dataset_dict(tmp_path: Path, dict_dir: Path, tiny_model_dir: Path) -> None:
+def test_cli_train_score_filter_on_a_dataset_dict(
+    tmp_path: Path, dict_dir: Path, tiny_model_dir: Path
+) -> None:
     run = tmp_path / "run"
     common = ["--model", tiny_model_dir, "--epochs", "1", "--batch-size", "4", "--max-length", "16"]
     ok(invoke("train", dict_dir, "--split", "train", "--id-col", "id", "--run", run, "-q", *common))
@@ -88,7 +94,10 @@ def test_cli_train_score_filter_on_a_dataset_dict(tmp_path: Path, dict_dir: Path
     assert set(kept["id"]) < {row["id"] for row in original.rows}
     # refused: stdout for a dataset folder's rows, and a folder that is not a dataset
     result = invoke("filter", "--run", run, "--drop-count", "3")
-    assert result.exit_code == 1 and "a dataset folder's kept rows go to a folder: give --out FOLDER" in result.output
+    assert (
+        result.exit_code == 1
+        and "a dataset folder's kept rows go to a folder: give --out FOLDER" in result.output
+    )
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

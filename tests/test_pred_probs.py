@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from cleanlab.filter import find_label_issues
 
 from tests.conftest import make_rows, write_rows
@@ -37,3 +40,29 @@ def test_pred_probs_need_masks(tmp_path: Path, model_args: list[str]) -> None:  
     run = train_run(tmp_path, train, model_args, "--scope", "none")
     out = tmp_path / "p.npy"
     user_error(invoke("score", "--run", run, "--pred-probs", out), "scope 'none'", absent=(out,))
+
+
+def test_readme_cleanlab_examples_run(
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both README snippets under 'score --pred-probs', verbatim: find_label_issues and Datalab."""
+    rows = make_rows(24)
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    run = train_run(tmp_path, train, model_args)
+    monkeypatch.chdir(tmp_path)
+    ok(invoke("score", "--run", run, "--pred-probs", "probs.npy", "--out", "scores.csv", "-q"))
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### `tod-clean score --pred-probs FILE.npy`\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    pred_probs, label_issues = namespace["pred_probs"], namespace["label_issues"]
+    assert len(label_issues) == 24
+    assert list(label_issues["given_label"]) == [row["label"] for row in rows]
+    # Datalab's class order is the run's: its predicted labels are the argmax columns of pred_probs
+    names = np.array(["negative", "positive"])
+    assert list(label_issues["predicted_label"]) == list(names[pred_probs.argmax(1)])
