@@ -104,32 +104,41 @@ def prepare(datasets: Path, rows: int, heldout: int, noise: float, seed: int) ->
     }
 
 
-def epoch_evaluator(data: dict[str, Any], run_path: Path, cell: str, records: list[dict[str, Any]]) -> Any:
-    """An on_epoch_end callback that appends one record of losses, gaps and AUROCs per epoch."""
+def evaluation_inputs(data: dict[str, Any], run_path: Path) -> dict[str, tuple[Any, np.ndarray, np.ndarray]]:
+    """(encoded rows, label ids, instance keys) of the training and held-out files, for a run's tokenizer
+    and labels; held-out rows get keys no training row used, so their half-networks are unseen ones."""
     from tod_clean.config import DataColumns
     from tod_clean.data import read_table
     from tod_clean.encoding import encode_texts
     from tod_clean.instances import instances_from_table
     from tod_clean.masks import key_from_id
     from tod_clean.rundir import RunDir
+
+    run = RunDir(run_path)
+    info = run.read_info()
+    tokenizer = run.load_tokenizer()
+    inputs = {}
+    for name in ("train", "heldout"):
+        instances = instances_from_table(
+            read_table(str(data[f"{name}_path"])), DataColumns(id_col="id"), info.labels
+        )
+        encoded = encode_texts(tokenizer, instances.texts, None, info.train.max_length)
+        keys = instances.instance_keys
+        if name == "heldout":
+            keys = np.array([key_from_id(f"heldout:{v}") for v in instances.ids], dtype=np.int64)
+        inputs[name] = (encoded, instances.labels, keys)
+    return inputs
+
+
+def epoch_evaluator(data: dict[str, Any], run_path: Path, cell: str, records: list[dict[str, Any]]) -> Any:
+    """An on_epoch_end callback that appends one record of losses, gaps and AUROCs per epoch."""
     from tod_clean.score import self_scores
 
     cache: dict[str, Any] = {}
 
     def evaluate(model: Any, epoch: int) -> None:
         if not cache:
-            run = RunDir(run_path)
-            info = run.read_info()
-            tokenizer = run.load_tokenizer()
-            columns = DataColumns(id_col="id")
-            for name in ("train", "heldout"):
-                table = read_table(str(data[f"{name}_path"]))
-                instances = instances_from_table(table, columns, info.labels)
-                encoded = encode_texts(tokenizer, instances.texts, None, info.train.max_length)
-                keys = instances.instance_keys
-                if name == "heldout":  # keys no training row used: unseen half-networks
-                    keys = np.array([key_from_id(f"heldout:{v}") for v in instances.ids], dtype=np.int64)
-                cache[name] = (encoded, instances.labels, keys)
+            cache.update(evaluation_inputs(data, run_path))
         train = self_scores(model, *cache["train"])
         held = self_scores(model, *cache["heldout"])
         flipped = data["flipped"]

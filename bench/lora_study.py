@@ -44,7 +44,7 @@ from common import (  # noqa: E402
     train_config,
     train_run,
 )
-from ignorance import prepare  # noqa: E402
+from ignorance import evaluation_inputs, prepare  # noqa: E402
 
 CELLS: dict[str, dict[str, Any]] = {
     "full fine-tune (none)": {"scope": "none"},
@@ -70,29 +70,13 @@ def _find_issues(labels: np.ndarray, probs: np.ndarray, flipped: np.ndarray) -> 
 
 
 def epoch_evaluator(data: dict[str, Any], run_path: Path, records: list[dict[str, Any]]) -> Any:
-    from tod_clean.config import DataColumns
-    from tod_clean.data import read_table
-    from tod_clean.encoding import encode_texts
-    from tod_clean.instances import instances_from_table
-    from tod_clean.masks import key_from_id
-    from tod_clean.rundir import RunDir
     from tod_clean.score import self_scores
 
     cache: dict[str, Any] = {}
 
     def evaluate(model: Any, epoch: int) -> None:
         if not cache:
-            run = RunDir(run_path)
-            info = run.read_info()
-            tokenizer = run.load_tokenizer()
-            for name in ("train", "heldout"):
-                table = read_table(str(data[f"{name}_path"]))
-                instances = instances_from_table(table, DataColumns(id_col="id"), info.labels)
-                encoded = encode_texts(tokenizer, instances.texts, None, info.train.max_length)
-                keys = instances.instance_keys
-                if name == "heldout":  # keys no training row used: unseen half-networks
-                    keys = np.array([key_from_id(f"heldout:{v}") for v in instances.ids], dtype=np.int64)
-                cache[name] = (encoded, instances.labels, keys)
+            cache.update(evaluation_inputs(data, run_path))
         train = self_scores(model, *cache["train"])
         held = self_scores(model, *cache["heldout"])
         flipped = data["flipped"]
