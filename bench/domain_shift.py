@@ -10,7 +10,11 @@ test: the other 1,500. Per seed:
 
     python bench/domain_shift.py                    # 2,000 training rows, 5 seeds, sweep on 2 (~70 min on 2 cores)
     python bench/domain_shift.py --quick            # 600 rows, 1 seed, 1% only (< 10 min)
-    python bench/domain_shift.py --train-rows 10662 --device cuda --seeds 0 1 2 3 4 5 6 7 8 9   # GPU, full set
+    python bench/domain_shift.py --train-rows 10662 --scope lora --seeds 0 1 2 --fractions 0.01 \
+        --name domain_shift-full --reuse      # the paper's size; rerun the same line to resume
+
+With ``--reuse`` a finished tod-clean run, its influence scores and every finished arm are kept, so an
+interrupted run resumes where it stopped (results per seed and arm live under the work folder).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from common import (  # noqa: E402
     DEFAULT_DATASETS,
     RESULTS,
     WORK,
+    Timer,
     evaluate,
     fmt,
     machine,
@@ -59,7 +64,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     )
     val_rows = stratified_subset(products, args.val_rows, seed)
     test_rows = split_rest(products, val_rows)[: args.test_rows]
-    folder = WORK / f"domain-shift-{args.train_rows}-{seed}"
+    suffix = "" if args.scope == "head" else f"-{args.scope.replace(':', '')}"
+    folder = WORK / f"domain-shift-{args.train_rows}-{seed}{suffix}"
     train_path = write_jsonl(folder / "train.jsonl", train_rows)
     val_path = write_jsonl(folder / "val.jsonl", val_rows)
     test_path = write_jsonl(folder / "test.jsonl", test_rows)
@@ -67,30 +73,52 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     tod_run = folder / "run-tod"
     _, tod_train = train_run(
-        train_path, tod_run, train_config(scope=args.scope, keep_prob=args.keep_prob, **recipe)
+        train_path,
+        tod_run,
+        train_config(scope=args.scope, keep_prob=args.keep_prob, **recipe),
+        reuse=args.reuse,
     )
-    scores, tod_score = score(tod_run, train_path, val_path)
-    influence = scores.frame["influence"].to_numpy()
+    influence_path = folder / "influence.json"
+    if args.reuse and influence_path.is_file():
+        saved = json.loads(influence_path.read_text(encoding="utf-8"))
+        influence, tod_score = np.array(saved["influence"]), Timer(saved["wall"], saved["cpu"])
+    else:
+        scores, tod_score = score(tod_run, train_path, val_path)
+        influence = scores.frame["influence"].to_numpy()
+        influence_path.write_text(
+            json.dumps({"influence": influence.tolist(), "wall": tod_score.wall, "cpu": tod_score.cpu}),
+            encoding="utf-8",
+        )
     table = read_table(str(train_path))
 
     def retrain(name: str, dropped: np.ndarray) -> dict[str, Any]:
+        arm_path = folder / f"arm-{name}.json"
+        if args.reuse and arm_path.is_file():
+            saved = json.loads(arm_path.read_text(encoding="utf-8"))
+            if saved["removed_ids"] == [train_rows[i]["id"] for i in dropped[:200]]:
+                return saved
         keep = np.setdiff1d(np.arange(len(table)), dropped)
         kept_path = folder / f"train-{name}.jsonl"
         write_subset(table, keep.tolist(), str(kept_path))
         run_path = folder / f"run-{name}"
-        _, timer = train_run(kept_path, run_path, train_config(scope="none", **recipe))
+        _, timer = train_run(
+            kept_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse
+        )
         evaluation, _ = evaluate(run_path, test_path)
         print(
             f"seed {seed} {name}: removed {len(dropped)}, accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}",
             flush=True,
         )
-        return {
+        result = {
             "removed": int(len(dropped)),
             "accuracy": evaluation.accuracy,
             "loss": evaluation.loss,
             "train_seconds": timer.wall,
+            "train_cpu_seconds": timer.cpu,
             "removed_ids": [train_rows[i]["id"] for i in dropped[:200]],
         }
+        arm_path.write_text(json.dumps(result, default=float), encoding="utf-8")
+        return result
 
     arms = {"no cleansing": retrain("none", np.array([], dtype=np.int64))}
     rng = np.random.default_rng([seed, 1234])
@@ -105,7 +133,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "seed": seed,
         "arms": arms,
         "tod_train_seconds": tod_train.wall,
+        "tod_train_cpu_seconds": tod_train.cpu,
         "tod_score_seconds": tod_score.wall,
+        "tod_score_cpu_seconds": tod_score.cpu,
         "train_rows": len(train_rows),
     }
 
@@ -233,13 +263,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs, scores and arms")
+    parser.add_argument("--name", help="results name (default: domain_shift, or domain_shift-quick)")
     args = parser.parse_args()
     if args.quick:
         args.train_rows, args.seeds, args.fractions, args.test_rows = 600, [0], [0.01], 300
-    name = "domain_shift" + ("-quick" if args.quick else "")
+    name = args.name or "domain_shift" + ("-quick" if args.quick else "")
     if not args.report_only:
         seeds = [run_seed(args, seed) for seed in args.seeds]
-        config = {k: v for k, v in vars(args).items() if k != "datasets"}
+        config = {k: v for k, v in vars(args).items() if k not in ("datasets", "reuse", "name")}
         save_json(name, {"config": config, "machine": machine(), "seeds": seeds})
     report(name)
 
