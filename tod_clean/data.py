@@ -1,8 +1,10 @@
 """Reading, validating and writing tabular text data: JSONL, JSON, CSV, TSV and Parquet.
 
-Rows are kept in two forms: parsed values for the columns tod-clean reads, and (for the line-based
-formats) the exact bytes of every record, so a filtered file reproduces each kept row byte for byte.
-All writes go to a temporary file that is renamed into place only when complete.
+A table keeps the exact bytes of every record (for the line-based formats and JSON arrays), so a filtered
+file reproduces each kept row byte for byte. Rows are parsed from where they are stored when asked for, a
+chunk at a time (see ``tod_clean.rows``): a file larger than memory is read, validated and filtered with
+memory that does not grow with its rows beyond a few int64 arrays of N. JSON arrays and standard input are
+read into memory. All writes go to a temporary file that is renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +33,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tod_clean.errors import InputError
+from tod_clean.rows import (
+    CHUNK,
+    Bytes,
+    DatasetRows,
+    FileBytes,
+    Ints,
+    LazyRows,
+    LazySequence,
+    LineRows,
+    MemoryBytes,
+    ParquetRows,
+    Records,
+    delimited_parser,
+    delimited_reader,
+    json_value,
+    open_bytes,
+    parse_json_records,
+    physical_lines,
+)
 
 STDIN = "-"
 _BOM = b"\xef\xbb\xbf"
-# Physical lines end only at \r\n, \r or \n (str.splitlines would also split at \x0c, U+2028, ...).
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
@@ -53,29 +73,32 @@ def format_of(path: str, *, default: str | None = None) -> str:
 
 @dataclass
 class Table:
-    """A data file held in memory.
+    """The rows of a data file.
 
-    ``rows`` are parsed records (dicts). ``raw`` holds each record's exact bytes for JSONL, JSON arrays,
-    CSV and TSV; ``header`` is what comes before the first record (the CSV/TSV header line, a UTF-8 BOM,
-    a JSON array's opening bracket); for a JSON array ``separator`` is the text between two elements and
-    ``footer`` what follows the last one. ``arrow`` holds the table for Parquet. ``lines`` gives the
-    1-based line where each record starts, for error messages.
+    ``rows`` are the parsed records (dicts): a list, or a sequence that parses them from where they are
+    stored when asked for (see ``tod_clean.rows``). Iterate it, or use ``iter_column`` / ``rows_at``;
+    ``column`` and ``to_frame`` hold a whole column or table in memory. ``raw`` holds each record's exact
+    bytes for JSONL, JSON arrays, CSV and TSV; ``header`` is what comes before the first record (the
+    CSV/TSV header line, a UTF-8 BOM, a JSON array's opening bracket); for a JSON array ``separator`` is
+    the text between two elements and ``footer`` what follows the last one. ``lines`` gives the 1-based
+    line where each record starts, for error messages. ``data`` holds the file's bytes when they were read
+    into memory (standard input, small files, in-memory rows).
     """
 
     source: str
     format: str
     columns: list[str]
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
     sha256: str
-    raw: list[bytes] | None = None
+    raw: Sequence[bytes] | None = None
     header: bytes | None = None
-    arrow: pa.Table | None = None
-    lines: list[int] | None = None
+    lines: Sequence[int] | None = None
     data: bytes = field(default=b"", repr=False)
     separator: bytes | None = None  # set only for a JSON array
     footer: bytes = b""
     dataset: Any = None  # the datasets.Dataset of a save_to_disk folder (format "dataset")
     split: str | None = None  # the split read from a DatasetDict folder
+    scans: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # per-column results
 
     @property
     def json_array(self) -> bool:
@@ -89,13 +112,54 @@ class Table:
         line = f" (line {self.lines[row]})" if self.lines is not None else ""
         return f"{self.source}: row {row}{line}"
 
-    def to_frame(self) -> pd.DataFrame:
-        """All columns as a DataFrame (object values as parsed; CSV values stay text)."""
-        return pd.DataFrame(self.rows, columns=self.columns)
+    def iter_column(self, name: str, start: int = 0, stop: int | None = None) -> Iterator[Any]:
+        """The values of column ``name`` in rows ``start .. stop - 1`` (None where a row lacks it), read a
+        chunk at a time."""
+        stop = len(self) if stop is None else stop
+        if isinstance(self.rows, LazyRows):
+            return self.rows.values(name, start, stop)
+        return (row.get(name) for row in self.rows[start:stop])
 
     def column(self, name: str) -> list[Any]:
+        """All values of a column, in memory (``iter_column`` or ``column_view`` read them as needed)."""
         self.require_columns([name])
-        return [row.get(name) for row in self.rows]
+        return list(self.iter_column(name))
+
+    def column_view(self, name: str) -> ColumnView:
+        self.require_columns([name])
+        return ColumnView(self, name)
+
+    def rows_at(self, indices: Sequence[int] | np.ndarray) -> Iterator[dict[str, Any]]:
+        """The rows at ``indices``, in that order (ascending indices are read in one pass)."""
+        chosen = np.asarray(indices, dtype=np.int64)
+        if isinstance(self.rows, LazyRows):
+            return self.rows.at(chosen)
+        return (self.rows[i] for i in chosen.tolist())
+
+    def to_frame(self) -> pd.DataFrame:
+        """All columns as a DataFrame (object values as parsed; CSV values stay text)."""
+        return pd.DataFrame(list(self.rows), columns=self.columns)
+
+    def frame_at(self, indices: Sequence[int] | np.ndarray) -> pd.DataFrame:
+        """``to_frame().iloc[indices]`` (numbered from 0), without holding the other rows.
+
+        A column's dtype depends on every row (``1`` and a missing value make float64), so columns the
+        chosen rows cannot settle get the dtype the whole column has (see ``_frame_dtypes``).
+        """
+        rows = list(self.rows_at(indices))
+        frame = pd.DataFrame(rows, columns=self.columns)
+        # a column of objects that are not all missing is an object column in any frame of more rows
+        unsettled = [
+            name for name in self.columns if not (frame[name].dtype == object and frame[name].notna().any())
+        ]
+        for name, dtype in (_frame_dtypes(self, unsettled) if unsettled else {}).items():
+            if frame[name].dtype == dtype:
+                continue
+            if pd.api.types.is_object_dtype(dtype):  # the parsed values (1, not 1.0); NaN for a missing key
+                frame[name] = pd.Series([row.get(name, np.nan) for row in rows], dtype=object)
+            else:
+                frame[name] = frame[name].astype(dtype)
+        return frame
 
     def require_columns(self, names: Sequence[str | None]) -> None:
         for name in names:
@@ -103,6 +167,61 @@ class Table:
                 raise InputError(
                     f"{self.source}: column {name!r} not found; columns found: {', '.join(self.columns) or '(none)'}"
                 )
+
+
+class ColumnView(LazySequence):
+    """The values of column ``name`` in rows ``start .. stop - 1`` of a table, read when used."""
+
+    def __init__(self, table: Table, name: str, start: int = 0, stop: int | None = None) -> None:
+        self.table, self.name, self.start = table, name, start
+        self.stop = len(table) if stop is None else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step == 1:
+                return ColumnView(self.table, self.name, self.start + start, self.start + max(start, stop))
+            return [self[i] for i in range(start, stop, step)]
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError(f"row {index} out of range (0..{len(self) - 1})")
+        return self.table.rows[self.start + position].get(self.name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.table.iter_column(self.name, self.start, self.stop)
+
+
+_MISSING = object()
+
+
+def _frame_dtypes(table: Table, names: list[str]) -> dict[str, Any]:
+    """The dtype pandas gives each of ``names`` in a DataFrame of all rows of ``table``.
+
+    pandas infers a column's dtype from the kinds of its values (and, for integers, their range), so one
+    value of each kind, and the least and greatest integer, give the same dtype as the whole column.
+    """
+    samples: dict[str, dict[Any, Any]] = {name: {} for name in names}
+    for row in table.rows:
+        for name in names:
+            value = row.get(name, _MISSING)
+            kinds = samples[name]
+            if type(value) is int:
+                kinds["int-"] = min(kinds.get("int-", value), value)
+                kinds["int+"] = max(kinds.get("int+", value), value)
+            elif isinstance(value, float) and math.isnan(value):
+                kinds.setdefault("nan", value)
+            elif value is _MISSING:
+                kinds.setdefault("missing", value)
+            else:  # datetimes of different time zones make an object column
+                kinds.setdefault((type(value), str(getattr(value, "tzinfo", None))), value)
+    dtypes = {}
+    for name, kinds in samples.items():
+        records = [{} if value is _MISSING else {name: value} for value in kinds.values()]
+        dtypes[name] = pd.DataFrame(records, columns=[name])[name].dtype
+    return dtypes
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -113,44 +232,56 @@ def sha256_of_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_bytes(path: str, stdin: BinaryIO | None) -> bytes:
-    if path == STDIN:
-        return (stdin or sys.stdin.buffer).read()
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a data file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror})") from None
-
-
 def read_table(path: str, *, stdin: BinaryIO | None = None, split: str | None = None) -> Table:
     """Read a data file by extension, JSON Lines from standard input when ``path`` is ``-``, or a folder
     written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (``split`` chooses the split of a
-    DatasetDict; see ``read_dataset_dir``)."""
+    DatasetDict; see ``read_dataset_dir``).
+
+    Every record is parsed (and refused with its line if it cannot be) as the file is read, but rows are
+    not kept: the table parses them again from the file when they are used. Files up to
+    ``rows.IN_MEMORY_LIMIT`` bytes, standard input and JSON arrays are held in memory.
+    """
     if is_dataset_dir(path):
         return read_dataset_dir(path, split=split)
     if split is not None:
         raise InputError(f"{path}: not a dataset folder (save_to_disk), so it has no split {split!r}")
     fmt = format_of(path, default="jsonl")
-    data = _read_bytes(path, stdin)
+    data = open_bytes(path, stdin, stdin_name=STDIN)
     source = "<stdin>" if path == STDIN else path
-    sha = hashlib.sha256(data).hexdigest()
     if fmt == "parquet":
-        table = _read_parquet(source, data, sha)
-    elif fmt == "json" and data.removeprefix(_BOM).lstrip()[:1] == b"[":
-        table = _read_json_array(source, data, sha)
+        table = _read_parquet(source, data)
+    elif fmt == "json" and _first_byte(data) == b"[":
+        whole = b"".join(data.blocks())
+        table = _read_json_array(source, whole, hashlib.sha256(whole).hexdigest())
     elif fmt in ("jsonl", "json"):
-        table = _read_jsonl(source, data, sha, fmt)
+        table = _read_jsonl(source, data, fmt)
     else:
-        table = _read_delimited(source, data, sha, fmt)
-    if not table.rows:
+        table = _read_delimited(source, data, fmt)
+    if not len(table):
         raise InputError(f"{source}: the file holds no rows")
-    table.data = data
+    if isinstance(data, MemoryBytes):
+        table.data = data.data
     return table
+
+
+def _first_byte(data: Bytes) -> bytes:
+    """The first byte after a UTF-8 BOM and white space (``[`` starts a JSON array)."""
+    skip = _bom_length(data)
+    with contextlib.closing(data.blocks()) as blocks:
+        for block in blocks:
+            cut = min(skip, len(block))
+            rest, skip = block[cut:].lstrip(), skip - cut
+            if rest:
+                return rest[:1]
+    return b""
+
+
+def _bom_length(data: Bytes) -> int:
+    return len(_BOM) if data.read(0, min(len(_BOM), len(data))) == _BOM else 0
+
+
+def _int64(values: array) -> np.ndarray:  # type: ignore[type-arg]
+    return np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, dtype=np.int64)
 
 
 def _decode(source: str, data: bytes) -> str:
@@ -162,6 +293,16 @@ def _decode(source: str, data: bytes) -> str:
         ) from None
 
 
+def _utf8_line(source: str, line: bytes, offset: int) -> str:
+    """A physical line as text; ``offset`` is where it starts in the file, for the message."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{source}: not UTF-8 text (byte {offset + error.start}: {line[error.start : error.start + 1]!r})"
+        ) from None
+
+
 def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for row in rows:
@@ -170,26 +311,50 @@ def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
-def _read_jsonl(source: str, data: bytes, sha: str, fmt: str) -> Table:
-    _decode(source, data)  # reject non-UTF-8 early with a clear message
-    bom = _BOM if data.startswith(_BOM) else b""
-    rows: list[dict[str, Any]] = []
-    raw: list[bytes] = []
-    lines: list[int] = []
+def _read_jsonl(source: str, data: Bytes, fmt: str) -> Table:
+    bom = _bom_length(data)
+    starts, ends, lines = array("q"), array("q"), array("q")
+    columns: dict[str, None] = {}
+    # The first bad line is raised once the whole file is known to be UTF-8, which is said first.
+    failure: InputError | None = None
     # JSON text cannot hold a raw line break, so records are physical lines (blank ones are skipped)
-    for number, line in enumerate(data[len(bom) :].splitlines(keepends=True), start=1):
-        if not line.strip():
+    for number, (offset, line) in enumerate(physical_lines(data.blocks(), skip=bom), start=1):
+        text = _utf8_line(source, line, offset)
+        if failure is not None or not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json_value(line, text)
         except json.JSONDecodeError as error:
-            raise InputError(f"{source}: line {number}: not valid JSON ({error.msg})") from None
+            failure = InputError(f"{source}: line {number}: not valid JSON ({error.msg})")
+            continue
+        except UnicodeDecodeError as error:  # bytes guessed to be UTF-16/32 from NUL bytes
+            failure = InputError(f"{source}: line {number}: not valid JSON ({error})")
+            continue
         if not isinstance(value, dict):
-            raise InputError(f"{source}: line {number}: expected a JSON object, found {type(value).__name__}")
-        rows.append(value)
-        raw.append(line)
+            failure = InputError(
+                f"{source}: line {number}: expected a JSON object, found {type(value).__name__}"
+            )
+            continue
+        for key in value:
+            if key not in columns:
+                columns[key] = None
+        starts.append(offset)
+        ends.append(offset + len(line))
         lines.append(number)
-    return Table(source, fmt, _columns_of(rows), rows, sha, raw=raw, header=bom or None, lines=lines)
+    if failure is not None:
+        raise failure
+    assert data.sha256 is not None
+    records = Records(data, _int64(starts), _int64(ends))
+    return Table(
+        source,
+        fmt,
+        list(columns),
+        LineRows(records, parse_json_records),
+        data.sha256,
+        raw=records,
+        header=data.read(0, bom) or None,
+        lines=Ints(_int64(lines)),
+    )
 
 
 def _read_json_array(source: str, data: bytes, sha: str) -> Table:
@@ -255,50 +420,63 @@ def _read_json_array(source: str, data: bytes, sha: str) -> Table:
     )
 
 
-def _read_delimited(source: str, data: bytes, sha: str, fmt: str) -> Table:
-    text = _decode(source, data)
-    bom = len(data) - len(data.removeprefix(b"\xef\xbb\xbf"))
-    physical = _LINE.findall(text)
-    consumed: list[int] = []
+def _read_delimited(source: str, data: Bytes, fmt: str) -> Table:
+    bom = _bom_length(data)
+    consumed = [0, bom]  # physical lines read so far, and the offset where they end
 
     def feed() -> Iterator[str]:
-        for index, line in enumerate(physical):
-            consumed.append(index)
-            yield line
+        for offset, line in physical_lines(data.blocks(), skip=bom):
+            text = _utf8_line(source, line, offset)
+            consumed[:] = [consumed[0] + 1, offset + len(line)]
+            yield text
 
-    # TSV (IANA text/tab-separated-values) has no quoting: a quote is an ordinary character.
-    if fmt == "tsv":
-        reader = csv.reader(feed(), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(feed(), delimiter=",")
-    records: list[tuple[list[str], int, int]] = []  # fields, first physical line, end line (exclusive)
-    start = 0
+    physical = feed()
+    reader = delimited_reader(physical, fmt)
+    starts, ends, lines = array("q"), array("q"), array("q")
+    header: list[str] | None = None
+    header_span = (bom, bom)
+    # A bad header or field count is raised once the whole file is known to be readable CSV.
+    problem: InputError | None = None
+    first_line, first_offset = 0, bom  # where the record being read starts
     try:
         for fields in reader:
-            end = consumed[-1] + 1
             if any(f.strip() for f in fields):
-                records.append((fields, start, end))
-            start = end
+                if header is None:
+                    header, header_span = fields, (first_offset, consumed[1])
+                    try:
+                        _check_header(source, header, first_line + 1)
+                    except InputError as error:
+                        problem = error
+                else:
+                    if len(fields) != len(header) and problem is None:
+                        problem = InputError(
+                            f"{source}: line {first_line + 1}: {len(fields)} fields, but the header has {len(header)}"
+                        )
+                    starts.append(first_offset)
+                    ends.append(consumed[1])
+                    lines.append(first_line + 1)
+            first_line, first_offset = consumed
     except csv.Error as error:
-        raise InputError(f"{source}: line {reader.line_num}: malformed {fmt.upper()} ({error})") from None
-    if not records:
+        malformed = InputError(f"{source}: line {reader.line_num}: malformed {fmt.upper()} ({error})")
+        for _ in physical:  # the rest must still be UTF-8, which is said first
+            pass
+        raise malformed from None
+    if header is None:
         raise InputError(f"{source}: the file holds no rows")
-    header, h_start, h_end = records[0]
-    _check_header(source, header, h_start + 1)
-    encoded = [line.encode("utf-8") for line in physical]
-    header_bytes = data[:bom] + b"".join(encoded[h_start:h_end])
-    rows: list[dict[str, Any]] = []
-    raw: list[bytes] = []
-    lines: list[int] = []
-    for fields, first, end in records[1:]:
-        if len(fields) != len(header):
-            raise InputError(
-                f"{source}: line {first + 1}: {len(fields)} fields, but the header has {len(header)}"
-            )
-        rows.append(dict(zip(header, fields, strict=True)))
-        raw.append(b"".join(encoded[first:end]))
-        lines.append(first + 1)
-    return Table(source, fmt, list(header), rows, sha, raw=raw, header=header_bytes, lines=lines)
+    if problem is not None:
+        raise problem
+    assert data.sha256 is not None
+    records = Records(data, _int64(starts), _int64(ends))
+    return Table(
+        source,
+        fmt,
+        list(header),
+        LineRows(records, delimited_parser(list(header), fmt)),
+        data.sha256,
+        raw=records,
+        header=data.read(0, bom) + data.read(*header_span),
+        lines=Ints(_int64(lines)),
+    )
 
 
 def _check_header(source: str, header: list[str], line: int) -> None:
@@ -328,16 +506,26 @@ def _raise_field_size_limit() -> None:
 _raise_field_size_limit()
 
 
-def _read_parquet(source: str, data: bytes, sha: str) -> Table:
+def _read_parquet(source: str, data: Bytes) -> Table:
+    if isinstance(data, FileBytes):
+        data.verify()  # one pass over the bytes: the sha256
     try:
-        arrow = pq.read_table(pa.BufferReader(data))
+        with data.parquet() as parquet:
+            columns = list(parquet.schema_arrow.names)
+            groups = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+            for _ in parquet.iter_batches(
+                batch_size=CHUNK
+            ):  # decode every page now: a damaged file fails here
+                pass
     except (pa.ArrowInvalid, OSError) as error:
         raise InputError(f"{source}: not a readable Parquet file ({error})") from None
-    return Table(source, "parquet", list(arrow.column_names), arrow.to_pylist(), sha, arrow=arrow)
+    assert data.sha256 is not None
+    return Table(source, "parquet", columns, ParquetRows(data, groups), data.sha256)
 
 
 # --------------------------------------------------------------------------------------------------
-# validation of the columns tod-clean reads
+# validation of the columns tod-clean reads: each a pass over the column, keeping nothing per row but
+# int64 arrays
 
 
 def label_key(value: Any) -> str:
@@ -347,22 +535,38 @@ def label_key(value: Any) -> str:
     return str(value)
 
 
-def check_texts(table: Table, column: str) -> list[str]:
-    """The values of a text column; each must be a non-empty string."""
-    texts = table.column(column)
-    for row, value in enumerate(texts):
+def check_texts(table: Table, column: str) -> Sequence[str]:
+    """The values of a text column (read from the table when used); each must be a non-empty string."""
+    table.require_columns([column])
+    for row, value in enumerate(table.iter_column(column)):
         if not isinstance(value, str):
             shown = "missing" if value is None else f"{type(value).__name__} {value!r}"
             raise InputError(f"{table.where(row)}, column {column!r}: expected text, found {shown}")
         if not value.strip():
             raise InputError(f"{table.where(row)}, column {column!r}: empty text")
-    return texts
+    return table.column_view(column)
 
 
-def check_labels(table: Table, column: str) -> list[str]:
-    """Label keys (see ``label_key``) of a label column; each must be a string or an integer."""
-    keys = []
-    for row, value in enumerate(table.column(column)):
+@dataclass
+class LabelCodes:
+    """A label column, read once: ``codes`` int32 ``[N]`` index ``keys``, the distinct label keys (see
+    ``label_key``) in order of first appearance; ``any_text`` tells whether any label is a string."""
+
+    codes: np.ndarray
+    keys: list[str]
+    any_text: bool
+
+
+def label_codes(table: Table, column: str) -> LabelCodes:
+    """The labels of a column, each a string or an integer (kept with the table: read once)."""
+    known = table.scans.get(("labels", column))
+    if known is not None:
+        return known  # type: ignore[no-any-return]
+    table.require_columns([column])
+    codes = array("i")
+    index: dict[str, int] = {}
+    any_text = False
+    for row, value in enumerate(table.iter_column(column)):
         bad = (
             value is None
             or isinstance(value, bool)
@@ -374,8 +578,39 @@ def check_labels(table: Table, column: str) -> list[str]:
             raise InputError(
                 f"{table.where(row)}, column {column!r}: expected a class label (text or integer), found {value!r}"
             )
-        keys.append(label_key(value))
-    return keys
+        any_text = any_text or isinstance(value, str)
+        key = label_key(value)
+        code = index.get(key)
+        if code is None:
+            code = index[key] = len(index)
+        codes.append(code)
+    result = LabelCodes(np.frombuffer(codes, dtype=np.int32), list(index), any_text)
+    table.scans["labels", column] = result
+    return result
+
+
+class _LabelKeys(LazySequence):
+    def __init__(self, labels: LabelCodes) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels.codes)
+
+    def __getitem__(self, index: Any) -> Any:
+        keys = self.labels.keys
+        if isinstance(index, slice):
+            return [keys[code] for code in self.labels.codes[index].tolist()]
+        return keys[int(self.labels.codes[index])]
+
+    def __iter__(self) -> Iterator[str]:
+        keys, codes = self.labels.keys, self.labels.codes
+        for first in range(0, len(codes), CHUNK):
+            yield from (keys[code] for code in codes[first : first + CHUNK].tolist())
+
+
+def check_labels(table: Table, column: str) -> Sequence[str]:
+    """Label keys (see ``label_key``) of a label column; each must be a string or an integer."""
+    return _LabelKeys(label_codes(table, column))
 
 
 def label_names_of(keys: Sequence[str]) -> list[str]:
@@ -387,31 +622,62 @@ def label_names_of(keys: Sequence[str]) -> list[str]:
     return sorted(distinct)
 
 
-def check_ids(table: Table, column: str) -> list[Any]:
-    """Values of an id column; each must be present and unique."""
-    ids = table.column(column)
+def _id_problem(value: Any) -> str | None:
+    if (
+        value is None
+        or (isinstance(value, str) and not value.strip())
+        or (isinstance(value, float) and math.isnan(value))
+    ):
+        return "missing id"
+    # an id is hashed by its text form, which only a plain value has stably (not a list or an object)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return f"expected an id (text or a number), found {type(value).__name__} {value!r}"
+    return None
+
+
+def check_ids(table: Table, column: str) -> Sequence[Any]:
+    """Values of an id column (read from the table when used); each must be present and unique."""
+    table.require_columns([column])
+    hashes = np.empty(len(table), dtype=np.int64)
+    bad: InputError | None = None
+    checked = len(table)  # rows before the first bad one, among which a repeat is reported first
+    for row, value in enumerate(table.iter_column(column)):
+        problem = _id_problem(value)
+        if problem is not None:
+            bad, checked = InputError(f"{table.where(row)}, column {column!r}: {problem}"), row
+            break
+        hashes[row] = hash(label_key(value))
+    repeat = _first_repeat(table, column, hashes[:checked])
+    if repeat is not None:
+        row, first, value = repeat
+        raise InputError(
+            f"{table.where(row)}, column {column!r}: duplicate id {value!r} (also at row {first}); "
+            "instance ids must be unique"
+        )
+    if bad is not None:
+        raise bad
+    return table.column_view(column)
+
+
+def _first_repeat(table: Table, column: str, hashes: np.ndarray) -> tuple[int, int, Any] | None:
+    """The first row among rows ``0 .. len(hashes) - 1`` whose id repeats an earlier row's, that earlier
+    row, and the id. Only rows whose id hash repeats (``hashes``) are read again, and compared exactly."""
+    order = np.argsort(hashes, kind="stable")
+    repeats = hashes[order][1:] == hashes[order][:-1]
+    if not repeats.any():
+        return None
+    suspects = np.zeros(len(hashes), dtype=bool)
+    suspects[order[1:][repeats]] = True
+    suspects[order[:-1][repeats]] = True
+    rows = np.flatnonzero(suspects)
     seen: dict[str, int] = {}
-    for row, value in enumerate(ids):
-        if (
-            value is None
-            or (isinstance(value, str) and not value.strip())
-            or (isinstance(value, float) and math.isnan(value))
-        ):
-            raise InputError(f"{table.where(row)}, column {column!r}: missing id")
-        # an id is hashed by its text form, which only a plain value has stably (not a list or an object)
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise InputError(
-                f"{table.where(row)}, column {column!r}: expected an id (text or a number), "
-                f"found {type(value).__name__} {value!r}"
-            )
+    for row, found in zip(rows.tolist(), table.rows_at(rows), strict=True):
+        value = found.get(column)
         text = label_key(value)
         if text in seen:
-            raise InputError(
-                f"{table.where(row)}, column {column!r}: duplicate id {value!r} (also at row {seen[text]}); "
-                "instance ids must be unique"
-            )
+            return row, seen[text], value
         seen[text] = row
-    return ids
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -614,24 +880,42 @@ def _with_newline(line: bytes) -> bytes:
     return line if line.endswith((b"\n", b"\r")) else line + b"\n"
 
 
-def subset_bytes(table: Table, indices: Sequence[int]) -> bytes:
-    """The rows at ``indices`` (in that order), in the table's own format, unchanged."""
+def _write_rows(table: Table, indices: Sequence[int] | np.ndarray, sink: BinaryIO) -> None:
+    """Write the rows at ``indices`` (in that order) to ``sink`` in the table's own format, unchanged,
+    a chunk at a time (ascending indices in one pass over the file, which checks it has not changed)."""
     if table.format == DATASET_FORMAT:
         raise InputError(
             f"{table.source}: a dataset folder's rows are written as a dataset folder, not a file"
         )
+    chosen = np.asarray(indices, dtype=np.int64)
     if table.json_array:
         assert table.raw is not None and table.header is not None and table.separator is not None
-        return table.header + table.separator.join(table.raw[i] for i in indices) + table.footer
-    if table.format in ("jsonl", "json"):
+        raw = table.raw
+        sink.write(table.header + table.separator.join(raw[i] for i in chosen.tolist()) + table.footer)
+        return
+    if table.format in ("jsonl", "json", "csv", "tsv"):
         assert table.raw is not None
-        return (table.header or b"") + b"".join(_with_newline(table.raw[i]) for i in indices)
-    if table.format in ("csv", "tsv"):
-        assert table.raw is not None and table.header is not None
-        return _with_newline(table.header) + b"".join(_with_newline(table.raw[i]) for i in indices)
-    assert table.arrow is not None
+        if table.format in ("csv", "tsv"):
+            assert table.header is not None
+            sink.write(_with_newline(table.header))
+        else:
+            sink.write(table.header or b"")
+        chunks = (
+            table.raw.chunks_at(chosen)
+            if isinstance(table.raw, Records)
+            else [[table.raw[i] for i in chosen]]
+        )
+        for chunk in chunks:
+            sink.write(b"".join(_with_newline(record) for record in chunk))
+        return
+    assert isinstance(table.rows, ParquetRows)
+    table.rows.write(chosen, sink)
+
+
+def subset_bytes(table: Table, indices: Sequence[int] | np.ndarray) -> bytes:
+    """The rows at ``indices`` (in that order), in the table's own format, unchanged."""
     buffer = io.BytesIO()
-    pq.write_table(table.arrow.take(pa.array(np.asarray(indices, dtype=np.int64))), buffer)
+    _write_rows(table, indices, buffer)
     return buffer.getvalue()
 
 
@@ -650,13 +934,28 @@ def check_subset_destination(table: Table, dest: str) -> None:
             )
 
 
-def write_subset(table: Table, indices: Sequence[int], dest: str, *, stdout: BinaryIO | None = None) -> None:
-    """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``)."""
+def write_subset(
+    table: Table, indices: Sequence[int] | np.ndarray, dest: str, *, stdout: BinaryIO | None = None
+) -> None:
+    """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``).
+
+    Rows stream to a temporary file (for stdout too) that becomes the output only when complete: a
+    failure, or an input file that changed meanwhile, leaves no partial output.
+    """
     check_subset_destination(table, dest)
     if table.format == DATASET_FORMAT:
         write_dataset_subset(table, indices, dest)
         return
-    deliver(dest, subset_bytes(table, indices), stdout)
+    if dest == STDIN:
+        with tempfile.TemporaryFile(prefix="tod-clean-") as spool:
+            _write_rows(table, indices, spool)
+            spool.seek(0)
+            out = stdout or sys.stdout.buffer
+            shutil.copyfileobj(spool, out)
+            out.flush()
+        return
+    with atomic_output(dest) as tmp, open(tmp, "wb") as sink:
+        _write_rows(table, indices, sink)
 
 
 def save_npy(dest: str | Path, array: np.ndarray) -> None:
@@ -780,7 +1079,7 @@ def table_from_records(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
         + "\n"
         for row in rows
     ).encode("utf-8")
-    table = _read_jsonl(source, data, hashlib.sha256(data).hexdigest(), IN_MEMORY_FORMAT)
+    table = _read_jsonl(source, MemoryBytes(data), IN_MEMORY_FORMAT)
     table.columns = list(columns)
     table.lines = None  # rows have no lines to point at; messages name the row
     table.data = data
@@ -846,9 +1145,16 @@ def read_dataset_dir(path: str, *, split: str | None = None) -> Table:
         dataset, source = loaded, path
     if dataset.num_rows == 0:
         raise InputError(f"{source}: the dataset holds no rows")
-    rows = _dataset_rows(dataset)
     columns = list(dataset.column_names)
-    return Table(source, DATASET_FORMAT, columns, rows, _arrow_sha256(folder), dataset=dataset, split=split)
+    return Table(
+        source,
+        DATASET_FORMAT,
+        columns,
+        DatasetRows(dataset),
+        _arrow_sha256(folder),
+        dataset=dataset,
+        split=split,
+    )
 
 
 def check_dataset_destination(table: Table, dest: str) -> None:

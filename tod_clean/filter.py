@@ -243,8 +243,7 @@ def read_scores(path: str) -> pd.DataFrame:
                 na_values={name: ["", "nan", "NaN"] for name in header if name not in _TEXT_SCORE_COLUMNS},
             )
         # json, not pandas: pandas guesses types (dates, numbers) from the values
-        table = read_table(path)
-        return pd.DataFrame(table.rows, columns=table.columns)
+        return read_table(path).to_frame()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (ValueError, OSError) as error:
@@ -287,7 +286,7 @@ def filter_table(
     check_scores(values, by, scores_source)
     dropped = rows_to_drop(values, by=by, fraction=fraction, count=count, threshold=threshold)
     kept = np.setdiff1d(np.arange(len(table)), dropped)
-    rows = table.to_frame().iloc[dropped].reset_index(drop=True)
+    rows = table.frame_at(dropped)
     report = aligned.iloc[dropped].reset_index(drop=True).drop(columns=["id", "label"], errors="ignore")
     report.columns = [f"score_{name}" if name in rows.columns else name for name in report.columns]
     return FilterResult(by, kept, dropped, rows.join(report))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import DataColumns
-from tod_clean.data import Table, check_ids, check_labels, check_texts, label_names_of
+from tod_clean.data import Table, check_ids, check_texts, label_codes, label_names_of
 from tod_clean.errors import InputError
 from tod_clean.masks import MASK_SCHEME, key_from_id
 
@@ -18,16 +18,18 @@ from tod_clean.masks import MASK_SCHEME, key_from_id
 class Instances:
     """N rows ready for the model.
 
+    ``texts``, ``text_pairs``, ``ids``: the validated columns' values, read from the table when used
+    (``tod_clean.data.ColumnView``; plain lists work too);
     ``labels``: int64 ``[N]`` class indices into the run's label list (-1 where the table has no labels);
     ``instance_keys``: int64 ``[N]`` the row number, or a hash of the id column's value;
     ``ids``: the id column's values, if one was given.
     """
 
-    texts: list[str]
-    text_pairs: list[str] | None
+    texts: Sequence[str]
+    text_pairs: Sequence[str] | None
     labels: np.ndarray
     instance_keys: np.ndarray
-    ids: list[Any] | None
+    ids: Sequence[Any] | None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -35,37 +37,41 @@ class Instances:
 
 def instance_keys_of(
     table: Table, id_col: str | None, mask_scheme: int = MASK_SCHEME
-) -> tuple[np.ndarray, list[Any] | None]:
+) -> tuple[np.ndarray, Sequence[Any] | None]:
     """Instance keys ``[N]`` int64: row numbers, or stable hashes of a unique id column."""
     if id_col is None:
         return np.arange(len(table), dtype=np.int64), None
     ids = check_ids(table, id_col)
-    return np.array([key_from_id(value, mask_scheme) for value in ids], dtype=np.int64), ids
+    keys = np.fromiter((key_from_id(value, mask_scheme) for value in ids), dtype=np.int64, count=len(ids))
+    return keys, ids
 
 
 def label_ids(table: Table, column: str, label_names: Sequence[Any]) -> np.ndarray:
     """Class indices of a label column, refusing labels the training data did not have."""
     index = {str(name): position for position, name in enumerate(label_names)}
-    keys = check_labels(table, column)
-    for row, key in enumerate(keys):
-        if key not in index:
-            known = ", ".join(str(name) for name in label_names)
-            raise InputError(
-                f"{table.where(row)}, column {column!r}: label {key!r} was not in the training data "
-                f"(labels: {known})"
-            )
-    return np.array([index[key] for key in keys], dtype=np.int64)
+    labels = label_codes(table, column)
+    unknown = [code for code, key in enumerate(labels.keys) if key not in index]
+    if unknown:
+        row = int(np.flatnonzero(np.isin(labels.codes, unknown))[0])
+        known = ", ".join(str(name) for name in label_names)
+        raise InputError(
+            f"{table.where(row)}, column {column!r}: label {labels.keys[labels.codes[row]]!r} was not in the "
+            f"training data (labels: {known})"
+        )
+    # the class index of each distinct key, looked up by each row's code
+    return np.array([index[key] for key in labels.keys], dtype=np.int64)[labels.codes]
 
 
 def training_labels(table: Table, column: str) -> list[Any]:
     """The sorted label names of a training table; at least two classes are required."""
-    names = label_names_of(check_labels(table, column))
+    labels = label_codes(table, column)
+    names = label_names_of(labels.keys)
     if len(names) < 2:
         raise InputError(
             f"{table.source}, column {column!r}: found only one label ({names[0]!r}); a classifier needs two or more"
         )
     # Integer labels (JSON, Parquet) stay integers in outputs; text labels stay text, "01" included.
-    if all(not isinstance(value, str) for value in table.column(column)):
+    if not labels.any_text:
         return [int(name) for name in names]
     return list(names)
 

@@ -14,6 +14,7 @@ Layout::
       train.jsonl           a copy of the training data when it came from standard input
       scores.parquet        the latest `score` output, found by `filter` with no arguments
       scores.json           what produced scores.parquet
+      tokens/               the training rows' token ids (memory-mapped by train and score; a cache)
 
 Only safetensors and JSON are read back: nothing is ever unpickled.
 
@@ -50,10 +51,21 @@ CHECKPOINT_DIR = "checkpoint"
 STDIN_COPY = "train.jsonl"
 SCORES = "scores.parquet"
 SCORES_META = "scores.json"
+TOKENS_DIR = "tokens"
 MARKER = ".tod-clean-run"
 MARKER_FORMAT = 1
 # Everything tod-clean writes in a run directory (the stdin copy only when it made one).
-OWN_FILES = (MARKER, CONFIG, WEIGHTS, ENCODER_DIR, TOKENIZER_DIR, CHECKPOINT_DIR, SCORES, SCORES_META)
+OWN_FILES = (
+    MARKER,
+    CONFIG,
+    WEIGHTS,
+    ENCODER_DIR,
+    TOKENIZER_DIR,
+    CHECKPOINT_DIR,
+    SCORES,
+    SCORES_META,
+    TOKENS_DIR,
+)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -44,7 +44,7 @@ from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
 from tod_clean.progress import NullProgress, Progress
-from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
 from tod_clean.shard import SHARD_KEY, Shard, shard_record
 
 
@@ -766,7 +766,13 @@ def score_run(
     model = run.load_model(info, torch_device)
     tokenizer = run.load_tokenizer()
     max_length = info.train.max_length
-    encoded = encode_texts(tokenizer, train_instances.texts, train_instances.text_pairs, max_length)
+    encoded = encode_texts(
+        tokenizer,
+        train_instances.texts,
+        train_instances.text_pairs,
+        max_length,
+        cache_dir=run.file(TOKENS_DIR),
+    )
     scores = self_scores(
         model,
         encoded,

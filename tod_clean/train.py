@@ -29,6 +29,7 @@ from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import (
     CHECKPOINT_DIR,
     STDIN_COPY,
+    TOKENS_DIR,
     WEIGHTS,
     RunDir,
     RunInfo,
@@ -160,8 +161,13 @@ def check_max_length(config: TrainConfig, encoder: nn.Module, tokenizer: Any) ->
         )
 
 
-def encode_instances(tokenizer: Any, instances: Instances, max_length: int) -> EncodedRows:
-    return encode_texts(tokenizer, instances.texts, instances.text_pairs, max_length)
+def encode_instances(
+    tokenizer: Any, instances: Instances, max_length: int, *, cache_dir: Path | None = None
+) -> EncodedRows:
+    """Token ids of the instances; kept in ``cache_dir`` (a run's tokens/) for score to reuse."""
+    return encode_texts(
+        tokenizer, instances.texts, instances.text_pairs, max_length, cache_dir=cache_dir, write_cache=True
+    )
 
 
 def make_optimizer(model: TodClassifier, config: TrainConfig) -> torch.optim.Optimizer:
@@ -412,7 +418,7 @@ def _fit(
     amp_dtype = autocast_dtype(config.precision, device)
     set_trainable(model, config)
     model.to(device)
-    encoded = encode_instances(tokenizer, instances, config.max_length)
+    encoded = encode_instances(tokenizer, instances, config.max_length, cache_dir=run.file(TOKENS_DIR))
     lengths = encoded.lengths
     labels = torch.as_tensor(instances.labels)
     keys = torch.as_tensor(instances.instance_keys)

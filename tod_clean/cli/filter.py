@@ -9,7 +9,6 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, setup
 from tod_clean.data import (
-    DATASET_FORMAT,
     STDIN,
     check_destination,
     check_distinct_outputs,
@@ -19,7 +18,6 @@ from tod_clean.data import (
     is_dataset_dir,
     output_format,
     read_table,
-    subset_bytes,
     write_subset,
 )
 from tod_clean.filter import SIGNALS, filter_table, read_scores
@@ -86,12 +84,8 @@ def filter_command(
         threshold=threshold,
         scores_source=scores or str(run_dir.file(SCORES)),
     )
-    kept_payload = None if table.format == DATASET_FORMAT else subset_bytes(table, result.kept.tolist())
     removed_payload = frame_bytes(result.removed, output_format(removed, "csv")) if removed else None
-    if kept_payload is None:
-        write_subset(table, result.kept.tolist(), out)
-    else:
-        deliver(out, kept_payload)
+    write_subset(table, result.kept, out)  # streamed from the input, a chunk at a time
     if removed is not None and removed_payload is not None:
         deliver(removed, removed_payload)
     if by is None and result.by != "influence":
