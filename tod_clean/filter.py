@@ -195,12 +195,19 @@ def match_scores(
     """
     check_scores_origin(scores, info, source)
     if table.sha256 == info.train_file.sha256:
-        by_row = scores.set_index("row", drop=False).sort_index()
-        if len(by_row) != len(table) or not np.array_equal(by_row.index.to_numpy(), np.arange(len(table))):
-            raise InputError(
-                f"the scores hold {len(scores)} rows but {table.source} has {len(table)}; score the run again"
-            )
-        aligned = by_row.reset_index(drop=True)
+        if len(scores) == len(table) and np.array_equal(scores["row"].to_numpy(), np.arange(len(table))):
+            # in row order, as score writes them: the same columns renumbered, not copied
+            aligned = scores.copy(deep=False)
+            aligned.index = pd.RangeIndex(len(aligned))
+        else:
+            by_row = scores.set_index("row", drop=False).sort_index()
+            if len(by_row) != len(table) or not np.array_equal(
+                by_row.index.to_numpy(), np.arange(len(table))
+            ):
+                raise InputError(
+                    f"the scores hold {len(scores)} rows but {table.source} has {len(table)}; score the run again"
+                )
+            aligned = by_row.reset_index(drop=True)
         _check_aligned(table, aligned, info, source, check_id=True)
         return aligned
     id_col = info.id_col
