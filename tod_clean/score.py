@@ -803,7 +803,8 @@ def score_run(
     meta = {
         "train_file": info.train_file.path,
         "train_sha256": info.train_file.sha256,
-        "val_file": None if val_table is None else _absolute(val_table.source),
+        "val_file": None if val_table is None else (val_table.ref or val_table.source),
+        "val_split": None if val_table is None else val_table.split,
         "val_sha256": None if val_table is None else val_table.sha256,
         "val_rows": 0 if val_table is None else len(val_table),
         "rank_by": default_signal(list(frame.columns)),
@@ -828,12 +829,6 @@ def _rows_of(instances: Instances, start: int, stop: int) -> Instances:
         instances.instance_keys[start:stop],
         None if instances.ids is None else instances.ids[start:stop],
     )
-
-
-def _absolute(source: str) -> str:
-    """A file path as an absolute path, so the run can find it from any folder; ``<stdin>``,
-    ``<DataFrame>`` and ``<Dataset>`` stay."""
-    return source if source.startswith("<") else str(Path(source).resolve())
 
 
 def scores_frame(

@@ -21,6 +21,7 @@ from tod_clean.data import STDIN, Table, atomic_output
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
 from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.hub import is_hub_ref
 from tod_clean.instances import Instances, instances_from_table, training_labels
 from tod_clean.lora import lora_parameters
 from tod_clean.masks import MaskMode
@@ -330,7 +331,10 @@ def train(
                 tmp.write_bytes(table.data)
             recorded_path = str(copy.resolve())
         else:
-            recorded_path = str(Path(train_path).resolve())
+            # an hf: dataset is recorded as the configuration read (hf:REPO/CONFIG), a file by absolute path
+            recorded_path = (
+                table.ref if is_hub_ref(train_path) and table.ref else str(Path(train_path).resolve())
+            )
         info = RunInfo(
             train=config,
             labels=labels,

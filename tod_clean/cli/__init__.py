@@ -30,7 +30,6 @@ from rich.progress import (
 )
 
 from tod_clean import __version__
-from tod_clean.config import DataColumns
 from tod_clean.errors import TodCleanError
 from tod_clean.progress import NullProgress
 from tod_clean.progress import Progress as ProgressSink
@@ -144,22 +143,6 @@ class RichProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-
-
-def columns_like(
-    trained: DataColumns,
-    text_col: str | None,
-    text_pair_col: str | None,
-    label_col: str | None,
-    id_col: str | None = None,
-) -> DataColumns:
-    """Columns of another data file: each given option, else the training file's column of that role."""
-    return DataColumns(
-        text_col=text_col or trained.text_col,
-        text_pair_col=text_pair_col or trained.text_pair_col,
-        label_col=label_col or trained.label_col,
-        id_col=id_col,
-    )
 
 
 def progress_for(quiet: bool) -> ProgressSink:
