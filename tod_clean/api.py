@@ -32,6 +32,7 @@ from tod_clean.data import (
 )
 from tod_clean.errors import ConfigError
 from tod_clean.filter import filter_table, read_scores
+from tod_clean.processes import is_main_process
 from tod_clean.rundir import SCORES, RunDir, RunInfo
 
 # ``tod_clean.score`` and ``tod_clean.train`` are imported as modules: the package exports functions
@@ -120,10 +121,11 @@ class Run:
         result = score_run(
             self._dir, train_table, val_table=val_table, val_columns=val_columns, config=config, device=device
         )
-        if pred_probs is not None:
-            assert result.self_scores.hidden_probs is not None
-            save_npy(pred_probs, result.self_scores.hidden_probs)
-        save_scores(self._dir, result)
+        if is_main_process():  # under accelerate launch every process has the scores; one writes them
+            if pred_probs is not None:
+                assert result.self_scores.hidden_probs is not None
+                save_npy(pred_probs, result.self_scores.hidden_probs)
+            save_scores(self._dir, result)
         frame = result.frame
         frame.attrs[RUN_PATH] = str(self.path.resolve())
         return frame

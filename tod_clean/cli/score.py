@@ -27,6 +27,7 @@ from tod_clean.data import (
     write_frame,
 )
 from tod_clean.errors import ConfigError
+from tod_clean.processes import is_main_process
 from tod_clean.rundir import SCORES, SCORES_META, RunDir
 from tod_clean.shard import Shard
 
@@ -83,7 +84,7 @@ def score_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Score every training row; save the scores in the run directory (and to --out)."""
-    setup(quiet)
+    quiet = setup(quiet)
     from tod_clean import score as core
 
     run_dir = RunDir(run)
@@ -142,6 +143,8 @@ def score_command(
         shard=part,
         progress=progress_for(quiet),
     )
+    if not is_main_process():
+        return  # under accelerate launch every process holds the gathered scores; the main one writes
     if pred_probs is not None:
         assert result.self_scores.hidden_probs is not None
         save_npy(pred_probs, result.self_scores.hidden_probs)

@@ -10,8 +10,9 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.config import DataColumns, TrainConfig
-from tod_clean.data import read_table
+from tod_clean.data import STDIN, read_table
 from tod_clean.errors import ConfigError
+from tod_clean.processes import launched_count
 from tod_clean.rundir import RunDir, RunInfo
 
 _D = TrainConfig.__dataclass_fields__
@@ -182,11 +183,16 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Fine-tune a classifier with turn-over dropout; write weights, config and metrics to --run."""
-    setup(quiet)
+    quiet = setup(quiet)
     # the module, not the API function ``tod_clean.train`` that shadows it on the package
     core = importlib.import_module("tod_clean.train")
 
     run_dir = RunDir(run)
+    if train_file == STDIN and launched_count() > 1:
+        raise ConfigError(
+            "training data from standard input under accelerate launch: every process reads the data; "
+            "give a file"
+        )
     if resume:
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
