@@ -23,8 +23,9 @@ row) pairs in batches (``method="exact"``), or use the first-order (linearized) 
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, with_
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
+from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 from tod_clean.shard import SHARD_KEY, Shard, shard_record
@@ -164,11 +166,15 @@ def influence_blocks(
     amp_dtype: torch.dtype | None = None,
     method: str = "auto",
     progress: Progress | None = None,
+    processes: Processes | None = None,
 ) -> Iterator[InfluenceBlock]:
     """The train x validation influence matrix, block by block, never whole in memory.
 
     ``method``: ``exact`` (the sub-networks' losses), ``linear`` (their first-order estimate from gate
     gradients, see ``linear_influence_blocks``) or ``auto`` (see ``resolve_influence_method``).
+    With several ``processes`` (every one of them must iterate), the validation side that every training
+    row needs (head features; gate gradients) is computed a block of validation rows per process and
+    gathered; the training rows are the caller's to split.
     """
     if not model.scope.masked:
         raise ValueError("influence needs a run with instance masks (scope other than 'none')")
@@ -186,11 +192,15 @@ def influence_blocks(
             device=device,
             amp_dtype=amp_dtype,
             progress=progress,
+            processes=processes,
         )
     elif model.scope.kind == "head":
-        features = head_features(
-            model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype
-        )
+
+        def features_of(rows: np.ndarray) -> torch.Tensor:
+            subset = val_encoded.subset(rows)
+            return head_features(model, subset, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+
+        features = (processes or Processes()).map_rows(len(val_encoded), features_of).to(device)
         yield from head_influence_blocks(
             features,
             torch.as_tensor(val_labels, device=device),
@@ -242,6 +252,39 @@ def influence(
             if matrix is not None:
                 matrix[rows, block.val_index] = block.values.cpu().numpy()
     return totals / len(val_encoded)
+
+
+# Bytes of the influence matrix gathered from all processes at a time (per process, in memory).
+_GATHER_BYTES = 64 * 2**20
+
+
+def gather_matrix(
+    processes: Processes, local_path: Path | None, path: str | Path, num_rows: int, num_val: int
+) -> None:
+    """Write the ``[num_rows, num_val]`` float32 matrix to ``path`` on the main process, from the row
+    blocks of every process (``local_path``: this process's ``[stop - start, num_val]`` .npy, None when
+    it holds no rows), a slice of rows of each process at a time."""
+    blocks = [Shard(index, processes.count).rows(num_rows) for index in range(processes.count)]
+    local = (
+        np.load(local_path, mmap_mode="r")
+        if local_path is not None
+        else np.zeros((0, num_val), dtype=np.float32)
+    )
+    width = max(stop - start for start, stop in blocks)
+    chunk = max(1, _GATHER_BYTES // max(1, num_val * 4 * processes.count))
+    writer = _matrix_writer(path, (num_rows, num_val)) if processes.is_main else nullcontext(None)
+    with writer as matrix:
+        for offset in range(0, width, chunk):
+            size = min(chunk, width - offset)  # rows of this slice, the same in every process
+            part = torch.zeros((size, num_val), dtype=torch.float32)
+            mine = np.array(local[offset : offset + size], dtype=np.float32)  # a copy, out of the map
+            part[: len(mine)] = torch.from_numpy(mine)
+            gathered = processes.gather_all(part).numpy()  # [count, size, num_val]
+            if matrix is None:
+                continue
+            for index, (start, stop) in enumerate(blocks):
+                rows = max(0, min(size, stop - start - offset))
+                matrix[start + offset : start + offset + rows] = gathered[index, :rows]
 
 
 def head_features(
@@ -659,6 +702,7 @@ def linear_influence_blocks(
     amp_dtype: torch.dtype | None = None,
     block_shape: tuple[int, int] | None = None,
     progress: Progress | None = None,
+    processes: Processes | None = None,
 ) -> Iterator[InfluenceBlock]:
     """First-order influence ``delta [n, U] @ G^T [U, v]`` per block (float32 ``[n, v]`` values).
 
@@ -685,14 +729,18 @@ def linear_influence_blocks(
     progress.start("influence (linear)", num_train * num_val)
     for val_start in range(0, num_val, val_chunk):
         val_index = np.arange(val_start, min(num_val, val_start + val_chunk))
-        grads = gate_gradients(
-            model,
-            val_encoded.subset(val_index),
-            val_labels[val_index],
-            batch_size=batch_size,
-            device=device,
-            amp_dtype=amp_dtype,
-        ).values  # [v, U]
+
+        def gradients(rows: np.ndarray, val_index: np.ndarray = val_index) -> torch.Tensor:
+            return gate_gradients(
+                model,
+                val_encoded.subset(val_index[rows]),
+                val_labels[val_index[rows]],
+                batch_size=batch_size,
+                device=device,
+                amp_dtype=amp_dtype,
+            ).values
+
+        grads = (processes or Processes()).map_rows(len(val_index), gradients).to(device)  # [v, U]
         for start in range(0, num_train, chunk):
             deltas = gate_deltas(model, keys_all[start : start + chunk], sites)  # [n, U]
             yield InfluenceBlock(start, val_index, deltas @ grads.T)
@@ -731,13 +779,19 @@ def score_run(
     matrix_path: str | Path | None = None,
     shard: Shard | None = None,
     progress: Progress | None = None,
+    processes: Processes | None = None,
 ) -> ScoreResult:
     """Score every training row of a finished run (and its influence on ``val_table``, if given).
 
     With ``shard``, only that shard's block of rows (see ``tod_clean.shard``): the frame has no ``rank``
     and records the shard in its attrs (Parquet schema metadata).
+
+    Under ``accelerate launch`` (``processes``, by default read from the launcher's environment) process
+    K of N scores the block of rows ``--shard K/N`` would (of the shard's rows, with ``shard``); every
+    process returns the gathered result, and only the main process writes ``matrix_path``.
     """
     config = config or ScoreConfig()
+    processes = processes or current_processes(device)
     info = run.read_complete_info()
     check_train_file(train_table, info)
     columns = info.train.columns
@@ -761,39 +815,56 @@ def score_run(
         raise ConfigError(
             f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
         )
-    torch_device = pick_device(device)
+    torch_device = processes.device or pick_device(device)
     amp_dtype = autocast_dtype(info.train.precision, torch_device)
     model = run.load_model(info, torch_device)
     tokenizer = run.load_tokenizer()
     max_length = info.train.max_length
-    encoded = encode_texts(tokenizer, train_instances.texts, train_instances.text_pairs, max_length)
+    # this process's rows: all of them, or its block under several processes
+    mine = (
+        _rows_of(train_instances, *processes.rows(len(train_instances)))
+        if processes.several
+        else train_instances
+    )
+    encoded = encode_texts(tokenizer, mine.texts, mine.text_pairs, max_length)
     scores = self_scores(
         model,
         encoded,
-        train_instances.labels,
-        train_instances.instance_keys,
+        mine.labels,
+        mine.instance_keys,
         batch_size=config.batch_size,
         device=torch_device,
         amp_dtype=amp_dtype,
-        progress=progress,
+        progress=progress if processes.is_main else None,
     )
     influence_values = None
     if val_instances is not None:
         val_encoded = encode_texts(tokenizer, val_instances.texts, val_instances.text_pairs, max_length)
-        influence_values = influence(
-            model,
-            train_instances.instance_keys,
-            val_encoded,
-            val_instances.labels,
-            batch_size=config.batch_size,
-            chunk_mib=config.chunk_mib,
-            pair_batch=config.pair_batch,
-            device=torch_device,
-            amp_dtype=amp_dtype,
-            method=config.influence_method,
-            matrix_path=matrix_path,
-            progress=progress,
-        )
+        with ExitStack() as stack:
+            own_matrix: Path | None = None
+            if processes.several and matrix_path is not None and len(mine) > 0:
+                # each process writes its rows' matrix here; then the main process gathers them
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tod-clean-rows-"))
+                own_matrix = Path(folder) / "rows.npy"
+            influence_values = influence(
+                model,
+                mine.instance_keys,
+                val_encoded,
+                val_instances.labels,
+                batch_size=config.batch_size,
+                chunk_mib=config.chunk_mib,
+                pair_batch=config.pair_batch,
+                device=torch_device,
+                amp_dtype=amp_dtype,
+                method=config.influence_method,
+                matrix_path=own_matrix if processes.several else matrix_path,
+                progress=progress if processes.is_main else None,
+                processes=processes,
+            )
+            if processes.several and matrix_path is not None:
+                gather_matrix(processes, own_matrix, matrix_path, len(train_instances), len(val_encoded))
+    if processes.several:
+        scores, influence_values = _gather_scores(processes, scores, influence_values, len(train_instances))
     frame = scores_frame(
         train_instances, info.labels, scores, influence_values, first_row=first_row, rank=shard is None
     )
@@ -818,6 +889,30 @@ def score_run(
     if shard is not None:
         frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)
     return ScoreResult(frame, meta, scores, influence_values)
+
+
+def _gather_scores(
+    processes: Processes, scores: SelfScores, influence_values: np.ndarray | None, num_rows: int
+) -> tuple[SelfScores, np.ndarray | None]:
+    """Every process's block of scores, gathered in row order (in every process)."""
+
+    def gathered(values: np.ndarray | None) -> np.ndarray | None:
+        if values is None:
+            return None
+        return processes.gather_rows(torch.from_numpy(np.ascontiguousarray(values)), num_rows).numpy()
+
+    full_loss, full_probs = gathered(scores.full_loss), gathered(scores.full_probs)
+    assert full_loss is not None and full_probs is not None
+    return (
+        SelfScores(
+            full_loss=full_loss,
+            full_probs=full_probs,
+            exposed_loss=gathered(scores.exposed_loss),
+            hidden_loss=gathered(scores.hidden_loss),
+            hidden_probs=gathered(scores.hidden_probs),
+        ),
+        gathered(influence_values),
+    )
 
 
 def _rows_of(instances: Instances, start: int, stop: int) -> Instances:

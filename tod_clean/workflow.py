@@ -39,6 +39,7 @@ from tod_clean.data import (
 )
 from tod_clean.errors import ConfigError
 from tod_clean.filter import FilterResult, filter_table, read_scores
+from tod_clean.processes import is_main_process
 from tod_clean.progress import Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 from tod_clean.score import ScoreResult, load_scores, save_scores, score_run
@@ -209,6 +210,8 @@ def score(
         shard=part,
         progress=progress,
     )
+    if not is_main_process():
+        return result  # under accelerate launch every process holds the gathered scores; the main one writes
     if pred_probs is not None:
         assert result.self_scores.hidden_probs is not None
         save_npy(pred_probs, result.self_scores.hidden_probs)

@@ -13,6 +13,7 @@ from rich.table import Table as RichTable
 from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
 from tod_clean.config import ScoreConfig, columns_like
 from tod_clean.data import check_destination, check_distinct_outputs, output_format, read_table, write_frame
+from tod_clean.processes import is_main_process
 from tod_clean.rundir import RunDir
 
 
@@ -69,7 +70,7 @@ def explain_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
     """For each validation row, the training rows with the most negative and most positive influence on it."""
-    setup(quiet)
+    quiet = setup(quiet)
     from tod_clean.explain import explain_run
 
     run_dir = RunDir(run)
@@ -99,6 +100,8 @@ def explain_command(
         device=device,
         progress=progress_for(quiet),
     )
+    if not is_main_process():
+        return  # under accelerate launch every process holds the gathered result; the main one writes
     if out is not None:
         write_frame(result.frame, out)
     if quiet:

@@ -11,6 +11,7 @@ from tod_clean import workflow
 from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
 from tod_clean.config import ScoreConfig
 from tod_clean.data import STDIN
+from tod_clean.processes import is_main_process
 from tod_clean.rundir import RunDir
 from tod_clean.shard import Shard
 
@@ -76,7 +77,7 @@ def score_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Score every training row; save the scores in the run directory (and to --out)."""
-    setup(quiet)
+    quiet = setup(quiet)
     run_dir = RunDir(run)
     result = workflow.score(
         run_dir,
@@ -94,6 +95,8 @@ def score_command(
         shard=shard,
         progress=progress_for(quiet),
     )
+    if not is_main_process():
+        return  # under accelerate launch every process holds the gathered scores; the main one wrote them
     if quiet:
         return
     if shard is not None:

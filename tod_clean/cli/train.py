@@ -10,7 +10,9 @@ import typer
 from tod_clean import workflow
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.config import TrainConfig
+from tod_clean.data import STDIN
 from tod_clean.errors import ConfigError
+from tod_clean.processes import launched_count
 from tod_clean.rundir import RunDir, RunInfo
 
 _D = TrainConfig.__dataclass_fields__
@@ -182,8 +184,13 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Fine-tune a classifier with turn-over dropout; write weights, config and metrics to --run."""
-    setup(quiet)
+    quiet = setup(quiet)
     run_dir = RunDir(run)
+    if train_file == STDIN and launched_count() > 1:
+        raise ConfigError(
+            "training data from standard input under accelerate launch: every process reads the data; "
+            "give a file"
+        )
     if resume:
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
