@@ -22,6 +22,7 @@ row) pairs in batches (``method="exact"``), or use the first-order (linearized) 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from numpy.lib.format import open_memmap
 from tod_clean.config import INFLUENCE_METHODS, DataColumns, ScoreConfig
 from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
-from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
+from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches, window_batches
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
@@ -63,11 +64,24 @@ class SelfScores:
     hidden_loss: np.ndarray | None
     hidden_probs: np.ndarray | None
 
+    def rows(self, start: int, stop: int) -> SelfScores:
+        """The scores of rows ``start .. stop - 1``."""
+        return SelfScores(
+            *(
+                None if (values := getattr(self, field.name)) is None else values[start:stop]
+                for field in dataclasses.fields(self)
+            )
+        )
+
     @property
     def self_influence(self) -> np.ndarray | None:
         if self.hidden_loss is None or self.exposed_loss is None:
             return None
         return self.hidden_loss - self.exposed_loss
+
+
+# Self-scores sort rows by length inside windows of this many rows (see ``window_batches``).
+SELF_WINDOW_ROWS = 1024
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
@@ -89,11 +103,17 @@ def self_scores(
     instance_keys: np.ndarray,
     *,
     batch_size: int = 64,
+    window: int | None = None,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     progress: Progress | None = None,
 ) -> SelfScores:
-    """Full, exposed and hidden losses of every training row on itself (one lower pass per row)."""
+    """Full, exposed and hidden losses of every training row on itself (one lower pass per row).
+
+    Batches are sorted by length inside windows of ``window`` rows (default ``SELF_WINDOW_ROWS``; see
+    ``window_batches``): rows ``[0, n)`` must start at a window boundary of the whole set
+    for a part to reproduce the whole set's numbers exactly.
+    """
     progress = progress or NullProgress()
     device = torch.device(device)
     model.eval()
@@ -105,7 +125,8 @@ def self_scores(
     labels_t = torch.as_tensor(labels)
     keys_t = torch.as_tensor(instance_keys)
     progress.start("self-influence", n)
-    for indices in sorted_batches(encoded.lengths, batch_size):
+    window = window or SELF_WINDOW_ROWS
+    for indices in window_batches(encoded.lengths, batch_size, window):
         batch = encoded.batch(indices, device)
         keys = keys_t[indices].to(device)
         targets = labels_t[indices].to(device)
@@ -798,7 +819,8 @@ def score_run(
     train_instances = instances_from_table(
         train_table, columns, info.labels, mask_scheme=info.train.mask_scheme
     )
-    first_row = 0
+    all_instances = train_instances
+    first_row, stop = 0, len(all_instances)
     if shard is not None:
         if matrix_path is not None:
             raise ConfigError("--matrix is not written with --shard: score without --shard to get the matrix")
@@ -821,22 +843,30 @@ def score_run(
     tokenizer = run.load_tokenizer()
     max_length = info.train.max_length
     # this process's rows: all of them, or its block under several processes
-    mine = (
-        _rows_of(train_instances, *processes.rows(len(train_instances)))
-        if processes.several
-        else train_instances
+    own_start, own_stop = first_row, stop
+    if processes.several:
+        start, end = processes.rows(len(train_instances))
+        own_start, own_stop = first_row + start, first_row + end
+    mine = _rows_of(all_instances, own_start, own_stop)
+    # Self-scores run on the whole length-sorting windows around these rows (at most two windows more),
+    # so a shard or a process computes its rows exactly as scoring every row in one process does.
+    window = SELF_WINDOW_ROWS
+    span_start = own_start // window * window
+    span_stop = (
+        min(-(-own_stop // window) * window, len(all_instances)) if own_stop > own_start else span_start
     )
-    encoded = encode_texts(tokenizer, mine.texts, mine.text_pairs, max_length)
+    span = _rows_of(all_instances, span_start, span_stop)
     scores = self_scores(
         model,
-        encoded,
-        mine.labels,
-        mine.instance_keys,
+        encode_texts(tokenizer, span.texts, span.text_pairs, max_length),
+        span.labels,
+        span.instance_keys,
         batch_size=config.batch_size,
+        window=window,
         device=torch_device,
         amp_dtype=amp_dtype,
         progress=progress if processes.is_main else None,
-    )
+    ).rows(own_start - span_start, own_stop - span_start)
     influence_values = None
     if val_instances is not None:
         val_encoded = encode_texts(tokenizer, val_instances.texts, val_instances.text_pairs, max_length)
