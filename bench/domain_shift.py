@@ -101,9 +101,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         kept_path = folder / f"train-{name}.jsonl"
         write_subset(table, keep.tolist(), str(kept_path))
         run_path = folder / f"run-{name}"
-        _, timer = train_run(
-            kept_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse
-        )
+        _, timer = train_run(kept_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse)
         evaluation, _ = evaluate(run_path, test_path)
         print(
             f"seed {seed} {name}: removed {len(dropped)}, accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}",

@@ -304,12 +304,56 @@ def report(name: str) -> None:
                 f"| {cell} | {epoch} | {trio('find_label_issues_pred_probs')} | {trio('find_label_issues_in_sample')} "
                 f"| {trio('find_label_issues_cv')} |"
             )
+    lines += paired_differences(results["runs"], epochs)
     lines += ["", "| cell | training rows/s (median over epochs and seeds) |", "|---|---|"]
     for cell in cells:
         speeds = [s for r in runs if r["cell"] == cell for s in r["train_rows_per_second"]]
         lines.append(f"| {cell} | {np.median(speeds):.1f} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+PAIRED = (
+    ("lora", "hidden_loss", "5-fold CV (none)", "cv_loss"),
+    ("lora", "hidden_loss", "LoRA fine-tune (lora-plain)", "full_loss"),
+    ("lora", "full_loss", "LoRA fine-tune (lora-plain)", "full_loss"),
+    ("lora, 2 groups", "hidden_loss", "5-fold CV (none)", "cv_loss"),
+    ("lora, 2 groups", "full_loss", "5-fold CV (none)", "cv_loss"),
+    ("head", "hidden_loss", "full fine-tune (none)", "full_loss"),
+)
+
+
+def paired_differences(runs: dict[str, Any], epochs: list[int]) -> list[str]:
+    """AUROC differences paired by seed: mean ± sd over the seeds both cells ran, and seeds won."""
+    lines = [
+        "",
+        "Paired by seed: AUROC difference, mean ± sd over the seeds both ran (seeds where the first is higher).",
+        "",
+        "| comparison | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
+        "|---|" + "---|" * len(epochs),
+    ]
+
+    def auroc(cell: str, seed: int, epoch: int, signal: str) -> float | None:
+        run = runs.get(f"{cell} | seed {seed}")
+        if run is None or epoch > len(run["epochs"]) or signal not in run["epochs"][epoch - 1]:
+            return None
+        return run["epochs"][epoch - 1][signal]["auroc"]
+
+    seeds = sorted({r["seed"] for r in runs.values()})
+    for cell, signal, other, other_signal in PAIRED:
+        row = []
+        for epoch in epochs:
+            diffs = [
+                a - b
+                for seed in seeds
+                if (a := auroc(cell, seed, epoch, signal)) is not None
+                and (b := auroc(other, seed, epoch, other_signal)) is not None
+            ]
+            won = sum(d > 0 for d in diffs)
+            row.append(f"{fmt(diffs, 3)} ({won}/{len(diffs)})".replace("-", "−") if diffs else "-")
+        if any(cell != "-" for cell in row):
+            lines.append(f"| `{cell}` {signal} − {other} {other_signal} | " + " | ".join(row) + " |")
+    return lines
 
 
 def main() -> None:

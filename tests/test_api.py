@@ -196,3 +196,17 @@ def test_readme_python_api_example_runs(
     assert len(scores) == len(train_df) == 320
     assert len(clean_df) == 320 - round(0.03 * 320)
     assert (tmp_path / "tod-run" / "scores.parquet").is_file()
+
+
+def test_api_checks_outputs_like_the_cli(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """One implementation: the API refuses an output that is an input, before any work, as the CLI does."""
+    path = write_rows(tmp_path / "train.jsonl", make_rows(12))
+    original = path.read_bytes()
+    run = tod_clean.train(path, run=tmp_path / "run", model=str(tiny_model_dir), epochs=1, **FAST)
+    with pytest.raises(InputError, match=r"--pred-probs would overwrite the training file"):
+        run.score(pred_probs=path)
+    scores = run.score(out=tmp_path / "scores")  # no extension: a save_to_disk folder, as score --out
+    assert tod_clean.filter(path, tmp_path / "scores", run=run, drop_count=2).shape[0] == 10
+    with pytest.raises(InputError, match=r"--out would overwrite the training file"):
+        tod_clean.filter(path, scores, drop_count=2, out=path)
+    assert path.read_bytes() == original

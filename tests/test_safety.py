@@ -418,7 +418,7 @@ def test_failed_score_output_keeps_the_runs_scores(
     def disk_full(*args: Any, **kwargs: Any) -> None:
         raise InputError("scores.csv: cannot write (No space left on device)")
 
-    monkeypatch.setattr("tod_clean.cli.score.write_frame", disk_full)
+    monkeypatch.setattr("tod_clean.workflow.write_frame", disk_full)
     user_error(invoke("score", "--run", fresh.run, "--out", fresh.folder / "scores.csv", "-q"), "No space")
     assert snapshot(fresh.run) == before
     result = ok(invoke("filter", "--run", fresh.run, "--drop-count", "1"))

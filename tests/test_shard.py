@@ -9,18 +9,28 @@ import os
 import re
 import shlex
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+import tod_clean.score
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401
 from tod_clean.shard import Shard
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = ROOT / "scripts" / "slurm_score_array.sh"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_windows() -> Iterator[None]:
+    """Self-scores batch rows inside windows of 4 rows here, so windows cut across the shards' blocks."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tod_clean.score, "SELF_WINDOW_ROWS", 4)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +49,10 @@ def sharded(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) -> 
     return SimpleNamespace(folder=folder, train=train, val=val, run=run, parts=parts, model_args=model_args)
 
 
-EXACT = ["row", "id", "label", "influence", "rank"]
-
-
 def assert_same_scores(merged: pd.DataFrame, full: pd.DataFrame) -> None:
-    """Same columns, dtypes and row order; rows, ids, labels, influence and rank bit for bit; the
-    self-scores up to float32 rounding (a row's padding, and the shape of its batch's matrix products,
-    depend on the rows batched with it)."""
-    pd.testing.assert_frame_equal(merged, full, rtol=1e-5, atol=1e-6)  # floats to rounding, the rest exact
-    pd.testing.assert_frame_equal(merged[EXACT], full[EXACT], check_exact=True)
+    """Same columns, dtypes, row order and values, bit for bit: a shard scores the whole length-sorting
+    windows around its rows, so every row runs in the same batch as in the unsharded run."""
+    pd.testing.assert_frame_equal(merged, full, check_exact=True)
 
 
 def test_three_shards_merge_to_the_unsharded_scores(sharded: SimpleNamespace, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The Python API: ``train``, ``Run`` (``.score``, ``.info``, ``.scores``) and ``filter``.
 
-The same work as the command line, from a notebook: data may be a file path, a ``pandas.DataFrame`` or
-a ``datasets.Dataset``; options are the fields of ``TrainConfig`` and ``ScoreConfig``, validated there;
+The same work as the command line, from a notebook, through the same implementation
+(``tod_clean.workflow``): data may be a path (a data file, a ``save_to_disk`` folder, an ``hf:NAME[/CONFIG]``
+dataset in the local Hugging Face cache), a ``pandas.DataFrame`` or a ``datasets.Dataset``; options are the fields of ``TrainConfig`` and ``ScoreConfig``, validated there;
 mistakes raise the ``TodCleanError`` family with the CLI's messages.
 
 In-memory training data is kept in the run as ``train.jsonl`` (the file a run also keeps for data read
@@ -13,46 +14,25 @@ DataFrame or Dataset (equal rows serialise to equal bytes), the run's copy, or, 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 
-from tod_clean.config import DEFAULT_MODEL, DataColumns, ScoreConfig, TrainConfig
-from tod_clean.data import (
-    DATASET_FORMAT,
-    STDIN,
-    check_subset_destination,
-    is_dataset,
-    save_npy,
-    to_table,
-    write_subset,
-)
+from tod_clean import workflow
+from tod_clean.config import DEFAULT_MODEL, ScoreConfig
+from tod_clean.data import DATASET_FORMAT, is_dataset
 from tod_clean.errors import ConfigError
-from tod_clean.filter import filter_table, read_scores
+from tod_clean.filter import read_scores
 from tod_clean.rundir import SCORES, RunDir, RunInfo
-
-# ``tod_clean.score`` and ``tod_clean.train`` are imported as modules: the package exports functions
-# named ``train`` and ``filter`` that shadow the submodules of those names on ``tod_clean``.
-from tod_clean.score import load_scores, save_scores, score_run
-from tod_clean.train import train as train_run
+from tod_clean.score import load_scores
 
 Data = Any  # a path (str or os.PathLike), a pandas.DataFrame or a datasets.Dataset
 D = TypeVar("D")
 
 # DataFrame.attrs key naming the run whose scores a frame holds, so ``filter(data, scores)`` finds it.
 RUN_PATH = "tod_clean_run"
-
-
-def _options(config: type, options: dict[str, Any], *, reserved: tuple[str, ...]) -> dict[str, Any]:
-    """``options`` as keyword arguments of the ``config`` dataclass; an unknown name is a ConfigError."""
-    known = {f.name for f in dataclasses.fields(config)} - set(reserved)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(known))}")
-    return options
 
 
 class Run:
@@ -85,6 +65,7 @@ class Run:
         val_text_pair_col: str | None = None,
         val_label_col: str | None = None,
         val_split: str | None = None,
+        out: str | os.PathLike[str] | None = None,
         pred_probs: str | os.PathLike[str] | None = None,
         device: str = "auto",
         **options: Any,
@@ -93,37 +74,29 @@ class Run:
 
         ``val``: validation data (path, DataFrame or Dataset); with it the frame has an ``influence``
         column (float64, the mean influence of the row on ``val``; negative = harmful). ``train``: the
-        training data, when the run's recorded file moved (it must hold the same rows). ``pred_probs``:
-        also write the hidden sub-networks' class probabilities there (``[N, K]`` float32 ``.npy``).
+        training data, when the run's recorded file moved (it must hold the same rows). Paths may be data
+        files, ``save_to_disk`` folders or ``hf:NAME[/CONFIG]`` datasets in the local Hugging Face cache.
+        ``out``: also write the scores there, as ``tod-clean score --out`` does (a file by extension, or a
+        ``save_to_disk`` folder for a name without one). ``pred_probs``: also write the hidden
+        sub-networks' class probabilities there (``[N, K]`` float32 ``.npy``).
         ``options``: fields of ``ScoreConfig`` (``batch_size``, ``influence_method``, ...).
 
         Returns one row per training row: ``row``, ``id`` (with an ``id_col``), ``label``, the score columns
         (float64) and ``rank`` (int64, 1 = the first row to drop).
         """
-        config = ScoreConfig(**_options(ScoreConfig, options, reserved=()))
-        info = self._dir.read_complete_info()
-        if pred_probs is not None and not info.scope.masked:
-            raise ConfigError(
-                f"{self.path}: trained with scope '{info.scope}', so it has no hidden sub-networks for pred_probs"
-            )
-        train_table = to_table(
-            train if train is not None else info.train_file.path,
-            split=info.train_file.split if isinstance(train, (str, os.PathLike)) or train is None else None,
+        result = workflow.score(
+            self._dir,
+            train=train,
+            val=val,
+            val_split=val_split,
+            val_text_col=val_text_col,
+            val_text_pair_col=val_text_pair_col,
+            val_label_col=val_label_col,
+            config=ScoreConfig(**workflow.known_options(ScoreConfig, options)),
+            device=device,
+            out=out,
+            pred_probs=pred_probs,
         )
-        val_table = to_table(val, split=val_split) if val is not None else None
-        base = info.train.columns
-        val_columns = DataColumns(
-            text_col=val_text_col or base.text_col,
-            text_pair_col=val_text_pair_col if val_text_pair_col is not None else base.text_pair_col,
-            label_col=val_label_col or base.label_col,
-        )
-        result = score_run(
-            self._dir, train_table, val_table=val_table, val_columns=val_columns, config=config, device=device
-        )
-        if pred_probs is not None:
-            assert result.self_scores.hidden_probs is not None
-            save_npy(pred_probs, result.self_scores.hidden_probs)
-        save_scores(self._dir, result)
         frame = result.frame
         frame.attrs[RUN_PATH] = str(self.path.resolve())
         return frame
@@ -153,27 +126,24 @@ def train(
 ) -> Run:
     """Fine-tune a classifier with turn-over dropout on ``data``, as ``tod-clean train`` does.
 
-    ``data``: a data file path, a ``pandas.DataFrame`` or a ``datasets.Dataset`` (in-memory rows are
-    kept in the run as ``train.jsonl``). ``options``: any other field of ``TrainConfig`` by its name
-    (``keep_prob``, ``batch_size``, ``learning_rate``, ``seed``, ``lora_rank``, ``device``, ...).
+    ``data``: a data file path, a ``save_to_disk`` folder or an ``hf:NAME[/CONFIG]`` dataset in the local
+    Hugging Face cache (``split`` chooses the split), a ``pandas.DataFrame`` or a ``datasets.Dataset``
+    (in-memory rows are kept in the run as ``train.jsonl``). ``options``: any other field of
+    ``TrainConfig`` by its name (``keep_prob``, ``batch_size``, ``learning_rate``, ``seed``, ``lora_rank``,
+    ``device``, ...).
     Returns the finished run.
     """
-    options = _options(TrainConfig, options, reserved=("columns", "model", "scope", "epochs", "mask_scheme"))
-    if isinstance(options.get("lora_targets"), str):
-        options["lora_targets"] = options["lora_targets"].split(",")
-    config = TrainConfig(
+    config = workflow.train_config(
+        text_col=text_col,
+        text_pair_col=text_pair_col,
+        label_col=label_col,
+        id_col=id_col,
         model=model,
-        columns=DataColumns(
-            text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col
-        ),
         scope=scope,
         epochs=epochs,
         **options,
     )
-    in_memory = not isinstance(data, (str, os.PathLike))
-    table = to_table(data, split=split)
-    run_dir = RunDir(run)
-    train_run(config, table, run_dir, train_path=STDIN if in_memory else os.fspath(data), overwrite=overwrite)
+    workflow.train(config, data, RunDir(run), split=split, overwrite=overwrite)
     return Run(run)
 
 
@@ -191,53 +161,47 @@ def filter(  # noqa: A001 - the verb of the CLI command, on purpose
     """The rows of ``data`` that survive dropping the worst ones, as ``tod-clean filter`` chooses them.
 
     ``scores``: a ``Run`` (its saved scores), a frame returned by ``Run.score`` (which names its run), or
-    a scores file written by ``tod-clean score --out`` (then pass ``run``). Give at most one of ``drop``
-    (a fraction; 0.01 when none is given), ``drop_count`` or ``threshold``; ``by`` is the score column
-    to rank by (default: ``influence`` when scored, else ``full_loss``).
+    scores written by ``tod-clean score --out``, a file or a dataset folder (then pass ``run``). Give at
+    most one of ``drop`` (a fraction; 0.01 when none is given), ``drop_count`` or ``threshold``; ``by``
+    is the score column to rank by (default: ``influence`` when scored, else ``full_loss``).
 
     Returns the kept rows in ``data``'s kind and order: a DataFrame's rows (``data.iloc``, index kept),
     a Dataset's (``data.select``), a Dataset for a ``save_to_disk`` folder, or a DataFrame of a data
-    file's rows. With ``out``, a file's kept rows are written there unchanged, in its format (a folder's
-    as a ``save_to_disk`` folder), and ``Path(out)`` is returned.
+    file's rows. With ``out``, a file's kept rows are written there unchanged, in its format (a dataset
+    folder's or an ``hf:`` dataset's as a ``save_to_disk`` folder), and ``Path(out)`` is returned.
     """
-    if drop is None and drop_count is None and threshold is None:
-        drop = 0.01
+    given: pd.DataFrame | str
     if isinstance(scores, Run):
-        run_dir, frame, source = scores._dir, scores.scores, str(scores._dir.file(SCORES))
+        run_dir, given, source = scores._dir, scores.scores, str(scores._dir.file(SCORES))
     else:
-        frame = scores if isinstance(scores, pd.DataFrame) else read_scores(os.fspath(scores))
-        source = "scores" if isinstance(scores, pd.DataFrame) else os.fspath(scores)
-        named = run if run is not None else frame.attrs.get(RUN_PATH)
-        if named is None:
+        given = scores if isinstance(scores, pd.DataFrame) else os.fspath(scores)
+        source = "scores" if isinstance(given, pd.DataFrame) else given
+        if run is None:  # a scores file may name its run too: Run.score's frame saved with to_parquet
+            run = (given if isinstance(given, pd.DataFrame) else read_scores(given)).attrs.get(RUN_PATH)
+        if run is None:
             raise ConfigError(
                 "these scores do not name their run: pass run= (the run directory they were scored in)"
             )
-        run_dir = RunDir(os.fspath(named))
-    is_file = isinstance(data, (str, os.PathLike))
-    if out is not None and not is_file:
-        raise ConfigError("out= writes a data file's kept rows; in-memory data is returned, not written")
-    info = run_dir.read_info()
-    table = to_table(data, split=info.train_file.split if is_file else None)
-    if out is not None:
-        check_subset_destination(table, os.fspath(out))
-    result = filter_table(
-        table,
-        frame,
-        info,
-        by=by,
-        fraction=drop,
-        count=drop_count,
-        threshold=threshold,
+        run_dir = RunDir(os.fspath(run))
+    filtered = workflow.filter(
+        run_dir,
+        data,
+        scores=given,
         scores_source=source,
+        by=by,
+        drop=drop,
+        drop_count=drop_count,
+        threshold=threshold,
+        out=out,
     )
-    kept = result.kept.tolist()
+    kept = filtered.result.kept.tolist()
     if isinstance(data, pd.DataFrame):
         return data.iloc[kept]
     if is_dataset(data):
         return data.select(kept)  # type: ignore[attr-defined]
     if out is not None:
-        write_subset(table, kept, os.fspath(out))
         return Path(out)
+    table = filtered.table
     if table.format == DATASET_FORMAT:
         return table.dataset.select(kept)
-    return table.to_frame().iloc[kept].reset_index(drop=True)
+    return table.frame_at(filtered.result.kept)  # to_frame().iloc[kept], reading only the kept rows

@@ -5,7 +5,8 @@ Layout of the output folder::
     out/
       tod-run/            the turn-over-dropout run (scores.parquet inside)
       scores.csv          its scores
-      train.filtered.*    the kept rows (input's format);  removed.csv: the dropped rows with scores
+      train.filtered.*    the kept rows (input's format; a save_to_disk folder train.filtered/ for a dataset);
+                          removed.csv: the dropped rows with scores
       run-before/         an ordinary fine-tune on all rows (same recipe and seed)
       run-filtered/       an ordinary fine-tune on the kept rows
       run-random/         with --random-baseline: an ordinary fine-tune after removing as many random rows
@@ -24,14 +25,16 @@ import numpy as np
 
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.data import (
+    DATASET_FORMAT,
     STDIN,
     Table,
     check_destination,
     check_distinct_outputs,
     deliver,
     frame_bytes,
+    is_dataset_dir,
     read_table,
-    subset_bytes,
+    write_subset,
 )
 from tod_clean.errors import RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
@@ -72,7 +75,7 @@ def _retrain(
     name: str,
     config: TrainConfig,
     table: Table,
-    full_path: Path,
+    full_path: str,
     kept: np.ndarray,
     out_dir: Path,
     test_table: Table,
@@ -82,12 +85,12 @@ def _retrain(
     if len(kept) == len(table):
         data_path, rows = full_path, table
     else:
-        data_path = out_dir / f"train.{name}.{table.format}"
-        deliver(str(data_path), subset_bytes(table, kept.tolist()))
-        rows = read_table(str(data_path))
+        data_path = str(out_dir / subset_name(name, table.format))
+        write_subset(table, kept, data_path)  # a dataset's rows as a save_to_disk folder; a file streamed
+        rows = read_table(data_path)
     plain = dataclasses.replace(config, scope="none", freeze="none")
     run = RunDir(out_dir / f"run-{name}")
-    train(plain, rows, run, train_path=str(data_path), overwrite=True, progress=progress)
+    train(plain, rows, run, train_path=data_path, overwrite=True, progress=progress)
     evaluation = evaluate_run(
         run, test_table, columns=dataclasses.replace(config.columns, id_col=None), progress=progress
     )
@@ -95,6 +98,11 @@ def _retrain(
 
 
 ARMS = ("before", "filtered", "random")
+
+
+def subset_name(arm: str, train_format: str) -> str:
+    """The file (a ``save_to_disk`` folder for a dataset) holding the rows an arm trains on."""
+    return f"train.{arm}" if train_format == DATASET_FORMAT else f"train.{arm}.{train_format}"
 
 
 def check_out_dir(
@@ -124,15 +132,21 @@ def check_out_dir(
     runs = [RunDir(out_dir / "tod-run"), *(RunDir(out_dir / f"run-{arm}") for arm in ARMS)]
     for run in runs:
         run.check_target(overwrite=True, stdin_copy=run is runs[0] and train_path == STDIN)
-    names = ("scores.csv", "removed.csv", "metrics.json", *(f"train.{arm}.{train_format}" for arm in ARMS))
-    files = [out_dir / name for name in names]
+    subsets = [out_dir / subset_name(arm, train_format) for arm in ARMS]
+    files = [out_dir / name for name in ("scores.csv", "removed.csv", "metrics.json")]
     if out_dir.is_dir():
-        for path in files:
+        for path in files if train_format == DATASET_FORMAT else files + subsets:
             check_destination(path)
+        for path in subsets if train_format == DATASET_FORMAT else []:
+            if path.exists() and not is_dataset_dir(path):
+                raise RunDirError(
+                    f"{path}: exists and is not a dataset folder; cleanse writes kept rows there"
+                )
+    files += subsets
     inputs = {"the training file": train_path}
     for table in tables:
-        if table is not None and table.source != "<stdin>":
-            inputs[table.source] = table.source
+        if table is not None and table.ref is not None:
+            inputs[table.source] = table.ref
     outputs = {f"cleanse's {path.name}": path for path in (*files, *(run.path for run in runs))}
     check_distinct_outputs(inputs, outputs)
 
@@ -172,7 +186,7 @@ def cleanse(
         train_table, scored.frame, trained.info, by=by, fraction=fraction, count=count, threshold=threshold
     )
     deliver(str(out_dir / "removed.csv"), frame_bytes(chosen.removed, "csv"))
-    full_path = Path(trained.info.train_file.path)  # the saved copy when the data came from stdin
+    full_path = trained.info.train_file.path  # the saved copy when the data came from stdin
     arms = [
         _retrain(
             "before",

@@ -62,6 +62,22 @@ class DataColumns:
     )
 
 
+def columns_like(
+    trained: DataColumns,
+    text_col: str | None = None,
+    text_pair_col: str | None = None,
+    label_col: str | None = None,
+    id_col: str | None = None,
+) -> DataColumns:
+    """Columns of another data file: each one given, else the training file's column of that role."""
+    return DataColumns(
+        text_col=text_col or trained.text_col,
+        text_pair_col=text_pair_col or trained.text_pair_col,
+        label_col=label_col or trained.label_col,
+        id_col=id_col,
+    )
+
+
 @dataclass
 class TrainConfig:
     """Every option of a turn-over-dropout fine-tune; saved in the run directory's config.json."""

@@ -21,6 +21,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import warnings
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tod_clean.errors import InputError
+from tod_clean.hub import choose_split, is_hub_ref, load_split, locate
 from tod_clean.rows import (
     CHUNK,
     Bytes,
@@ -96,8 +98,10 @@ class Table:
     data: bytes = field(default=b"", repr=False)
     separator: bytes | None = None  # set only for a JSON array
     footer: bytes = b""
-    dataset: Any = None  # the datasets.Dataset of a save_to_disk folder (format "dataset")
-    split: str | None = None  # the split read from a DatasetDict folder
+    dataset: Any = None  # the datasets.Dataset of a save_to_disk folder or an hf: dataset (format "dataset")
+    split: str | None = None  # the split read from a DatasetDict folder or an hf: dataset
+    # how to read the same rows again: an absolute path or hf:REPO/CONFIG (None for stdin and in-memory rows)
+    ref: str | None = None
     scans: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # per-column results
 
     @property
@@ -233,18 +237,24 @@ def sha256_of_file(path: str | Path) -> str:
 
 
 def read_table(path: str, *, stdin: BinaryIO | None = None, split: str | None = None) -> Table:
-    """Read a data file by extension, JSON Lines from standard input when ``path`` is ``-``, or a folder
-    written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (``split`` chooses the split of a
-    DatasetDict; see ``read_dataset_dir``).
+    """Read a data file by extension, JSON Lines from standard input when ``path`` is ``-``, a folder
+    written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or a hub dataset in the local
+    Hugging Face cache named ``hf:NAME[/CONFIG]`` (``split`` chooses the split of a DatasetDict folder or
+    a hub dataset; see ``read_dataset_dir`` and ``read_hub_dataset``).
 
     Every record is parsed (and refused with its line if it cannot be) as the file is read, but rows are
     not kept: the table parses them again from the file when they are used. Files up to
-    ``rows.IN_MEMORY_LIMIT`` bytes, standard input and JSON arrays are held in memory.
+    ``rows.IN_MEMORY_LIMIT`` bytes, standard input and JSON arrays are held in memory. Dataset folders and
+    hf: datasets are memory-mapped.
     """
+    if is_hub_ref(path):
+        return read_hub_dataset(path, split=split)
     if is_dataset_dir(path):
         return read_dataset_dir(path, split=split)
     if split is not None:
-        raise InputError(f"{path}: not a dataset folder (save_to_disk), so it has no split {split!r}")
+        raise InputError(
+            f"{path}: not a dataset folder (save_to_disk) or an hf: dataset, so it has no split {split!r}"
+        )
     fmt = format_of(path, default="jsonl")
     data = open_bytes(path, stdin, stdin_name=STDIN)
     source = "<stdin>" if path == STDIN else path
@@ -261,6 +271,7 @@ def read_table(path: str, *, stdin: BinaryIO | None = None, split: str | None = 
         raise InputError(f"{source}: the file holds no rows")
     if isinstance(data, MemoryBytes):
         table.data = data.data
+    table.ref = None if path == STDIN else str(Path(path).resolve())
     return table
 
 
@@ -840,7 +851,11 @@ def check_distinct_outputs(
     an input are caught; a path inside a folder collides with the folder. ``-`` is standard input among
     the inputs and standard output among the outputs, where it may appear only once.
     """
-    given_inputs = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p) != STDIN]
+    given_inputs = [
+        (name, path)
+        for name, p in inputs.items()
+        if p is not None and str(p) != STDIN and (path := _input_path(str(p))) is not None
+    ]
     written: list[tuple[str, Path]] = []
     to_stdout: str | None = None
     for name, value in outputs.items():
@@ -863,6 +878,17 @@ def check_distinct_outputs(
                     f"{path}: {name} and {out_name} ({out_path}) are the same file; give each its own path"
                 )
         written.append((name, path))
+
+
+def _input_path(path: str) -> Path | None:
+    """Where an input's data lie: the path, or for an ``hf:`` dataset its folder in the cache (None when it
+    is not cached: reading it will say so)."""
+    if not is_hub_ref(path):
+        return Path(path)
+    try:
+        return locate(path).folder
+    except InputError:
+        return None
 
 
 def deliver(dest: str, payload: bytes, stdout: BinaryIO | None = None) -> None:
@@ -1102,10 +1128,10 @@ def is_dataset_dir(path: str | os.PathLike[str]) -> bool:
     )
 
 
-def _arrow_sha256(folder: Path) -> str:
-    """sha256 over the folder's Arrow files (names and bytes, in name order): the rows' fingerprint."""
+def _arrow_sha256(files: Sequence[Path]) -> str:
+    """sha256 over Arrow files (names and bytes, in name order): the rows' fingerprint."""
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.arrow")):
+    for path in sorted(files, key=lambda path: path.name):
         digest.update(path.name.encode("utf-8") + b"\0")
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -1146,41 +1172,187 @@ def read_dataset_dir(path: str, *, split: str | None = None) -> Table:
     if dataset.num_rows == 0:
         raise InputError(f"{source}: the dataset holds no rows")
     columns = list(dataset.column_names)
+    sha = _arrow_sha256(list(folder.glob("*.arrow")))
+    ref = str(Path(path).resolve())
     return Table(
-        source,
-        DATASET_FORMAT,
-        columns,
-        DatasetRows(dataset),
-        _arrow_sha256(folder),
-        dataset=dataset,
-        split=split,
+        source, DATASET_FORMAT, columns, DatasetRows(dataset), sha, dataset=dataset, split=split, ref=ref
     )
 
 
+def read_hub_dataset(ref: str, *, split: str | None = None) -> Table:
+    """A hub dataset in the local Hugging Face cache (``hf:NAME[/CONFIG]``, see ``tod_clean.hub``) as a
+    Table (format ``dataset``), read offline; refused with one line when it is not cached.
+
+    A dataset with several splits needs ``split``. ``ClassLabel`` columns hold label names. ``sha256`` is a
+    hash of the split's Arrow files in the cache; ``ref`` names the configuration read (``hf:REPO/CONFIG``),
+    so a run finds the same rows again even when another configuration is cached later.
+    """
+    cached = locate(ref)
+    split = choose_split(cached, split, ref)
+    dataset, files = load_split(cached, split)
+    source = f"{ref} (split {split})"
+    if dataset.num_rows == 0:
+        raise InputError(f"{source}: the dataset holds no rows")
+    sha = _arrow_sha256(files)
+    return Table(
+        source,
+        DATASET_FORMAT,
+        list(dataset.column_names),
+        DatasetRows(dataset),
+        sha,
+        dataset=dataset,
+        split=split,
+        ref=cached.ref,
+    )
+
+
+def writes_folder(path: str) -> bool:
+    """Whether the rows of the data at ``path`` (a data file, a dataset folder or an ``hf:`` dataset) are
+    written as a ``save_to_disk`` folder: they have no bytes of their own to copy."""
+    return is_hub_ref(path) or is_dataset_dir(path)
+
+
 def check_dataset_destination(table: Table, dest: str) -> None:
-    """Refuse an output for a dataset folder's rows that is not a new folder, an empty one, or a dataset
-    folder (which is replaced)."""
+    """Refuse an output for a dataset's rows that is not a new folder, an empty one, or a dataset
+    folder (which is replaced), or that is named like a data file."""
+    kind = "an hf: dataset's" if table.ref is not None and is_hub_ref(table.ref) else "a dataset folder's"
     if dest == STDIN:
-        raise InputError(f"{table.source}: a dataset folder's kept rows go to a folder: give --out FOLDER")
+        raise InputError(f"{table.source}: {kind} kept rows go to a folder: give --out FOLDER")
     target = Path(dest)
+    if not target.exists() and target.suffix.lower() in FORMATS:
+        raise InputError(
+            f"{dest}: {kind} kept rows are written as a save_to_disk folder (its features kept), not as a "
+            f"{target.suffix} file; give --out a folder name"
+        )
     if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or is_dataset_dir(target))):
         raise InputError(f"{dest}: exists and is not a dataset folder; give a new folder for the kept rows")
     if not target.resolve().parent.is_dir():
         raise InputError(f"{dest}: the folder {target.resolve().parent} does not exist")
 
 
-def write_dataset_subset(table: Table, indices: Sequence[int], dest: str) -> None:
-    """Save the rows at ``indices`` of a dataset folder's Dataset as a new ``save_to_disk`` folder.
-
-    The Dataset is written beside ``dest`` and renamed into place when complete.
-    """
+def write_dataset_subset(table: Table, indices: Sequence[int] | np.ndarray, dest: str) -> None:
+    """Save the rows at ``indices`` of a dataset's Dataset as a new ``save_to_disk`` folder, written beside
+    ``dest`` and renamed into place when complete."""
     check_dataset_destination(table, dest)
-    target = Path(dest).resolve()
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _save_dataset(table.dataset.select(np.asarray(indices, dtype=np.int64).tolist()), dest)
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No ``datasets`` progress bars while tod-clean saves (the CLI shows its own progress)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    with warnings.catch_warnings():  # an HF_DATASETS_DISABLE_PROGRESS_BARS setting wins, with a warning
+        warnings.simplefilter("ignore")
+        disable_progress_bars()
     try:
-        table.dataset.select(list(indices)).save_to_disk(str(staging / "dataset"))
+        yield
+    finally:
+        if not was_disabled:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                enable_progress_bars()
+
+
+def _save_dataset(dataset: Any, dest: str | Path, *, extra: Mapping[str, bytes] | None = None) -> None:
+    """``dataset.save_to_disk`` into a temporary folder beside ``dest`` (with ``extra`` files: name ->
+    bytes), which then replaces ``dest``; on any failure ``dest`` is left as it was."""
+    target = Path(dest).resolve()
+    if not target.parent.is_dir():
+        raise InputError(f"{dest}: the folder {target.parent} does not exist")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as error:
+        raise InputError(f"{dest}: cannot write in the folder {target.parent} ({error.strerror})") from None
+    try:
+        with _quiet_datasets():
+            dataset.save_to_disk(str(staging / "dataset"))
+        for name, payload in (extra or {}).items():
+            (staging / "dataset" / name).write_bytes(payload)
         if target.exists():
-            shutil.rmtree(target)
+            # moved aside, not deleted, until the new folder is in place
+            os.replace(target, staging / "old")
         os.replace(staging / "dataset", target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# a DataFrame (scores) as a save_to_disk folder
+
+# Written into every frame folder tod-clean saves: it marks the folder as tod-clean's (so a later write may
+# replace it) and keeps the frame's attrs (what Parquet keeps in its schema metadata).
+FRAME_MARKER = "tod-clean-frame.json"
+
+
+def is_folder_name(dest: str | Path) -> bool:
+    """Whether an output names a folder rather than a file: it ends with ``/`` or has no extension (a
+    device such as ``/dev/stdout`` is a file)."""
+    text = str(dest)
+    if text == STDIN or output_target(text)[1]:
+        return False
+    return text.endswith(("/", os.sep)) or not Path(text).suffix
+
+
+def frame_output_format(dest: str | Path, default: str = "csv") -> str:
+    """The format of a frame output that may be a dataset folder: ``dataset`` for a folder name (see
+    ``is_folder_name``), else by extension (``default`` for ``-``)."""
+    return DATASET_FORMAT if is_folder_name(dest) else output_format(dest, default)
+
+
+def is_frame_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a frame folder tod-clean wrote (``write_frame_dataset``)."""
+    return is_dataset_dir(path) and (Path(path) / FRAME_MARKER).is_file()
+
+
+def check_frame_folder_destination(dest: str | Path) -> None:
+    """Refuse a folder for a frame unless it is new, empty, or a frame folder tod-clean wrote before."""
+    target = Path(dest)
+    if target.exists():
+        if not target.is_dir():
+            raise InputError(
+                f"{dest}: exists and is not a folder; give a new folder name for a dataset folder"
+            )
+        if any(target.iterdir()) and not is_frame_dir(target):
+            raise InputError(
+                f"{dest}: exists and was not written by tod-clean; give a new or empty folder (tod-clean "
+                "replaces only a folder it wrote)"
+            )
+    parent = Path(os.path.abspath(target)).parent
+    if not parent.is_dir():
+        raise InputError(f"{dest}: the folder {parent} does not exist")
+    if not _writable(parent):
+        raise InputError(f"{dest}: the folder {parent} is not writable")
+
+
+def write_frame_dataset(frame: pd.DataFrame, dest: str | Path) -> None:
+    """Save ``frame`` as a ``save_to_disk`` folder (one Dataset, columns and dtypes as Parquet keeps them),
+    with ``frame.attrs`` in its marker file; atomically, replacing only a frame folder tod-clean wrote."""
+    from datasets import Dataset
+
+    check_frame_folder_destination(dest)
+    marker = {"tool": "tod-clean", "attrs": frame.attrs}
+    extra = {FRAME_MARKER: (json.dumps(marker, ensure_ascii=False, default=str, indent=1) + "\n").encode()}
+    _save_dataset(Dataset.from_pandas(frame, preserve_index=False), dest, extra=extra)
+
+
+def read_frame_dataset(path: str | Path) -> pd.DataFrame:
+    """A frame folder (or any one-Dataset ``save_to_disk`` folder) as a DataFrame, attrs restored."""
+    from datasets import Dataset, load_from_disk
+
+    try:
+        loaded = load_from_disk(str(path))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable dataset folder ({error})") from None
+    if not isinstance(loaded, Dataset):
+        raise InputError(f"{path}: a DatasetDict with splits {', '.join(loaded)}; expected one Dataset")
+    frame = loaded.to_pandas()
+    assert isinstance(frame, pd.DataFrame)
+    marker = Path(path) / FRAME_MARKER
+    if marker.is_file():
+        try:
+            frame.attrs.update(json.loads(marker.read_text(encoding="utf-8")).get("attrs") or {})
+        except (OSError, ValueError, AttributeError) as error:
+            raise InputError(f"{marker}: cannot read ({error})") from None
+    return frame

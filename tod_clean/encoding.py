@@ -350,3 +350,19 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Inference batches of rows sorted by length (longest first), to minimise padding."""
     order = np.argsort(-lengths, kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def window_batches(lengths: np.ndarray, batch_size: int, window: int) -> list[np.ndarray]:
+    """Inference batches sorted by length inside fixed windows of ``window`` rows (0..window-1, ...).
+
+    A batch's rows, order and padding depend only on its window, so any span of whole windows is batched
+    exactly as it is inside all the rows: a shard or a process that scores the windows around its rows
+    computes them bit for bit as one process scoring everything does (a matrix product's rounding depends
+    on the batch it runs in).
+    """
+    batches: list[np.ndarray] = []
+    for start in range(0, len(lengths), window):
+        rows = np.arange(start, min(start + window, len(lengths)))
+        rows = rows[np.argsort(-lengths[rows], kind="stable")]
+        batches.extend(rows[i : i + batch_size] for i in range(0, len(rows), batch_size))
+    return batches

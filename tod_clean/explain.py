@@ -26,6 +26,7 @@ from tod_clean.errors import ConfigError, InputError
 from tod_clean.evaluate import predict_probs
 from tod_clean.instances import instances_from_table
 from tod_clean.model import TodClassifier
+from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import Progress
 from tod_clean.rundir import RunDir
 from tod_clean.score import check_train_file, influence_blocks, resolve_influence_method
@@ -54,15 +55,20 @@ def top_influences(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     progress: Progress | None = None,
+    processes: Processes | None = None,
 ) -> tuple[TopInfluence, TopInfluence]:
     """(hurt, helped): the k most negative and the k most positive training rows per validation row.
 
     ``hurt_from="wrong"`` limits the hurt candidates to training rows labeled with the wrong prediction
     (the predicted class if the row is misclassified, else any class but the true one); ``"any"`` uses all.
+    With several ``processes``, each searches its block of training rows (``Processes.rows``) and the
+    candidates of all are merged: every process returns the same result.
     """
     if hurt_from not in ("wrong", "any"):
         raise ConfigError(f"hurt_from must be 'wrong' or 'any', got {hurt_from!r}")
     config = config or ScoreConfig()
+    processes = processes or Processes()
+    first_row, stop = processes.rows(len(train_keys))
     num_val = len(val_encoded)
     hurt_values = torch.full((num_val, k), float("inf"))
     hurt_rows = torch.full((num_val, k), -1, dtype=torch.int64)
@@ -73,7 +79,7 @@ def top_influences(
     predicted_t = torch.as_tensor(val_predicted)
     for block in influence_blocks(
         model,
-        train_keys,
+        train_keys[first_row:stop],
         val_encoded,
         val_labels,
         batch_size=config.batch_size,
@@ -82,13 +88,15 @@ def top_influences(
         device=device,
         amp_dtype=amp_dtype,
         method=config.influence_method,
-        progress=progress,
+        progress=progress if processes.is_main else None,
+        processes=processes,
     ):
         n = block.values.shape[0]
+        start = first_row + block.train_start  # the block's first row among all training rows
         val_index = torch.as_tensor(block.val_index)
         values = block.values.T.float().cpu()  # [v, n]
-        rows = torch.arange(block.train_start, block.train_start + n).expand(len(val_index), n)
-        block_labels = train_labels_t[block.train_start : block.train_start + n][None, :]
+        rows = torch.arange(start, start + n).expand(len(val_index), n)
+        block_labels = train_labels_t[start : start + n][None, :]
         if hurt_from == "wrong":
             wrong = predicted_t[val_index] != true_t[val_index]
             allowed = torch.where(
@@ -101,10 +109,29 @@ def top_influences(
             candidates = values
         _merge(hurt_values, hurt_rows, val_index, candidates, rows, largest=False)
         _merge(help_values, help_rows, val_index, values, rows, largest=True)
+    if processes.several:  # each process's k best of its rows -> the k best of all rows
+        hurt_values, hurt_rows = _merge_processes(processes, hurt_values, hurt_rows, largest=False)
+        help_values, help_rows = _merge_processes(processes, help_values, help_rows, largest=True)
     return (
         _finish(hurt_values, hurt_rows),
         _finish(help_values, help_rows),
     )
+
+
+def _merge_processes(
+    processes: Processes, values: torch.Tensor, rows: torch.Tensor, *, largest: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best ``[V, k]`` over every process's k best, ties in process (so row) order."""
+    k = values.shape[1]
+    all_values = torch.cat(list(processes.gather_all(values)), dim=1)  # [V, count * k], process order
+    all_rows = torch.cat(list(processes.gather_all(rows)), dim=1)
+    order = _stable_top(all_values, k, largest=largest)
+    return all_values.gather(1, order), all_rows.gather(1, order)
+
+
+def _stable_top(values: torch.Tensor, k: int, *, largest: bool) -> torch.Tensor:
+    """Column indices of the k best per row, ties kept in column order."""
+    return torch.sort(values, dim=1, descending=largest, stable=True).indices[:, :k]
 
 
 def _merge(
@@ -159,7 +186,10 @@ def explain_run(
     device: str = "auto",
     progress: Progress | None = None,
 ) -> ExplainResult:
-    """Explain validation rows of a finished run by their most harmful and most helpful training rows."""
+    """Explain validation rows of a finished run by their most harmful and most helpful training rows.
+
+    Under ``accelerate launch`` each process searches its block of training rows; every process returns
+    the merged result."""
     if k < 1:
         raise ConfigError(f"--top must be a positive number of training rows, got {k}")
     info = run.read_complete_info()
@@ -190,7 +220,8 @@ def explain_run(
             raise InputError(f"{val_table.source}: --index {bad[0]} is out of range (rows 0..{len(val) - 1})")
         selected = np.array(sorted(set(val_rows)), dtype=np.int64)
 
-    torch_device = pick_device(device)
+    processes = current_processes(device)
+    torch_device = processes.device or pick_device(device)
     amp_dtype = autocast_dtype(info.train.precision, torch_device)
     model = run.load_model(info, torch_device)
     tokenizer = run.load_tokenizer()
@@ -224,6 +255,7 @@ def explain_run(
         device=torch_device,
         amp_dtype=amp_dtype,
         progress=progress,
+        processes=processes,
     )
     records: list[dict[str, Any]] = []
     names = info.labels

@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tod_clean.data import Table, check_ids, check_labels, format_of, label_key, read_table
+from tod_clean.data import (
+    Table,
+    check_ids,
+    check_labels,
+    format_of,
+    is_dataset_dir,
+    label_key,
+    read_frame_dataset,
+    read_table,
+)
 from tod_clean.errors import ConfigError, InputError, RunDirError
 from tod_clean.rundir import RunInfo
 
@@ -234,7 +243,10 @@ _TEXT_SCORE_COLUMNS = ("id", "label", "hidden_pred", "full_pred")
 
 
 def read_scores(path: str) -> pd.DataFrame:
-    """A scores file written by ``score --out`` (CSV, TSV, JSON Lines or Parquet)."""
+    """Scores written by ``score --out``: a CSV, TSV, JSON Lines or Parquet file, or a ``save_to_disk``
+    folder (its marker keeps the run and training data it belongs to, as Parquet's metadata does)."""
+    if is_dataset_dir(path):
+        return read_frame_dataset(path)
     fmt = format_of(path)
     try:
         if fmt == "parquet":

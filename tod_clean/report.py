@@ -39,6 +39,7 @@ from tod_clean.filter import (
     match_scores,
     worst_first,
 )
+from tod_clean.hub import is_hub_ref
 from tod_clean.progress import Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 
@@ -203,10 +204,10 @@ def recorded_val_table(meta: dict[str, Any]) -> tuple[Table | None, str | None]:
             None,
             "the run was scored without a validation set; pass --val FILE to explain validation errors",
         )
-    if path == "<stdin>" or not Path(path).is_file():
+    if path.startswith("<") or not (is_hub_ref(path) or Path(path).exists()):
         return None, f"the validation file the run was scored on ({path}) was not found; pass --val FILE"
     try:
-        table = read_table(path)
+        table = read_table(path, split=meta.get("val_split"))
     except TodCleanError as error:
         return None, f"cannot read the validation file the run was scored on: {error}"
     if meta.get("val_sha256") and table.sha256 != meta["val_sha256"]:
@@ -257,6 +258,8 @@ def _format_number(value: Any, *, signed: bool = False) -> str:
 
 def _shown_path(path: str) -> str:
     """A recorded (absolute) path as the reader knows it: relative to the current folder when inside it."""
+    if is_hub_ref(path):
+        return path
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError):
@@ -282,7 +285,7 @@ def _header(
         (
             "training file",
             _shown_path(info.train_file.path)
-            if Path(train_table.source).resolve() == Path(info.train_file.path)
+            if train_table.ref == info.train_file.path
             else f"{train_table.source} (trained on {_shown_path(info.train_file.path)})",
         ),
         (
@@ -323,7 +326,7 @@ def report_content(
     """
     info = run.read_info()
     if train_table is None:
-        train_table = read_table(info.train_file.path)
+        train_table = read_table(info.train_file.path, split=info.train_file.split)
     result = filter_table(
         train_table, scores, info, by=config.by, fraction=config.drop, scores_source=str(run.file(SCORES))
     )

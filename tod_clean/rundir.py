@@ -105,6 +105,7 @@ class RunInfo:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     status: str = "training"
     version: str = __version__
+    world_size: int = 1  # processes of the latest training (accelerate launch --num_processes)
 
     @property
     def scope(self) -> Scope:
@@ -130,6 +131,7 @@ class RunInfo:
                 "hidden_scale": "1/(1-keep_prob)",
             },
             "encoder": self.encoder,
+            "world_size": self.world_size,
             "epochs": self.epochs,
         }
 
@@ -153,6 +155,7 @@ class RunInfo:
             epochs=list(values.get("epochs", [])),
             status=values.get("status", "training"),
             version=values.get("tod_clean_version", "?"),
+            world_size=int(values.get("world_size", 1)),
         )
 
     @property

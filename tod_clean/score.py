@@ -22,9 +22,11 @@ row) pairs in batches (``method="exact"``), or use the first-order (linearized) 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,13 @@ from numpy.lib.format import open_memmap
 from tod_clean.config import INFLUENCE_METHODS, DataColumns, ScoreConfig
 from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
-from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
+from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches, window_batches
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
+from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
 from tod_clean.shard import SHARD_KEY, Shard, shard_record
@@ -61,11 +64,24 @@ class SelfScores:
     hidden_loss: np.ndarray | None
     hidden_probs: np.ndarray | None
 
+    def rows(self, start: int, stop: int) -> SelfScores:
+        """The scores of rows ``start .. stop - 1``."""
+        return SelfScores(
+            *(
+                None if (values := getattr(self, field.name)) is None else values[start:stop]
+                for field in dataclasses.fields(self)
+            )
+        )
+
     @property
     def self_influence(self) -> np.ndarray | None:
         if self.hidden_loss is None or self.exposed_loss is None:
             return None
         return self.hidden_loss - self.exposed_loss
+
+
+# Self-scores sort rows by length inside windows of this many rows (see ``window_batches``).
+SELF_WINDOW_ROWS = 1024
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
@@ -87,11 +103,17 @@ def self_scores(
     instance_keys: np.ndarray,
     *,
     batch_size: int = 64,
+    window: int | None = None,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     progress: Progress | None = None,
 ) -> SelfScores:
-    """Full, exposed and hidden losses of every training row on itself (one lower pass per row)."""
+    """Full, exposed and hidden losses of every training row on itself (one lower pass per row).
+
+    Batches are sorted by length inside windows of ``window`` rows (default ``SELF_WINDOW_ROWS``; see
+    ``window_batches``): rows ``[0, n)`` must start at a window boundary of the whole set
+    for a part to reproduce the whole set's numbers exactly.
+    """
     progress = progress or NullProgress()
     device = torch.device(device)
     model.eval()
@@ -103,7 +125,8 @@ def self_scores(
     labels_t = torch.as_tensor(labels)
     keys_t = torch.as_tensor(instance_keys)
     progress.start("self-influence", n)
-    for indices in sorted_batches(encoded.lengths, batch_size):
+    window = window or SELF_WINDOW_ROWS
+    for indices in window_batches(encoded.lengths, batch_size, window):
         batch = encoded.batch(indices, device)
         keys = keys_t[indices].to(device)
         targets = labels_t[indices].to(device)
@@ -164,11 +187,15 @@ def influence_blocks(
     amp_dtype: torch.dtype | None = None,
     method: str = "auto",
     progress: Progress | None = None,
+    processes: Processes | None = None,
 ) -> Iterator[InfluenceBlock]:
     """The train x validation influence matrix, block by block, never whole in memory.
 
     ``method``: ``exact`` (the sub-networks' losses), ``linear`` (their first-order estimate from gate
     gradients, see ``linear_influence_blocks``) or ``auto`` (see ``resolve_influence_method``).
+    With several ``processes`` (every one of them must iterate), the validation side that every training
+    row needs (head features; gate gradients) is computed a block of validation rows per process and
+    gathered; the training rows are the caller's to split.
     """
     if not model.scope.masked:
         raise ValueError("influence needs a run with instance masks (scope other than 'none')")
@@ -186,11 +213,15 @@ def influence_blocks(
             device=device,
             amp_dtype=amp_dtype,
             progress=progress,
+            processes=processes,
         )
     elif model.scope.kind == "head":
-        features = head_features(
-            model, val_encoded, batch_size=batch_size, device=device, amp_dtype=amp_dtype
-        )
+
+        def features_of(rows: np.ndarray) -> torch.Tensor:
+            subset = val_encoded.subset(rows)
+            return head_features(model, subset, batch_size=batch_size, device=device, amp_dtype=amp_dtype)
+
+        features = (processes or Processes()).map_rows(len(val_encoded), features_of).to(device)
         yield from head_influence_blocks(
             features,
             torch.as_tensor(val_labels, device=device),
@@ -242,6 +273,39 @@ def influence(
             if matrix is not None:
                 matrix[rows, block.val_index] = block.values.cpu().numpy()
     return totals / len(val_encoded)
+
+
+# Bytes of the influence matrix gathered from all processes at a time (per process, in memory).
+_GATHER_BYTES = 64 * 2**20
+
+
+def gather_matrix(
+    processes: Processes, local_path: Path | None, path: str | Path, num_rows: int, num_val: int
+) -> None:
+    """Write the ``[num_rows, num_val]`` float32 matrix to ``path`` on the main process, from the row
+    blocks of every process (``local_path``: this process's ``[stop - start, num_val]`` .npy, None when
+    it holds no rows), a slice of rows of each process at a time."""
+    blocks = [Shard(index, processes.count).rows(num_rows) for index in range(processes.count)]
+    local = (
+        np.load(local_path, mmap_mode="r")
+        if local_path is not None
+        else np.zeros((0, num_val), dtype=np.float32)
+    )
+    width = max(stop - start for start, stop in blocks)
+    chunk = max(1, _GATHER_BYTES // max(1, num_val * 4 * processes.count))
+    writer = _matrix_writer(path, (num_rows, num_val)) if processes.is_main else nullcontext(None)
+    with writer as matrix:
+        for offset in range(0, width, chunk):
+            size = min(chunk, width - offset)  # rows of this slice, the same in every process
+            part = torch.zeros((size, num_val), dtype=torch.float32)
+            mine = np.array(local[offset : offset + size], dtype=np.float32)  # a copy, out of the map
+            part[: len(mine)] = torch.from_numpy(mine)
+            gathered = processes.gather_all(part).numpy()  # [count, size, num_val]
+            if matrix is None:
+                continue
+            for index, (start, stop) in enumerate(blocks):
+                rows = max(0, min(size, stop - start - offset))
+                matrix[start + offset : start + offset + rows] = gathered[index, :rows]
 
 
 def head_features(
@@ -659,6 +723,7 @@ def linear_influence_blocks(
     amp_dtype: torch.dtype | None = None,
     block_shape: tuple[int, int] | None = None,
     progress: Progress | None = None,
+    processes: Processes | None = None,
 ) -> Iterator[InfluenceBlock]:
     """First-order influence ``delta [n, U] @ G^T [U, v]`` per block (float32 ``[n, v]`` values).
 
@@ -685,14 +750,18 @@ def linear_influence_blocks(
     progress.start("influence (linear)", num_train * num_val)
     for val_start in range(0, num_val, val_chunk):
         val_index = np.arange(val_start, min(num_val, val_start + val_chunk))
-        grads = gate_gradients(
-            model,
-            val_encoded.subset(val_index),
-            val_labels[val_index],
-            batch_size=batch_size,
-            device=device,
-            amp_dtype=amp_dtype,
-        ).values  # [v, U]
+
+        def gradients(rows: np.ndarray, val_index: np.ndarray = val_index) -> torch.Tensor:
+            return gate_gradients(
+                model,
+                val_encoded.subset(val_index[rows]),
+                val_labels[val_index[rows]],
+                batch_size=batch_size,
+                device=device,
+                amp_dtype=amp_dtype,
+            ).values
+
+        grads = (processes or Processes()).map_rows(len(val_index), gradients).to(device)  # [v, U]
         for start in range(0, num_train, chunk):
             deltas = gate_deltas(model, keys_all[start : start + chunk], sites)  # [n, U]
             yield InfluenceBlock(start, val_index, deltas @ grads.T)
@@ -731,20 +800,27 @@ def score_run(
     matrix_path: str | Path | None = None,
     shard: Shard | None = None,
     progress: Progress | None = None,
+    processes: Processes | None = None,
 ) -> ScoreResult:
     """Score every training row of a finished run (and its influence on ``val_table``, if given).
 
     With ``shard``, only that shard's block of rows (see ``tod_clean.shard``): the frame has no ``rank``
     and records the shard in its attrs (Parquet schema metadata).
+
+    Under ``accelerate launch`` (``processes``, by default read from the launcher's environment) process
+    K of N scores the block of rows ``--shard K/N`` would (of the shard's rows, with ``shard``); every
+    process returns the gathered result, and only the main process writes ``matrix_path``.
     """
     config = config or ScoreConfig()
+    processes = processes or current_processes(device)
     info = run.read_complete_info()
     check_train_file(train_table, info)
     columns = info.train.columns
     train_instances = instances_from_table(
         train_table, columns, info.labels, mask_scheme=info.train.mask_scheme
     )
-    first_row = 0
+    all_instances = train_instances
+    first_row, stop = 0, len(all_instances)
     if shard is not None:
         if matrix_path is not None:
             raise ConfigError("--matrix is not written with --shard: score without --shard to get the matrix")
@@ -761,45 +837,65 @@ def score_run(
         raise ConfigError(
             f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
         )
-    torch_device = pick_device(device)
+    torch_device = processes.device or pick_device(device)
     amp_dtype = autocast_dtype(info.train.precision, torch_device)
     model = run.load_model(info, torch_device)
     tokenizer = run.load_tokenizer()
     max_length = info.train.max_length
-    encoded = encode_texts(
-        tokenizer,
-        train_instances.texts,
-        train_instances.text_pairs,
-        max_length,
-        cache_dir=run.file(TOKENS_DIR),
+    # this process's rows: all of them, or its block under several processes
+    own_start, own_stop = first_row, stop
+    if processes.several:
+        start, end = processes.rows(len(train_instances))
+        own_start, own_stop = first_row + start, first_row + end
+    mine = _rows_of(all_instances, own_start, own_stop)
+    # Self-scores run on the whole length-sorting windows around these rows (at most two windows more),
+    # so a shard or a process computes its rows exactly as scoring every row in one process does.
+    window = SELF_WINDOW_ROWS
+    span_start = own_start // window * window
+    span_stop = (
+        min(-(-own_stop // window) * window, len(all_instances)) if own_stop > own_start else span_start
     )
+    span = _rows_of(all_instances, span_start, span_stop)
     scores = self_scores(
         model,
-        encoded,
-        train_instances.labels,
-        train_instances.instance_keys,
+        # the span's rows of the training tokens (tokens/, as train kept them; tokenised when missing)
+        encode_texts(tokenizer, span.texts, span.text_pairs, max_length, cache_dir=run.file(TOKENS_DIR)),
+        span.labels,
+        span.instance_keys,
         batch_size=config.batch_size,
+        window=window,
         device=torch_device,
         amp_dtype=amp_dtype,
-        progress=progress,
-    )
+        progress=progress if processes.is_main else None,
+    ).rows(own_start - span_start, own_stop - span_start)
     influence_values = None
     if val_instances is not None:
         val_encoded = encode_texts(tokenizer, val_instances.texts, val_instances.text_pairs, max_length)
-        influence_values = influence(
-            model,
-            train_instances.instance_keys,
-            val_encoded,
-            val_instances.labels,
-            batch_size=config.batch_size,
-            chunk_mib=config.chunk_mib,
-            pair_batch=config.pair_batch,
-            device=torch_device,
-            amp_dtype=amp_dtype,
-            method=config.influence_method,
-            matrix_path=matrix_path,
-            progress=progress,
-        )
+        with ExitStack() as stack:
+            own_matrix: Path | None = None
+            if processes.several and matrix_path is not None and len(mine) > 0:
+                # each process writes its rows' matrix here; then the main process gathers them
+                folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tod-clean-rows-"))
+                own_matrix = Path(folder) / "rows.npy"
+            influence_values = influence(
+                model,
+                mine.instance_keys,
+                val_encoded,
+                val_instances.labels,
+                batch_size=config.batch_size,
+                chunk_mib=config.chunk_mib,
+                pair_batch=config.pair_batch,
+                device=torch_device,
+                amp_dtype=amp_dtype,
+                method=config.influence_method,
+                matrix_path=own_matrix if processes.several else matrix_path,
+                progress=progress if processes.is_main else None,
+                processes=processes,
+            )
+            if processes.several and matrix_path is not None:
+                gather_matrix(processes, own_matrix, matrix_path, len(train_instances), len(val_encoded))
+    if processes.several:
+        scores, influence_values = _gather_scores(processes, scores, influence_values, len(train_instances))
     frame = scores_frame(
         train_instances, info.labels, scores, influence_values, first_row=first_row, rank=shard is None
     )
@@ -809,7 +905,8 @@ def score_run(
     meta = {
         "train_file": info.train_file.path,
         "train_sha256": info.train_file.sha256,
-        "val_file": None if val_table is None else _absolute(val_table.source),
+        "val_file": None if val_table is None else (val_table.ref or val_table.source),
+        "val_split": None if val_table is None else val_table.split,
         "val_sha256": None if val_table is None else val_table.sha256,
         "val_rows": 0 if val_table is None else len(val_table),
         "rank_by": default_signal(list(frame.columns)),
@@ -825,6 +922,30 @@ def score_run(
     return ScoreResult(frame, meta, scores, influence_values)
 
 
+def _gather_scores(
+    processes: Processes, scores: SelfScores, influence_values: np.ndarray | None, num_rows: int
+) -> tuple[SelfScores, np.ndarray | None]:
+    """Every process's block of scores, gathered in row order (in every process)."""
+
+    def gathered(values: np.ndarray | None) -> np.ndarray | None:
+        if values is None:
+            return None
+        return processes.gather_rows(torch.from_numpy(np.ascontiguousarray(values)), num_rows).numpy()
+
+    full_loss, full_probs = gathered(scores.full_loss), gathered(scores.full_probs)
+    assert full_loss is not None and full_probs is not None
+    return (
+        SelfScores(
+            full_loss=full_loss,
+            full_probs=full_probs,
+            exposed_loss=gathered(scores.exposed_loss),
+            hidden_loss=gathered(scores.hidden_loss),
+            hidden_probs=gathered(scores.hidden_probs),
+        ),
+        gathered(influence_values),
+    )
+
+
 def _rows_of(instances: Instances, start: int, stop: int) -> Instances:
     """The instances of training rows ``start .. stop - 1`` (their keys unchanged: masks do not move)."""
     return Instances(
@@ -834,12 +955,6 @@ def _rows_of(instances: Instances, start: int, stop: int) -> Instances:
         instances.instance_keys[start:stop],
         None if instances.ids is None else instances.ids[start:stop],
     )
-
-
-def _absolute(source: str) -> str:
-    """A file path as an absolute path, so the run can find it from any folder; ``<stdin>``,
-    ``<DataFrame>`` and ``<Dataset>`` stay."""
-    return source if source.startswith("<") else str(Path(source).resolve())
 
 
 def scores_frame(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -21,10 +22,12 @@ from tod_clean.data import STDIN, Table, atomic_output
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
 from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.hub import is_hub_ref
 from tod_clean.instances import Instances, instances_from_table, training_labels
 from tod_clean.lora import lora_parameters
 from tod_clean.masks import MaskMode
 from tod_clean.model import TodClassifier, hidden_size_of
+from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import (
     CHECKPOINT_DIR,
@@ -162,11 +165,22 @@ def check_max_length(config: TrainConfig, encoder: nn.Module, tokenizer: Any) ->
 
 
 def encode_instances(
-    tokenizer: Any, instances: Instances, max_length: int, *, cache_dir: Path | None = None
+    tokenizer: Any,
+    instances: Instances,
+    max_length: int,
+    *,
+    cache_dir: Path | None = None,
+    write_cache: bool = True,
 ) -> EncodedRows:
-    """Token ids of the instances; kept in ``cache_dir`` (a run's tokens/) for score to reuse."""
+    """Token ids of the instances; kept in ``cache_dir`` (a run's tokens/) for score to reuse (read from
+    there only, without ``write_cache``)."""
     return encode_texts(
-        tokenizer, instances.texts, instances.text_pairs, max_length, cache_dir=cache_dir, write_cache=True
+        tokenizer,
+        instances.texts,
+        instances.text_pairs,
+        max_length,
+        cache_dir=cache_dir,
+        write_cache=write_cache,
     )
 
 
@@ -304,21 +318,31 @@ def train(
     overwrite: bool = False,
     progress: Progress | None = None,
     on_epoch_end: EpochCallback | None = None,
+    processes: Processes | None = None,
 ) -> TrainResult:
     """Fine-tune a classifier with turn-over dropout on ``table`` and write the run directory.
 
     Everything that can fail on the user's input (device, data, model, scope, the run folder, outputs
     that are inputs) is checked before the run folder is touched. A run that fails before its first epoch
     is finished, and so cannot be resumed, is removed again.
+
+    Under ``accelerate launch`` (``processes``, by default read from the launcher's environment) every
+    process trains its share of each global batch and only the main process writes the run directory.
+    ``on_epoch_end`` runs in every process.
     """
-    progress = progress or NullProgress()
+    processes = processes or current_processes(config.device)
+    progress = (progress or NullProgress()) if processes.is_main else NullProgress()
     pick_device(config.device)  # refuse a missing device before writing anything
     torch.manual_seed(config.seed)
     labels = training_labels(table, config.columns.label_col)
     instances = instances_from_table(table, config.columns, labels, mask_scheme=config.mask_scheme)
     from_stdin = train_path == STDIN
-    run.check_target(overwrite=overwrite, stdin_copy=from_stdin)
-    run.check_outputs({"the training file": train_path})
+
+    def check_run_folder() -> None:
+        run.check_target(overwrite=overwrite, stdin_copy=from_stdin)
+        run.check_outputs({"the training file": train_path})
+
+    processes.main_first(check_run_folder)
     encoder, tokenizer = load_pretrained(config.model)
     check_max_length(config, encoder, tokenizer)
     model = build_classifier(encoder, config, len(labels))
@@ -327,30 +351,39 @@ def train(
         # into its hidden sub-network; it starts (and stays) at the log class priors instead.
         with torch.no_grad():
             model.classifier.bias.copy_(log_priors(instances.labels, len(labels)))
-    created = run.create(overwrite=overwrite, stdin_copy=from_stdin)
-    info: RunInfo | None = None
-    try:
+    if from_stdin:
+        recorded_path = str(run.file(STDIN_COPY).resolve())
+    else:
+        # an hf: dataset is recorded as the configuration read (hf:REPO/CONFIG), a file by absolute path
+        recorded_path = table.ref if is_hub_ref(train_path) and table.ref else str(Path(train_path).resolve())
+    info = RunInfo(
+        train=config,
+        labels=labels,
+        train_file=TrainFile(recorded_path, table.sha256, len(table), table.format, table.split),
+        instance_key=f"id:{config.columns.id_col}" if config.columns.id_col else "row",
+        encoder={
+            "source": config.model,
+            "model_type": getattr(encoder.config, "model_type", "?"),
+            "hidden_size": hidden_size_of(encoder),
+            "num_layers": model.num_layers,
+        },
+        world_size=processes.count,
+    )
+    created = False
+    written = False
+
+    def create_run() -> None:
+        nonlocal created, written
+        created = run.create(overwrite=overwrite, stdin_copy=from_stdin)
+        written = True
         if from_stdin:
-            copy = run.file(STDIN_COPY)
-            with atomic_output(copy) as tmp:
+            with atomic_output(run.file(STDIN_COPY)) as tmp:
                 tmp.write_bytes(table.data)
-            recorded_path = str(copy.resolve())
-        else:
-            recorded_path = str(Path(train_path).resolve())
-        info = RunInfo(
-            train=config,
-            labels=labels,
-            train_file=TrainFile(recorded_path, table.sha256, len(table), table.format, table.split),
-            instance_key=f"id:{config.columns.id_col}" if config.columns.id_col else "row",
-            encoder={
-                "source": config.model,
-                "model_type": getattr(encoder.config, "model_type", "?"),
-                "hidden_size": hidden_size_of(encoder),
-                "num_layers": model.num_layers,
-            },
-        )
         run.save_model(model, tokenizer)
         run.write_info(info)
+
+    try:
+        processes.main_first(create_run)
         return _fit(
             model,
             tokenizer,
@@ -360,9 +393,10 @@ def train(
             start_epoch=1,
             progress=progress,
             on_epoch_end=on_epoch_end,
+            processes=processes,
         )
     except BaseException:
-        if info is None or (info.status != "complete" and not run.can_resume(info)):
+        if written and info.status != "complete" and not run.can_resume(info):
             run.discard(created=created)
         raise
 
@@ -373,9 +407,15 @@ def resume(
     *,
     progress: Progress | None = None,
     on_epoch_end: EpochCallback | None = None,
+    processes: Processes | None = None,
 ) -> TrainResult:
-    """Continue an interrupted run from its last completed epoch, with its saved options."""
+    """Continue an interrupted run from its last completed epoch, with its saved options.
+
+    The number of processes may differ from the run's start: batches, schedule and data order do not
+    depend on it.
+    """
     info = run.read_info()
+    processes = processes or current_processes(info.train.device)
     if info.status == "complete":
         raise RunDirError(
             f"{run.path}: training already finished ({len(info.epochs)} epochs); nothing to resume"
@@ -390,6 +430,7 @@ def resume(
     )
     model = run.load_model(info)
     tokenizer = run.load_tokenizer()
+    info.world_size = processes.count
     return _fit(
         model,
         tokenizer,
@@ -397,9 +438,28 @@ def resume(
         info,
         run,
         start_epoch=len(info.epochs) + 1,
-        progress=progress or NullProgress(),
+        progress=(progress or NullProgress()) if processes.is_main else NullProgress(),
         on_epoch_end=on_epoch_end,
+        processes=processes,
     )
+
+
+def share_of_loss(
+    loss: torch.Tensor, rows: int, processes: int, batch_size: int, grad_accum: int
+) -> torch.Tensor:
+    """What one process backpropagates for its ``rows`` rows of a global batch, ``loss`` being their mean
+    cross-entropy: ``loss * rows * processes / (batch_size * grad_accum)``.
+
+    Summed over the processes and divided by their number (DDP's all-reduce), the gradients are those of
+    one process's ``loss * len(batch) / (batch_size * grad_accum)`` on the whole global batch: the sum of
+    its rows' losses over the rows of a full optimizer step, so a short last batch weighs by its rows.
+    """
+    return loss * (rows * processes) / (batch_size * grad_accum)
+
+
+def _dropout_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of process ``index``'s standard-dropout noise in ``epoch`` (several processes only)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
 def _fit(
@@ -412,13 +472,26 @@ def _fit(
     start_epoch: int,
     progress: Progress,
     on_epoch_end: EpochCallback | None,
+    processes: Processes,
 ) -> TrainResult:
+    """The training loop. With several processes each takes rows ``[index::count]`` of every global batch
+    and scales its loss so that DDP's mean of the processes' gradients is the one-process gradient of the
+    global batch; global batches, steps and the LR schedule are those of one process."""
     config = info.train
-    device = pick_device(config.device)
+    device = processes.device or pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
     set_trainable(model, config)
     model.to(device)
-    encoded = encode_instances(tokenizer, instances, config.max_length, cache_dir=run.file(TOKENS_DIR))
+    forward = processes.prepare_model(model)  # DDP when several processes, else the model itself
+    # The main process tokenises into the run's tokens/ (kept for score); the others then map its files.
+    cache = run.file(TOKENS_DIR)
+    encoded = processes.main_first(
+        lambda: encode_instances(tokenizer, instances, config.max_length, cache_dir=cache)
+    )
+    if not processes.is_main:
+        encoded = encode_instances(
+            tokenizer, instances, config.max_length, cache_dir=cache, write_cache=False
+        )
     lengths = encoded.lengths
     labels = torch.as_tensor(instances.labels)
     keys = torch.as_tensor(instances.instance_keys)
@@ -440,45 +513,68 @@ def _fit(
 
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
+        if processes.several:  # each process its own standard-dropout noise (instance masks are hashed)
+            torch.manual_seed(_dropout_seed(config.seed, epoch, processes.index))
         batches = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
         progress.start(f"epoch {epoch}/{config.epochs}", len(instances))
         started = time.perf_counter()
         loss_sum, rows_seen = 0.0, 0
         optimizer.zero_grad(set_to_none=True)
-        for number, indices in enumerate(batches, start=1):
+        for number, global_batch in enumerate(batches, start=1):
+            indices, rows = processes.take(global_batch)
+            step = number % config.grad_accum == 0 or number == len(batches)
             batch = encoded.batch(indices, device)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(batch, keys[indices].to(device), mode)
-            loss = nn.functional.cross_entropy(logits.float(), labels[indices].to(device))
-            (loss * len(indices) / (config.batch_size * config.grad_accum)).backward()
-            if number % config.grad_accum == 0 or number == len(batches):
+            with contextlib.nullcontext() if step else processes.no_sync(forward):
+                with torch.autocast(
+                    device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                ):
+                    logits = forward(batch, keys[indices].to(device), mode)
+                loss = nn.functional.cross_entropy(logits.float(), labels[indices].to(device))
+                share_of_loss(loss, rows, processes.count, config.batch_size, config.grad_accum).backward()
+            if step:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item() * len(indices)
-            rows_seen += len(indices)
+            loss_sum += loss.item() * rows
+            rows_seen += rows
             elapsed = time.perf_counter() - started
             progress.advance(
-                len(indices), loss=loss_sum / rows_seen, rows_per_s=rows_seen / max(elapsed, 1e-9)
+                len(global_batch),
+                loss=loss_sum / max(rows_seen, 1),
+                rows_per_s=rows_seen * processes.count / max(elapsed, 1e-9),
             )
         progress.finish()
         seconds = time.perf_counter() - started
+        if processes.several:  # the epoch's loss over every row, as one process would report it
+            loss_sum, rows_seen = processes.sum([loss_sum, float(rows_seen)])
+            rows_seen = int(round(rows_seen))
         metrics = {
             "epoch": epoch,
             "train_loss": loss_sum / rows_seen,
             "seconds": round(seconds, 3),
             "rows_per_second": round(rows_seen / seconds, 2),
+            "world_size": processes.count,
         }
         log.info("epoch %d: loss %.4f, %.1f rows/s", epoch, metrics["train_loss"], metrics["rows_per_second"])
-        if epoch < config.epochs:
-            _save_checkpoint(run, model, optimizer, scheduler, epoch)
-        run.save_weights(model)  # the latest weights, for users; --resume reads the checkpoint folder
-        info.epochs.append(metrics)
-        info.status = "complete" if epoch == config.epochs else "training"
-        run.write_info(info)
-        _remove_checkpoints(run, keep=None if epoch == config.epochs else epoch)
+
+        def record_epoch(metrics: dict[str, Any] = metrics, epoch: int = epoch) -> None:
+            info.epochs.append(metrics)
+            info.status = "complete" if epoch == config.epochs else "training"
+
+        def save_epoch(epoch: int = epoch) -> None:
+            if epoch < config.epochs:
+                _save_checkpoint(run, model, optimizer, scheduler, epoch)
+            run.save_weights(model)  # the latest weights, for users; --resume reads the checkpoint folder
+            record_epoch()
+            run.write_info(info)
+            _remove_checkpoints(run, keep=None if epoch == config.epochs else epoch)
+
+        processes.main_first(save_epoch)  # only the main process writes the run directory
+        if not processes.is_main:
+            record_epoch()
         if on_epoch_end is not None:
             model.eval()
             on_epoch_end(model, epoch)
     model.eval()
+    processes.wait()  # every process returns once the run is complete
     return TrainResult(info, model)

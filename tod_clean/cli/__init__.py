@@ -30,8 +30,8 @@ from rich.progress import (
 )
 
 from tod_clean import __version__
-from tod_clean.config import DataColumns
 from tod_clean.errors import TodCleanError
+from tod_clean.processes import MainProcessError, is_main_process, launched_count
 from tod_clean.progress import NullProgress
 from tod_clean.progress import Progress as ProgressSink
 
@@ -66,6 +66,8 @@ def handle_errors(command: F) -> F:
         try:
             with _sigterm_as_interrupt():
                 return command(*args, **kwargs)
+        except MainProcessError:
+            raise typer.Exit(1) from None  # the main process prints the error: one line, not one per process
         except TodCleanError as error:
             raise fail(str(error)) from None
         except KeyboardInterrupt:
@@ -96,8 +98,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def setup(quiet: bool) -> None:
-    """Quiet third-party chatter; route the core's log to stderr unless --quiet."""
+def setup(quiet: bool) -> bool:
+    """Quiet third-party chatter; route the core's log to stderr unless --quiet. Returns whether this
+    process is quiet: with --quiet, and in every process of an ``accelerate launch`` but the main one."""
+    quiet = quiet or not is_main_process()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
@@ -109,6 +113,7 @@ def setup(quiet: bool) -> None:
     root.setLevel(logging.WARNING if quiet else logging.INFO)
     root.addHandler(RichHandler(console=console, show_path=False, show_time=False, markup=False))
     root.propagate = False
+    return quiet
 
 
 class RichProgress:
@@ -146,22 +151,6 @@ class RichProgress:
             self._bar = None
 
 
-def columns_like(
-    trained: DataColumns,
-    text_col: str | None,
-    text_pair_col: str | None,
-    label_col: str | None,
-    id_col: str | None = None,
-) -> DataColumns:
-    """Columns of another data file: each given option, else the training file's column of that role."""
-    return DataColumns(
-        text_col=text_col or trained.text_col,
-        text_pair_col=text_pair_col or trained.text_pair_col,
-        label_col=label_col or trained.label_col,
-        id_col=id_col,
-    )
-
-
 def progress_for(quiet: bool) -> ProgressSink:
     return NullProgress() if quiet else RichProgress()
 
@@ -172,13 +161,28 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Commands that split their work over the processes of ``accelerate launch``; the others would run whole
+# in every process, each writing the same outputs.
+SEVERAL_PROCESSES = ("train", "score", "explain")
+
+
 @app.callback()
 def _root(
+    context: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version."
     ),
 ) -> None:
     """Turn-over dropout data cleansing for Hugging Face text classifiers."""
+    count = launched_count()
+    if count > 1 and context.invoked_subcommand not in SEVERAL_PROCESSES:
+        if is_main_process():
+            raise fail(
+                f"'{context.invoked_subcommand}' runs in one process; of the commands only "
+                f"{', '.join(SEVERAL_PROCESSES)} split their work over the {count} processes of "
+                "accelerate launch: run it without the launcher"
+            )
+        raise typer.Exit(1)
 
 
 def main() -> None:

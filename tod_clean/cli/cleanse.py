@@ -9,8 +9,9 @@ import typer
 from rich.table import Table as RichTable
 
 from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
-from tod_clean.config import DataColumns, ScoreConfig, TrainConfig
+from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.data import read_table
+from tod_clean.workflow import train_config
 
 _D = TrainConfig.__dataclass_fields__
 
@@ -18,8 +19,19 @@ _D = TrainConfig.__dataclass_fields__
 @app.command("cleanse")
 @handle_errors
 def cleanse_command(
-    train_file: Annotated[str, typer.Argument(help="Training data to cleanse (any supported format, or -).")],
+    train_file: Annotated[
+        str,
+        typer.Argument(
+            help="Training data to cleanse (any supported format, a save_to_disk folder, hf:NAME[/CONFIG], "
+            "or -)."
+        ),
+    ],
     test: Annotated[str, typer.Option(help="Labeled test data both models are evaluated on.")],
+    split: Annotated[
+        str | None, typer.Option(help="Split of TRAIN_FILE (a DatasetDict folder or an hf: dataset).")
+    ] = None,
+    test_split: Annotated[str | None, typer.Option(help="Split of --test.")] = None,
+    val_split: Annotated[str | None, typer.Option(help="Split of --val.")] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for every artifact.")] = Path(
         "tod-cleanse"
     ),
@@ -61,11 +73,12 @@ def cleanse_command(
 
     if drop is None and drop_count is None and threshold is None:
         drop = 0.01
-    config = TrainConfig(
+    config = train_config(
+        text_col=text_col,
+        text_pair_col=text_pair_col,
+        label_col=label_col,
+        id_col=id_col,
         model=model,
-        columns=DataColumns(
-            text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col
-        ),
         scope=scope,
         keep_prob=keep_prob,
         epochs=epochs,
@@ -78,11 +91,11 @@ def cleanse_command(
     )
     result = cleanse(
         config,
-        read_table(train_file),
+        read_table(train_file, split=split),
         train_file,
-        read_table(test),
+        read_table(test, split=test_split),
         out_dir,
-        val_table=read_table(val) if val is not None else None,
+        val_table=read_table(val, split=val_split) if val is not None else None,
         by=by,
         fraction=drop,
         count=drop_count,

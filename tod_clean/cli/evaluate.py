@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
-from tod_clean.cli import app, columns_like, console, handle_errors, progress_for, setup
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.config import columns_like
 from tod_clean.data import check_destination, check_distinct_outputs, deliver, read_table
 from tod_clean.rundir import RunDir
 
@@ -18,8 +19,15 @@ from tod_clean.rundir import RunDir
 @handle_errors
 def evaluate_command(
     data_file: Annotated[
-        str, typer.Argument(help="Labeled data to evaluate on (any supported format, or -).")
+        str,
+        typer.Argument(
+            help="Labeled data to evaluate on (any supported format, a save_to_disk folder, "
+            "hf:NAME[/CONFIG], or -)."
+        ),
     ],
+    split: Annotated[
+        str | None, typer.Option(help="Split of DATA_FILE (a DatasetDict folder or an hf: dataset).")
+    ] = None,
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path(
         "tod-run"
     ),
@@ -47,7 +55,7 @@ def evaluate_command(
     columns = columns_like(trained, text_col, text_pair_col, label_col)
     result = evaluate_run(
         run_dir,
-        read_table(data_file),
+        read_table(data_file, split=split),
         columns=columns,
         batch_size=batch_size,
         device=device,

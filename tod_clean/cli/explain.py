@@ -10,17 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import (
-    INFLUENCE_HELP,
-    app,
-    columns_like,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
-)
-from tod_clean.config import ScoreConfig
+from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
+from tod_clean.config import ScoreConfig, columns_like
 from tod_clean.data import check_destination, check_distinct_outputs, output_format, read_table, write_frame
+from tod_clean.processes import is_main_process
 from tod_clean.rundir import RunDir
 
 
@@ -31,7 +24,12 @@ def shorten(text: str, width: int = 80) -> str:
 @app.command("explain")
 @handle_errors
 def explain_command(
-    val: Annotated[str, typer.Option(help="Validation data whose rows to explain.")],
+    val: Annotated[
+        str,
+        typer.Option(
+            help="Validation data whose rows to explain (a data file, a save_to_disk folder or hf:NAME[/CONFIG])."
+        ),
+    ],
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path(
         "tod-run"
     ),
@@ -53,6 +51,9 @@ def explain_command(
     train: Annotated[
         str | None, typer.Option(help="The training file, if it moved (sha256 is checked).")
     ] = None,
+    val_split: Annotated[
+        str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
+    ] = None,
     val_text_col: Annotated[
         str | None, typer.Option(help="Text column of --val (default: training's).")
     ] = None,
@@ -69,7 +70,7 @@ def explain_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
     """For each validation row, the training rows with the most negative and most positive influence on it."""
-    setup(quiet)
+    quiet = setup(quiet)
     from tod_clean.explain import explain_run
 
     run_dir = RunDir(run)
@@ -81,13 +82,13 @@ def explain_command(
     if out is not None:
         check_destination(out)
         output_format(out, "csv")
-    val_table = read_table(val)
+    val_table = read_table(val, split=val_split)
     trained = info.train.columns
     id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
     columns = columns_like(trained, val_text_col, val_text_pair_col, val_label_col, id_col)
     result = explain_run(
         run_dir,
-        read_table(train_path),
+        read_table(train_path, split=info.train_file.split),
         val_table,
         val_columns=columns,
         k=top,
@@ -99,6 +100,8 @@ def explain_command(
         device=device,
         progress=progress_for(quiet),
     )
+    if not is_main_process():
+        return  # under accelerate launch every process holds the gathered result; the main one writes
     if out is not None:
         write_frame(result.frame, out)
     if quiet:

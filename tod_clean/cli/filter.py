@@ -7,21 +7,11 @@ from typing import Annotated
 
 import typer
 
+from tod_clean import workflow
 from tod_clean.cli import app, console, handle_errors, setup
-from tod_clean.data import (
-    STDIN,
-    check_destination,
-    check_distinct_outputs,
-    check_subset_destination,
-    deliver,
-    frame_bytes,
-    is_dataset_dir,
-    output_format,
-    read_table,
-    write_subset,
-)
-from tod_clean.filter import SIGNALS, filter_table, read_scores
-from tod_clean.rundir import SCORES, RunDir
+from tod_clean.data import STDIN
+from tod_clean.filter import SIGNALS
+from tod_clean.rundir import RunDir
 
 
 @app.command("filter")
@@ -40,13 +30,26 @@ def filter_command(
         typer.Option(help=f"Score column to rank by: {', '.join(SIGNALS)} (default: influence if scored)."),
     ] = None,
     train: Annotated[
-        str | None, typer.Option(help="Training data to filter (default: the run's file), or - for stdin.")
+        str | None,
+        typer.Option(
+            help="Training data to filter (default: the run's data): a data file, a save_to_disk folder, "
+            "hf:NAME[/CONFIG], or - for stdin."
+        ),
     ] = None,
     scores: Annotated[
-        str | None, typer.Option(help="Scores file written by score --out (default: the run's saved scores).")
+        str | None,
+        typer.Option(
+            help="Scores written by score --out, a file or a dataset folder (default: the run's saved scores)."
+        ),
     ] = None,
     out: Annotated[
-        str, typer.Option("--out", "-o", help="Kept rows, in the input's format; - for stdout.")
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Kept rows, in the input's format (a save_to_disk folder for a dataset folder or an hf: "
+            "dataset); - for stdout.",
+        ),
     ] = STDIN,
     removed: Annotated[
         str | None, typer.Option(help="Also write the dropped rows with their scores here.")
@@ -55,39 +58,18 @@ def filter_command(
 ) -> None:
     """Write the training rows that survive: all columns, original order, unchanged."""
     setup(quiet)
-    from tod_clean.score import load_scores
-
-    run_dir = RunDir(run)
-    if drop is None and drop_count is None and threshold is None:
-        drop = 0.01
-    info = run_dir.read_info()
-    train_path = train or info.train_file.path
-    check_distinct_outputs(
-        {**run_dir.own_files(), "the training file": train_path, "--scores": scores},
-        {"--out": out, "--removed": removed},
-    )
-    if not is_dataset_dir(train_path):  # a dataset folder's kept rows go to a folder, checked below
-        check_destination(out)
-    if removed is not None:
-        check_destination(removed)
-        output_format(removed, "csv")
-    frame = read_scores(scores) if scores is not None else load_scores(run_dir)[0]
-    table = read_table(train_path, split=info.train_file.split)
-    check_subset_destination(table, out)
-    result = filter_table(
-        table,
-        frame,
-        info,
+    filtered = workflow.filter(
+        RunDir(run),
+        train,
+        scores=scores,
         by=by,
-        fraction=drop,
-        count=drop_count,
+        drop=drop,
+        drop_count=drop_count,
         threshold=threshold,
-        scores_source=scores or str(run_dir.file(SCORES)),
+        out=out,
+        removed=removed,
     )
-    removed_payload = frame_bytes(result.removed, output_format(removed, "csv")) if removed else None
-    write_subset(table, result.kept, out)  # streamed from the input, a chunk at a time
-    if removed is not None and removed_payload is not None:
-        deliver(removed, removed_payload)
+    result, table = filtered.result, filtered.table
     if by is None and result.by != "influence":
         # Said even with --quiet: the default ranking silently changing meaning would be worse.
         console.print(

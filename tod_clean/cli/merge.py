@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from tod_clean.cli import app, console, handle_errors, setup
-from tod_clean.data import STDIN, check_destination, check_distinct_outputs, output_format, write_frame
+from tod_clean.data import STDIN, check_destination, check_distinct_outputs, frame_output_format
 from tod_clean.errors import ConfigError
 from tod_clean.rundir import SCORES, SCORES_META, RunDir
+from tod_clean.workflow import check_frame_destination, save_frame
 
 
 @app.command("merge")
@@ -22,7 +23,10 @@ def merge_command(
     out: Annotated[
         str | None,
         typer.Option(
-            "--out", "-o", help="Write the merged scores here (.csv .parquet .jsonl), or - for CSV on stdout."
+            "--out",
+            "-o",
+            help="Write the merged scores here (.csv .parquet .jsonl, a save_to_disk folder for a name with "
+            "no extension), or - for CSV on stdout.",
         ),
     ] = None,
     run: Annotated[
@@ -46,7 +50,7 @@ def merge_command(
     run_dir = RunDir(run) if run is not None else None
     info = run_dir.read_complete_info() if run_dir is not None else None
     if out is not None:
-        output_format(out, "csv")  # refuse an unsupported extension before the work
+        frame_output_format(out)  # refuse an unsupported extension before the work
     run_copy = (
         {}
         if run_dir is None
@@ -59,12 +63,13 @@ def merge_command(
     check_distinct_outputs(
         {**own, **{f"the part {part}": part for part in parts}}, {"--out": out, **run_copy}
     )
-    for dest in (out, *run_copy.values()):
-        if dest is not None:
-            check_destination(dest)
+    if out is not None:
+        check_frame_destination(out)
+    for dest in run_copy.values():
+        check_destination(dest)
     frame, meta = merge_shards(parts, info)
     if out is not None:
-        write_frame(frame, out)
+        save_frame(frame, out)
     if run_dir is not None:
         save_scores_frame(run_dir, frame, meta)
     if not quiet:

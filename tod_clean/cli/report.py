@@ -40,6 +40,9 @@ def report_command(
         str | None,
         typer.Option("--influence", help="exact, linear or auto for the explanations (default: as scored)."),
     ] = None,
+    val_split: Annotated[
+        str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
+    ] = None,
     train: Annotated[str | None, typer.Option(help="The training file, if it moved.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (for the explanations).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary line.")] = False,
@@ -72,7 +75,7 @@ def report_command(
         },
         {"--out": out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
     )
-    val_table = read_table(val) if val is not None else None
+    val_table = read_table(val, split=val_split) if val is not None else None
     train_table = read_table(train or info.train_file.path, split=info.train_file.split)
     report = build_report(
         run_dir,

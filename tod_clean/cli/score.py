@@ -7,27 +7,12 @@ from typing import Annotated
 
 import typer
 
-from tod_clean.cli import (
-    INFLUENCE_HELP,
-    app,
-    columns_like,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
-)
+from tod_clean import workflow
+from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
 from tod_clean.config import ScoreConfig
-from tod_clean.data import (
-    STDIN,
-    check_destination,
-    check_distinct_outputs,
-    output_format,
-    read_table,
-    save_npy,
-    write_frame,
-)
-from tod_clean.errors import ConfigError
-from tod_clean.rundir import SCORES, SCORES_META, RunDir
+from tod_clean.data import STDIN
+from tod_clean.processes import is_main_process
+from tod_clean.rundir import RunDir
 from tod_clean.shard import Shard
 
 
@@ -38,11 +23,20 @@ def score_command(
         "tod-run"
     ),
     val: Annotated[
-        str | None, typer.Option(help="Validation data: adds the influence of each training row on it.")
+        str | None,
+        typer.Option(
+            help="Validation data (a data file, a save_to_disk folder or hf:NAME[/CONFIG]): adds the "
+            "influence of each training row on it."
+        ),
     ] = None,
     out: Annotated[
         str | None,
-        typer.Option("--out", "-o", help="Write scores here (.csv .parquet .jsonl), or - for CSV on stdout."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write scores here (.csv .parquet .jsonl), to a datasets save_to_disk folder (a name with no "
+            "extension, or ending in /), or - for CSV on stdout.",
+        ),
     ] = None,
     train: Annotated[
         str | None,
@@ -61,7 +55,7 @@ def score_command(
         ),
     ] = None,
     val_split: Annotated[
-        str | None, typer.Option(help="Split of a DatasetDict folder given as --val.")
+        str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
     ] = None,
     val_text_col: Annotated[
         str | None, typer.Option(help="Text column of --val (default: training's).")
@@ -83,94 +77,50 @@ def score_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Score every training row; save the scores in the run directory (and to --out)."""
-    setup(quiet)
-    from tod_clean import score as core
-
+    quiet = setup(quiet)
     run_dir = RunDir(run)
-    info = run_dir.read_complete_info()
-    part = Shard.parse(shard) if shard is not None else None
-    if part is not None:
-        part.check_rows(info.train_file.rows)
-        if out is None or out == STDIN or output_format(out, "csv") != "parquet":
-            raise ConfigError(
-                f"--shard {shard} needs --out PART.parquet: a shard is written to its own Parquet file "
-                "(never into the run), for 'tod-clean merge'"
-            )
-        if matrix is not None or pred_probs is not None:
-            raise ConfigError(
-                f"--shard {shard}: --matrix and --pred-probs cover every training row; score without --shard "
-                "to write them"
-            )
-    if out is not None:
-        output_format(out, "csv")  # refuse an unsupported extension before the work
-    train_path = train or info.train_file.path
-    # A shard never writes the run's scores: the run's saved scores stay those of a whole 'score' (or merge).
-    run_copy = (
-        {}
-        if part is not None
-        else {
-            f"the run's {SCORES}": run_dir.file(SCORES),
-            f"the run's {SCORES_META}": run_dir.file(SCORES_META),
-        }
-    )
-    check_distinct_outputs(
-        {
-            **run_dir.own_files(exclude=(SCORES, SCORES_META) if part is None else ()),
-            "the training file": train_path,
-            "--val": val,
-        },
-        {"--out": out, "--matrix": matrix, "--pred-probs": pred_probs, **run_copy},
-    )
-    for dest in (out, matrix, pred_probs, *run_copy.values()):
-        if dest is not None:
-            check_destination(dest)
-    if pred_probs is not None and not info.scope.masked:
-        raise ConfigError(
-            f"{run}: trained with scope '{info.scope}', so it has no hidden sub-networks for --pred-probs"
-        )
-    train_table = read_table(train_path, split=info.train_file.split)
-    val_table = read_table(val, split=val_split) if val is not None else None
-    val_columns = columns_like(info.train.columns, val_text_col, val_text_pair_col, val_label_col)
-    result = core.score_run(
+    result = workflow.score(
         run_dir,
-        train_table,
-        val_table=val_table,
-        val_columns=val_columns,
+        train=train,
+        val=val,
+        val_split=val_split,
+        val_text_col=val_text_col,
+        val_text_pair_col=val_text_pair_col,
+        val_label_col=val_label_col,
         config=ScoreConfig(batch_size=batch_size, influence_method=influence),
         device=device,
-        matrix_path=matrix,
-        shard=part,
+        out=out,
+        matrix=matrix,
+        pred_probs=pred_probs,
+        shard=shard,
         progress=progress_for(quiet),
     )
-    if pred_probs is not None:
-        assert result.self_scores.hidden_probs is not None
-        save_npy(pred_probs, result.self_scores.hidden_probs)
-    if out is not None:
-        write_frame(result.frame, out)
-    if part is not None:
-        if not quiet:
-            start, stop = part.rows(info.train_file.rows)
-            console.print(
-                f"scored shard {part}: training rows {start}..{stop - 1} of {info.train_file.rows}"
-                + (f" on {result.meta['val_rows']} validation rows" if val_table is not None else "")
-                + f" -> {out}; put the parts together with 'tod-clean merge'",
-                highlight=False,
-            )
+    if not is_main_process():
+        return  # under accelerate launch every process holds the gathered scores; the main one wrote them
+    if quiet:
         return
-    # The run's copy last: if an output above failed, filter still sees the scores it saw before.
-    core.save_scores(run_dir, result)
-    if not quiet:
-        by = result.meta["rank_by"]
-        top = result.frame.sort_values("rank").head(5)
-        shown = ", ".join(str(v) for v in (top["id"] if "id" in top else top["row"]))
+    if shard is not None:
+        part = Shard.parse(shard)
+        total = run_dir.read_info().train_file.rows
+        start, stop = part.rows(total)
         console.print(
-            f"scored {len(result.frame)} training rows"
-            + (
-                f" on {result.meta['val_rows']} validation rows ({result.meta['influence_method']} influence)"
-                if val_table is not None
-                else ""
-            )
-            + f"; ranked by {by}; first to drop: {shown}"
-            + (f" -> {out}" if out not in (None, STDIN) else ""),
+            f"scored shard {part}: training rows {start}..{stop - 1} of {total}"
+            + (f" on {result.meta['val_rows']} validation rows" if val is not None else "")
+            + f" -> {out}; put the parts together with 'tod-clean merge'",
             highlight=False,
         )
+        return
+    by = result.meta["rank_by"]
+    top = result.frame.sort_values("rank").head(5)
+    shown = ", ".join(str(v) for v in (top["id"] if "id" in top else top["row"]))
+    console.print(
+        f"scored {len(result.frame)} training rows"
+        + (
+            f" on {result.meta['val_rows']} validation rows ({result.meta['influence_method']} influence)"
+            if val is not None
+            else ""
+        )
+        + f"; ranked by {by}; first to drop: {shown}"
+        + (f" -> {out}" if out not in (None, STDIN) else ""),
+        highlight=False,
+    )

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from tod_clean import workflow
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
-from tod_clean.config import DataColumns, TrainConfig
-from tod_clean.data import read_table
+from tod_clean.config import TrainConfig
+from tod_clean.data import STDIN
 from tod_clean.errors import ConfigError
+from tod_clean.processes import launched_count
 from tod_clean.rundir import RunDir, RunInfo
 
 _D = TrainConfig.__dataclass_fields__
@@ -86,12 +87,13 @@ def train_command(
     train_file: Annotated[
         str | None,
         typer.Argument(
-            help="Training data (.jsonl .json .csv .tsv .parquet, or a datasets save_to_disk folder), or - "
-            "for JSON Lines on stdin."
+            help="Training data (.jsonl .json .csv .tsv .parquet, a datasets save_to_disk folder, or "
+            "hf:NAME[/CONFIG] from the local Hugging Face cache), or - for JSON Lines on stdin."
         ),
     ] = None,
     split: Annotated[
-        str | None, typer.Option(help="Split of a DatasetDict folder (save_to_disk) to train on.")
+        str | None,
+        typer.Option(help="Split to train on, of a DatasetDict folder (save_to_disk) or an hf: dataset."),
     ] = None,
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory to write.")] = Path("tod-run"),
     text_col: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
@@ -182,28 +184,27 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Fine-tune a classifier with turn-over dropout; write weights, config and metrics to --run."""
-    setup(quiet)
-    # the module, not the API function ``tod_clean.train`` that shadows it on the package
-    core = importlib.import_module("tod_clean.train")
-
+    quiet = setup(quiet)
     run_dir = RunDir(run)
+    if train_file == STDIN and launched_count() > 1:
+        raise ConfigError(
+            "training data from standard input under accelerate launch: every process reads the data; "
+            "give a file"
+        )
     if resume:
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
-        info = run_dir.read_info()
-        _refuse_changed_options(context, info, locals())
-        path = train_file or info.train_file.path
-        result = core.resume(
-            read_table(path, split=info.train_file.split), run_dir, progress=progress_for(quiet)
-        )
+        _refuse_changed_options(context, run_dir.read_info(), locals())
+        result = workflow.resume(run_dir, train_file, progress=progress_for(quiet))
     else:
         if train_file is None:
             raise ConfigError("give the training file (or - for JSON Lines on standard input)")
-        config = TrainConfig(
+        config = workflow.train_config(
+            text_col=text_col,
+            text_pair_col=text_pair_col,
+            label_col=label_col,
+            id_col=id_col,
             model=model,
-            columns=DataColumns(
-                text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col
-            ),
             scope=scope,
             keep_prob=keep_prob,
             mask_groups=mask_groups,
@@ -222,14 +223,13 @@ def train_command(
             freeze=freeze,
             lora_rank=lora_rank,
             lora_alpha=lora_alpha,
-            lora_targets=lora_targets.split(","),
+            lora_targets=lora_targets,
             lora_learning_rate=lora_lr,
             device=device,
             precision=precision,
         )
-        table = read_table(train_file, split=split)
-        result = core.train(
-            config, table, run_dir, train_path=train_file, overwrite=overwrite, progress=progress_for(quiet)
+        result = workflow.train(
+            config, train_file, run_dir, split=split, overwrite=overwrite, progress=progress_for(quiet)
         )
     last = result.info.epochs[-1]
     if not quiet:
