@@ -229,7 +229,7 @@ def test_two_class_head_path_equals_naive_loop(
     np.testing.assert_allclose(values, expected.mean(1), atol=1e-5)
 
 
-@pytest.mark.parametrize("keep_prob", [0.3, 0.7])
+@pytest.mark.parametrize("keep_prob", [0.3, 0.5, 0.7])
 @pytest.mark.parametrize("num_labels", [2, 3])
 def test_head_blocks_with_several_instances_and_ragged_ends_equal_naive_loop(
     tiny_model_dir: Path, encoded: tuple[EncodedRows, EncodedRows], keep_prob: float, num_labels: int
@@ -402,24 +402,26 @@ def reference_head_influence(
     return (loss(hidden) - loss(exposed)).numpy(), size.numpy()
 
 
-@pytest.mark.parametrize("keep_prob", [0.3, 0.7])
+@pytest.mark.parametrize("keep_prob", [0.3, 0.5, 0.7])
 @pytest.mark.parametrize("num_classes", [2, 4])
 def test_head_blocks_with_huge_logits_equal_the_float64_definition(
     keep_prob: float, num_classes: int
 ) -> None:
     """Validation rows whose logit differences could overflow exp() take the shifted formula, the others
-    the plain one, in the same block; both equal the float64 definition."""
+    the plain one (or, for two classes at p = 1/2 and small differences, the half one), in the same
+    block; all equal the float64 definition."""
     from tod_clean.score import _head_targets, head_influence_blocks
 
     generator = torch.Generator().manual_seed(2)
     features = torch.rand((12, 40), generator=generator) * 2 - 1
-    features *= torch.tensor([0.01, 1.0, 30.0, 300.0]).repeat(3)[:, None]  # logits from tiny to huge
+    features *= torch.tensor([0.01, 3.0, 30.0, 300.0]).repeat(3)[:, None]  # logits from tiny to huge
     labels = torch.randint(0, num_classes, (12,), generator=generator)
     weight = torch.randn((num_classes, 40), generator=generator)
     bias = torch.randn(num_classes, generator=generator)
     keys = torch.arange(-5, 20)
     parts = _head_targets(features, labels, weight, bias, keep_prob)
-    assert [targets.plain for _, targets in parts] == [True, False]  # both formulas in play
+    formulas = ["half", "plain", "shifted"] if (keep_prob, num_classes) == (0.5, 2) else ["plain", "shifted"]
+    assert [targets.formula for _, targets in parts] == formulas  # every formula in play
     expected, size = reference_head_influence(features, labels, weight, bias, keys, keep_prob, 9)
     assert np.abs(expected).max() > 100  # far past where a float32 exp overflows
     for block_shape in ((25, 12), (4, 5)):
@@ -431,3 +433,46 @@ def test_head_blocks_with_huge_logits_equal_the_float64_definition(
                 block.values.numpy()
             )
         assert (np.abs(matrix - expected) <= 1e-5 + 1e-6 * size).all()  # float32 rounding, no more
+
+
+def test_head_blocks_split_across_threads_equal_one_thread() -> None:
+    """On a CPU a block is split by training rows across torch's threads (one worker thread each): the
+    values equal one thread's, for each loss formula, and the row sums computed in the workers are the
+    values' row sums. (Equal to float rounding: BLAS picks its kernel by the shape of a product, so a
+    product over fewer rows may round its last bit differently.)"""
+    from tod_clean.score import _head_targets, head_influence_blocks
+
+    generator = torch.Generator().manual_seed(5)
+    for keep_prob, num_classes in ((0.5, 2), (0.3, 2), (0.7, 3)):
+        features = torch.rand((97, 48), generator=generator) * 2 - 1
+        features[::3] *= 200.0  # some rows take the shifted formula
+        labels = torch.randint(0, num_classes, (97,), generator=generator)
+        weight, bias = torch.randn((num_classes, 48), generator=generator), torch.randn(num_classes)
+        assert len(_head_targets(features, labels, weight, bias, keep_prob)) >= 2
+        keys = torch.arange(-40, 410)  # 450 rows: blocks of 200, 200 and 50 rows
+        runs = {}
+        threads = torch.get_num_threads()
+        try:
+            for count in (1, 3):
+                torch.set_num_threads(count)
+                runs[count] = [
+                    (block.train_start, block.values.clone(), block.row_sums.clone())
+                    for block in head_influence_blocks(
+                        features,
+                        labels,
+                        weight,
+                        bias,
+                        keys,
+                        keep_prob=keep_prob,
+                        mask_seed=3,
+                        block_shape=(200, 50),
+                    )
+                ]
+        finally:
+            torch.set_num_threads(threads)
+        assert len(runs[1]) == len(runs[3]) == 6  # 3 training blocks x 2 validation blocks
+        for (start, values, sums), (start3, values3, sums3) in zip(runs[1], runs[3], strict=True):
+            assert start == start3 and values.abs().max() > 100  # large values: a wrong one shows
+            torch.testing.assert_close(values3, values, rtol=1e-6, atol=1e-5)
+            torch.testing.assert_close(sums3, values3.sum(1), rtol=1e-6, atol=1e-4)
+            torch.testing.assert_close(sums, values.sum(1), rtol=1e-6, atol=1e-4)

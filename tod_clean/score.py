@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,12 +166,20 @@ def _matrix_writer(path: str | Path | None, shape: tuple[int, int]) -> Iterator[
 class InfluenceBlock:
     """Per-pair influence of training rows ``train_start .. train_start + n`` on validation rows ``val_index``.
 
-    ``values`` is float32 ``[n, v]``: ``L(hidden_i, z_v) - L(exposed_i, z_v)``.
+    ``values`` is float32 ``[n, v]``: ``L(hidden_i, z_v) - L(exposed_i, z_v)``; ``row_sums`` float32
+    ``[n]``, when given, is ``values.sum(1)`` (computed where ``values`` was still in cache). Both may be
+    views of buffers that the next block overwrites: use or copy them before asking for the next block.
     """
 
     train_start: int
     val_index: np.ndarray
     values: torch.Tensor
+    row_sums: torch.Tensor | None = None
+
+    def sums(self) -> np.ndarray:
+        """``values.sum(1)`` as float64 ``[n]`` (a float32 cascade sum: exact enough)."""
+        sums = self.values.sum(1) if self.row_sums is None else self.row_sums
+        return sums.double().cpu().numpy()
 
 
 @torch.no_grad()
@@ -269,7 +278,7 @@ def influence(
     with _matrix_writer(matrix_path, (len(train_keys), len(val_encoded))) as matrix:
         for block in influence_blocks(model, train_keys, val_encoded, val_labels, **options):
             rows = slice(block.train_start, block.train_start + block.values.shape[0])
-            totals[rows] += block.values.sum(1).double().cpu().numpy()  # cascade sum: float32 is exact enough
+            totals[rows] += block.sums()
             if matrix is not None:
                 matrix[rows, block.val_index] = block.values.cpu().numpy()
     return totals / len(val_encoded)
@@ -338,7 +347,7 @@ def head_influence(
     totals = np.zeros(len(train_keys), dtype=np.float64)
     for block in head_influence_blocks(features, labels, weight, bias, train_keys, **options):
         rows = slice(block.train_start, block.train_start + block.values.shape[0])
-        totals[rows] += block.values.sum(1).double().cpu().numpy()  # cascade sum: float32 is exact enough
+        totals[rows] += block.sums()
     return totals / max(1, features.shape[0])
 
 
@@ -394,34 +403,130 @@ def head_influence_blocks(
 
     # One validation block: its targets once. Several: rebuilt per training block (cost 1/(2n) of its GEMM).
     only_targets = targets_of(val_ranges[0]) if len(val_ranges) == 1 else None
+    workers = torch.get_num_threads() if features.device.type == "cpu" else 1
+    # Buffers reused block after block (fresh ones would be fresh pages: page faults cost as much as the
+    # losses). Flat, so that the first n * v values are a contiguous [n, v] whatever the block's shape.
+    most_train, most_val = min(chunk, num_train), min(val_chunk, num_val)
+    masks_buffer = torch.empty((most_train, width), dtype=torch.float32, device=features.device)
+    values_buffer = torch.empty(most_train * most_val, dtype=torch.float32, device=features.device)
+    sums_buffer = torch.empty(most_train, dtype=torch.float32, device=features.device)
+    product_buffer = (
+        torch.empty(most_train * (num_classes - 1) * most_val, dtype=torch.float32, device=features.device)
+        if num_classes > 2
+        else None
+    )
     progress.start("influence", num_train * num_val)
-    for start in range(0, num_train, chunk):
-        keys = train_keys[start : start + chunk]
-        masks = _float_masks(keys, mask_seed, width, keep_prob, mask_scheme, mask_groups)
-        for rows in val_ranges:
-            targets = only_targets or targets_of(rows)
-            values = _head_block_influence(masks, targets, keep_prob)
-            yield InfluenceBlock(start, np.arange(*rows), values)
-            progress.advance(len(keys) * (rows[1] - rows[0]))
+    with _RowWorkers(workers) as run:
+        for start in range(0, num_train, chunk):
+            keys = train_keys[start : start + chunk]
+            n = len(keys)
+            masks = masks_buffer[:n]
+            run(
+                n,
+                lambda rows, keys=keys, masks=masks: _float_masks(
+                    keys[rows], mask_seed, width, keep_prob, mask_scheme, mask_groups, out=masks[rows]
+                ),
+            )
+            for val_rows in val_ranges:
+                v = val_rows[1] - val_rows[0]
+                targets = only_targets or targets_of(val_rows)
+                values = values_buffer[: n * v].view(n, v)
+                product = (
+                    None
+                    if product_buffer is None
+                    else product_buffer[: n * (num_classes - 1) * v].view(n, -1)
+                )
+                sums = sums_buffer[:n]
+                run(
+                    n,
+                    lambda rows, masks=masks, targets=targets, values=values, product=product, sums=sums: (
+                        _head_block_influence(
+                            masks[rows],
+                            targets,
+                            keep_prob,
+                            out=values[rows],
+                            product=None if product is None else product[rows],
+                            row_sums=sums[rows],
+                        )
+                    ),
+                )
+                yield InfluenceBlock(start, np.arange(*val_rows), values, sums)
+                progress.advance(n * v)
     progress.finish()
 
 
-# Elements per tile of the loss computation: in cache, and under ATen's parallel grain (32768), so each of
-# its small element-wise operations runs inline, without a thread hand-off (which stalls on a busy
-# machine); the GEMM, one large call, keeps every thread.
-_TILE = 32767
-# Elements per call of the mask hash (on one thread, see ``_one_thread``): its ~40 integer temporaries in cache.
-_MASK_ELEMENTS = 32767
+# Fewer rows than this per worker thread are not split: a small block gains nothing from threads.
+_WORKER_ROWS = 64
+
+
+class _RowWorkers:
+    """Runs a function over row slices on ``workers`` threads, each with one torch thread.
+
+    On a CPU every part of the head-scope computation (mask hashing, the block's GEMM, the losses) is
+    split by training rows: each worker thread runs all of it on its own contiguous rows, single-threaded
+    (torch releases the GIL inside its operations). The losses are many small element-wise operations on
+    cache-sized tiles, which torch's own thread pool cannot split profitably; rows split across threads
+    keep both the GEMM and the element-wise work on every core. ``run(n, fn)`` calls ``fn(slice)`` over a
+    partition of ``range(n)`` and returns when all are done; torch's thread count is 1 only meanwhile.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _RowWorkers:
+        if self.workers > 1:
+            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="tod-clean-head")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def __call__(self, n: int, fn: Callable[[slice], object]) -> None:
+        parts = min(self.workers, n // _WORKER_ROWS)
+        if self.pool is None or parts < 2:
+            fn(slice(0, n))
+            return
+        bounds = [n * k // parts for k in range(parts + 1)]
+        with _one_thread():
+            futures = [
+                self.pool.submit(_single_threaded, fn, slice(bounds[k], bounds[k + 1])) for k in range(parts)
+            ]
+            for future in futures:
+                future.result()
+
+
+def _single_threaded(fn: Callable[[slice], object], rows: slice) -> None:
+    torch.set_num_threads(1)  # per thread (OpenMP), and this thread's BLAS calls
+    fn(rows)
+
+
+# Elements per tile of the loss computation: in L2 cache (with the exposed buffer), large enough that the
+# per-operation overhead (a few microseconds) stays small against the work.
+_TILE = 131072
+# Elements per call of the mask hash: its ~40 integer temporaries stay in cache.
+_MASK_ELEMENTS = 262144
 # The plain formula exponentiates logit differences: it is used for validation rows whose differences
 # stay within this bound under every possible mask (float32 exp overflows past 88.7).
 _PLAIN_LIMIT = 80.0
+# The half formula computes exp(e)**2 and exp(h + e) for exposed and hidden differences e, h: both stay
+# normal float32 (under 88.7 in size) with |e| <= 40 and |h + e| <= 80.
+_HALF_LIMIT = 40.0
+_FORMULAS = ("half", "plain", "shifted")
 
 
 def _float_masks(
-    keys: torch.Tensor, mask_seed: int, width: int, keep_prob: float, scheme: int, groups: int
+    keys: torch.Tensor,
+    mask_seed: int,
+    width: int,
+    keep_prob: float,
+    scheme: int,
+    groups: int,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The exposed head masks of ``keys`` as float32 ``[n, D]`` (1 = kept), hashed in cache-sized slices."""
-    masks = torch.empty((len(keys), width), dtype=torch.float32, device=keys.device)
+    masks = torch.empty((len(keys), width), dtype=torch.float32, device=keys.device) if out is None else out
     rows = max(1, _MASK_ELEMENTS // width) if keys.device.type == "cpu" else max(1, len(keys))
     with _one_thread():
         for start in range(0, len(keys), rows):
@@ -439,14 +544,19 @@ class _HeadTargets:
     ``directions`` float32 ``[(C-1)*v, D]`` (class-major): features times ``w_c - w_y``;
     ``exposed_offset`` ``[C-1, v]``: ``b_c - b_y``; ``hidden_offset`` ``[C-1, v]``: the full network's
     difference over ``1-p`` plus ``b_c - b_y``. With ``x`` = directions times an exposed mask, the exposed
-    difference is ``x/p + exposed_offset`` and the hidden one ``-x/(1-p) + hidden_offset``. ``plain``:
-    no difference can exceed ``_PLAIN_LIMIT`` in size under any mask, so exponentials cannot overflow.
+    difference is ``x/p + exposed_offset`` and the hidden one ``-x/(1-p) + hidden_offset``.
+
+    ``formula`` (see ``_targets_losses``): ``"plain"`` where no difference can exceed ``_PLAIN_LIMIT`` in
+    size under any mask, so exponentials cannot overflow; ``"half"``, a faster plain form for two classes
+    at ``p = 1/2`` where differences stay within ``_HALF_LIMIT`` (``constant`` = ``exp(hidden_offset +
+    exposed_offset)``); ``"shifted"`` otherwise.
     """
 
     directions: torch.Tensor
     exposed_offset: torch.Tensor
     hidden_offset: torch.Tensor
-    plain: bool
+    formula: str
+    constant: torch.Tensor | None = None
 
 
 def _head_targets(
@@ -454,8 +564,8 @@ def _head_targets(
 ) -> list[tuple[torch.Tensor | None, _HeadTargets]]:
     """The targets of a validation block: ``(columns, targets)`` parts, ``columns`` None for all rows.
 
-    Rows whose differences stay small under every mask take the plain formula; the others (if any) the
-    shifted one.
+    Each validation row takes the fastest formula its differences allow under every mask (bounded from
+    its features before any product): ``half``, ``plain`` or ``shifted``; one part per formula in use.
     """
     num_classes, width = weight.shape
     v = features.shape[0]
@@ -469,48 +579,72 @@ def _head_targets(
     hidden_offset = full / (1.0 - keep_prob) + exposed_offset
     # A mask keeps any subset of units: x lies between the sums of the negative and positive terms.
     low, high = directions.clamp(max=0.0).sum(-1), directions.clamp(min=0.0).sum(-1)
-    extremes = torch.stack(
-        [
-            exposed_offset + low / keep_prob,
-            exposed_offset + high / keep_prob,
-            hidden_offset - low / (1.0 - keep_prob),
-            hidden_offset - high / (1.0 - keep_prob),
-        ]
+    exposed_extremes = torch.stack([exposed_offset + low / keep_prob, exposed_offset + high / keep_prob])
+    hidden_extremes = torch.stack(
+        [hidden_offset - low / (1.0 - keep_prob), hidden_offset - high / (1.0 - keep_prob)]
     )
     limit = _PLAIN_LIMIT - math.log(num_classes - 1)  # 1 + sum of C-1 exponentials stays normal too
-    plain = (extremes.abs() <= limit).all(0).all(0)  # [v]
+    plain = (torch.cat([exposed_extremes, hidden_extremes]).abs() <= limit).all(0).all(0)  # [v]
+    # The half formula squares exp(exposed difference) and uses exp(hidden + exposed difference).
+    half = (
+        plain
+        & (exposed_extremes.abs() <= _HALF_LIMIT).all(0).all(0)
+        & ((hidden_offset + exposed_offset).abs() <= 2 * _HALF_LIMIT).all(0)
+        if keep_prob == 0.5 and num_classes == 2
+        else torch.zeros_like(plain)
+    )
+    formula = torch.where(half, 0, torch.where(plain, 1, 2))  # [v]: half, plain, shifted
 
-    def part(rows: torch.Tensor | None, is_plain: bool) -> tuple[torch.Tensor | None, _HeadTargets]:
-        if rows is None:
-            return None, _HeadTargets(directions.view(-1, width), exposed_offset, hidden_offset, is_plain)
+    def part(rows: torch.Tensor | None, code: int) -> tuple[torch.Tensor | None, _HeadTargets]:
+        select = slice(None) if rows is None else rows
+        exposed, hidden = exposed_offset[:, select], hidden_offset[:, select]
         return rows, _HeadTargets(
-            directions[:, rows].reshape(-1, width),
-            exposed_offset[:, rows],
-            hidden_offset[:, rows],
-            is_plain,
+            directions[:, select].reshape(-1, width),
+            exposed,
+            hidden,
+            _FORMULAS[code],
+            torch.exp(hidden + exposed) if code == 0 else None,
         )
 
-    if bool(plain.all()):
-        return [part(None, True)]
-    if not bool(plain.any()):
-        return [part(None, False)]
-    return [part(torch.nonzero(plain).squeeze(1), True), part(torch.nonzero(~plain).squeeze(1), False)]
+    codes = [code for code in range(len(_FORMULAS)) if bool((formula == code).any())]
+    if len(codes) == 1:
+        return [part(None, codes[0])]
+    return [part(torch.nonzero(formula == code).squeeze(1), code) for code in codes]
 
 
 def _head_block_influence(
-    masks: torch.Tensor, parts: list[tuple[torch.Tensor | None, _HeadTargets]], keep_prob: float
+    masks: torch.Tensor,
+    parts: list[tuple[torch.Tensor | None, _HeadTargets]],
+    keep_prob: float,
+    out: torch.Tensor | None = None,
+    product: torch.Tensor | None = None,
+    row_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``L(hidden_i, z_v) - L(exposed_i, z_v)``, float32 ``[n, v]``, for exposed masks ``[n, D]``."""
-    if len(parts) == 1 and parts[0][0] is None:
-        return _targets_influence(masks, parts[0][1], keep_prob)
+    """``L(hidden_i, z_v) - L(exposed_i, z_v)``, float32 ``[n, v]``, for exposed masks ``[n, D]``.
+
+    ``out`` receives the result; ``product`` (``[n, (C-1)*v]``, C > 2) holds the block's product;
+    ``row_sums`` ``[n]``, if given, receives the result's row sums.
+    """
     num_val = sum(targets.exposed_offset.shape[1] for _, targets in parts)
-    out = torch.empty((masks.shape[0], num_val), dtype=torch.float32, device=masks.device)
+    if out is None:
+        out = torch.empty((masks.shape[0], num_val), dtype=torch.float32, device=masks.device)
+    if len(parts) == 1 and parts[0][0] is None:
+        return _targets_influence(masks, parts[0][1], keep_prob, out, product, row_sums)
     for columns, targets in parts:
         out[:, columns] = _targets_influence(masks, targets, keep_prob)
+    if row_sums is not None:
+        torch.sum(out, 1, out=row_sums)
     return out
 
 
-def _targets_influence(masks: torch.Tensor, targets: _HeadTargets, keep_prob: float) -> torch.Tensor:
+def _targets_influence(
+    masks: torch.Tensor,
+    targets: _HeadTargets,
+    keep_prob: float,
+    out: torch.Tensor | None = None,
+    product: torch.Tensor | None = None,
+    row_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One ``[n, D] x [D, (C-1)*v]`` product, then the losses tile by tile (in cache): ``[n, v]``.
 
     With logit differences ``d`` (C - 1 per pair) the cross-entropy is ``log(1 + sum exp d)``, so the
@@ -518,26 +652,60 @@ def _targets_influence(masks: torch.Tensor, targets: _HeadTargets, keep_prob: fl
     shifted form ``m + log(exp(-m) + sum exp(d - m))``, ``m = max(0, max d)``.
     """
     diffs, v = targets.exposed_offset.shape
-    raw = torch.mm(masks, targets.directions.T)  # [n, (C-1)*v]
+    n = masks.shape[0]
+    if out is None:
+        out = torch.empty((n, v), dtype=torch.float32, device=masks.device)
+    if n == 0:
+        return out
+    # For two classes the product goes straight into ``out``; the losses then overwrite it tile by tile.
+    if diffs == 1:
+        product = out
+    elif product is None:
+        product = torch.empty((n, diffs * v), dtype=torch.float32, device=masks.device)
+    torch.mm(masks, targets.directions.T, out=product)
+    return _targets_losses(product, targets, keep_prob, out, row_sums)
+
+
+def _targets_losses(
+    raw: torch.Tensor,
+    targets: _HeadTargets,
+    keep_prob: float,
+    out: torch.Tensor,
+    row_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The losses of a block from its product ``raw`` ``[n, (C-1)*v]`` (overwritten), into ``out`` ``[n, v]``
+    (which may be ``raw`` itself for two classes), tile by tile in cache; their row sums into ``row_sums``."""
+    diffs, v = targets.exposed_offset.shape
     n = raw.shape[0]
-    out = raw if diffs == 1 else torch.empty((n, v), dtype=torch.float32, device=raw.device)
     # Tiles are for CPU caches; on a GPU one tile per block keeps kernel launches few.
-    tile_rows = max(1, _TILE // (diffs * v)) if raw.device.type == "cpu" else max(1, n)
+    tile_rows = max(1, _TILE // (diffs * v)) if raw.device.type == "cpu" else n
+    exposed_buffer = torch.empty((min(tile_rows, n), diffs, v), dtype=torch.float32, device=raw.device)
     exposed_scale, hidden_scale = 1.0 / keep_prob, -1.0 / (1.0 - keep_prob)
+    one = torch.ones((), dtype=torch.float32, device=raw.device)  # a tensor: no scalar wrapping per call
     with _one_thread():
         for start in range(0, n, tile_rows):
             rows = slice(start, start + tile_rows)
             hidden = raw[rows].view(-1, diffs, v)  # the differences in place (for two classes: the result)
-            exposed = torch.add(targets.exposed_offset, hidden, alpha=exposed_scale)
-            hidden.mul_(hidden_scale).add_(targets.hidden_offset)
-            if targets.plain:
-                ratio = torch.div(_plain_sum(hidden), _plain_sum(exposed), out=out[rows])
+            exposed = exposed_buffer[: hidden.shape[0]]
+            if diffs == 1:  # two classes: flat [r, v] views, fewer operations
+                hidden, exposed = hidden.view(-1, v), exposed.view(-1, v)
+            if targets.formula == "half":
+                ratio = _half_ratio(hidden, exposed, targets, one, out[rows]).log_()
+                if row_sums is not None:
+                    torch.sum(ratio, 1, out=row_sums[rows])
+                continue
+            torch.add(targets.exposed_offset, hidden, alpha=exposed_scale, out=exposed)
+            torch.add(targets.hidden_offset, hidden, alpha=hidden_scale, out=hidden)
+            if targets.formula == "plain":
+                ratio = torch.div(_plain_sum(hidden, one), _plain_sum(exposed, one), out=out[rows])
                 ratio.log_()
             else:
                 exposed_max, exposed_sum = _shifted_sum(exposed)
                 hidden_max, hidden_sum = _shifted_sum(hidden)
                 ratio = torch.div(hidden_sum, exposed_sum, out=out[rows])
                 ratio.log_().add_(hidden_max).sub_(exposed_max)
+            if row_sums is not None:
+                torch.sum(ratio, 1, out=row_sums[rows])
     return out
 
 
@@ -557,16 +725,37 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _plain_sum(diffs: torch.Tensor) -> torch.Tensor:
-    """``1 + sum_c exp(d_c)`` of logit differences ``[r, C-1, v]`` (overwritten) -> ``[r, v]``."""
+def _half_ratio(
+    raw: torch.Tensor, buffer: torch.Tensor, targets: _HeadTargets, one: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """``S_h / S_e`` for two classes at ``p = 1/2`` with one exponential per pair (``raw`` = x, ``[r, v]``,
+    overwritten; ``buffer`` ``[r, v]`` scratch).
+
+    At ``p = 1/2`` the exposed difference is ``e = exposed_offset + 2x`` and the hidden one
+    ``h = hidden_offset - 2x = (hidden_offset + exposed_offset) - e``, so ``exp(h) = c / E`` with
+    ``E = exp(e)`` and ``c = targets.constant``: ``S_h / S_e = (1 + c/E) / (1 + E)``. (No fused
+    multiply-add: its vectorized and scalar paths round differently, which would make a value depend on
+    where its row falls in a tile.)
+    """
+    exposed = torch.add(targets.exposed_offset, raw, alpha=2.0, out=raw).exp_()
+    hidden_sum = torch.div(targets.constant, exposed, out=buffer).add_(one)
+    return torch.div(hidden_sum, exposed.add_(one), out=out)
+
+
+def _plain_sum(diffs: torch.Tensor, one: torch.Tensor) -> torch.Tensor:
+    """``1 + sum_c exp(d_c)`` of logit differences ``[r, C-1, v]`` or, for two classes, ``[r, v]``
+    (overwritten) -> ``[r, v]``."""
     diffs.exp_()
-    total = diffs.squeeze(1) if diffs.shape[1] == 1 else diffs.sum(1)
-    return total.add_(1.0)
+    total = diffs if diffs.dim() == 2 else diffs.sum(1)
+    return total.add_(one)
 
 
 def _shifted_sum(diffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For logit differences ``[r, C-1, v]`` (overwritten): ``m = max(0, max d)`` and
-    ``S = exp(-m) + sum exp(d - m)``, both ``[r, v]``, so that the cross-entropy is ``m + log S``."""
+    """For logit differences ``[r, C-1, v]`` or ``[r, v]`` (two classes; overwritten): ``m = max(0, max d)``
+    and ``S = exp(-m) + sum exp(d - m)``, both ``[r, v]``, so that the cross-entropy is ``m + log S``."""
+    if diffs.dim() == 2:
+        shift = diffs.clamp_min(0.0)
+        return shift, diffs.sub_(shift).exp_().add_(torch.exp(-shift))
     shift = diffs.amax(1).clamp_min_(0.0)
     total = diffs.sub_(shift[:, None]).exp_().sum(1)
     return shift, total.add_(torch.exp(-shift))
