@@ -14,9 +14,16 @@ Timed inside the processes (``--worker``), so interpreter start and imports are 
     python bench/processes.py                  # 1,000 training rows, 200 held-out rows, 2 rounds
     python bench/processes.py --quick          # 100 rows, 20 held-out rows, 1 round (a smoke test)
     python bench/processes.py --device cuda    # on a machine with GPUs: one GPU per process
+    python bench/processes.py --layouts 1x2,1x1,2x1   # processes x torch threads each (CPU)
+
+``--layouts`` lists processes x torch threads per process (CPU; default ``1x2,2x1``: the two ways to use
+2 cores). With ``1x1`` and ``2x1`` both measured, each process has a core of its own in both, and the
+report gives the two-process efficiency (rows/s of 2 processes over twice those of 1): what several
+processes cost beyond splitting the rows (gradient all-reduce, a second start-up, duplicated work).
 
 On a GPU machine the report adds a projection to 8 GPUs from the measured throughput per process (linear
-scaling assumed, marked as a projection); on a CPU machine it reports only what it measured.
+scaling assumed, marked as a projection); on a CPU machine it projects 8 processes of one core each from
+the 1-core throughput and the two-process efficiency, also marked as a projection.
 """
 
 from __future__ import annotations
@@ -90,8 +97,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def measure(task: str, count: int, paths: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:
-    """Run one ``--worker`` measurement with ``count`` processes; its timing."""
+def measure(
+    task: str, count: int, threads: int | None, paths: dict[str, Path], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Run one ``--worker`` measurement with ``count`` processes of ``threads`` torch threads; its timing."""
     timing = paths["work"] / f"timing-{task}-{count}.json"
     timing.unlink(missing_ok=True)
     worker_args = [
@@ -112,12 +121,13 @@ def measure(task: str, count: int, paths: dict[str, Path], args: argparse.Namesp
             "--multi_gpu", "--num_processes", str(count), "--main_process_port", str(_free_port()),
             *worker_args,
         ]  # fmt: skip
-    threads = str(max(1, (os.cpu_count() or 1) // count)) if args.device == "cpu" else "1"
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // count) if args.device == "cpu" else 1
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         "TOKENIZERS_PARALLELISM": "false",
     }
     subprocess.run(command, env=env, check=True)
@@ -132,7 +142,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--val-rows", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--processes", default="1,2", help="comma-separated process counts")
+    parser.add_argument(
+        "--processes", default="1,2", help="comma-separated process counts (threads: cores / count)"
+    )
+    parser.add_argument(
+        "--layouts", help="comma-separated PROCESSESxTHREADS (e.g. 1x2,1x1,2x1); overrides --processes"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, or auto / cuda for one GPU per process")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--quick", action="store_true")
@@ -148,7 +163,11 @@ def main() -> None:
     name = "processes"
     if args.quick:
         args.rows, args.val_rows, args.rounds, name = 100, 20, 1, "processes-quick"
-    counts = [int(count) for count in args.processes.split(",")]
+    layouts: list[tuple[int, int | None]] = (
+        [(int(p), int(t)) for p, t in (layout.split("x") for layout in args.layouts.split(","))]
+        if args.layouts
+        else [(int(count), None) for count in args.processes.split(",")]
+    )
     rows = read_jsonl(args.datasets / "rt_polarity.jsonl")
     train_rows = stratified_subset(rows, args.rows, 0)
     val_rows = stratified_subset(split_rest(rows, train_rows), args.val_rows, 1)
@@ -158,41 +177,56 @@ def main() -> None:
         "train": write_jsonl(work / "train.jsonl", train_rows),
         "val": write_jsonl(work / "val.jsonl", val_rows),
     }
-    measured: dict[int, dict[str, list[dict[str, Any]]]] = {
-        count: {"train": [], "score": []} for count in counts
+
+    def label(layout: tuple[int, int | None]) -> str:
+        return str(layout[0]) if layout[1] is None else f"{layout[0]}x{layout[1]}"
+
+    measured: dict[str, dict[str, list[dict[str, Any]]]] = {
+        label(layout): {"train": [], "score": []} for layout in layouts
     }
     for round_index in range(args.rounds):
-        order = counts[round_index % len(counts) :] + counts[: round_index % len(counts)]
-        for count in order:
+        order = layouts[round_index % len(layouts) :] + layouts[: round_index % len(layouts)]
+        for layout in order:
             for task in ("train", "score"):
-                timing = measure(task, count, paths, args)
-                measured[count][task].append(timing)
+                timing = measure(task, layout[0], layout[1], paths, args)
+                measured[label(layout)][task].append(timing)
                 print(
-                    f"round {round_index} {count} process(es) {task}: {timing['rows_per_second']:.1f} rows/s",
+                    f"round {round_index} {label(layout)} {task}: {timing['rows_per_second']:.1f} rows/s",
                     flush=True,
                 )
 
-    def median(count: int, task: str, key: str) -> float:
-        return statistics.median(timing[key] for timing in measured[count][task])
+    def median(key_: str, task: str, key: str) -> float:
+        return statistics.median(timing[key] for timing in measured[key_][task])
 
+    rates = ("train_loop_rows_per_second", "score_rows_per_second")
     summary = {
-        str(count): {
-            "train_loop_rows_per_second": median(count, "train", "loop_rows_per_second"),
-            "train_call_rows_per_second": median(count, "train", "rows_per_second"),
-            "score_rows_per_second": median(count, "score", "rows_per_second"),
-            "device": measured[count]["train"][0]["device"],
-            "torch_threads_per_process": measured[count]["train"][0]["torch_threads"],
+        key_: {
+            "processes": measured[key_]["train"][0]["processes"],
+            "train_loop_rows_per_second": median(key_, "train", "loop_rows_per_second"),
+            "train_call_rows_per_second": median(key_, "train", "rows_per_second"),
+            "score_rows_per_second": median(key_, "score", "rows_per_second"),
+            "device": measured[key_]["train"][0]["device"],
+            "torch_threads_per_process": measured[key_]["train"][0]["torch_threads"],
         }
-        for count in counts
+        for key_ in measured
     }
     on_gpu = all(value["device"].startswith("cuda") for value in summary.values())
     projection = None
+    efficiency = None
     if on_gpu:  # only from GPU figures: CPU processes share cores, GPUs do not
-        most = max(counts)
-        projection = {
-            key: PROJECTED_GPUS * summary[str(most)][key] / most
-            for key in ("train_loop_rows_per_second", "score_rows_per_second")
-        } | {"from_processes": most, "gpus": PROJECTED_GPUS, "assumes": "linear scaling per process"}
+        most = max(summary, key=lambda key_: summary[key_]["processes"])
+        count = summary[most]["processes"]
+        projection = {key: PROJECTED_GPUS * summary[most][key] / count for key in rates} | {
+            "from_processes": count,
+            "gpus": PROJECTED_GPUS,
+            "assumes": "linear scaling per process",
+        }
+    elif "1x1" in summary and "2x1" in summary:  # one core per process in both: the cost of processes
+        efficiency = {key: summary["2x1"][key] / (2 * summary["1x1"][key]) for key in rates}
+        projection = {key: PROJECTED_GPUS * summary["1x1"][key] * efficiency[key] for key in rates} | {
+            "processes": PROJECTED_GPUS,
+            "assumes": "one core per process, the two-process efficiency held at 8 processes",
+        }
     config = vars(args) | {
         "datasets": str(args.datasets),
         "run": None,
@@ -207,6 +241,7 @@ def main() -> None:
                 "machine": machine(),
                 "results": summary,
                 "rounds": measured,
+                "two_process_efficiency": efficiency,
                 "projection": projection,
             },
             indent=1,
@@ -221,17 +256,28 @@ def main() -> None:
         "| processes | torch threads each | training loop rows/s | train call rows/s | scoring rows/s |",
         "|---|---|---|---|---|",
     ]
-    for count, value in summary.items():
+    for value in summary.values():
         lines.append(
-            f"| {count} | {value['torch_threads_per_process']} | {value['train_loop_rows_per_second']:.1f} | "
-            f"{value['train_call_rows_per_second']:.1f} | {value['score_rows_per_second']:.1f} |"
+            f"| {value['processes']} | {value['torch_threads_per_process']} | "
+            f"{value['train_loop_rows_per_second']:.1f} | {value['train_call_rows_per_second']:.1f} | "
+            f"{value['score_rows_per_second']:.1f} |"
         )
     lines.append("")
-    if projection is not None:
+    if on_gpu and projection is not None:
         lines.append(
             f"Projection, not a measurement: {PROJECTED_GPUS} GPUs at the measured throughput per process of "
             f"{projection['from_processes']} processes, assuming linear scaling: training loop "
             f"{projection['train_loop_rows_per_second']:.0f} rows/s, scoring {projection['score_rows_per_second']:.0f} rows/s."
+        )
+    elif efficiency is not None and projection is not None:
+        lines.append(
+            f"Two-process efficiency (one core per process; 2 processes' rows/s over twice 1's): training loop "
+            f"{efficiency['train_loop_rows_per_second']:.2f}, scoring {efficiency['score_rows_per_second']:.2f}."
+        )
+        lines.append(
+            f"Projection, not a measurement: {PROJECTED_GPUS} processes of one core each at the 1-core throughput "
+            f"and that efficiency: training loop {projection['train_loop_rows_per_second']:.0f} rows/s, "
+            f"scoring {projection['score_rows_per_second']:.0f} rows/s."
         )
     else:
         lines.append(
