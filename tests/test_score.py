@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -437,9 +438,8 @@ def test_head_blocks_with_huge_logits_equal_the_float64_definition(
 
 def test_head_blocks_split_across_threads_equal_one_thread() -> None:
     """On a CPU a block is split by training rows across torch's threads (one worker thread each): the
-    values equal one thread's, for each loss formula, and the row sums computed in the workers are the
-    values' row sums. (Equal to float rounding: BLAS picks its kernel by the shape of a product, so a
-    product over fewer rows may round its last bit differently.)"""
+    values and row sums equal one thread's bit for bit, for each loss formula, and the row sums computed
+    in the workers are the values' row sums."""
     from tod_clean.score import _head_targets, head_influence_blocks
 
     generator = torch.Generator().manual_seed(5)
@@ -473,6 +473,29 @@ def test_head_blocks_split_across_threads_equal_one_thread() -> None:
         assert len(runs[1]) == len(runs[3]) == 6  # 3 training blocks x 2 validation blocks
         for (start, values, sums), (start3, values3, sums3) in zip(runs[1], runs[3], strict=True):
             assert start == start3 and values.abs().max() > 100  # large values: a wrong one shows
-            torch.testing.assert_close(values3, values, rtol=1e-6, atol=1e-5)
-            torch.testing.assert_close(sums3, values3.sum(1), rtol=1e-6, atol=1e-4)
+            assert torch.equal(values3, values) and torch.equal(sums3, sums)
             torch.testing.assert_close(sums, values.sum(1), rtol=1e-6, atol=1e-4)
+
+
+def test_head_influence_of_shards_equals_the_whole_bit_for_bit() -> None:
+    """Scored in shards (whose blocks start at the shard's first row and may end in a block of one row),
+    every training row's influence equals the unsharded value bit for bit: no value depends on how many
+    rows share its block."""
+    from tod_clean.score import head_influence
+
+    generator = torch.Generator().manual_seed(11)
+    features = torch.rand((300, 96), generator=generator) * 2 - 1
+    labels = torch.randint(0, 2, (300,), generator=generator)
+    weight, bias = torch.randn((2, 96), generator=generator) * 0.2, torch.randn(2)
+    keys = torch.arange(1000)
+    options = {"keep_prob": 0.5, "mask_seed": 2, "block_shape": (333, 128)}
+    whole = head_influence(features, labels, weight, bias, keys, **options)  # last block: 1 row
+    bounds = [0, 333, 667, 1000]
+    shards = [
+        head_influence(features, labels, weight, bias, keys[a:b], **options) for a, b in pairwise(bounds)
+    ]
+    np.testing.assert_array_equal(np.concatenate(shards), whole)
+    one_training_block = head_influence(
+        features, labels, weight, bias, keys, keep_prob=0.5, mask_seed=2, block_shape=(1000, 128)
+    )
+    np.testing.assert_array_equal(one_training_block, whole)

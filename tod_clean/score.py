@@ -457,6 +457,8 @@ def head_influence_blocks(
 
 # Fewer rows than this per worker thread are not split: a small block gains nothing from threads.
 _WORKER_ROWS = 64
+# A product over fewer training rows is computed padded to this many (see ``_targets_influence``).
+_PRODUCT_ROWS = 64
 
 
 class _RowWorkers:
@@ -662,7 +664,14 @@ def _targets_influence(
         product = out
     elif product is None:
         product = torch.empty((n, diffs * v), dtype=torch.float32, device=masks.device)
-    torch.mm(masks, targets.directions.T, out=product)
+    if n < _PRODUCT_ROWS and masks.device.type == "cpu":
+        # BLAS takes another kernel for a product of a few rows, which rounds differently: padded, a
+        # training row's values do not depend on how many rows share its block (a shard's last block).
+        padded = torch.zeros((_PRODUCT_ROWS, masks.shape[1]), dtype=masks.dtype, device=masks.device)
+        padded[:n] = masks
+        product.copy_(torch.mm(padded, targets.directions.T)[:n])
+    else:
+        torch.mm(masks, targets.directions.T, out=product)
     return _targets_losses(product, targets, keep_prob, out, row_sums)
 
 
