@@ -409,8 +409,8 @@ def test_head_blocks_with_huge_logits_equal_the_float64_definition(
     keep_prob: float, num_classes: int
 ) -> None:
     """Validation rows whose logit differences could overflow exp() take the shifted formula, the others
-    the plain one (or, for two classes at p = 1/2 and small differences, the half one), in the same
-    block; all equal the float64 definition."""
+    the plain one (for two classes at p = 1/2 the half one, unless a large bias gap would overflow its
+    constant), in the same block; all equal the float64 definition."""
     from tod_clean.score import _head_targets, head_influence_blocks
 
     generator = torch.Generator().manual_seed(2)
@@ -420,20 +420,31 @@ def test_head_blocks_with_huge_logits_equal_the_float64_definition(
     weight = torch.randn((num_classes, 40), generator=generator)
     bias = torch.randn(num_classes, generator=generator)
     keys = torch.arange(-5, 20)
-    parts = _head_targets(features, labels, weight, bias, keep_prob)
-    formulas = ["half", "plain", "shifted"] if (keep_prob, num_classes) == (0.5, 2) else ["plain", "shifted"]
-    assert [targets.formula for _, targets in parts] == formulas  # every formula in play
-    expected, size = reference_head_influence(features, labels, weight, bias, keys, keep_prob, 9)
-    assert np.abs(expected).max() > 100  # far past where a float32 exp overflows
-    for block_shape in ((25, 12), (4, 5)):
-        matrix = np.full(expected.shape, np.nan)
-        for block in head_influence_blocks(
-            features, labels, weight, bias, keys, keep_prob=keep_prob, mask_seed=9, block_shape=block_shape
-        ):
-            matrix[block.train_start : block.train_start + block.values.shape[0], block.val_index] = (
-                block.values.numpy()
-            )
-        assert (np.abs(matrix - expected) <= 1e-5 + 1e-6 * size).all()  # float32 rounding, no more
+    cases = [(bias, ["plain", "shifted"])]
+    if (keep_prob, num_classes) == (0.5, 2):
+        gap = torch.tensor([0.0, 45.0])  # |h + e| = 2 |full difference + bias gap| > 80: plain, not half
+        cases = [(bias, ["half", "shifted"]), (bias + gap, ["plain", "shifted"])]
+    for case_bias, formulas in cases:
+        parts = _head_targets(features, labels, weight, case_bias, keep_prob)
+        assert [targets.formula for _, targets in parts] == formulas  # both formulas in play
+        expected, size = reference_head_influence(features, labels, weight, case_bias, keys, keep_prob, 9)
+        assert np.abs(expected).max() > 100  # far past where a float32 exp overflows
+        for block_shape in ((25, 12), (4, 5)):
+            matrix = np.full(expected.shape, np.nan)
+            for block in head_influence_blocks(
+                features,
+                labels,
+                weight,
+                case_bias,
+                keys,
+                keep_prob=keep_prob,
+                mask_seed=9,
+                block_shape=block_shape,
+            ):
+                matrix[block.train_start : block.train_start + block.values.shape[0], block.val_index] = (
+                    block.values.numpy()
+                )
+            assert (np.abs(matrix - expected) <= 1e-5 + 1e-6 * size).all()  # float32 rounding, no more
 
 
 def test_head_blocks_split_across_threads_equal_one_thread() -> None:

@@ -512,9 +512,6 @@ _MASK_ELEMENTS = 262144
 # The plain formula exponentiates logit differences: it is used for validation rows whose differences
 # stay within this bound under every possible mask (float32 exp overflows past 88.7).
 _PLAIN_LIMIT = 80.0
-# The half formula computes exp(e)**2 and exp(h + e) for exposed and hidden differences e, h: both stay
-# normal float32 (under 88.7 in size) with |e| <= 40 and |h + e| <= 80.
-_HALF_LIMIT = 40.0
 _FORMULAS = ("half", "plain", "shifted")
 
 
@@ -550,8 +547,8 @@ class _HeadTargets:
 
     ``formula`` (see ``_targets_losses``): ``"plain"`` where no difference can exceed ``_PLAIN_LIMIT`` in
     size under any mask, so exponentials cannot overflow; ``"half"``, a faster plain form for two classes
-    at ``p = 1/2`` where differences stay within ``_HALF_LIMIT`` (``constant`` = ``exp(hidden_offset +
-    exposed_offset)``); ``"shifted"`` otherwise.
+    at ``p = 1/2`` (``constant`` = ``exp(hidden_offset + exposed_offset)``, within the same limit);
+    ``"shifted"`` otherwise.
     """
 
     directions: torch.Tensor
@@ -587,11 +584,9 @@ def _head_targets(
     )
     limit = _PLAIN_LIMIT - math.log(num_classes - 1)  # 1 + sum of C-1 exponentials stays normal too
     plain = (torch.cat([exposed_extremes, hidden_extremes]).abs() <= limit).all(0).all(0)  # [v]
-    # The half formula squares exp(exposed difference) and uses exp(hidden + exposed difference).
+    # The half formula also exponentiates h + e, the same for every mask at p = 1/2 (see ``_half_ratio``).
     half = (
-        plain
-        & (exposed_extremes.abs() <= _HALF_LIMIT).all(0).all(0)
-        & ((hidden_offset + exposed_offset).abs() <= 2 * _HALF_LIMIT).all(0)
+        plain & ((hidden_offset + exposed_offset).abs() <= _PLAIN_LIMIT).all(0)
         if keep_prob == 0.5 and num_classes == 2
         else torch.zeros_like(plain)
     )
@@ -689,7 +684,6 @@ def _targets_losses(
     # Tiles are for CPU caches; on a GPU one tile per block keeps kernel launches few.
     tile_rows = max(1, _TILE // (diffs * v)) if raw.device.type == "cpu" else n
     exposed_buffer = torch.empty((min(tile_rows, n), diffs, v), dtype=torch.float32, device=raw.device)
-    exposed_scale, hidden_scale = 1.0 / keep_prob, -1.0 / (1.0 - keep_prob)
     one = torch.ones((), dtype=torch.float32, device=raw.device)  # a tensor: no scalar wrapping per call
     with _one_thread():
         for start in range(0, n, tile_rows):
@@ -698,24 +692,31 @@ def _targets_losses(
             exposed = exposed_buffer[: hidden.shape[0]]
             if diffs == 1:  # two classes: flat [r, v] views, fewer operations
                 hidden, exposed = hidden.view(-1, v), exposed.view(-1, v)
-            if targets.formula == "half":
-                ratio = _half_ratio(hidden, exposed, targets, one, out[rows]).log_()
-                if row_sums is not None:
-                    torch.sum(ratio, 1, out=row_sums[rows])
-                continue
-            torch.add(targets.exposed_offset, hidden, alpha=exposed_scale, out=exposed)
-            torch.add(targets.hidden_offset, hidden, alpha=hidden_scale, out=hidden)
-            if targets.formula == "plain":
-                ratio = torch.div(_plain_sum(hidden, one), _plain_sum(exposed, one), out=out[rows])
-                ratio.log_()
-            else:
-                exposed_max, exposed_sum = _shifted_sum(exposed)
-                hidden_max, hidden_sum = _shifted_sum(hidden)
-                ratio = torch.div(hidden_sum, exposed_sum, out=out[rows])
-                ratio.log_().add_(hidden_max).sub_(exposed_max)
+            influence = _tile_influence(hidden, exposed, targets, keep_prob, one, out[rows])
             if row_sums is not None:
-                torch.sum(ratio, 1, out=row_sums[rows])
+                torch.sum(influence, 1, out=row_sums[rows])
     return out
+
+
+def _tile_influence(
+    hidden: torch.Tensor,
+    exposed: torch.Tensor,
+    targets: _HeadTargets,
+    keep_prob: float,
+    one: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """One tile's influence into ``out`` ``[r, v]``, from its products ``hidden`` (``[r, C-1, v]``, or
+    ``[r, v]`` for two classes; overwritten) with ``exposed`` (the same shape) as scratch."""
+    if targets.formula == "half":  # the offsets are applied inside
+        return _half_ratio(hidden, exposed, targets, one, out).log_()
+    torch.add(targets.exposed_offset, hidden, alpha=1.0 / keep_prob, out=exposed)
+    torch.add(targets.hidden_offset, hidden, alpha=-1.0 / (1.0 - keep_prob), out=hidden)
+    if targets.formula == "plain":
+        return torch.div(_plain_sum(hidden, one), _plain_sum(exposed, one), out=out).log_()
+    exposed_max, exposed_sum = _shifted_sum(exposed)
+    hidden_max, hidden_sum = _shifted_sum(hidden)
+    return torch.div(hidden_sum, exposed_sum, out=out).log_().add_(hidden_max).sub_(exposed_max)
 
 
 @contextmanager
@@ -742,9 +743,8 @@ def _half_ratio(
 
     At ``p = 1/2`` the exposed difference is ``e = exposed_offset + 2x`` and the hidden one
     ``h = hidden_offset - 2x = (hidden_offset + exposed_offset) - e``, so ``exp(h) = c / E`` with
-    ``E = exp(e)`` and ``c = targets.constant``: ``S_h / S_e = (1 + c/E) / (1 + E)``. (No fused
-    multiply-add: its vectorized and scalar paths round differently, which would make a value depend on
-    where its row falls in a tile.)
+    ``E = exp(e)`` and ``c = targets.constant``: ``S_h / S_e = (1 + c/E) / (1 + E)``, every term within
+    float32's range where the plain formula's are (``c/E = exp(h)``).
     """
     exposed = torch.add(targets.exposed_offset, raw, alpha=2.0, out=raw).exp_()
     hidden_sum = torch.div(targets.constant, exposed, out=buffer).add_(one)
