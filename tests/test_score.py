@@ -299,6 +299,25 @@ def test_head_block_sizes_follow_the_memory_budget() -> None:
     assert shapes[64] == [(400, 300)]  # everything fits in one block
     small = shapes[0.25]
     assert max(v for _, v in small) < 300 and max(n for n, _ in small) < 400
+    threads = torch.get_num_threads()
+    try:  # with 5 threads, blocks are at least 5 x 64 training rows tall, and as many values in all
+        torch.set_num_threads(5)
+        tall = [
+            (b.values.shape[0], len(b.val_index))
+            for b in head_influence_blocks(
+                features,
+                labels,
+                weight,
+                bias,
+                keys,
+                keep_prob=0.3,
+                mask_seed=1,
+                chunk_mib=0.25,  # type: ignore[arg-type]
+            )
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    assert max(n for n, _ in tall) == 320 and max(n * v for n, v in tall) <= max(n * v for n, v in small)
     # the largest block's float32 temporaries (6 per pair and class) and weighted features stay in budget
     n, v = max(small, key=lambda shape: shape[0] * shape[1])
     assert 6 * n * v * 5 * 4 + v * 5 * 64 * 4 <= 0.25 * 2**20

@@ -392,6 +392,10 @@ def head_influence_blocks(
     # counted; generating a training row's [D] mask holds a few int64 hash intermediates.
     per_row_bytes = val_chunk * columns * 4 * 6 + width * 40
     chunk = max(1, int((budget - val_chunk * columns * width * 4) // per_row_bytes))
+    workers = torch.get_num_threads() if features.device.type == "cpu" else 1
+    least_rows = min(num_train, workers * _WORKER_ROWS)
+    if chunk < least_rows:  # many threads: taller, narrower blocks of the same size, so that all get rows
+        val_chunk, chunk = max(1, val_chunk * chunk // least_rows), least_rows
     if block_shape is not None:
         chunk, val_chunk = block_shape
     weight, bias = weight.float(), bias.float()
@@ -403,7 +407,6 @@ def head_influence_blocks(
 
     # One validation block: its targets once. Several: rebuilt per training block (cost 1/(2n) of its GEMM).
     only_targets = targets_of(val_ranges[0]) if len(val_ranges) == 1 else None
-    workers = torch.get_num_threads() if features.device.type == "cpu" else 1
     # Buffers reused block after block (fresh ones would be fresh pages: page faults cost as much as the
     # losses). Flat, so that the first n * v values are a contiguous [n, v] whatever the block's shape.
     most_train, most_val = min(chunk, num_train), min(val_chunk, num_val)
