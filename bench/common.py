@@ -66,6 +66,24 @@ def split_rest(rows: list[dict[str, Any]], taken: list[dict[str, Any]]) -> list[
     return [row for row in rows if row["id"] not in ids]
 
 
+def movie_reviews(datasets: Path) -> list[dict[str, Any]]:
+    """The rt_polarity rows ``{"id", "text", "label"}`` in ``datasets``."""
+    return read_jsonl(datasets / "rt_polarity.jsonl")
+
+
+def product_reviews(datasets: Path) -> list[dict[str, Any]]:
+    """The amazon_electronics rows in ``datasets``, as ``{"id", "text", "label"}`` (other fields dropped)."""
+    return [
+        {"id": r["id"], "text": r["text"], "label": r["label"]}
+        for r in read_jsonl(datasets / "amazon_electronics.jsonl")
+    ]
+
+
+def write_splits(folder: Path, **splits: list[dict[str, Any]]) -> list[Path]:
+    """Each split's rows as ``folder/NAME.jsonl``; the paths, in the order given."""
+    return [write_jsonl(folder / f"{name}.jsonl", rows) for name, rows in splits.items()]
+
+
 def flip_labels(
     rows: list[dict[str, Any]], fraction: float, seed: int
 ) -> tuple[list[dict[str, Any]], np.ndarray]:

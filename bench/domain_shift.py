@@ -37,14 +37,15 @@ from common import (  # noqa: E402
     fmt,
     machine,
     mean_std,
-    read_jsonl,
+    movie_reviews,
+    product_reviews,
     save_json,
     score,
     split_rest,
     stratified_subset,
     train_config,
     train_run,
-    write_jsonl,
+    write_splits,
 )
 
 PAPER = {"no cleansing": (77.0, 0.9), "random 1%": (76.8, 1.1), "cleansing 1%": (78.3, 0.2)}
@@ -54,11 +55,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from tod_clean.data import read_table, write_subset
     from tod_clean.filter import drop_count_for, rows_to_drop
 
-    movies = read_jsonl(args.datasets / "rt_polarity.jsonl")
-    products = [
-        {"id": r["id"], "text": r["text"], "label": r["label"]}
-        for r in read_jsonl(args.datasets / "amazon_electronics.jsonl")
-    ]
+    movies = movie_reviews(args.datasets)
+    products = product_reviews(args.datasets)
     train_rows = (
         movies if args.train_rows >= len(movies) else stratified_subset(movies, args.train_rows, seed)
     )
@@ -66,9 +64,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     test_rows = split_rest(products, val_rows)[: args.test_rows]
     suffix = "" if args.scope == "head" else f"-{args.scope.replace(':', '')}"
     folder = WORK / f"domain-shift-{args.train_rows}-{seed}{suffix}"
-    train_path = write_jsonl(folder / "train.jsonl", train_rows)
-    val_path = write_jsonl(folder / "val.jsonl", val_rows)
-    test_path = write_jsonl(folder / "test.jsonl", test_rows)
+    train_path, val_path, test_path = write_splits(folder, train=train_rows, val=val_rows, test=test_rows)
     recipe = {"epochs": args.epochs, "seed": seed, "device": args.device}
 
     tod_run = folder / "run-tod"

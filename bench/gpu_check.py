@@ -31,12 +31,13 @@ from common import (  # noqa: E402
     RESULTS,
     WORK,
     machine,
-    read_jsonl,
+    movie_reviews,
+    product_reviews,
     save_json,
     stratified_subset,
     train_config,
     train_run,
-    write_jsonl,
+    write_splits,
 )
 
 
@@ -74,14 +75,12 @@ def main() -> None:
 
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device here; run it on a machine with a GPU")
-    movies = read_jsonl(args.datasets / "rt_polarity.jsonl")
-    products = [
-        {"id": r["id"], "text": r["text"], "label": r["label"]}
-        for r in read_jsonl(args.datasets / "amazon_electronics.jsonl")
-    ]
     folder = WORK / f"gpu-check-{args.rows}"
-    train_path = write_jsonl(folder / "train.jsonl", stratified_subset(movies, args.rows, 0))
-    val_path = write_jsonl(folder / "val.jsonl", stratified_subset(products, args.val_rows, 0))
+    train_path, val_path = write_splits(
+        folder,
+        train=stratified_subset(movie_reviews(args.datasets), args.rows, 0),
+        val=stratified_subset(product_reviews(args.datasets), args.val_rows, 0),
+    )
     results: dict[str, Any] = {"machine": machine(), "config": vars(args) | {"datasets": None}, "scopes": {}}
     lines = [
         f"GPU: {torch.cuda.get_device_name(0)}; {args.rows} rt_polarity training rows, {args.val_rows} "

@@ -38,6 +38,7 @@ from common import (  # noqa: E402
     WORK,
     flip_labels,
     machine,
+    movie_reviews,
     read_jsonl,
     split_rest,
     stratified_subset,
@@ -45,6 +46,7 @@ from common import (  # noqa: E402
     train_config,
     train_run,
     write_jsonl,
+    write_splits,
 )
 
 
@@ -174,12 +176,11 @@ def main() -> None:
     if args.quick:
         args.rows, args.val_rows, args.subsets, name = 200, 40, 6, "lds-quick"
 
-    source = read_jsonl(args.datasets / "rt_polarity.jsonl")
+    source = movie_reviews(args.datasets)
     train_rows, flipped = flip_labels(stratified_subset(source, args.rows, args.seed), args.noise, args.seed)
     val_rows = stratified_subset(split_rest(source, train_rows), args.val_rows, args.seed + 1)
     folder = WORK / f"lds-{args.rows}-{args.seed}"
-    train_path = write_jsonl(folder / "train.jsonl", train_rows)
-    val_path = write_jsonl(folder / "val.jsonl", val_rows)
+    train_path, val_path = write_splits(folder, train=train_rows, val=val_rows)
     recipe = {"epochs": args.epochs, "seed": args.seed, "device": args.device, "max_length": args.max_length}
 
     rng = np.random.default_rng([args.seed, 4242])

@@ -138,10 +138,9 @@ def tokenizer(minilm_tokenizer_path: str) -> Any:
     return transformers.AutoTokenizer.from_pretrained(minilm_tokenizer_path)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    """A tiny random BERT (hidden 32, 2 layers) with the real MiniLM tokenizer, as a local model folder."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
+def save_tiny_bert(folder: Path, tokenizer: Any, **config_overrides: Any) -> Path:
+    """A tiny random BERT (hidden 32, 2 layers, weights from seed 0) with ``tokenizer``, saved in ``folder``
+    as a local model folder; ``config_overrides`` are further ``BertConfig`` fields."""
     config = transformers.BertConfig(
         vocab_size=30522,
         hidden_size=32,
@@ -149,11 +148,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> 
         num_attention_heads=4,
         intermediate_size=37,
         max_position_embeddings=128,
+        **config_overrides,
     )
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    """A tiny random BERT (hidden 32, 2 layers) with the real MiniLM tokenizer, as a local model folder."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tokenizer)
 
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2") + (

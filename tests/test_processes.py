@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import transformers
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from tests.conftest import make_rows, random_batch, tiny_encoder, write_rows
+from tests.conftest import make_rows, random_batch, save_tiny_bert, tiny_encoder, write_rows
 from tod_clean.cli import app
 from tod_clean.config import DataColumns, TrainConfig
 from tod_clean.data import read_table
@@ -221,19 +220,7 @@ def invoke(*args: Any) -> None:
 def folder(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
     """A tiny BERT without standard dropout (model/), train.jsonl (23 rows), val.jsonl (7 rows)."""
     folder = tmp_path_factory.mktemp("processes")
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(str(folder / "model"))
-    tokenizer.save_pretrained(str(folder / "model"))
+    save_tiny_bert(folder / "model", tokenizer, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     write_rows(folder / "train.jsonl", make_rows(23))
     write_rows(folder / "val.jsonl", make_rows(7, offset=200, id_prefix="v"))
     return folder

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import warnings
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -354,16 +354,33 @@ def _read_jsonl(source: str, data: Bytes, fmt: str) -> Table:
         lines.append(number)
     if failure is not None:
         raise failure
+    header = data.read(0, bom) or None
+    return _line_table(source, data, fmt, list(columns), parse_json_records, starts, ends, lines, header)
+
+
+def _line_table(
+    source: str,
+    data: Bytes,
+    fmt: str,
+    columns: list[str],
+    parse: Callable[[list[bytes]], list[dict[str, Any]]],
+    starts: array,  # type: ignore[type-arg]
+    ends: array,  # type: ignore[type-arg]
+    lines: array,  # type: ignore[type-arg]
+    header: bytes | None,
+) -> Table:
+    """The table of a line-based file (JSON Lines, CSV, TSV): record ``i`` is the bytes
+    ``starts[i]:ends[i]`` and starts on line ``lines[i]``; ``parse`` turns records into rows when used."""
     assert data.sha256 is not None
     records = Records(data, _int64(starts), _int64(ends))
     return Table(
         source,
         fmt,
-        list(columns),
-        LineRows(records, parse_json_records),
+        columns,
+        LineRows(records, parse),
         data.sha256,
         raw=records,
-        header=data.read(0, bom) or None,
+        header=header,
         lines=Ints(_int64(lines)),
     )
 
@@ -476,17 +493,16 @@ def _read_delimited(source: str, data: Bytes, fmt: str) -> Table:
         raise InputError(f"{source}: the file holds no rows")
     if problem is not None:
         raise problem
-    assert data.sha256 is not None
-    records = Records(data, _int64(starts), _int64(ends))
-    return Table(
+    return _line_table(
         source,
+        data,
         fmt,
         list(header),
-        LineRows(records, delimited_parser(list(header), fmt)),
-        data.sha256,
-        raw=records,
-        header=data.read(0, bom) + data.read(*header_span),
-        lines=Ints(_int64(lines)),
+        delimited_parser(list(header), fmt),
+        starts,
+        ends,
+        lines,
+        data.read(0, bom) + data.read(*header_span),
     )
 
 
