@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,23 @@ def test_package_exports_the_api_functions_not_the_submodules() -> None:
     assert callable(tod_clean.train) and callable(tod_clean.filter)
     assert tod_clean.train.__module__ == "tod_clean.api"
     assert tod_clean.filter.__module__ == "tod_clean.api"
+
+
+def test_import_is_light_and_later_submodule_imports_keep_the_api_names() -> None:
+    """In a fresh process ``import tod_clean`` loads neither training (transformers, peft) nor the
+    ``train`` submodule; importing the submodules afterwards, for the first time, keeps the package's
+    ``train`` and ``filter`` the API's functions."""
+    check = (
+        "import sys, tod_clean\n"
+        "loaded = [m for m in ('tod_clean.train', 'transformers', 'peft') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "import tod_clean.train, tod_clean.filter\n"
+        "from tod_clean.train import TrainResult\n"
+        "assert tod_clean.train.__module__ == tod_clean.filter.__module__ == 'tod_clean.api'\n"
+        "assert sys.modules['tod_clean.train'].TrainResult is TrainResult\n"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_frame_fingerprint_is_the_sha256_of_its_canonical_json_lines() -> None:

@@ -12,12 +12,27 @@ The Python API (see README, "Python API")::
 
 __version__ = "0.1.0"
 
-# Imported after __version__ (the modules below read it). ``train`` and ``filter`` are the API's
-# functions: they replace, as attributes of the package, the submodules of the same names, which are
-# imported here first so that no later import of them rebinds the names (import the submodules with
-# ``from tod_clean.train import ...``).
+# Imported after __version__ (the modules below read it).
+import sys  # noqa: E402
+import types  # noqa: E402
+
 from tod_clean.api import Run, filter, train  # noqa: E402, A004
 from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError  # noqa: E402
+
+
+class _Package(types.ModuleType):
+    """The package's ``train`` and ``filter`` are the API's functions. Submodules of the same names exist
+    (``from tod_clean.train import ...``), and importing one makes the import system set it as the
+    package attribute of its name: that assignment is dropped, so the names stay the functions whenever
+    the submodules load (they load on first use: ``import tod_clean`` stays light)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in {"train", "filter"} and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "ConfigError",

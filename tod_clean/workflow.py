@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -44,10 +44,8 @@ from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 from tod_clean.score import ScoreResult, load_scores, save_scores, score_run
 from tod_clean.shard import Shard
 
-# From-imports: the package's own ``train`` and ``filter`` are the API functions, not these modules.
-from tod_clean.train import TrainResult
-from tod_clean.train import resume as resume_run
-from tod_clean.train import train as train_run
+if TYPE_CHECKING:
+    from tod_clean.train import TrainResult
 
 Data = Any  # a path (str or os.PathLike), a pandas.DataFrame or a datasets.Dataset
 
@@ -97,6 +95,8 @@ def train(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a new run on ``data`` (in-memory rows are kept in the run as ``train.jsonl``, like stdin's)."""
+    from tod_clean.train import train as train_run  # training's imports (transformers, peft) load here
+
     table = to_table(data, split=split)
     train_path = os.fspath(data) if is_path(data) else STDIN
     return train_run(config, table, run, train_path=train_path, overwrite=overwrite, progress=progress)
@@ -104,6 +104,8 @@ def train(
 
 def resume(run: RunDir, data: Data | None = None, *, progress: Progress | None = None) -> TrainResult:
     """Continue an interrupted run on its training data (``data`` when it moved: the same rows)."""
+    from tod_clean.train import resume as resume_run
+
     info = run.read_info()
     return resume_run(_run_data(info, data), run, progress=progress)
 
