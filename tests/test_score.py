@@ -529,3 +529,29 @@ def test_head_influence_of_shards_equals_the_whole_bit_for_bit() -> None:
         features, labels, weight, bias, keys, keep_prob=0.5, mask_seed=2, block_shape=(1000, 128)
     )
     np.testing.assert_array_equal(one_training_block, whole)
+
+
+def test_head_influence_of_small_shards_equals_the_whole_bit_for_bit() -> None:
+    """A shard with fewer training rows than the threads' share (64 a thread) still splits the validation
+    rows as the whole does: the validation blocks depend on the budget and the thread count, never on how
+    many training rows a shard holds (a product's width changes its rounding)."""
+    from tod_clean.score import head_influence
+
+    generator = torch.Generator().manual_seed(3)
+    features = torch.rand((700, 96), generator=generator) * 2 - 1
+    labels = torch.randint(0, 2, (700,), generator=generator)
+    weight, bias = torch.randn((2, 96), generator=generator) * 0.2, torch.randn(2)
+    keys = torch.arange(1000)
+    options = {"keep_prob": 0.5, "mask_seed": 2, "chunk_mib": 1}  # ~39 training rows a block, below 2 x 64
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        whole = head_influence(features, labels, weight, bias, keys, **options)
+        for bounds in ([0, 60, 1000], [0, 100, 1000]):
+            shards = [
+                head_influence(features, labels, weight, bias, keys[a:b], **options)
+                for a, b in pairwise(bounds)
+            ]
+            np.testing.assert_array_equal(np.concatenate(shards), whole)
+    finally:
+        torch.set_num_threads(threads)

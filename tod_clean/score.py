@@ -393,8 +393,11 @@ def head_influence_blocks(
     per_row_bytes = val_chunk * columns * 4 * 6 + width * 40
     chunk = max(1, int((budget - val_chunk * columns * width * 4) // per_row_bytes))
     workers = torch.get_num_threads() if features.device.type == "cpu" else 1
-    least_rows = min(num_train, workers * _WORKER_ROWS)
-    if chunk < least_rows:  # many threads: taller, narrower blocks of the same size, so that all get rows
+    # Many threads: taller, narrower blocks of the same size, so that all get rows. Not capped at the
+    # training rows: the validation blocks (a product's width changes its rounding) stay the same in a
+    # shard of few rows as in the whole.
+    least_rows = workers * _WORKER_ROWS
+    if chunk < least_rows:
         val_chunk, chunk = max(1, val_chunk * chunk // least_rows), least_rows
     if block_shape is not None:
         chunk, val_chunk = block_shape
