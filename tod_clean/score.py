@@ -392,13 +392,6 @@ def head_influence_blocks(
     # counted; generating a training row's [D] mask holds a few int64 hash intermediates.
     per_row_bytes = val_chunk * columns * 4 * 6 + width * 40
     chunk = max(1, int((budget - val_chunk * columns * width * 4) // per_row_bytes))
-    workers = torch.get_num_threads() if features.device.type == "cpu" else 1
-    # Many threads: taller, narrower blocks of the same size, so that all get rows. Not capped at the
-    # training rows: the validation blocks (a product's width changes its rounding) stay the same in a
-    # shard of few rows as in the whole.
-    least_rows = workers * _WORKER_ROWS
-    if chunk < least_rows:
-        val_chunk, chunk = max(1, val_chunk * chunk // least_rows), least_rows
     if block_shape is not None:
         chunk, val_chunk = block_shape
     weight, bias = weight.float(), bias.float()
@@ -410,6 +403,9 @@ def head_influence_blocks(
 
     # One validation block: its targets once. Several: rebuilt per training block (cost 1/(2n) of its GEMM).
     only_targets = targets_of(val_ranges[0]) if len(val_ranges) == 1 else None
+    # Blocks depend on the budget and the shapes only, never on the thread count or on the training rows
+    # of a shard: a product's shape changes its rounding, and shards must merge bit for bit.
+    workers = torch.get_num_threads() if features.device.type == "cpu" else 1
     # Buffers reused block after block (fresh ones would be fresh pages: page faults cost as much as the
     # losses). Flat, so that the first n * v values are a contiguous [n, v] whatever the block's shape.
     most_train, most_val = min(chunk, num_train), min(val_chunk, num_val)
