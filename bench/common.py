@@ -162,6 +162,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_measured(command: list[str], env: dict[str, str], folder: Path, name: str) -> dict[str, Any]:
+    """Run ``command`` in a fresh process: its wall seconds, its own peak RSS (MiB, ru_maxrss from wait4)
+    and the JSON object it printed last, if any. Its output goes to ``folder/.child-{stdout,stderr}``;
+    ``name`` names it in the error raised when it fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = folder / ".child-stdout", folder / ".child-stderr"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        started = time.perf_counter()
+        pid = os.posix_spawnp(
+            command[0],
+            command,
+            env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)],
+        )
+        _, status, usage = os.wait4(pid, 0)
+        seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{name} failed:\n{err_path.read_text()[-3000:]}")
+    lines = [line for line in out_path.read_text().splitlines() if line.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {}
+    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), **result}
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

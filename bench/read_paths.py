@@ -50,7 +50,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, WORK, machine, save_json  # noqa: E402
+from common import RESULTS, ROOT, WORK, machine, run_measured, save_json  # noqa: E402
 from scale_rows import folder_mib, tiny_model, write_rows  # noqa: E402
 
 NAME = "read_paths"
@@ -184,25 +184,10 @@ def measure(phase: str, data: Path, work: Path, max_length: int) -> dict[str, An
     command = [sys.executable, __file__, "--child", phase, str(data), str(work)]
     command += ["--max-length", str(max_length)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
-    out_path, err_path = work / ".child-stdout", work / ".child-stderr"
     load_before = os.getloadavg()
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        started = time.perf_counter()
-        pid = os.posix_spawnp(
-            command[0],
-            command,
-            env,
-            file_actions=[(os.POSIX_SPAWN_DUP2, out.fileno(), 1), (os.POSIX_SPAWN_DUP2, err.fileno(), 2)],
-        )
-        _, status, usage = os.wait4(pid, 0)
-        seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{phase} failed:\n{err_path.read_text()[-3000:]}")
-    lines = [line for line in out_path.read_text().splitlines() if line.startswith("{")]
+    figures = run_measured(command, env, work, phase)
     return {
-        "seconds": round(seconds, 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        **json.loads(lines[-1]),
+        **figures,
         "load_before": [round(value, 2) for value in load_before],
         "load_after": [round(value, 2) for value in os.getloadavg()],
     }

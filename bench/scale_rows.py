@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, WORK, machine, save_json  # noqa: E402
+from common import RESULTS, ROOT, WORK, machine, run_measured, save_json  # noqa: E402
 
 WORDS = [
     "a",
@@ -104,27 +104,7 @@ def measure(command: list[str], code: Path) -> dict[str, Any]:
     """Run ``command`` with ``code`` on PYTHONPATH: its wall seconds, its own peak RSS (MiB, ru_maxrss from
     wait4) and the JSON object it printed last, if any."""
     env = {**os.environ, "PYTHONPATH": str(code), "TOKENIZERS_PARALLELISM": "false"}
-    out_path = WORK / "scale-rows" / ".child-stdout"
-    err_path = WORK / "scale-rows" / ".child-stderr"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        started = time.perf_counter()
-        pid = os.posix_spawnp(
-            command[0],
-            command,
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, err.fileno(), 2),
-            ],
-        )
-        _, status, usage = os.wait4(pid, 0)
-        seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{err_path.read_text()[-3000:]}")
-    lines = [line for line in out_path.read_text().splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {}
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), **result}
+    return run_measured(command, env, WORK / "scale-rows", " ".join(command))
 
 
 def train_phase(data: Path, run: Path, args: argparse.Namespace) -> None:
