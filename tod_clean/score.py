@@ -723,9 +723,10 @@ def _tile_influence(
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """Element-wise work on cache-sized tiles runs on the calling thread only: handing each small
-    operation to a thread pool (exp and log go parallel at a few thousand elements) costs more than it
-    saves, and stalls for milliseconds when the machine is busy. The GEMMs keep every thread."""
+    """torch's thread count is 1 meanwhile. Element-wise work on cache-sized tiles runs on the calling
+    thread: handing each small operation to torch's pool costs more than it saves, and stalls for
+    milliseconds when the machine is busy. (Inside ``_RowWorkers`` every thread already has one torch
+    thread; in a block too small to split, the product outside this context keeps every thread.)"""
     threads = torch.get_num_threads()
     if threads == 1:
         yield
