@@ -42,6 +42,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: they quote user syntax such as hf:NAME[/CONFIG], which Rich markup would
+    # take for a closing tag (and crash on). click's plain help also starts faster.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -191,3 +195,9 @@ def main() -> None:
 
 # Each subcommand lives in its own module and registers itself on ``app``.
 from tod_clean.cli import cleanse, evaluate, explain, filter, merge, report, score, train  # noqa: E402, F401, A004
+
+# ``--help`` lists the commands in the order of the workflow, not alphabetically; others follow.
+WORKFLOW = ("train", "score", "filter", "explain", "predict", "evaluate", "report", "cleanse", "merge")
+app.registered_commands.sort(
+    key=lambda info: WORKFLOW.index(info.name) if info.name in WORKFLOW else len(WORKFLOW)
+)

@@ -36,7 +36,8 @@ def explain_command(
     top: Annotated[int, typer.Option("--top", "-k", help="Training rows per list (hurt and helped).")] = 5,
     errors_only: Annotated[bool, typer.Option(help="Explain only the rows the model gets wrong.")] = False,
     index: Annotated[
-        list[int] | None, typer.Option(help="Explain only this validation row (0-based; repeatable).")
+        list[int] | None,
+        typer.Option(metavar="<row>", help="Explain only this validation row (0-based; repeatable)."),
     ] = None,
     id_: Annotated[
         str | None, typer.Option("--id", help="Explain only the validation row with this id.")
