@@ -319,13 +319,32 @@ def test_score_writes_the_matrix(jsonl_run: SimpleNamespace, tmp_path: Path) -> 
 def test_score_without_validation_ranks_by_full_loss(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
     run = copy_run(jsonl_run.run, tmp_path)
     out = tmp_path / "self.csv"
-    ok(invoke("score", "--run", run, "--out", out, "--quiet"))
+    ok(invoke("score", "--run", run, "--out", out, "--overwrite", "--quiet"))  # replaces scores with --val
     frame = pd.read_csv(out)
     assert "influence" not in frame.columns
     assert (
         frame.sort_values("rank")["row"].tolist()
         == np.argsort(-frame["full_loss"].to_numpy(), kind="stable").tolist()
     )
+
+
+def test_a_look_without_validation_keeps_the_saved_influence(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
+    """``score -o - | head`` on a run scored with --val must not replace its influence scores (filter and
+    report would then rank by something else): refused, saved scores untouched; --overwrite replaces."""
+    run = copy_run(jsonl_run.run, tmp_path)
+    before = {name: sha256(run / name) for name in ("scores.parquet", "scores.json")}
+    line = user_error(
+        invoke("score", "--run", run, "-o", "-", "--quiet"),
+        "scores.parquet: holds the influence of every training row on",
+        "scoring without a validation set would replace it: pass --overwrite",
+    )
+    assert str(jsonl_run.val) in line
+    other_val = write_rows(tmp_path / "other.jsonl", make_rows(5, offset=40))
+    user_error(invoke("score", "--run", run, "--val", other_val, "--quiet"), f"scoring on {other_val}")
+    assert {name: sha256(run / name) for name in before} == before
+    ok(invoke("score", "--run", run, "--val", jsonl_run.val, "--quiet"))  # the same validation set: fine
+    ok(invoke("score", "--run", run, "--val", other_val, "--overwrite", "--quiet"))
+    assert json.loads((run / "scores.json").read_text())["val_rows"] == 5
 
 
 def test_score_progress_goes_to_stderr(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:

@@ -68,9 +68,11 @@ class Run:
         out: str | os.PathLike[str] | None = None,
         pred_probs: str | os.PathLike[str] | None = None,
         device: str = "auto",
+        overwrite: bool = False,
         **options: Any,
     ) -> pd.DataFrame:
-        """Score every training row, as ``tod-clean score`` does; the scores are also saved in the run.
+        """Score every training row, as ``tod-clean score`` does; the scores are also saved in the run
+        (replacing saved influence on another validation set only with ``overwrite=True``).
 
         ``val``: validation data (path, DataFrame or Dataset); with it the frame has an ``influence``
         column (float64, the mean influence of the row on ``val``; negative = harmful). ``train``: the
@@ -96,6 +98,7 @@ class Run:
             device=device,
             out=out,
             pred_probs=pred_probs,
+            overwrite=overwrite,
         )
         frame = result.frame
         frame.attrs[RUN_PATH] = str(self.path.resolve())

@@ -1002,8 +1002,12 @@ def score_run(
     shard: Shard | None = None,
     progress: Progress | None = None,
     processes: Processes | None = None,
+    before_work: Callable[[], None] | None = None,
 ) -> ScoreResult:
     """Score every training row of a finished run (and its influence on ``val_table``, if given).
+
+    ``before_work``, if given, is called once the inputs are validated and before the model loads (the
+    caller's last checks, which should not pre-empt the inputs' own errors).
 
     With ``shard``, only that shard's block of rows (see ``tod_clean.shard``): the frame has no ``rank``
     and records the shard in its attrs (Parquet schema metadata).
@@ -1038,6 +1042,8 @@ def score_run(
         raise ConfigError(
             f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
         )
+    if before_work is not None:
+        before_work()
     torch_device = processes.device or pick_device(device)
     amp_dtype = autocast_dtype(info.train.precision, torch_device)
     model = run.load_model(info, torch_device)

@@ -9,6 +9,7 @@ options into these calls and prints; ``tod_clean.api`` converts arguments and re
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,13 +151,17 @@ def score(
     matrix: str | Path | None = None,
     pred_probs: str | Path | None = None,
     shard: str | None = None,
+    overwrite: bool = False,
+    overwrite_option: str = "overwrite=True",
     progress: Progress | None = None,
 ) -> ScoreResult:
     """Score a finished run's training rows (``train``: its data when the recorded file moved) and, with
     ``val``, their influence on it; write ``out`` (a file, or a ``save_to_disk`` folder for a name without
     extension), ``matrix`` and ``pred_probs``, and save the scores in the run (not with ``shard``).
 
-    Every output is checked against the inputs and for writability before any work.
+    Every output is checked against the inputs and for writability before any work. Saved scores that
+    hold influence on another validation set (or any, when ``val`` is None) are replaced only with
+    ``overwrite`` (``overwrite_option`` names it in the error: the caller's spelling).
     """
     info = run.read_complete_info()
     part = Shard.parse(shard) if shard is not None else None
@@ -210,6 +215,9 @@ def score(
         matrix_path=matrix,
         shard=part,
         progress=progress,
+        before_work=None
+        if part is not None or overwrite
+        else lambda: _check_saved_scores_replaceable(run, val_table, overwrite_option),
     )
     if not is_main_process():
         return result  # under accelerate launch every process holds the gathered scores; the main one writes
@@ -222,6 +230,31 @@ def score(
         # The run's copy last: if an output above failed, filter still sees the scores it saw before.
         save_scores(run, result)
     return result
+
+
+def _check_saved_scores_replaceable(run: RunDir, val_table: Table | None, overwrite_option: str) -> None:
+    """Refuse to replace saved scores that hold influence on a validation set this scoring does not use:
+    a quick look (``score -o - | head``) must not destroy an earlier, longer result."""
+    if not run.file(SCORES).is_file() or not run.file(SCORES_META).is_file():
+        return
+    try:
+        saved = json.loads(run.file(SCORES_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # unreadable saved scores are no result to keep; load_scores reports them
+    saved_val = saved.get("val_file")
+    if saved_val is None or saved.get("train_sha256") != run.read_info().train_file.sha256:
+        return
+    if val_table is not None and (val_table.ref or val_table.source, val_table.split, val_table.sha256) == (
+        saved_val,
+        saved.get("val_split"),
+        saved.get("val_sha256"),
+    ):
+        return
+    now = "without a validation set" if val_table is None else f"on {val_table.ref or val_table.source}"
+    raise ConfigError(
+        f"{run.file(SCORES)}: holds the influence of every training row on {saved_val}; scoring {now} "
+        f"would replace it: pass {overwrite_option} to replace it, or score another run directory"
+    )
 
 
 @dataclass

@@ -72,6 +72,13 @@ def score_command(
             "not into the run; put the parts together with 'tod-clean merge'."
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Replace the run's saved scores even when they hold influence on another validation set "
+            "(or on one, when this scoring has no --val)."
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -93,6 +100,8 @@ def score_command(
         matrix=matrix,
         pred_probs=pred_probs,
         shard=shard,
+        overwrite=overwrite,
+        overwrite_option="--overwrite",
         progress=progress_for(quiet),
     )
     if not is_main_process():
