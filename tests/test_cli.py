@@ -328,7 +328,9 @@ def test_score_without_validation_ranks_by_full_loss(jsonl_run: SimpleNamespace,
     )
 
 
-def test_a_look_without_validation_keeps_the_saved_influence(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
+def test_a_look_without_validation_keeps_the_saved_influence(
+    jsonl_run: SimpleNamespace, tmp_path: Path
+) -> None:
     """``score -o - | head`` on a run scored with --val must not replace its influence scores (filter and
     report would then rank by something else): refused, saved scores untouched; --overwrite replaces."""
     run = copy_run(jsonl_run.run, tmp_path)
