@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -155,8 +156,64 @@ class RichProgress:
             self._bar = None
 
 
+class LogProgress:
+    """Progress as plain lines for a log (stderr not a terminal: nohup, SLURM, a pipe): a rich bar would
+    show nothing until the task ends. One line when a task starts, then one every ``interval`` seconds,
+    and one when it ends."""
+
+    def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._description = ""
+        self._total = 0
+        self._done = 0
+        self._started = 0.0
+        self._last_line = 0.0
+        self._fields: dict[str, float] = {}
+        self._active = False
+
+    def start(self, description: str, total: int) -> None:
+        self.finish()
+        self._description, self._total, self._done, self._fields = description, total, 0, {}
+        self._started = self._last_line = self._clock()
+        self._active = True
+        self._line(f"{description}: started ({total:,} steps)")
+
+    def advance(self, steps: int = 1, **fields: float) -> None:
+        if not self._active:
+            return
+        self._done += steps
+        self._fields.update(fields)
+        now = self._clock()
+        if now - self._last_line >= self.interval and self._done < self._total:
+            self._last_line = now
+            self._line(self._status(now))
+
+    def finish(self) -> None:
+        if self._active:
+            self._active = False
+            self._line(self._status(self._clock()) + " done")
+
+    def _status(self, now: float) -> str:
+        elapsed = now - self._started
+        share = self._done / self._total if self._total else 1.0
+        text = f"{self._description}: {self._done:,}/{self._total:,} ({share:.0%}), {elapsed:.0f} s"
+        if 0 < self._done < self._total:
+            text += f", eta {elapsed * (self._total - self._done) / self._done:.0f} s"
+        info = "  ".join(
+            f"{name.replace('_per_s', '/s')} {value:.4g}" for name, value in self._fields.items()
+        )
+        return text + (f"  {info}" if info else "")
+
+    def _line(self, text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 def progress_for(quiet: bool) -> ProgressSink:
-    return NullProgress() if quiet else RichProgress()
+    """No progress with --quiet; a rich bar on a terminal; plain lines at intervals in a log."""
+    if quiet:
+        return NullProgress()
+    return RichProgress() if console.is_terminal else LogProgress()
 
 
 def _version(value: bool) -> None:
