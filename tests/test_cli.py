@@ -174,7 +174,8 @@ def test_train_refuses_to_overwrite_a_run(
 ) -> None:
     run = copy_run(jsonl_run.run, tmp_path)
     before = (run / "model.safetensors").read_bytes()
-    user_error(invoke("train", jsonl_run.train, "--run", run, *model_args), str(run), "--overwrite")
+    line = user_error(invoke("train", jsonl_run.train, "--run", run, *model_args), str(run), "--overwrite")
+    assert "--resume" not in line and "its training finished: nothing to resume" in line  # finished run
     assert (run / "model.safetensors").read_bytes() == before
     ok(invoke("train", jsonl_run.train, "--run", run, *model_args, "--overwrite", "--seed", "1"))
     assert (run / "model.safetensors").read_bytes() != before
@@ -203,6 +204,10 @@ def test_interrupted_run_resumes_to_the_same_model(
     assert info["status"] == "training" and len(info["epochs"]) == 1
     assert (run / "checkpoint").is_dir()
     user_error(invoke("score", "--run", run, "--quiet"), "did not finish", "1 of 2 epochs", "--resume")
+    user_error(  # an interrupted run with a checkpoint: both ways out are offered
+        invoke("train", train_file, "--run", run, *model_args),
+        "already holds a run; pass --overwrite to replace it, or --resume to continue it",
+    )
 
     ok(invoke("train", "--resume", "--run", run, "--quiet"))
     info = json.loads((run / "config.json").read_text())

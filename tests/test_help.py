@@ -45,3 +45,11 @@ def test_usage_error_points_to_a_help_that_works() -> None:
     assert result.exit_code == 2
     assert "tod-clean filter --help" in result.output or "tod-clean filter -h" in result.output
     assert runner.invoke(app, ["filter", "--help"]).exit_code == 0
+
+
+def test_train_help_names_every_scope() -> None:
+    from tod_clean.model import SCOPE_KINDS
+
+    text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    for kind in SCOPE_KINDS:
+        assert (f"{kind}:K" if kind in ("layers", "ffn") else kind) in text, kind

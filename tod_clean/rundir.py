@@ -239,9 +239,7 @@ class RunDir:
                 "only into a new or empty folder (choose another --run)"
             )
         if not overwrite:
-            raise RunDirError(
-                f"{self.path}: already holds a run; pass --overwrite to replace it, or --resume to continue it"
-            )
+            raise RunDirError(f"{self.path}: already holds a run; {self._how_to_continue()}")
         copy = self.file(STDIN_COPY)
         if stdin_copy and copy.exists() and self.stdin_copy() is None:
             raise RunDirError(
@@ -319,6 +317,19 @@ class RunDir:
                 f"{done} and cannot be resumed; train it again with 'tod-clean train --overwrite'"
             )
         return info
+
+    def _how_to_continue(self) -> str:
+        """What a user can do about an existing run: --resume is offered only where it would work."""
+        replace = "pass --overwrite to replace it"
+        try:
+            info = self.read_info()
+        except RunDirError:
+            return replace
+        if info.status == "complete":
+            return f"{replace} (its training finished: nothing to resume)"
+        if self.can_resume(info):
+            return f"{replace}, or --resume to continue it"
+        return f"{replace} (it cannot be resumed: no epoch of it finished)"
 
     def can_resume(self, info: RunInfo) -> bool:
         """Whether --resume can continue this run: a checkpoint of its last finished epoch exists."""

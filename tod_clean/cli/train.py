@@ -109,7 +109,7 @@ def train_command(
         str,
         typer.Option(
             help="Where instance masks sit: head, lora (frozen encoder, masked LoRA rank units), layers:K, "
-            "ffn:K, or none (plain fine-tune)."
+            "ffn:K; or no masks: none (plain fine-tune), lora-plain (plain LoRA fine-tune)."
         ),
     ] = str(_default("scope")),
     keep_prob: Annotated[
