@@ -193,7 +193,7 @@ def test_path_and_dataset_inputs(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def _readme_block(title: str) -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "guide.md").read_text(encoding="utf-8")
     section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert blocks, f"no python block under '## {title}'"

@@ -53,3 +53,19 @@ def test_train_help_names_every_scope() -> None:
     text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
     for kind in SCOPE_KINDS:
         assert (f"{kind}:K" if kind in ("layers", "ffn") else kind) in text, kind
+
+
+def test_the_command_reference_in_docs_is_what_the_cli_prints() -> None:
+    """docs/cli.md is generated from --help: regenerate it (python scripts/cli_reference.py) when an
+    option changes, so the reference cannot drift from the CLI."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "cli_reference.py"
+    spec = importlib.util.spec_from_file_location("cli_reference", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    current = module.REFERENCE.read_text(encoding="utf-8")
+    assert current == module.reference(), "docs/cli.md is out of date: run python scripts/cli_reference.py"
+    assert "## `tod-clean train`" in current and "--keep-prob" in current

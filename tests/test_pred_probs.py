@@ -53,7 +53,7 @@ def test_readme_cleanlab_examples_run(
     run = train_run(tmp_path, train, model_args)
     monkeypatch.chdir(tmp_path)
     ok(invoke("score", "--run", run, "--pred-probs", "probs.npy", "--out", "scores.csv", "-q"))
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "guide.md").read_text(encoding="utf-8")
     section = readme.split("### `tod-clean score --pred-probs FILE.npy`\n", 1)[1].split("\n### ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert len(blocks) == 2

@@ -34,7 +34,7 @@ def encoded(tokenizer: Any) -> tuple[EncodedRows, EncodedRows]:
     return train, val
 
 
-# Influence computed in other blocks, shards or thread counts agrees within this stated tolerance (README,
+# Influence computed in other blocks, shards or thread counts agrees within this stated tolerance (docs/guide.md,
 # "Scaling out"): BLAS may pick other kernels for other shapes, thread counts or load, and they round
 # differently (differences of about 5e-9 measured on one CPU type; bit for bit on others).
 ROUNDING_TOLERANCE = 1e-6
