@@ -96,9 +96,12 @@ def train(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a new run on ``data`` (in-memory rows are kept in the run as ``train.jsonl``, like stdin's)."""
-    from tod_clean.train import train as train_run  # training's imports (transformers, peft) load here
-
     table = to_table(data, split=split)
+    # A missing column is reported before training's imports (transformers, peft: seconds) load.
+    columns = config.columns
+    table.require_columns([columns.text_col, columns.text_pair_col, columns.label_col, columns.id_col])
+    from tod_clean.train import train as train_run
+
     train_path = os.fspath(data) if is_path(data) else STDIN
     return train_run(config, table, run, train_path=train_path, overwrite=overwrite, progress=progress)
 
