@@ -139,14 +139,41 @@ def test_predict_refuses_bad_input_without_writing(trained: SimpleNamespace) -> 
         Run(trained.run).predict(odd, device="cpu")
 
 
-def test_predict_sentence_pairs(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
-    rows = [dict(r, hypothesis=f"second text {i}") for i, r in enumerate(make_rows(8))]
+def test_predict_sentence_pairs_with_integer_labels(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    rows = [
+        dict(r, hypothesis=f"second text {i}", label=int(r["label"] == "positive"))
+        for i, r in enumerate(make_rows(8))
+    ]
     train = write_rows(tmp_path / "pairs.parquet", rows)
     run = train_run(tmp_path, train, model_args, "--text-pair-col", "hypothesis")
     frame = Run(run).predict(train, device="cpu")
+    assert list(frame.columns) == ["row", "prob_0", "prob_1", "predicted_label", "label", "loss"]
+    assert frame["label"].dtype == np.int64 and frame["predicted_label"].dtype == np.int64
     expected = naive_log_probs(run, [r["text"] for r in rows], [r["hypothesis"] for r in rows])
-    np.testing.assert_allclose(frame[PROBS].to_numpy(), np.exp(expected), atol=1e-5)
+    np.testing.assert_allclose(frame[["prob_0", "prob_1"]].to_numpy(), np.exp(expected), atol=1e-5)
+    np.testing.assert_allclose(frame["loss"], -expected[np.arange(8), [r["label"] for r in rows]], atol=1e-5)
+    # the same rows in CSV (labels as text) give the same frame
+    as_csv = Run(run).predict(write_rows(tmp_path / "pairs.csv", rows), device="cpu")
+    pd.testing.assert_frame_equal(as_csv, frame)
     user_error(
         invoke("predict", train, "--run", run, "-o", "-", "--text-pair-col", "premise"),
         "column 'premise' not found",
     )
+
+
+def test_predict_a_dataset_folder_split_into_a_dataset_folder(trained: SimpleNamespace) -> None:
+    datasets = pytest.importorskip("datasets")
+    from tod_clean.data import read_frame_dataset
+
+    folder = trained.folder / "dsdict"
+    splits = {"test": pd.DataFrame(trained.rows[:4]), "other": pd.DataFrame(trained.rows[4:])}
+    datasets.DatasetDict(
+        {name: datasets.Dataset.from_pandas(frame, preserve_index=False) for name, frame in splits.items()}
+    ).save_to_disk(str(folder))
+    out = trained.folder / "predicted"
+    ok(invoke("predict", folder, "--split", "test", "--run", trained.run, "-o", out, "-q", "--device", "cpu"))
+    read = read_frame_dataset(out)
+    assert read["id"].tolist() == [r["id"] for r in trained.rows[:4]]
+    expected = Run(trained.run).predict(splits["test"], device="cpu")
+    np.testing.assert_allclose(read[PROBS].to_numpy(), expected[PROBS].to_numpy())
+    assert read["loss"].tolist() == pytest.approx(expected["loss"].tolist())
