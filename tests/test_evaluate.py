@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+)
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
@@ -57,3 +63,48 @@ def test_macro_f1_counts_only_classes_present_in_labels_or_predictions() -> None
     assert result.macro_f1 == pytest.approx((2 / 3 + 4 / 5) / 2)
     assert result.confusion.tolist() == [[1, 0, 0], [1, 2, 0], [0, 0, 0]]
     assert result.accuracy == 0.75
+
+
+def test_per_class_metrics_equal_sklearn() -> None:
+    """Known predictions: a 0 0 | b 1 1 0 | c never labeled, predicted once."""
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7]])
+    labels = np.array([0, 1, 1, 1, 0])
+    result = metrics(probs, labels, ["a", "b", "c"])
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, probs.argmax(1), labels=[0, 1, 2], zero_division=0.0
+    )
+    assert [row.label for row in result.per_class] == ["a", "b", "c"]
+    np.testing.assert_allclose([row.precision for row in result.per_class], precision)
+    np.testing.assert_allclose([row.recall for row in result.per_class], recall)
+    np.testing.assert_allclose([row.f1 for row in result.per_class], f1)
+    assert [row.support for row in result.per_class] == support.tolist() == [2, 3, 0]
+    # by hand: a precision 1/2 recall 1/2; b precision 1 recall 2/3; c precision 0 (1 wrong) recall 0
+    assert result.per_class[0].f1 == pytest.approx(0.5)
+    assert result.per_class[1].f1 == pytest.approx(0.8)
+    assert result.to_dict()["per_class"][1] == {
+        "label": "b",
+        "precision": 1.0,
+        "recall": pytest.approx(2 / 3),
+        "f1": pytest.approx(0.8),
+        "support": 3,
+    }
+
+
+def test_evaluate_command_writes_per_class_metrics(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    train = write_rows(tmp_path / "train.jsonl", make_rows(10))
+    test = write_rows(tmp_path / "test.jsonl", make_rows(9, offset=40))
+    run = train_run(tmp_path, train, model_args)
+    out = tmp_path / "metrics.json"
+    result = ok(invoke("evaluate", test, "--run", run, "--out", out))
+    assert "per class" in result.stderr and "precision" in result.stderr
+    summary = json.loads(out.read_text())
+    assert {"rows", "accuracy", "macro_f1", "loss", "labels", "confusion"} <= set(summary)  # kept
+    confusion = np.array(summary["confusion"])
+    per_class = summary["per_class"]
+    assert [row["label"] for row in per_class] == ["negative", "positive"]
+    assert [row["support"] for row in per_class] == confusion.sum(1).tolist() == [4, 5]
+    for index, row in enumerate(per_class):
+        predicted = confusion[:, index].sum()
+        expected = confusion[index, index] / predicted if predicted else 0.0
+        assert row["precision"] == pytest.approx(expected)
+        assert row["recall"] == pytest.approx(confusion[index, index] / confusion[index].sum())

@@ -171,3 +171,32 @@ def test_explain_refuses_a_run_without_masks(
     user_error(invoke("explain", "--run", run, "--val", train, "-o", out), "scope 'none'", absent=(out,))
     config = json.loads((run / "config.json").read_text())
     assert config["masks"]["scope"] == "none"
+
+
+def test_explain_shows_both_texts_of_sentence_pairs(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    """The second text of each pair is in the -o file, in the terminal and in the report's explanations."""
+    from tod_clean.report import _explained_views
+
+    train_rows = [dict(r, second=f"zebra{i}") for i, r in enumerate(make_rows(10))]
+    train = write_rows(tmp_path / "train.jsonl", train_rows)
+    val_rows = [dict(r, second=f"walrus{i}") for i, r in enumerate(make_rows(3, offset=30, id_prefix="v"))]
+    val = write_rows(tmp_path / "val.jsonl", val_rows)
+    run = train_run(tmp_path, train, model_args, "--text-pair-col", "second", "--id-col", "id")
+    out = tmp_path / "explained.jsonl"
+    result = ok(invoke("explain", "--run", run, "--val", val, "-k", "2", "--out", out, "--show", "3"))
+    frame = pd.read_json(out, lines=True)
+    columns = list(frame.columns)
+    assert columns.index("train_text_pair") == columns.index("train_text") + 1
+    assert columns.index("val_text_pair") == columns.index("val_text") + 1
+    assert (frame.train_text_pair == [train_rows[i]["second"] for i in frame.train_row]).all()
+    assert (frame.val_text_pair == [val_rows[i]["second"] for i in frame.val_row]).all()
+    terminal = result.stderr
+    assert all(f"walrus{i}" in terminal for i in range(3))
+    assert all(f"zebra{i}" in terminal for i in set(frame.train_row))
+    views = _explained_views(frame)
+    assert views[0].text == f"{val_rows[0]['text']} ‖ walrus0"
+    row = frame.iloc[0]
+    assert views[0].neighbours[0].text == f"{row.train_text} ‖ {row.train_text_pair}"
+    # without pairs the frame has no pair columns
+    plain = _explained_views(frame.drop(columns=["train_text_pair", "val_text_pair"]))
+    assert plain[0].text == val_rows[0]["text"]

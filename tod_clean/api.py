@@ -1,4 +1,4 @@
-"""The Python API: ``train``, ``Run`` (``.score``, ``.info``, ``.scores``) and ``filter``.
+"""The Python API: ``train``, ``Run`` (``.score``, ``.predict``, ``.info``, ``.scores``) and ``filter``.
 
 The same work as the command line, from a notebook, through the same implementation
 (``tod_clean.workflow``): data may be a path (a data file, a ``save_to_disk`` folder, an ``hf:NAME[/CONFIG]``
@@ -103,6 +103,49 @@ class Run:
         frame = result.frame
         frame.attrs[RUN_PATH] = str(self.path.resolve())
         return frame
+
+    def predict(
+        self,
+        data: Data,
+        *,
+        text_col: str | None = None,
+        text_pair_col: str | None = None,
+        label_col: str | None = None,
+        id_col: str | None = None,
+        labels: bool | None = None,
+        split: str | None = None,
+        out: str | os.PathLike[str] | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+    ) -> pd.DataFrame:
+        """Predict every row of ``data`` with the run's full network (no instance mask), as
+        ``tod-clean predict`` does.
+
+        ``data``: a path (a data file, a ``save_to_disk`` folder, an ``hf:NAME[/CONFIG]`` dataset), a
+        DataFrame or a Dataset. Columns default to training's (its label and id columns when present);
+        ``labels``: read the label column (True: it must be there; False: ignore it; None: if present).
+        ``out``: also write the frame there (by extension; a ``save_to_disk`` folder for a name without
+        one). A label the training data did not have raises an InputError naming its row and value.
+
+        Returns one row per input row: ``row`` (int64), ``id`` (with an id column), ``prob_<label>`` per
+        class (float64, summing to 1), ``predicted_label`` and, for labeled rows, ``label`` and ``loss``
+        (float64, ``-log`` of the label's probability).
+        """
+        from tod_clean.predict import predict
+
+        return predict(
+            self._dir,
+            data,
+            split=split,
+            text_col=text_col,
+            text_pair_col=text_pair_col,
+            label_col=label_col,
+            id_col=id_col,
+            labels=labels,
+            out=out,
+            batch_size=batch_size,
+            device=device,
+        )
 
     @property
     def scores(self) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,10 +12,10 @@ from tod_clean.config import DataColumns
 from tod_clean.data import Table
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
-from tod_clean.instances import instances_from_table
+from tod_clean.instances import Instances, instances_from_table
 from tod_clean.model import TodClassifier
 from tod_clean.progress import NullProgress, Progress
-from tod_clean.rundir import RunDir
+from tod_clean.rundir import RunDir, RunInfo
 
 
 @torch.no_grad()
@@ -45,6 +45,55 @@ def predict_probs(
 
 
 @dataclass
+class FullNetwork:
+    """A finished run's trained model opened for inference: the full network (no instance mask), its
+    tokenizer, the device and the autocast dtype of the run's precision there."""
+
+    model: TodClassifier
+    tokenizer: Any
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    max_length: int
+
+    @classmethod
+    def open(cls, run: RunDir, info: RunInfo, device: torch.device) -> FullNetwork:
+        return cls(
+            model=run.load_model(info, device),
+            tokenizer=run.load_tokenizer(),
+            device=device,
+            amp_dtype=autocast_dtype(info.train.precision, device),
+            max_length=info.train.max_length,
+        )
+
+    def encode(self, instances: Instances) -> EncodedRows:
+        return encode_texts(self.tokenizer, instances.texts, instances.text_pairs, self.max_length)
+
+    def probs(
+        self, encoded: EncodedRows, *, batch_size: int = 64, progress: Progress | None = None
+    ) -> np.ndarray:
+        """Class probabilities float32 ``[N, C]`` of ``encoded``'s rows, in row order."""
+        return predict_probs(
+            self.model,
+            encoded,
+            batch_size=batch_size,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            progress=progress,
+        )
+
+
+@dataclass
+class ClassMetrics:
+    """Precision, recall and F1 of one class (0 where undefined), and its ``support``: rows labeled with it."""
+
+    label: Any
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
 class Evaluation:
     """Metrics of predictions against labels; ``confusion[true, predicted]`` counts rows."""
 
@@ -55,6 +104,7 @@ class Evaluation:
     loss: float
     confusion: np.ndarray
     probs: np.ndarray
+    per_class: list[ClassMetrics] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,23 +114,37 @@ class Evaluation:
             "loss": self.loss,
             "labels": self.labels,
             "confusion": self.confusion.tolist(),
+            "per_class": [asdict(metrics) for metrics in self.per_class],
         }
 
 
 def metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[Any]) -> Evaluation:
-    """Accuracy, macro-F1 (over the classes present in labels or predictions), mean cross-entropy.
+    """Accuracy, macro-F1 (over the classes present in labels or predictions), mean cross-entropy, and
+    per class (every class of ``label_names``, in that order) precision, recall, F1 and support.
 
-    ``probs`` float ``[N, C]``, ``labels`` int64 ``[N]``; accuracy, F1 and the confusion matrix are
-    scikit-learn's.
+    ``probs`` float ``[N, C]``, ``labels`` int64 ``[N]``; accuracy, F1, the per-class metrics and the
+    confusion matrix are scikit-learn's.
     """
     # scikit-learn (with scipy) takes over a second to import: only the commands that need metrics pay it
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     predicted = probs.argmax(1)
     classes = np.arange(probs.shape[1])
     present = np.union1d(labels, predicted)
     # log_loss would renormalise float32 rows that miss 1 by rounding: the plain mean keeps the model's own
     picked = np.clip(probs[np.arange(len(labels)), labels].astype(np.float64), 1e-12, 1.0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0.0
+    )
+    per_class = [
+        ClassMetrics(name, float(p), float(r), float(f), int(s))
+        for name, p, r, f, s in zip(label_names, precision, recall, f1, support, strict=True)
+    ]
     return Evaluation(
         labels=list(label_names),
         rows=len(labels),
@@ -89,6 +153,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, label_names: list[Any]) -> Ev
         loss=float(-np.log(picked).mean()),
         confusion=confusion_matrix(labels, predicted, labels=classes).astype(np.int64),
         probs=probs,
+        per_class=per_class,
     )
 
 
@@ -104,15 +169,6 @@ def evaluate_run(
     """Evaluate a finished run's full network on a labeled table."""
     info = run.read_complete_info()
     instances = instances_from_table(table, columns or info.train.columns, info.labels, with_keys=False)
-    torch_device = pick_device(device)
-    model = run.load_model(info, torch_device)
-    encoded = encode_texts(run.load_tokenizer(), instances.texts, instances.text_pairs, info.train.max_length)
-    probs = predict_probs(
-        model,
-        encoded,
-        batch_size=batch_size,
-        device=torch_device,
-        amp_dtype=autocast_dtype(info.train.precision, torch_device),
-        progress=progress,
-    )
+    network = FullNetwork.open(run, info, pick_device(device))
+    probs = network.probs(network.encode(instances), batch_size=batch_size, progress=progress)
     return metrics(probs, instances.labels, info.labels)

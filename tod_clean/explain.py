@@ -20,10 +20,10 @@ import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
 from tod_clean.data import Table
-from tod_clean.device import autocast_dtype, pick_device
-from tod_clean.encoding import EncodedRows, encode_texts
+from tod_clean.device import pick_device
+from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError, InputError
-from tod_clean.evaluate import predict_probs
+from tod_clean.evaluate import FullNetwork
 from tod_clean.instances import instances_from_table
 from tod_clean.model import TodClassifier
 from tod_clean.processes import Processes, current_processes
@@ -221,16 +221,11 @@ def explain_run(
         selected = np.array(sorted(set(val_rows)), dtype=np.int64)
 
     processes = current_processes(device)
-    torch_device = processes.device or pick_device(device)
-    amp_dtype = autocast_dtype(info.train.precision, torch_device)
-    model = run.load_model(info, torch_device)
-    tokenizer = run.load_tokenizer()
-    max_length = info.train.max_length
-    val_encoded = encode_texts(tokenizer, val.texts, val.text_pairs, max_length)
+    network = FullNetwork.open(run, info, processes.device or pick_device(device))
+    model, torch_device, amp_dtype = network.model, network.device, network.amp_dtype
+    val_encoded = network.encode(val)
     config = config or ScoreConfig()
-    probs = predict_probs(
-        model, val_encoded, batch_size=config.batch_size, device=torch_device, amp_dtype=amp_dtype
-    )
+    probs = network.probs(val_encoded, batch_size=config.batch_size)
     predicted = probs.argmax(1)
     accuracy = float((predicted == val.labels).mean())
     misclassified = int((predicted != val.labels).sum())
@@ -239,8 +234,10 @@ def explain_run(
     if max_rows is not None:
         selected = selected[:max_rows]
     method = resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method)
+    # sentence pairs: each text's second text in a column after it
+    columns = _columns(train.text_pairs is not None, val.text_pairs is not None)
     if len(selected) == 0:
-        return ExplainResult(_empty_frame(), 0, misclassified, accuracy, method)
+        return ExplainResult(pd.DataFrame(columns=columns), 0, misclassified, accuracy, method)
     subset = val_encoded.subset(selected)
     hurt, helped = top_influences(
         model,
@@ -280,10 +277,12 @@ def explain_run(
                         "train_label": names[train.labels[train_row]],
                         "influence": float(value),
                         "train_text": train.texts[train_row],
+                        "train_text_pair": None if train.text_pairs is None else train.text_pairs[train_row],
                         "val_text": val.texts[val_row],
+                        "val_text_pair": None if val.text_pairs is None else val.text_pairs[val_row],
                     }
                 )
-    frame = pd.DataFrame(records, columns=_COLUMNS)
+    frame = pd.DataFrame(records, columns=columns)
     return ExplainResult(frame, len(selected), misclassified, accuracy, method)
 
 
@@ -304,5 +303,11 @@ _COLUMNS = [
 ]
 
 
-def _empty_frame() -> pd.DataFrame:
-    return pd.DataFrame(columns=_COLUMNS)
+def _columns(train_pairs: bool, val_pairs: bool) -> list[str]:
+    """The frame's columns: ``train_text_pair`` and ``val_text_pair`` follow their texts for sentence pairs."""
+    columns = []
+    for name in _COLUMNS:
+        columns.append(name)
+        if (name == "train_text" and train_pairs) or (name == "val_text" and val_pairs):
+            columns.append(f"{name}_pair")
+    return columns

@@ -698,6 +698,12 @@ def _present(value: Any) -> bool:
     return value is not None and not pd.isna(value)
 
 
+def _both_texts(row: Any, column: str) -> str:
+    """An explained row's text and, for sentence pairs, its second text (``explain``'s ``<column>_pair``)."""
+    pair = row.get(f"{column}_pair")
+    return str(row[column]) if not _present(pair) else f"{row[column]} ‖ {pair}"
+
+
 def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
     if explanations is None:
         return []
@@ -711,7 +717,7 @@ def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
                 name=str(row.train_id if _present(row.train_id) else row.train_row),
                 label=str(row.train_label),
                 influence=f"{row.influence:+.4f}",
-                text=shorten(row.train_text, TEXT_IN_TABLE),
+                text=shorten(_both_texts(row, "train_text"), TEXT_IN_TABLE),
             )
             for _, row in group.iterrows()
         ]
@@ -721,7 +727,7 @@ def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
                 label=str(first.val_label),
                 pred=str(first.val_pred),
                 prob=f"{first.val_prob:.2f}",
-                text=shorten(first.val_text, TEXT_OF_VAL_ROW),
+                text=shorten(_both_texts(first, "val_text"), TEXT_OF_VAL_ROW),
                 neighbours=neighbours,
             )
         )

@@ -1,4 +1,5 @@
-"""``tod-clean evaluate``: accuracy, macro-F1, loss and confusion matrix of a run's full network."""
+"""``tod-clean evaluate``: accuracy, macro-F1, loss, per-class metrics and confusion matrix of a run's
+full network."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
@@ -70,6 +72,18 @@ def evaluate_command(
         metrics.add_row("macro-F1", f"{result.macro_f1:.4f}")
         metrics.add_row("loss", f"{result.loss:.4f}")
         console.print(metrics)
+        per_class = RichTable(title="per class")
+        for column in ("label", "precision", "recall", "F1", "support"):
+            per_class.add_column(column, justify="left" if column == "label" else "right")
+        for row in result.per_class:
+            per_class.add_row(
+                escape(str(row.label)),
+                f"{row.precision:.4f}",
+                f"{row.recall:.4f}",
+                f"{row.f1:.4f}",
+                str(row.support),
+            )
+        console.print(per_class)
         confusion = RichTable(title="confusion (rows: true, columns: predicted)")
         confusion.add_column("")
         for name in result.labels:

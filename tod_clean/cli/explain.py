@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,12 @@ from tod_clean.rundir import RunDir
 
 def shorten(text: str, width: int = 80) -> str:
     return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" …")
+
+
+def both_texts(row: Any, column: str) -> str:
+    """A row's text and, for sentence pairs, its second text after a ‖."""
+    pair = row.get(f"{column}_pair")
+    return str(row[column]) if not isinstance(pair, str) else f"{row[column]} ‖ {pair}"
 
 
 @app.command("explain")
@@ -126,7 +132,7 @@ def explain_command(
         table = RichTable(
             title=f"validation {escape(name)}: label {escape(str(first.val_label))}, predicted "
             f"{escape(str(first.val_pred))} ({verdict}, p(label) {first.val_prob:.2f})",
-            caption=escape(shorten(first.val_text, 120)),
+            caption=escape(shorten(both_texts(first, "val_text"), 120)),
             title_justify="left",
         )
         for column, justify in (
@@ -138,6 +144,7 @@ def explain_command(
             ("text", "left"),
         ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        train_width = 120 if "train_text_pair" in group.columns else 80  # room for both texts of a pair
         for _, row in group.iterrows():
             train_name = str(row.train_id) if row.train_id is not None else str(row.train_row)
             style = "red" if row.kind == "hurt" else "green"
@@ -147,6 +154,6 @@ def explain_command(
                 escape(train_name),
                 escape(str(row.train_label)),
                 f"{row.influence:+.4f}",
-                escape(shorten(row.train_text)),
+                escape(shorten(both_texts(row, "train_text"), train_width)),
             )
         console.print(table)

@@ -1,0 +1,117 @@
+"""Per-row predictions of a finished run's full network (no instance mask) on any data.
+
+One row out per row in: ``row`` (its 0-based number in the input), ``id`` (with an id column), one
+``prob_<label>`` column per class (float64, summing to 1), ``predicted_label`` and, for labeled rows,
+``label`` and ``loss`` (the cross-entropy ``-log prob`` of the given label). A label the training data did
+not have is refused (naming its row and value): the model has no probability for it; predict without
+labels (``labels=False``, ``--no-labels``) to get the other columns.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tod_clean.config import DataColumns, columns_like
+from tod_clean.data import Table, check_distinct_outputs, to_table
+from tod_clean.device import pick_device
+from tod_clean.evaluate import FullNetwork
+from tod_clean.instances import instances_from_table
+from tod_clean.progress import Progress
+from tod_clean.rundir import RunDir
+from tod_clean.workflow import check_frame_destination, is_path, save_frame
+
+PROB_PREFIX = "prob_"
+
+
+def prob_column(label: Any) -> str:
+    """The output column of one class's probability: ``prob_<label>``."""
+    return f"{PROB_PREFIX}{label}"
+
+
+def predict_run(
+    run: RunDir,
+    table: Table,
+    *,
+    columns: DataColumns | None = None,
+    labels: bool | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The full network's predictions for every row of ``table`` (columns: see the module docstring).
+
+    ``columns``: the table's text, pair, label and id columns (default: training's, the id column only if
+    present). ``labels``: read the label column (True: it must be there; None: if it is there; False:
+    ignore it).
+    """
+    info = run.read_complete_info()
+    columns = columns or columns_like(
+        info.train.columns,
+        id_col=info.train.columns.id_col if info.train.columns.id_col in table.columns else None,
+    )
+    if labels is None:
+        labels = columns.label_col in table.columns
+    instances = instances_from_table(table, columns, info.labels if labels else None)
+    network = FullNetwork.open(run, info, pick_device(device))
+    probs = network.probs(network.encode(instances), batch_size=batch_size, progress=progress)
+    frame = pd.DataFrame({"row": np.arange(len(instances), dtype=np.int64)})
+    if instances.ids is not None:
+        frame["id"] = list(instances.ids)
+    for position, name in enumerate(info.labels):
+        frame[prob_column(name)] = probs[:, position].astype(np.float64)
+    # integer labels (JSON, Parquet) stay integers, text labels text, as in the score output's label column
+    integer = all(isinstance(name, int) for name in info.labels)
+    names = np.array(info.labels, dtype=np.int64 if integer else object)
+    frame["predicted_label"] = names[probs.argmax(1)]
+    if labels:
+        frame["label"] = names[instances.labels]
+        picked = probs[np.arange(len(instances)), instances.labels].astype(np.float64)
+        frame["loss"] = -np.log(np.clip(picked, 1e-12, 1.0))  # as evaluate's mean loss
+    return frame
+
+
+def predict(
+    run: RunDir,
+    data: Any,
+    *,
+    split: str | None = None,
+    text_col: str | None = None,
+    text_pair_col: str | None = None,
+    label_col: str | None = None,
+    id_col: str | None = None,
+    labels: bool | None = None,
+    out: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Predict every row of ``data`` (a path, ``-`` for standard input, a DataFrame or a Dataset) with the
+    run's full network; write the frame to ``out`` (by extension, a ``save_to_disk`` folder for a name
+    without one, ``-`` for CSV on stdout), checked before any work. Returns the frame.
+
+    A column given here must be in the data (``label_col`` makes the rows labeled unless
+    ``labels=False``); the others default to training's (its label and id columns when present).
+    """
+    info = run.read_complete_info()
+    path = os.fspath(data) if is_path(data) else None
+    out = None if out is None else os.fspath(out)
+    check_distinct_outputs({**run.own_files(), "the data file": path}, {"--out": out})
+    if out is not None:
+        check_frame_destination(out)
+    table = to_table(data, split=split)
+    trained = info.train.columns
+    if label_col is not None and labels is not False:
+        labels = True
+    if id_col is None and trained.id_col in table.columns:
+        id_col = trained.id_col
+    columns = columns_like(trained, text_col, text_pair_col, label_col, id_col)
+    frame = predict_run(
+        run, table, columns=columns, labels=labels, batch_size=batch_size, device=device, progress=progress
+    )
+    if out is not None:
+        save_frame(frame, out)
+    return frame
