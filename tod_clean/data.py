@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tod_clean.errors import InputError
-from tod_clean.hub import choose_split, is_hub_ref, load_split, locate
+from tod_clean.hub import choose_split, datasets_cache, is_hub_ref, load_split, locate
 from tod_clean.rows import (
     CHUNK,
     Bytes,
@@ -868,7 +868,7 @@ def check_distinct_outputs(
     the inputs and standard output among the outputs, where it may appear only once.
     """
     given_inputs = [
-        (name, path)
+        (name, path, str(p) if is_hub_ref(str(p)) else None)
         for name, p in inputs.items()
         if p is not None and str(p) != STDIN and (path := _input_path(str(p))) is not None
     ]
@@ -883,7 +883,13 @@ def check_distinct_outputs(
             to_stdout = name
             continue
         path = Path(value)
-        for in_name, in_path in given_inputs:
+        for in_name, in_path, ref in given_inputs:
+            if ref is not None and _collide(path, in_path):
+                raise InputError(
+                    f"{path}: {name} is inside the Hugging Face datasets cache ({in_path}) that {in_name} "
+                    f"({ref}) is read from, where it would be taken for a dataset; choose an output path "
+                    "outside the cache"
+                )
             if _collide(path, in_path):
                 raise InputError(
                     f"{path}: {name} would overwrite {in_name} ({in_path}); choose another output path"
@@ -897,14 +903,29 @@ def check_distinct_outputs(
 
 
 def _input_path(path: str) -> Path | None:
-    """Where an input's data lie: the path, or for an ``hf:`` dataset its folder in the cache (None when it
-    is not cached: reading it will say so)."""
+    """Where an input's data lie: the path, or for an ``hf:`` dataset the whole ``datasets`` cache (None
+    when it is not cached: reading it will say so). Not just its prepared folder: a folder written beside
+    it would be taken for a newer preparation (or, anywhere in the cache, for another dataset or
+    configuration), and every later read of the dataset would read it."""
     if not is_hub_ref(path):
         return Path(path)
     try:
-        return locate(path).folder
+        locate(path)
     except InputError:
         return None
+    return datasets_cache()
+
+
+def check_outside_hub_cache(dest: str | Path) -> None:
+    """Refuse a ``save_to_disk`` folder output inside the Hugging Face ``datasets`` cache, whatever the
+    inputs: there it would be taken for a prepared hub dataset (see ``_input_path``)."""
+    cache = datasets_cache()
+    target = Path(os.path.abspath(dest))
+    if _same_file(target, cache) or _inside(target, cache):
+        raise InputError(
+            f"{dest}: is inside the Hugging Face datasets cache ({cache}), where a dataset folder would be "
+            "taken for a prepared hub dataset; choose an output folder outside the cache"
+        )
 
 
 def deliver(dest: str, payload: bytes, stdout: BinaryIO | None = None) -> None:
@@ -1234,6 +1255,7 @@ def check_dataset_destination(table: Table, dest: str) -> None:
     kind = "an hf: dataset's" if table.ref is not None and is_hub_ref(table.ref) else "a dataset folder's"
     if dest == STDIN:
         raise InputError(f"{table.source}: {kind} kept rows go to a folder: give --out FOLDER")
+    check_outside_hub_cache(dest)
     target = Path(dest)
     if not target.exists() and target.suffix.lower() in FORMATS:
         raise InputError(
@@ -1324,6 +1346,7 @@ def is_frame_dir(path: str | Path) -> bool:
 
 def check_frame_folder_destination(dest: str | Path) -> None:
     """Refuse a folder for a frame unless it is new, empty, or a frame folder tod-clean wrote before."""
+    check_outside_hub_cache(dest)
     target = Path(dest)
     if target.exists():
         if not target.is_dir():
