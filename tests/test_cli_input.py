@@ -276,6 +276,10 @@ def truncate(path: Path) -> None:
         (lambda run: (run / "model.safetensors").write_text("not tensors"), ["model.safetensors", "damaged"]),
         (lambda run: shutil.rmtree(run / "tokenizer"), ["tokenizer", "missing"]),
         (lambda run: (run / "tokenizer" / "tokenizer.json").write_text("{"), ["tokenizer", "cannot load"]),
+        (
+            lambda run: (run / "tokenizer" / "tokenizer.json").unlink(),
+            ["tokenizer: the tokenizer's files are missing (none of tokenizer.json,", "only its 5 special"],
+        ),
         (lambda run: (run / "encoder" / "config.json").unlink(), ["encoder/config.json", "missing"]),
         (
             lambda run: (run / "encoder" / "config.json").write_text(json.dumps({"model_type": "nonsense"})),
@@ -287,6 +291,7 @@ def truncate(path: Path) -> None:
         "garbage-weights",
         "no-tokenizer",
         "bad-tokenizer",
+        "tokenizer-config-only",
         "no-encoder",
         "unknown-type",
     ],
@@ -383,6 +388,18 @@ def pickle_only(folder: Path) -> None:
             lambda model, tmp: ((model / "config.json").write_text("{broken"), str(model))[1],
             "cannot load an encoder and tokenizer",
         ),
+        (  # transformers quietly builds a tokenizer of 5 special tokens: every word [UNK]
+            lambda model, tmp: (
+                [(model / name).unlink() for name in ("tokenizer.json", "tokenizer_config.json")],
+                str(model),
+            )[1],
+            "no tokenizer files in the folder",
+        ),
+        (
+            lambda model, tmp: ((model / "tokenizer.json").unlink(), str(model))[1],
+            "(none of tokenizer.json, vocab.txt, vocab.json with merges.txt, or a SentencePiece *.model); "
+            "the tokenizer would know only its 5 special tokens",
+        ),
     ],
     ids=[
         "absent-path",
@@ -393,6 +410,8 @@ def pickle_only(folder: Path) -> None:
         "pickle",
         "unknown-type",
         "bad-json",
+        "no-tokenizer",
+        "tokenizer-config-only",
     ],
 )
 def test_bad_model_option(tmp_path: Path, tiny_model_dir: Path, make: object, needle: str) -> None:
