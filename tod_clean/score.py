@@ -1115,6 +1115,8 @@ def score_run(
         "val_file": None if val_table is None else (val_table.ref or val_table.source),
         "val_split": None if val_table is None else val_table.split,
         "val_sha256": None if val_table is None else val_table.sha256,
+        # the validation columns read: another column of the same file is another validation set
+        **_val_columns_meta(val_table, val_columns or columns),
         "val_rows": 0 if val_table is None else len(val_table),
         "rank_by": default_signal(list(frame.columns)),
         "scope": str(info.scope),
@@ -1127,6 +1129,16 @@ def score_run(
     if shard is not None:
         frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)
     return ScoreResult(frame, meta, scores, influence_values)
+
+
+def _val_columns_meta(val_table: Table | None, columns: DataColumns) -> dict[str, str | None]:
+    """What scores record of the validation columns they read (None each, without a validation set)."""
+    used = None if val_table is None else columns
+    return {
+        "val_text_col": None if used is None else used.text_col,
+        "val_text_pair_col": None if used is None else used.text_pair_col,
+        "val_label_col": None if used is None else used.label_col,
+    }
 
 
 def _gather_scores(
