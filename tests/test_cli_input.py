@@ -11,6 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_rows, write_rows
@@ -111,6 +114,39 @@ def test_scores_with_missing_rows_are_refused(two_runs: SimpleNamespace, tmp_pat
         str(scores),
         "15 score rows",
         "16 rows",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
+def test_scores_with_a_repeated_column_are_refused(
+    two_runs: SimpleNamespace, tmp_path: Path, fmt: str
+) -> None:
+    """pandas renames a repeated CSV column (hidden_loss.1) and the first copy would win unseen."""
+    scores = tmp_path / f"a.{fmt}"
+    ok(invoke("score", "--run", two_runs.a, "--out", scores, "--quiet"))
+    if fmt == "parquet":
+        table = pq.read_table(scores)
+        pq.write_table(table.append_column("hidden_loss", pa.compute.negate(table["full_loss"])), scores)
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        frame = pd.read_csv(scores, sep=sep)
+        extra = (-frame[["full_loss"]]).rename(columns={"full_loss": "hidden_loss"})
+        pd.concat([frame, extra], axis=1).to_csv(scores, index=False, sep=sep)
+    line = "" if fmt == "parquet" else ": line 1"
+    user_error(
+        invoke(
+            "filter",
+            "--run",
+            two_runs.a,
+            "--scores",
+            scores,
+            "--by",
+            "hidden_loss",
+            "--drop-count",
+            "2",
+            "-q",
+        ),
+        f"{scores}{line}: column name 'hidden_loss' appears more than once in the header",
     )
 
 

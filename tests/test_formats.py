@@ -11,6 +11,8 @@ import io
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,6 +58,14 @@ def test_repeated_column_name_is_refused(tmp_path: Path, sep: str) -> None:
     data = sep.join(["text", "label", "text"]) + "\n" + sep.join(["a", "x", "b"]) + "\n"
     with pytest.raises(InputError, match=rf"t\.{suffix}: line 1: column name 'text' appears more than once"):
         read_table(write(tmp_path / f"t.{suffix}", data.encode()))
+
+
+def test_repeated_parquet_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    names = ["text", "label", "label"]
+    pq.write_table(pa.table([pa.array(["a"]), pa.array(["x"]), pa.array(["y"])], names=names), path)
+    with pytest.raises(InputError, match=r"t\.parquet: column name 'label' appears more than once"):
+        read_table(str(path))
 
 
 @pytest.mark.parametrize("header", ["text,label,", "text,,label", " ,text,label"])

@@ -472,7 +472,7 @@ def _read_delimited(source: str, data: Bytes, fmt: str) -> Table:
                 if header is None:
                     header, header_span = fields, (first_offset, consumed[1])
                     try:
-                        _check_header(source, header, first_line + 1)
+                        check_header(source, header, first_line + 1)
                     except InputError as error:
                         problem = error
                 else:
@@ -506,16 +506,16 @@ def _read_delimited(source: str, data: Bytes, fmt: str) -> Table:
     )
 
 
-def _check_header(source: str, header: list[str], line: int) -> None:
-    """Refuse a header with an empty or repeated column name: rows would silently lose a column."""
+def check_header(source: str, header: Sequence[str], line: int | None = 1) -> None:
+    """Refuse a header with an empty or repeated column name: rows would silently lose a column (the first
+    or the last copy winning). ``line`` is the header's line in a text file, None for Parquet's schema."""
+    where = f"{source}: line {line}" if line is not None else source
     seen: set[str] = set()
     for position, name in enumerate(header, start=1):
         if not name.strip():
-            raise InputError(f"{source}: line {line}: column {position} of the header has an empty name")
+            raise InputError(f"{where}: column {position} of the header has an empty name")
         if name in seen:
-            raise InputError(
-                f"{source}: line {line}: column name {name!r} appears more than once in the header"
-            )
+            raise InputError(f"{where}: column name {name!r} appears more than once in the header")
         seen.add(name)
 
 
@@ -546,6 +546,7 @@ def _read_parquet(source: str, data: Bytes) -> Table:
                 pass
     except (pa.ArrowInvalid, OSError) as error:
         raise InputError(f"{source}: not a readable Parquet file ({error})") from None
+    check_header(source, columns, None)
     assert data.sha256 is not None
     return Table(source, "parquet", columns, ParquetRows(data, groups), data.sha256)
 
