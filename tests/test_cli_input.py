@@ -464,6 +464,22 @@ def test_bad_model_option(tmp_path: Path, tiny_model_dir: Path, make: object, ne
 
 # ---- unusual labels and ids --------------------------------------------------------------------------
 
+
+def test_two_spellings_of_one_label_are_refused_before_training(
+    tmp_path: Path, model_args: list[str]
+) -> None:
+    rows = make_rows(8)
+    rows[3]["label"] = "negative "  # one class with "negative" once stripped
+    data = write_rows(tmp_path / "train.csv", rows)
+    run = tmp_path / "run"
+    user_error(
+        invoke("train", data, "--run", run, *model_args),
+        f"{data}: row 3 (line 5), column 'label': label 'negative ' and label 'negative' ({data}: row 1 "
+        "(line 3)) differ only in surrounding white space",
+        absent=(run,),
+    )
+
+
 ODD_LABELS = ["line\nbreak", " spaced ", "nan", "ünïcødé ✓", "L" * 300, "NA", "2²"]
 
 
