@@ -42,7 +42,7 @@ from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches, window_batches
 from tod_clean.errors import ConfigError, RunDirError
-from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, with_rank
+from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
@@ -1253,4 +1253,7 @@ def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
         ) from None
     if meta.get("train_sha256") != info.train_file.sha256:
         raise RunDirError(f"{path}: belongs to another training file than this run's; score the run again")
+    # Scores of the run this folder held before a 'train --overwrite' (a 'score' that finished after it, or
+    # files copied in) name that run: every reader of the saved scores refuses them, the API's included.
+    check_scores_origin(frame, info, str(path))
     return frame, meta
