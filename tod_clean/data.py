@@ -824,6 +824,15 @@ def check_destination(dest: str | Path) -> None:
         raise InputError(f"{shown}: the file is read-only; tod-clean does not replace it")
 
 
+def check_suffix(dest: str | Path | None, option: str, suffix: str, what: str) -> None:
+    """Refuse an output file named for another format than the one ``option`` writes (``--matrix x.csv``
+    would hold ``.npy`` bytes); ``-``, devices and FIFOs, which have no format of their own, pass."""
+    if dest is None or str(dest) == STDIN or output_target(dest)[1]:
+        return
+    if Path(dest).suffix.lower() != suffix:
+        raise InputError(f"{dest}: {option} writes {what}; give a file name ending in {suffix}")
+
+
 def output_format(dest: str | Path, default: str) -> str:
     """The format of an output: by its extension, or ``default`` for ``-`` and for a device or FIFO
     without one (``--out /dev/stdout`` writes what ``--out -`` writes)."""
