@@ -134,3 +134,14 @@ def test_a_validation_label_spelled_another_way_says_so(tmp_path: Path) -> None:
         rf"label {NFC!r} only in white space or Unicode normalization \(code points 'cafe\\u0301' and 'caf\\xe9'\)",
     ):
         label_ids(val, "label", training_labels(train, "label"))
+
+
+def test_a_validation_label_in_another_case_says_so(tmp_path: Path) -> None:
+    train = read_table(write(tmp_path / "t.csv", "text,label\na,positive\nb,negative\n"))
+    val = read_table(write(tmp_path / "v.csv", "text,label\na,Positive\n"))
+    with pytest.raises(
+        InputError,
+        match=r"v\.csv: row 0 \(line 2\), column 'label': label 'Positive' was not in the training data "
+        r"\(labels: negative, positive\); it differs from the training label 'positive' only by case$",
+    ):
+        label_ids(val, "label", training_labels(train, "label"))

@@ -60,12 +60,15 @@ def label_ids(table: Table, column: str, label_names: Sequence[Any]) -> np.ndarr
         known = ", ".join(str(name) for name in label_names)
         key = labels.keys[labels.codes[row]]
         alike = [name for name in index if _spelling(name) == _spelling(key)]
-        hint = (
-            f"; it differs from the training label {alike[0]!r} only in white space or Unicode "
-            f"normalization (code points {ascii(key)} and {ascii(alike[0])})"
-            if alike
-            else ""
-        )
+        cased = [name for name in index if _spelling(name).casefold() == _spelling(key).casefold()]
+        hint = ""
+        if alike:
+            hint = (
+                f"; it differs from the training label {alike[0]!r} only in white space or Unicode "
+                f"normalization (code points {ascii(key)} and {ascii(alike[0])})"
+            )
+        elif cased:
+            hint = f"; it differs from the training label {cased[0]!r} only by case"
         raise InputError(
             f"{table.where(row)}, column {column!r}: label {key!r} was not in the "
             f"training data (labels: {known}){hint}"
