@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
+import transformers
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
@@ -393,6 +394,14 @@ def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def small_vocabulary(folder: Path) -> str:
+    """The model folder's encoder replaced by one that embeds 100 tokens (its tokenizer has 30522)."""
+    config = transformers.BertConfig.from_pretrained(str(folder))
+    config.vocab_size = 100
+    transformers.BertModel(config).save_pretrained(str(folder))
+    return str(folder)
+
+
 def pickle_only(folder: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -436,6 +445,10 @@ def pickle_only(folder: Path) -> None:
             "(none of tokenizer.json, vocab.txt, vocab.json with merges.txt, or a SentencePiece *.model); "
             "the tokenizer would know only its 5 special tokens",
         ),
+        (
+            lambda model, tmp: small_vocabulary(model),
+            "its tokenizer has 30522 tokens, but the encoder embeds only 100 (vocab_size in its config.json)",
+        ),
     ],
     ids=[
         "absent-path",
@@ -448,6 +461,7 @@ def pickle_only(folder: Path) -> None:
         "bad-json",
         "no-tokenizer",
         "tokenizer-config-only",
+        "tokenizer-of-another-model",
     ],
 )
 def test_bad_model_option(tmp_path: Path, tiny_model_dir: Path, make: object, needle: str) -> None:

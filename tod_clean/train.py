@@ -88,6 +88,12 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
             f"tokenizer would know only its {size} special tokens, so every word would be unknown: save the "
             "model's tokenizer there too (tokenizer.save_pretrained)"
         )
+    embedded = getattr(getattr(encoder, "config", None), "vocab_size", None)
+    if isinstance(embedded, int) and len(tokenizer) > embedded:
+        raise ConfigError(
+            f"--model {model_name}: its tokenizer has {len(tokenizer)} tokens, but the encoder embeds only "
+            f"{embedded} (vocab_size in its config.json): the tokenizer belongs to another model"
+        )
     return encoder, tokenizer
 
 
