@@ -322,6 +322,40 @@ def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return found
+
+
+def repeated_key(text: str, value: dict[str, Any]) -> str | None:
+    """A key that appears twice in the JSON object ``text`` (parsed: ``value``), which ``json`` reads
+    with the last copy winning unseen; None when every key is unique.
+
+    Every key is followed by a colon, so an object with no more colons than distinct keys repeats none:
+    only other objects (colons in values, nested objects) are parsed again, keeping the key pairs.
+    """
+    if text.count(":") <= len(value):
+        return None
+    try:
+        json.loads(text.lstrip("\ufeff"), object_pairs_hook=_unique_pairs)
+    except _RepeatedKey as repeated:
+        return repeated.key
+    except ValueError:  # bytes json reads and str does not (UTF-16/32 guessed from NULs): not checked
+        return None
+    return None
+
+
 def _read_jsonl(source: str, data: Bytes, fmt: str) -> Table:
     bom = _bom_length(data)
     starts, ends, lines = array("q"), array("q"), array("q")
@@ -344,6 +378,12 @@ def _read_jsonl(source: str, data: Bytes, fmt: str) -> Table:
         if not isinstance(value, dict):
             failure = InputError(
                 f"{source}: line {number}: expected a JSON object, found {type(value).__name__}"
+            )
+            continue
+        repeated = repeated_key(text, value)
+        if repeated is not None:
+            failure = InputError(
+                f"{source}: line {number}: key {repeated!r} appears more than once in the object"
             )
             continue
         for key in value:
@@ -418,6 +458,11 @@ def _read_json_array(source: str, data: bytes, sha: str) -> Table:
             if not isinstance(value, dict):
                 raise InputError(
                     f"{source}: row {len(rows)}: expected a JSON object, found {type(value).__name__}"
+                )
+            repeated = repeated_key(text[position:end], value)
+            if repeated is not None:
+                raise InputError(
+                    f"{source}: row {len(rows)}: key {repeated!r} appears more than once in the object"
                 )
             rows.append(value)
             spans.append((position, end))
