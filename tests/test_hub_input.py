@@ -264,6 +264,10 @@ def test_outputs_anywhere_in_the_cache_are_refused(
         invoke("train", ref, "--split", "train", "--run", beside, "-q", *common),
         "inside the Hugging Face datasets cache",
     )
+    user_error(
+        invoke("filter", "--run", run, "--drop-count", "1", "--out", hub_cache.parent, "-q"),
+        f"{hub_cache.parent}: --out holds the Hugging Face datasets cache ({hub_cache})",
+    )
     assert not beside.exists() and not elsewhere.exists()
     assert sorted(path.name for path in prepared.parent.iterdir()) == ["c0ffee"]
     assert read_table(ref, split="train").sha256 == before  # the dataset still reads as it did

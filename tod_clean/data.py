@@ -939,6 +939,11 @@ def check_distinct_outputs(
             continue
         path = Path(value)
         for in_name, in_path, ref in given_inputs:
+            if ref is not None and _inside(in_path, path):
+                raise InputError(
+                    f"{path}: {name} holds the Hugging Face datasets cache ({in_path}) that {in_name} ({ref}) "
+                    "is read from; choose an output path outside it"
+                )
             if ref is not None and _collide(path, in_path):
                 raise InputError(
                     f"{path}: {name} is inside the Hugging Face datasets cache ({in_path}) that {in_name} "
