@@ -229,3 +229,24 @@ def test_api_checks_outputs_like_the_cli(tmp_path: Path, tiny_model_dir: Path) -
     with pytest.raises(InputError, match=r"--out would overwrite the training file"):
         tod_clean.filter(path, scores, drop_count=2, out=path)
     assert path.read_bytes() == original
+
+
+def test_run_scores_refuses_scores_a_later_training_made_stale(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A 'score' that finishes after a concurrent 'train --overwrite' of its run leaves the old run's scores
+    in the new run: Run.scores refuses them, as filter and report do."""
+    frame = _frame()
+    folder = tmp_path / "run"
+    run = tod_clean.train(frame, run=folder, model=str(tiny_model_dir), epochs=1, **FAST)
+    run.score()
+    stale = {name: (folder / name).read_bytes() for name in ("scores.parquet", "scores.json")}
+    tod_clean.train(frame, run=folder, model=str(tiny_model_dir), epochs=1, seed=1, overwrite=True, **FAST)
+    for name, payload in stale.items():
+        (folder / name).write_bytes(payload)
+    with pytest.raises(
+        RunDirError, match=r"scores\.parquet: scores of another run of the same training file"
+    ):
+        run.scores  # noqa: B018 - the property reads the saved scores
+    with pytest.raises(RunDirError, match="scores of another run"):
+        tod_clean.filter(frame, run, drop_count=1)
+    run.score()
+    assert len(run.scores) == 12

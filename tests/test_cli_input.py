@@ -11,7 +11,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
 import pytest
+import transformers
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
@@ -111,6 +115,39 @@ def test_scores_with_missing_rows_are_refused(two_runs: SimpleNamespace, tmp_pat
         str(scores),
         "15 score rows",
         "16 rows",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
+def test_scores_with_a_repeated_column_are_refused(
+    two_runs: SimpleNamespace, tmp_path: Path, fmt: str
+) -> None:
+    """pandas renames a repeated CSV column (hidden_loss.1) and the first copy would win unseen."""
+    scores = tmp_path / f"a.{fmt}"
+    ok(invoke("score", "--run", two_runs.a, "--out", scores, "--quiet"))
+    if fmt == "parquet":
+        table = pq.read_table(scores)
+        pq.write_table(table.append_column("hidden_loss", pa.compute.negate(table["full_loss"])), scores)
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        frame = pd.read_csv(scores, sep=sep)
+        extra = (-frame[["full_loss"]]).rename(columns={"full_loss": "hidden_loss"})
+        pd.concat([frame, extra], axis=1).to_csv(scores, index=False, sep=sep)
+    line = "" if fmt == "parquet" else ": line 1"
+    user_error(
+        invoke(
+            "filter",
+            "--run",
+            two_runs.a,
+            "--scores",
+            scores,
+            "--by",
+            "hidden_loss",
+            "--drop-count",
+            "2",
+            "-q",
+        ),
+        f"{scores}{line}: column name 'hidden_loss' appears more than once in the header",
     )
 
 
@@ -276,6 +313,10 @@ def truncate(path: Path) -> None:
         (lambda run: (run / "model.safetensors").write_text("not tensors"), ["model.safetensors", "damaged"]),
         (lambda run: shutil.rmtree(run / "tokenizer"), ["tokenizer", "missing"]),
         (lambda run: (run / "tokenizer" / "tokenizer.json").write_text("{"), ["tokenizer", "cannot load"]),
+        (
+            lambda run: (run / "tokenizer" / "tokenizer.json").unlink(),
+            ["tokenizer: the tokenizer's files are missing (none of tokenizer.json,", "only its 5 special"],
+        ),
         (lambda run: (run / "encoder" / "config.json").unlink(), ["encoder/config.json", "missing"]),
         (
             lambda run: (run / "encoder" / "config.json").write_text(json.dumps({"model_type": "nonsense"})),
@@ -287,6 +328,7 @@ def truncate(path: Path) -> None:
         "garbage-weights",
         "no-tokenizer",
         "bad-tokenizer",
+        "tokenizer-config-only",
         "no-encoder",
         "unknown-type",
     ],
@@ -352,6 +394,14 @@ def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def small_vocabulary(folder: Path) -> str:
+    """The model folder's encoder replaced by one that embeds 100 tokens (its tokenizer has 30522)."""
+    config = transformers.BertConfig.from_pretrained(str(folder))
+    config.vocab_size = 100
+    transformers.BertModel(config).save_pretrained(str(folder))
+    return str(folder)
+
+
 def pickle_only(folder: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -383,6 +433,22 @@ def pickle_only(folder: Path) -> None:
             lambda model, tmp: ((model / "config.json").write_text("{broken"), str(model))[1],
             "cannot load an encoder and tokenizer",
         ),
+        (  # transformers quietly builds a tokenizer of 5 special tokens: every word [UNK]
+            lambda model, tmp: (
+                [(model / name).unlink() for name in ("tokenizer.json", "tokenizer_config.json")],
+                str(model),
+            )[1],
+            "no tokenizer files in the folder",
+        ),
+        (
+            lambda model, tmp: ((model / "tokenizer.json").unlink(), str(model))[1],
+            "(none of tokenizer.json, vocab.txt, vocab.json with merges.txt, or a SentencePiece *.model); "
+            "the tokenizer would know only its 5 special tokens",
+        ),
+        (
+            lambda model, tmp: small_vocabulary(model),
+            "its tokenizer has 30522 tokens, but the encoder embeds only 100 (vocab_size in its config.json)",
+        ),
     ],
     ids=[
         "absent-path",
@@ -393,6 +459,9 @@ def pickle_only(folder: Path) -> None:
         "pickle",
         "unknown-type",
         "bad-json",
+        "no-tokenizer",
+        "tokenizer-config-only",
+        "tokenizer-of-another-model",
     ],
 )
 def test_bad_model_option(tmp_path: Path, tiny_model_dir: Path, make: object, needle: str) -> None:
@@ -408,6 +477,22 @@ def test_bad_model_option(tmp_path: Path, tiny_model_dir: Path, make: object, ne
 
 
 # ---- unusual labels and ids --------------------------------------------------------------------------
+
+
+def test_two_spellings_of_one_label_are_refused_before_training(
+    tmp_path: Path, model_args: list[str]
+) -> None:
+    rows = make_rows(8)
+    rows[3]["label"] = "negative "  # one class with "negative" once stripped
+    data = write_rows(tmp_path / "train.csv", rows)
+    run = tmp_path / "run"
+    user_error(
+        invoke("train", data, "--run", run, *model_args),
+        f"{data}: row 3 (line 5), column 'label': label 'negative ' and label 'negative' ({data}: row 1 "
+        "(line 3)) differ only in surrounding white space",
+        absent=(run,),
+    )
+
 
 ODD_LABELS = ["line\nbreak", " spaced ", "nan", "ünïcødé ✓", "L" * 300, "NA", "2²"]
 

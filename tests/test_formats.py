@@ -11,6 +11,8 @@ import io
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,6 +58,14 @@ def test_repeated_column_name_is_refused(tmp_path: Path, sep: str) -> None:
     data = sep.join(["text", "label", "text"]) + "\n" + sep.join(["a", "x", "b"]) + "\n"
     with pytest.raises(InputError, match=rf"t\.{suffix}: line 1: column name 'text' appears more than once"):
         read_table(write(tmp_path / f"t.{suffix}", data.encode()))
+
+
+def test_repeated_parquet_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    names = ["text", "label", "label"]
+    pq.write_table(pa.table([pa.array(["a"]), pa.array(["x"]), pa.array(["y"])], names=names), path)
+    with pytest.raises(InputError, match=r"t\.parquet: column name 'label' appears more than once"):
+        read_table(str(path))
 
 
 @pytest.mark.parametrize("header", ["text,label,", "text,,label", " ,text,label"])
@@ -226,3 +236,35 @@ def read_table_bytes(data: bytes, fmt: str) -> Table:
 
     with tempfile.TemporaryDirectory() as folder:
         return read_table(write(Path(folder) / f"t.{fmt}", data))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where", "key"),
+    [
+        (
+            "t.jsonl",
+            '{"text": "a", "label": "x"}\n{"text": "b", "label": "x", "label": "y"}\n',
+            "line 2",
+            "label",
+        ),
+        ("t.jsonl", '{"text": "a: b", "label" : "x", "text": "c"}\n', "line 1", "text"),
+        (
+            "t.json",
+            '[{"text": "a", "label": "x"}, {"label": "y", "text": "b", "label": "x"}]',
+            "row 1",
+            "label",
+        ),
+    ],
+    ids=["jsonl", "jsonl-spaced", "json-array"],
+)
+def test_repeated_json_key_is_refused(tmp_path: Path, name: str, text: str, where: str, key: str) -> None:
+    """json reads a repeated key with the last copy winning: one of the two values would be lost unseen."""
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=rf"{name}: {where}: key '{key}' appears more than once"):
+        read_table(str(tmp_path / name))
+
+
+def test_colons_and_nested_objects_are_not_repeated_keys(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "at 10:30: fine", "meta": {"a": 1, "b": {"a": 2}}, "label": "x"}\n')
+    assert read_table(str(path)).rows[0]["meta"] == {"a": 1, "b": {"a": 2}}

@@ -180,7 +180,7 @@ def test_cli_train_score_filter_explain_evaluate_report_on_hf(
 
     # an output inside the cache is an input's folder: refused before any work
     inside = Path(read_table(ref, split="train").dataset.cache_files[0]["filename"]).parent / "scores.csv"
-    user_error(invoke("score", "--run", run, "--out", inside), "would overwrite the training file")
+    user_error(invoke("score", "--run", run, "--out", inside), "inside the Hugging Face datasets cache")
 
     scores_dir = tmp_path / "scores"
     ok(invoke("score", "--run", run, "--val", ref, "--val-split", "validation", "--out", scores_dir, "-q"))
@@ -230,6 +230,56 @@ def test_cli_train_score_filter_explain_evaluate_report_on_hf(
     page = tmp_path / "report.html"
     ok(invoke("report", "--run", run, "--out", page, "--max-explained", "1", "--device", "cpu", "-q"))
     assert "hf:someone/reviews/default" in page.read_text()
+
+
+def test_outputs_anywhere_in_the_cache_are_refused(
+    hub_cache: Path, tmp_path: Path, tiny_model_dir: Path, data_file: Any
+) -> None:
+    """A folder written beside the prepared one would be read as the newest preparation (every later read
+    of the dataset failing); anywhere else in the cache, as another dataset: refused before any work."""
+    run = tmp_path / "run"
+    ref = "hf:someone/reviews"
+    common = ["--model", tiny_model_dir, "--epochs", "1", *TINY]
+    ok(invoke("train", ref, "--split", "train", "--id-col", "id", "--run", run, "-q", *common))
+    before = read_table(ref, split="train").sha256
+    prepared = Path(read_table(ref, split="train").dataset.cache_files[0]["filename"]).parent
+    beside = prepared.parent / "d00dfeed"
+    elsewhere = hub_cache / "someone___other" / "default"
+    for out in (beside, elsewhere, hub_cache / "scores.csv", hub_cache):
+        user_error(
+            invoke("score", "--run", run, "--out", out, "-q"), "inside the Hugging Face datasets cache"
+        )
+    ok(invoke("score", "--run", run, "-q"))
+    for out in (beside, elsewhere):
+        user_error(
+            invoke("filter", "--run", run, "--drop-count", "1", "--out", out, "-q"),
+            f"{out}: --out is inside the Hugging Face datasets cache ({hub_cache}) that the training file "
+            f"({ref}/default) is read from",
+        )
+        user_error(
+            invoke("filter", "--run", run, "--drop-count", "1", "--removed", out / "removed.csv", "-q"),
+            "--removed is inside the Hugging Face datasets cache",
+        )
+    user_error(
+        invoke("train", ref, "--split", "train", "--run", beside, "-q", *common),
+        "inside the Hugging Face datasets cache",
+    )
+    user_error(
+        invoke("filter", "--run", run, "--drop-count", "1", "--out", hub_cache.parent, "-q"),
+        f"{hub_cache.parent}: --out holds the Hugging Face datasets cache ({hub_cache})",
+    )
+    assert not beside.exists() and not elsewhere.exists()
+    assert sorted(path.name for path in prepared.parent.iterdir()) == ["c0ffee"]
+    assert read_table(ref, split="train").sha256 == before  # the dataset still reads as it did
+
+    # a dataset folder (save_to_disk) is refused in the cache even when no input is an hf: dataset
+    plain_run = tmp_path / "plain-run"
+    ok(invoke("train", data_file("train.jsonl"), "--run", plain_run, "-q", *common))
+    user_error(
+        invoke("score", "--run", plain_run, "--out", elsewhere, "-q"),
+        f"{elsewhere}: is inside the Hugging Face datasets cache",
+        absent=(elsewhere,),
+    )
 
 
 def test_changed_cache_is_refused(hub_cache: Path, tmp_path: Path, tiny_model_dir: Path) -> None:

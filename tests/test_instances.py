@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +84,64 @@ def test_text_pairs(tmp_path: Path) -> None:
     inst = instances_from_table(table, DataColumns(text_col="q", text_pair_col="p"), [0, 1])
     assert inst.texts == ["who?", "why?"] and inst.text_pairs == ["me", "so"]
     assert inst.labels.tolist() == [1, 0]
+
+
+NFC, NFD = "caf\u00e9", "cafe\u0301"  # print alike
+
+
+@pytest.mark.parametrize(
+    ("second", "needle"),
+    [
+        (NFD, r"Unicode normalization \(code points 'caf\\xe9' and 'cafe\\u0301'\)"),
+        (f" {NFC}", "surrounding white space"),
+        (f"{NFC}\t", "surrounding white space"),
+    ],
+    ids=["nfd", "leading-space", "trailing-tab"],
+)
+def test_two_spellings_of_one_label_are_refused(tmp_path: Path, second: str, needle: str) -> None:
+    rows = [("a", NFC), ("b", "other"), ("c", second)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(f'{{"text": "{t}", "label": "{lab}"}}\n'.replace("\t", "\\t") for t, lab in rows))
+    table = read_table(str(path))
+    with pytest.raises(InputError) as caught:
+        training_labels(table, "label")
+    message = str(caught.value)
+    assert message.startswith(f"{path}: row 2 (line 3), column 'label': label {second!r} and label {NFC!r} ")
+    assert f"({path}: row 0 (line 1)) differ only in" in message
+    assert re.search(needle, message), message
+
+
+def test_labels_that_differ_only_by_case_warn_and_stay_two_classes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = read_table(write(tmp_path / "t.csv", "text,label\na,Pos\nb,neg\nc,pos\n"))
+    with caplog.at_level(logging.WARNING, logger="tod_clean"):
+        assert training_labels(table, "label") == ["Pos", "neg", "pos"]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{tmp_path / 't.csv'}: row 2 (line 4), column 'label': labels 'pos' and 'Pos' "
+        f"({tmp_path / 't.csv'}: row 0 (line 2)) differ only by case; they are trained as two classes"
+    ]
+
+
+def test_a_validation_label_spelled_another_way_says_so(tmp_path: Path) -> None:
+    train = read_table(
+        write(tmp_path / "t.jsonl", f'{{"text": "a", "label": "{NFC}"}}\n{{"text": "b", "label": "x"}}\n')
+    )
+    val = read_table(write(tmp_path / "v.jsonl", f'{{"text": "a", "label": "{NFD}"}}\n'))
+    with pytest.raises(
+        InputError,
+        match=rf"label {NFD!r} was not in the training data \(labels: {NFC}, x\); it differs from the training "
+        rf"label {NFC!r} only in white space or Unicode normalization \(code points 'cafe\\u0301' and 'caf\\xe9'\)",
+    ):
+        label_ids(val, "label", training_labels(train, "label"))
+
+
+def test_a_validation_label_in_another_case_says_so(tmp_path: Path) -> None:
+    train = read_table(write(tmp_path / "t.csv", "text,label\na,positive\nb,negative\n"))
+    val = read_table(write(tmp_path / "v.csv", "text,label\na,Positive\n"))
+    with pytest.raises(
+        InputError,
+        match=r"v\.csv: row 0 \(line 2\), column 'label': label 'Positive' was not in the training data "
+        r"\(labels: negative, positive\); it differs from the training label 'positive' only by case$",
+    ):
+        label_ids(val, "label", training_labels(train, "label"))

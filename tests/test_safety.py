@@ -510,6 +510,36 @@ def test_folder_as_output_is_refused_before_the_work(fresh: SimpleNamespace, arg
     assert snapshot(fresh.folder) == before
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["score", "--val", "{val}", "--matrix", "{dir}/m.csv"],
+            "m.csv: --matrix writes the influence matrix",
+        ),
+        (
+            ["score", "--val", "{val}", "--matrix", "{dir}/matrix"],
+            "matrix: --matrix writes the influence matrix",
+        ),
+        (["score", "--pred-probs", "{dir}/p.csv"], "p.csv: --pred-probs writes the class probabilities"),
+        (
+            ["evaluate", "{val}", "--out", "{dir}/metrics.csv"],
+            "metrics.csv: --out writes the metrics as JSON",
+        ),
+    ],
+    ids=["matrix-csv", "matrix-no-suffix", "pred-probs-csv", "evaluate-csv"],
+)
+def test_an_output_named_for_another_format_is_refused(
+    fresh: SimpleNamespace, args: list[str], needle: str
+) -> None:
+    """--matrix x.csv wrote .npy bytes, evaluate --out metrics.csv wrote JSON: refused before the work."""
+    before = snapshot(fresh.folder)
+    filled = [a.format(dir=fresh.folder, val=fresh.val) for a in args]
+    suffix = ".json" if args[0] == "evaluate" else ".npy"
+    user_error(invoke(*filled, "--run", fresh.run, "-q"), needle, f"give a file name ending in {suffix}")
+    assert snapshot(fresh.folder) == before
+
+
 @pytest.mark.parametrize("what", ["folder", "file"])
 def test_unwritable_destination_is_refused_before_the_work(
     fresh: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, what: str

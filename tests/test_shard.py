@@ -191,6 +191,36 @@ def test_merge_refuses_parts_of_another_run_file_or_validation_set(
     )
 
 
+def test_merge_refuses_parts_scored_another_way(sharded: SimpleNamespace, tmp_path: Path) -> None:
+    """Parts of one validation file whose influence was computed another way (another --influence, other
+    validation columns) hold other numbers: merged, they would pass for one scoring."""
+    out = tmp_path / "merged.parquet"
+    rows = [{**row, "text2": row["text"][::-1], "label2": row["label"]} for row in make_rows(7, offset=30)]
+    rows[0]["label2"] = "negative" if rows[0]["label"] == "positive" else "positive"
+    val = write_rows(tmp_path / "val.jsonl", rows)
+
+    def part(index: int, *options: str) -> str:
+        path = tmp_path / f"part-{index}{'-'.join(options)}.parquet"
+        args = ["score", "--run", sharded.run, "--val", val, "--shard", f"{index}/3", "--out", path, "-q"]
+        ok(invoke(*args, *options))
+        return str(path)
+
+    p0, p2 = part(0), part(2)
+    for options, needle in (
+        (("--influence", "linear"), "scored with --influence linear, but {p0} with --influence exact"),
+        (
+            ("--val-label-col", "label2"),
+            "scored with --val-label-col label2, but {p0} with --val-label-col label",
+        ),
+        (("--val-text-col", "text2"), "scored with --val-text-col text2, but {p0} with --val-text-col text"),
+    ):
+        odd = part(1, *options)
+        user_error(
+            invoke("merge", p0, odd, p2, "--out", out), f"{odd}: " + needle.format(p0=p0), absent=(out,)
+        )
+    ok(invoke("merge", p0, part(1, "--influence", "exact"), p2, "--out", out, "-q"))  # auto is exact here
+
+
 @pytest.mark.parametrize(
     ("shard", "needle"),
     [

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tod_clean.errors import InputError
-from tod_clean.hub import choose_split, is_hub_ref, load_split, locate
+from tod_clean.hub import choose_split, datasets_cache, is_hub_ref, load_split, locate
 from tod_clean.rows import (
     CHUNK,
     Bytes,
@@ -322,6 +322,40 @@ def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return found
+
+
+def repeated_key(text: str, value: dict[str, Any]) -> str | None:
+    """A key that appears twice in the JSON object ``text`` (parsed: ``value``), which ``json`` reads
+    with the last copy winning unseen; None when every key is unique.
+
+    Every key is followed by a colon, so an object with no more colons than distinct keys repeats none:
+    only other objects (colons in values, nested objects) are parsed again, keeping the key pairs.
+    """
+    if text.count(":") <= len(value):
+        return None
+    try:
+        json.loads(text.lstrip("\ufeff"), object_pairs_hook=_unique_pairs)
+    except _RepeatedKey as repeated:
+        return repeated.key
+    except ValueError:  # bytes json reads and str does not (UTF-16/32 guessed from NULs): not checked
+        return None
+    return None
+
+
 def _read_jsonl(source: str, data: Bytes, fmt: str) -> Table:
     bom = _bom_length(data)
     starts, ends, lines = array("q"), array("q"), array("q")
@@ -344,6 +378,12 @@ def _read_jsonl(source: str, data: Bytes, fmt: str) -> Table:
         if not isinstance(value, dict):
             failure = InputError(
                 f"{source}: line {number}: expected a JSON object, found {type(value).__name__}"
+            )
+            continue
+        repeated = repeated_key(text, value)
+        if repeated is not None:
+            failure = InputError(
+                f"{source}: line {number}: key {repeated!r} appears more than once in the object"
             )
             continue
         for key in value:
@@ -419,6 +459,11 @@ def _read_json_array(source: str, data: bytes, sha: str) -> Table:
                 raise InputError(
                     f"{source}: row {len(rows)}: expected a JSON object, found {type(value).__name__}"
                 )
+            repeated = repeated_key(text[position:end], value)
+            if repeated is not None:
+                raise InputError(
+                    f"{source}: row {len(rows)}: key {repeated!r} appears more than once in the object"
+                )
             rows.append(value)
             spans.append((position, end))
             position = skip_space(end)
@@ -472,7 +517,7 @@ def _read_delimited(source: str, data: Bytes, fmt: str) -> Table:
                 if header is None:
                     header, header_span = fields, (first_offset, consumed[1])
                     try:
-                        _check_header(source, header, first_line + 1)
+                        check_header(source, header, first_line + 1)
                     except InputError as error:
                         problem = error
                 else:
@@ -506,16 +551,16 @@ def _read_delimited(source: str, data: Bytes, fmt: str) -> Table:
     )
 
 
-def _check_header(source: str, header: list[str], line: int) -> None:
-    """Refuse a header with an empty or repeated column name: rows would silently lose a column."""
+def check_header(source: str, header: Sequence[str], line: int | None = 1) -> None:
+    """Refuse a header with an empty or repeated column name: rows would silently lose a column (the first
+    or the last copy winning). ``line`` is the header's line in a text file, None for Parquet's schema."""
+    where = f"{source}: line {line}" if line is not None else source
     seen: set[str] = set()
     for position, name in enumerate(header, start=1):
         if not name.strip():
-            raise InputError(f"{source}: line {line}: column {position} of the header has an empty name")
+            raise InputError(f"{where}: column {position} of the header has an empty name")
         if name in seen:
-            raise InputError(
-                f"{source}: line {line}: column name {name!r} appears more than once in the header"
-            )
+            raise InputError(f"{where}: column name {name!r} appears more than once in the header")
         seen.add(name)
 
 
@@ -546,6 +591,7 @@ def _read_parquet(source: str, data: Bytes) -> Table:
                 pass
     except (pa.ArrowInvalid, OSError) as error:
         raise InputError(f"{source}: not a readable Parquet file ({error})") from None
+    check_header(source, columns, None)
     assert data.sha256 is not None
     return Table(source, "parquet", columns, ParquetRows(data, groups), data.sha256)
 
@@ -823,6 +869,15 @@ def check_destination(dest: str | Path) -> None:
         raise InputError(f"{shown}: the file is read-only; tod-clean does not replace it")
 
 
+def check_suffix(dest: str | Path | None, option: str, suffix: str, what: str) -> None:
+    """Refuse an output file named for another format than the one ``option`` writes (``--matrix x.csv``
+    would hold ``.npy`` bytes); ``-``, devices and FIFOs, which have no format of their own, pass."""
+    if dest is None or str(dest) == STDIN or output_target(dest)[1]:
+        return
+    if Path(dest).suffix.lower() != suffix:
+        raise InputError(f"{dest}: {option} writes {what}; give a file name ending in {suffix}")
+
+
 def output_format(dest: str | Path, default: str) -> str:
     """The format of an output: by its extension, or ``default`` for ``-`` and for a device or FIFO
     without one (``--out /dev/stdout`` writes what ``--out -`` writes)."""
@@ -868,7 +923,7 @@ def check_distinct_outputs(
     the inputs and standard output among the outputs, where it may appear only once.
     """
     given_inputs = [
-        (name, path)
+        (name, path, str(p) if is_hub_ref(str(p)) else None)
         for name, p in inputs.items()
         if p is not None and str(p) != STDIN and (path := _input_path(str(p))) is not None
     ]
@@ -883,7 +938,18 @@ def check_distinct_outputs(
             to_stdout = name
             continue
         path = Path(value)
-        for in_name, in_path in given_inputs:
+        for in_name, in_path, ref in given_inputs:
+            if ref is not None and _inside(in_path, path):
+                raise InputError(
+                    f"{path}: {name} holds the Hugging Face datasets cache ({in_path}) that {in_name} ({ref}) "
+                    "is read from; choose an output path outside it"
+                )
+            if ref is not None and _collide(path, in_path):
+                raise InputError(
+                    f"{path}: {name} is inside the Hugging Face datasets cache ({in_path}) that {in_name} "
+                    f"({ref}) is read from, where it would be taken for a dataset; choose an output path "
+                    "outside the cache"
+                )
             if _collide(path, in_path):
                 raise InputError(
                     f"{path}: {name} would overwrite {in_name} ({in_path}); choose another output path"
@@ -897,14 +963,29 @@ def check_distinct_outputs(
 
 
 def _input_path(path: str) -> Path | None:
-    """Where an input's data lie: the path, or for an ``hf:`` dataset its folder in the cache (None when it
-    is not cached: reading it will say so)."""
+    """Where an input's data lie: the path, or for an ``hf:`` dataset the whole ``datasets`` cache (None
+    when it is not cached: reading it will say so). Not just its prepared folder: a folder written beside
+    it would be taken for a newer preparation (or, anywhere in the cache, for another dataset or
+    configuration), and every later read of the dataset would read it."""
     if not is_hub_ref(path):
         return Path(path)
     try:
-        return locate(path).folder
+        locate(path)
     except InputError:
         return None
+    return datasets_cache()
+
+
+def check_outside_hub_cache(dest: str | Path) -> None:
+    """Refuse a ``save_to_disk`` folder output inside the Hugging Face ``datasets`` cache, whatever the
+    inputs: there it would be taken for a prepared hub dataset (see ``_input_path``)."""
+    cache = datasets_cache()
+    target = Path(os.path.abspath(dest))
+    if _same_file(target, cache) or _inside(target, cache):
+        raise InputError(
+            f"{dest}: is inside the Hugging Face datasets cache ({cache}), where a dataset folder would be "
+            "taken for a prepared hub dataset; choose an output folder outside the cache"
+        )
 
 
 def deliver(dest: str, payload: bytes, stdout: BinaryIO | None = None) -> None:
@@ -1234,6 +1315,7 @@ def check_dataset_destination(table: Table, dest: str) -> None:
     kind = "an hf: dataset's" if table.ref is not None and is_hub_ref(table.ref) else "a dataset folder's"
     if dest == STDIN:
         raise InputError(f"{table.source}: {kind} kept rows go to a folder: give --out FOLDER")
+    check_outside_hub_cache(dest)
     target = Path(dest)
     if not target.exists() and target.suffix.lower() in FORMATS:
         raise InputError(
@@ -1324,6 +1406,7 @@ def is_frame_dir(path: str | Path) -> bool:
 
 def check_frame_folder_destination(dest: str | Path) -> None:
     """Refuse a folder for a frame unless it is new, empty, or a frame folder tod-clean wrote before."""
+    check_outside_hub_cache(dest)
     target = Path(dest)
     if target.exists():
         if not target.is_dir():

@@ -29,6 +29,21 @@ from tod_clean.data import ColumnView
 ENCODE_CHUNK = 1024  # rows tokenised at a time (a tokenizer holds ~5 KiB per row of a batch)
 TOKENS_FORMAT = 1  # of the cached token files; a new format never reads an old one
 
+# The files a tokenizer's vocabulary is read from, for messages (any one suffices).
+TOKENIZER_FILES = "tokenizer.json, vocab.txt, vocab.json with merges.txt, or a SentencePiece *.model"
+
+
+def empty_vocabulary(tokenizer: Any) -> int | None:
+    """The size of a tokenizer's vocabulary when it holds nothing but special tokens, else None.
+
+    transformers builds such a tokenizer, without a word of error, from a model folder that has no
+    tokenizer files: every word then becomes ``[UNK]`` and the classifier learns from nothing.
+    """
+    vocabulary = tokenizer.get_vocab()
+    if set(vocabulary) - set(tokenizer.all_special_tokens):
+        return None
+    return len(vocabulary)
+
 
 @dataclass
 class EncodedRows:

@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tod_clean.data import (
     Table,
+    check_header,
     check_ids,
     check_labels,
     format_of,
@@ -21,6 +23,7 @@ from tod_clean.data import (
     read_table,
 )
 from tod_clean.errors import ConfigError, InputError, RunDirError
+from tod_clean.rows import delimited_reader
 from tod_clean.rundir import RunInfo
 
 # Which end of each score column marks a row to remove.
@@ -250,8 +253,12 @@ def read_scores(path: str) -> pd.DataFrame:
     fmt = format_of(path)
     try:
         if fmt == "parquet":
+            check_header(path, pq.ParquetFile(path).schema_arrow.names, None)
             return pd.read_parquet(path)
         if fmt in ("csv", "tsv"):
+            # pandas renames a repeated column (influence.1) and the first copy would win: refused instead
+            with open(path, encoding="utf-8-sig", newline="") as lines:
+                check_header(path, next(delimited_reader(lines, fmt), []))
             header = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", nrows=0).columns
             text = [name for name in header if name in _TEXT_SCORE_COLUMNS]
             return pd.read_csv(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import DataColumns
-from tod_clean.data import Table, check_ids, check_texts, label_codes, label_names_of
+from tod_clean.data import LabelCodes, Table, check_ids, check_texts, label_codes, label_names_of
 from tod_clean.errors import InputError
 from tod_clean.masks import MASK_SCHEME, key_from_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,17 +58,78 @@ def label_ids(table: Table, column: str, label_names: Sequence[Any]) -> np.ndarr
     if unknown:
         row = int(np.flatnonzero(np.isin(labels.codes, unknown))[0])
         known = ", ".join(str(name) for name in label_names)
+        key = labels.keys[labels.codes[row]]
+        alike = [name for name in index if _spelling(name) == _spelling(key)]
+        cased = [name for name in index if _spelling(name).casefold() == _spelling(key).casefold()]
+        hint = ""
+        if alike:
+            hint = (
+                f"; it differs from the training label {alike[0]!r} only in white space or Unicode "
+                f"normalization (code points {ascii(key)} and {ascii(alike[0])})"
+            )
+        elif cased:
+            hint = f"; it differs from the training label {cased[0]!r} only by case"
         raise InputError(
-            f"{table.where(row)}, column {column!r}: label {labels.keys[labels.codes[row]]!r} was not in the "
-            f"training data (labels: {known})"
+            f"{table.where(row)}, column {column!r}: label {key!r} was not in the "
+            f"training data (labels: {known}){hint}"
         )
     # the class index of each distinct key, looked up by each row's code
     return np.array([index[key] for key in labels.keys], dtype=np.int64)[labels.codes]
 
 
+def _spelling(key: str) -> str:
+    """The form two spellings of one label share: NFC and no surrounding white space."""
+    return unicodedata.normalize("NFC", key).strip()
+
+
+def _first_rows(labels: LabelCodes) -> np.ndarray:
+    """The first row of each distinct label key: int64 ``[len(keys)]``."""
+    first = np.full(len(labels.keys), -1, dtype=np.int64)
+    codes, rows = np.unique(labels.codes, return_index=True)
+    first[codes] = rows
+    return first
+
+
+def check_label_spellings(table: Table, column: str, labels: LabelCodes) -> None:
+    """Refuse two labels that are one after NFC normalization and stripping white space ("café" typed
+    two ways print alike but would be two classes); warn about labels that differ only by case (which may
+    be meant: they stay two classes)."""
+    first = _first_rows(labels)
+    seen: dict[str, int] = {}
+    by_case: dict[str, int] = {}
+    for code, key in enumerate(labels.keys):
+        spelling = _spelling(key)
+        other = seen.setdefault(spelling, code)
+        if other != code:
+            a, b = labels.keys[other], key
+            how = (
+                "surrounding white space"
+                if a.strip() == b.strip()
+                else f"Unicode normalization (code points {ascii(a)} and {ascii(b)})"
+            )
+            raise InputError(
+                f"{table.where(int(first[code]))}, column {column!r}: label {b!r} and label {a!r} "
+                f"({table.where(int(first[other]))}) differ only in {how}, so they would be two classes; "
+                "write each label one way"
+            )
+        cased = by_case.setdefault(spelling.casefold(), code)
+        if cased != code:
+            log.warning(
+                "%s, column %r: labels %r and %r (%s) differ only by case; they are trained as two classes",
+                table.where(int(first[code])),
+                column,
+                key,
+                labels.keys[cased],
+                table.where(int(first[cased])),
+            )
+
+
 def training_labels(table: Table, column: str) -> list[Any]:
-    """The sorted label names of a training table; at least two classes are required."""
+    """The sorted label names of a training table; at least two classes are required, and no two may
+    be spellings of one label (see ``check_label_spellings``)."""
     labels = label_codes(table, column)
+    if labels.any_text:
+        check_label_spellings(table, column, labels)
     names = label_names_of(labels.keys)
     if len(names) < 2:
         raise InputError(

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
 from tod_clean.data import atomic_output, check_distinct_outputs
+from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.model import Scope, TodClassifier
 
@@ -385,9 +386,16 @@ class RunDir:
         if not folder.is_dir():
             raise RunDirError(f"{folder}: missing; the run directory is incomplete")
         try:
-            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise RunDirError(f"{folder}: cannot load the tokenizer ({first_line(error)})") from None
+        size = empty_vocabulary(tokenizer)
+        if size is not None:
+            raise RunDirError(
+                f"{folder}: the tokenizer's files are missing (none of {TOKENIZER_FILES}); it would know only "
+                f"its {size} special tokens; the run directory is incomplete"
+            )
+        return tokenizer
 
 
 def first_line(error: BaseException) -> str:

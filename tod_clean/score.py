@@ -42,7 +42,7 @@ from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches, window_batches
 from tod_clean.errors import ConfigError, RunDirError
-from tod_clean.filter import SCORES_ORIGIN, default_signal, scores_origin, with_rank
+from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
@@ -1115,6 +1115,8 @@ def score_run(
         "val_file": None if val_table is None else (val_table.ref or val_table.source),
         "val_split": None if val_table is None else val_table.split,
         "val_sha256": None if val_table is None else val_table.sha256,
+        # the validation columns read: another column of the same file is another validation set
+        **_val_columns_meta(val_table, val_columns or columns),
         "val_rows": 0 if val_table is None else len(val_table),
         "rank_by": default_signal(list(frame.columns)),
         "scope": str(info.scope),
@@ -1127,6 +1129,16 @@ def score_run(
     if shard is not None:
         frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)
     return ScoreResult(frame, meta, scores, influence_values)
+
+
+def _val_columns_meta(val_table: Table | None, columns: DataColumns) -> dict[str, str | None]:
+    """What scores record of the validation columns they read (None each, without a validation set)."""
+    used = None if val_table is None else columns
+    return {
+        "val_text_col": None if used is None else used.text_col,
+        "val_text_pair_col": None if used is None else used.text_pair_col,
+        "val_label_col": None if used is None else used.label_col,
+    }
 
 
 def _gather_scores(
@@ -1241,4 +1253,7 @@ def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
         ) from None
     if meta.get("train_sha256") != info.train_file.sha256:
         raise RunDirError(f"{path}: belongs to another training file than this run's; score the run again")
+    # Scores of the run this folder held before a 'train --overwrite' (a 'score' that finished after it, or
+    # files copied in) name that run: every reader of the saved scores refuses them, the API's included.
+    check_scores_origin(frame, info, str(path))
     return frame, meta

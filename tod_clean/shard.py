@@ -109,6 +109,36 @@ def _read_part(path: str) -> _Part:
     )
 
 
+# What else a part's influence depends on besides the validation file: the option that set it, by meta key.
+SCORING_OPTIONS = {
+    "influence_method": "--influence",
+    "val_text_col": "--val-text-col",
+    "val_text_pair_col": "--val-text-pair-col",
+    "val_label_col": "--val-label-col",
+}
+
+
+def _check_same_scoring(part: _Part, first: _Part) -> None:
+    """Refuse a part whose influence was computed another way than the first part's (another method, or
+    other columns of the same validation file): merged, the column would mix two different quantities."""
+    for key, option in SCORING_OPTIONS.items():
+        value, expected = part.meta.get(key, _UNRECORDED), first.meta.get(key, _UNRECORDED)
+        if value != expected:
+            raise InputError(
+                f"{part.source}: scored with {option} {_shown(value)}, but {first.source} with {option} "
+                f"{_shown(expected)}; score every shard with the same {option}"
+            )
+
+
+_UNRECORDED = object()
+
+
+def _shown(setting: Any) -> str:
+    if setting is _UNRECORDED:
+        return "(not recorded: scored by an older tod-clean)"
+    return "(none)" if setting is None else str(setting)
+
+
 def merge_shards(paths: Sequence[str], info: RunInfo | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The scores of all training rows from the parts, in row order, ``rank`` computed over all rows,
     and the scores' metadata (what ``score`` saves as scores.json).
@@ -148,6 +178,7 @@ def merge_shards(paths: Sequence[str], info: RunInfo | None = None) -> tuple[pd.
                 f"{part.source}: scored on another validation file ({named(val_sha)}; {first.source}: "
                 f"{named(first_val_sha)}); score every shard with the same --val"
             )
+        _check_same_scoring(part, first)
         if part.shard.count != first.shard.count:
             raise InputError(
                 f"{part.source}: shard {part.shard} of {part.shard.count}, but {first.source} is one of "

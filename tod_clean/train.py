@@ -20,7 +20,13 @@ from transformers import get_scheduler
 from tod_clean.config import TrainConfig, resolve_model
 from tod_clean.data import STDIN, Table, atomic_output
 from tod_clean.device import autocast_dtype, pick_device
-from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
+from tod_clean.encoding import (
+    TOKENIZER_FILES,
+    EncodedRows,
+    empty_vocabulary,
+    encode_texts,
+    length_grouped_batches,
+)
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.hub import is_hub_ref
 from tod_clean.instances import Instances, instances_from_table, training_labels
@@ -74,6 +80,20 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
             f"--model {model_name}: cannot load an encoder and tokenizer ({first_line(error)})"
         ) from None
     check_encoder_weights(model_name, loading)
+    size = empty_vocabulary(tokenizer)
+    if size is not None:
+        where = f"the folder {path}" if local else "the hub repository"
+        raise ConfigError(
+            f"--model {model_name}: no tokenizer files in {where} (none of {TOKENIZER_FILES}); the "
+            f"tokenizer would know only its {size} special tokens, so every word would be unknown: save the "
+            "model's tokenizer there too (tokenizer.save_pretrained)"
+        )
+    embedded = getattr(getattr(encoder, "config", None), "vocab_size", None)
+    if isinstance(embedded, int) and len(tokenizer) > embedded:
+        raise ConfigError(
+            f"--model {model_name}: its tokenizer has {len(tokenizer)} tokens, but the encoder embeds only "
+            f"{embedded} (vocab_size in its config.json): the tokenizer belongs to another model"
+        )
     return encoder, tokenizer
 
 

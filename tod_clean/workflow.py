@@ -26,6 +26,7 @@ from tod_clean.data import (
     check_distinct_outputs,
     check_frame_folder_destination,
     check_subset_destination,
+    check_suffix,
     deliver,
     frame_bytes,
     frame_output_format,
@@ -202,6 +203,8 @@ def score(
     for dest in (matrix, pred_probs, *run_copy.values()):
         if dest is not None:
             check_destination(dest)
+    check_suffix(matrix, "--matrix", ".npy", "the influence matrix as a NumPy .npy file")
+    check_suffix(pred_probs, "--pred-probs", ".npy", "the class probabilities as a NumPy .npy file")
     if pred_probs is not None and not info.scope.masked:
         raise ConfigError(
             f"{run.path}: trained with scope '{info.scope}', so it has no hidden sub-networks for --pred-probs"

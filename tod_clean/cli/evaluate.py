@@ -13,7 +13,7 @@ from rich.table import Table as RichTable
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.config import columns_like
-from tod_clean.data import check_destination, check_distinct_outputs, deliver, read_table
+from tod_clean.data import check_destination, check_distinct_outputs, check_suffix, deliver, read_table
 from tod_clean.rundir import RunDir
 
 
@@ -54,6 +54,7 @@ def evaluate_command(
     check_distinct_outputs({**run_dir.own_files(), "the data file": data_file}, {"--out": out})
     if out is not None:
         check_destination(out)
+        check_suffix(out, "--out", ".json", "the metrics as JSON")
     columns = columns_like(trained, text_col, text_pair_col, label_col)
     result = evaluate_run(
         run_dir,
