@@ -237,7 +237,7 @@ def test_score_out_as_a_dataset_folder(
     result = invoke("filter", "--run", other, "--scores", scores, "--out", tmp_path / "kept2")
     assert result.exit_code == 1 and "scores of another training file" in result.output
     # written again: tod-clean's own folder is replaced; a trailing / names a folder too
-    ok(invoke("score", "--run", dict_run, "--out", f"{scores}/", "-q"))
+    ok(invoke("score", "--run", dict_run, "--out", f"{scores}/", "--overwrite", "-q"))
     assert "influence" not in read_scores(str(scores)).columns
     # refused before the work: a folder tod-clean did not write, and one whose parent is missing
     mine = tmp_path / "mine"

@@ -419,7 +419,9 @@ def test_failed_score_output_keeps_the_runs_scores(
         raise InputError("scores.csv: cannot write (No space left on device)")
 
     monkeypatch.setattr("tod_clean.workflow.write_frame", disk_full)
-    user_error(invoke("score", "--run", fresh.run, "--out", fresh.folder / "scores.csv", "-q"), "No space")
+    user_error(
+        invoke("score", "--run", fresh.run, "--out", fresh.folder / "scores.csv", "--overwrite", "-q"), "No space"
+    )
     assert snapshot(fresh.run) == before
     result = ok(invoke("filter", "--run", fresh.run, "--drop-count", "1"))
     assert "with the lowest influence" in result.stderr
@@ -440,7 +442,7 @@ def test_output_to_a_symlink_writes_its_target(fresh: SimpleNamespace) -> None:
     real.write_text("old\n")
     out = link(fresh.folder / "scores.csv", real)
     dangling = link(fresh.folder / "kept.jsonl", fresh.folder / "new-kept.jsonl")
-    ok(invoke("score", "--run", fresh.run, "--out", out, "-q"))
+    ok(invoke("score", "--run", fresh.run, "--out", out, "--overwrite", "-q"))
     ok(invoke("filter", "--run", fresh.run, "--drop-count", "1", "--out", dangling, "-q"))
     assert out.is_symlink() and dangling.is_symlink()
     assert pd.read_csv(real)["row"].tolist() == list(range(12))
@@ -450,7 +452,7 @@ def test_output_to_a_symlink_writes_its_target(fresh: SimpleNamespace) -> None:
 
 def test_output_to_a_link_to_dev_null_keeps_the_link(fresh: SimpleNamespace) -> None:
     out = link(fresh.folder / "scores.csv", Path("/dev/null"))
-    ok(invoke("score", "--run", fresh.run, "--out", out, "-q"))
+    ok(invoke("score", "--run", fresh.run, "--out", out, "--overwrite", "-q"))
     ok(invoke("evaluate", fresh.val, "--run", fresh.run, "--out", out, "-q"))
     assert out.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
