@@ -236,3 +236,51 @@ def test_a_foreign_train_csv_in_a_run_is_not_replaced(tmp_path: Path, model_args
         f"{foreign}: was not written by tod-clean, and the copy of standard input would replace it",
     )
     assert foreign.read_text() == "someone else's file\n" and (run / "train.jsonl").read_bytes() == jsonl
+
+
+def test_explain_a_validation_csv_from_stdin(csv_stdin_run: SimpleNamespace, tmp_path: Path) -> None:
+    run, val = csv_stdin_run.run, csv_stdin_run.val
+    from_file = tmp_path / "val.csv"
+    from_file.write_bytes(val)
+    piped = ok(
+        invoke("explain", "--val", "-", "--stdin-format", "csv", "--run", run, "-o", "-", "-q", input=val)
+    )
+    reference = ok(invoke("explain", "--val", from_file, "--run", run, "-o", "-", "-q"))
+    assert piped.stdout_bytes == reference.stdout_bytes
+    assert len(pd.read_csv(io.BytesIO(piped.stdout_bytes))) > 0
+
+
+def test_cleanse_csv_from_stdin(tmp_path: Path, model_args: list[str]) -> None:
+    data = write_rows(tmp_path / "data.csv", make_rows(10)).read_bytes()
+    test = write_rows(tmp_path / "test.csv", make_rows(4, offset=30))
+    out_dir = tmp_path / "cleansed"
+    args = (
+        "cleanse",
+        "-",
+        "--stdin-format",
+        "csv",
+        "--test",
+        test,
+        "--drop-count",
+        "2",
+        "--out-dir",
+        out_dir,
+    )
+    ok(invoke(*args, *model_args, input=data))
+    assert (out_dir / "tod-run" / "train.csv").read_bytes() == data
+    kept = (out_dir / "train.filtered.csv").read_bytes().splitlines(keepends=True)
+    header, *rows = data.splitlines(keepends=True)
+    assert kept[0] == header and len(kept) == 9 and set(kept[1:]) < set(rows)
+
+
+def test_report_explains_a_validation_csv_from_stdin(csv_stdin_run: SimpleNamespace, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    args = ("report", "--run", csv_stdin_run.run, "-o", out, "--device", "cpu", "-q")
+    ok(invoke(*args, "--val", "-", "--stdin-format", "csv", input=csv_stdin_run.val))
+    page = out.read_text()
+    assert "was not found" not in page and "pass --val" not in page
+    without = (
+        tmp_path / "without.html"
+    )  # scored on <stdin>: the run alone cannot read its validation rows again
+    ok(invoke("report", "--run", csv_stdin_run.run, "-o", without, "--device", "cpu", "-q"))
+    assert "was not found; pass --val" in without.read_text()
