@@ -74,8 +74,9 @@ StdinFormatOption = Annotated[
     StdinFormat | None,
     typer.Option(
         "--stdin-format",
-        help="Format of the data read from - (standard input); default: jsonl. A file's format is its "
-        "extension's, so given for no - input this is refused.",
+        metavar="<format>",  # the choices are in the help: a long metavar would widen every command's help
+        help="Format of the data read from - (standard input): jsonl (default), csv, tsv, json or parquet. "
+        "A file's format is its extension's: refused when no input is -.",
         show_default=False,
     ),
 ]
