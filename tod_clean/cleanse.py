@@ -41,7 +41,7 @@ from tod_clean.evaluate import Evaluation, evaluate_run
 from tod_clean.filter import check_drop_options, filter_table
 from tod_clean.instances import instances_from_table, training_labels
 from tod_clean.progress import Progress
-from tod_clean.rundir import RunDir
+from tod_clean.rundir import RunDir, stdin_copy_name
 from tod_clean.score import save_scores, score_run
 from tod_clean.train import train
 
@@ -131,7 +131,8 @@ def check_out_dir(
             )
     runs = [RunDir(out_dir / "tod-run"), *(RunDir(out_dir / f"run-{arm}") for arm in ARMS)]
     for run in runs:
-        run.check_target(overwrite=True, stdin_copy=run is runs[0] and train_path == STDIN)
+        from_stdin = run is runs[0] and train_path == STDIN
+        run.check_target(overwrite=True, stdin_copy=stdin_copy_name(train_format) if from_stdin else None)
     subsets = [out_dir / subset_name(arm, train_format) for arm in ARMS]
     files = [out_dir / name for name in ("scores.csv", "removed.csv", "metrics.json")]
     if out_dir.is_dir():

@@ -68,9 +68,20 @@ def format_of(path: str, *, default: str | None = None) -> str:
     if fmt is None:
         raise InputError(
             f"{path}: unsupported file type {Path(path).suffix or '(no extension)'!r}; "
-            f"use one of {', '.join(FORMATS)} (or - for JSON Lines on standard input)"
+            f"use one of {', '.join(FORMATS)} (or - for standard input)"
         )
     return fmt
+
+
+def check_stdin_format(stdin_format: str | None) -> str:
+    """The format data on standard input is read in: ``stdin_format``, JSON Lines when None."""
+    if stdin_format is None:
+        return "jsonl"
+    if stdin_format not in FORMATS.values():
+        raise InputError(
+            f"stdin format {stdin_format!r}: not a data format; use one of {', '.join(FORMATS.values())}"
+        )
+    return stdin_format
 
 
 @dataclass
@@ -236,8 +247,11 @@ def sha256_of_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_table(path: str, *, stdin: BinaryIO | None = None, split: str | None = None) -> Table:
-    """Read a data file by extension, JSON Lines from standard input when ``path`` is ``-``, a folder
+def read_table(
+    path: str, *, stdin: BinaryIO | None = None, split: str | None = None, stdin_format: str | None = None
+) -> Table:
+    """Read a data file by extension, standard input when ``path`` is ``-`` (in ``stdin_format``: JSON
+    Lines when None; ignored for other paths), a folder
     written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or a hub dataset in the local
     Hugging Face cache named ``hf:NAME[/CONFIG]`` (``split`` chooses the split of a DatasetDict folder or
     a hub dataset; see ``read_dataset_dir`` and ``read_hub_dataset``).
@@ -255,7 +269,7 @@ def read_table(path: str, *, stdin: BinaryIO | None = None, split: str | None = 
         raise InputError(
             f"{path}: not a dataset folder (save_to_disk) or an hf: dataset, so it has no split {split!r}"
         )
-    fmt = format_of(path, default="jsonl")
+    fmt = format_of(path, default=check_stdin_format(stdin_format))
     data = open_bytes(path, stdin, stdin_name=STDIN)
     source = "<stdin>" if path == STDIN else path
     if fmt == "parquet":
@@ -1136,6 +1150,7 @@ def to_table(
     *,
     stdin: BinaryIO | None = None,
     split: str | None = None,
+    stdin_format: str | None = None,
 ) -> Table:
     """A ``Table`` from a data file path (see ``read_table``), a ``pandas.DataFrame`` or a
     ``datasets.Dataset``.
@@ -1147,7 +1162,7 @@ def to_table(
     ``ClassLabel`` columns hold label names, not their integer codes.
     """
     if isinstance(data, (str, os.PathLike)):
-        return read_table(os.fspath(data), stdin=stdin, split=split)
+        return read_table(os.fspath(data), stdin=stdin, split=split, stdin_format=stdin_format)
     if isinstance(data, pd.DataFrame):
         columns = [str(name) for name in data.columns]
         if len(set(columns)) != len(columns):

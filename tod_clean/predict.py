@@ -79,6 +79,7 @@ def predict(
     data: Any,
     *,
     split: str | None = None,
+    stdin_format: str | None = None,
     text_col: str | None = None,
     text_pair_col: str | None = None,
     label_col: str | None = None,
@@ -89,9 +90,10 @@ def predict(
     device: str = "auto",
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Predict every row of ``data`` (a path, ``-`` for standard input, a DataFrame or a Dataset) with the
-    run's full network; write the frame to ``out`` (by extension, a ``save_to_disk`` folder for a name
-    without one, ``-`` for CSV on stdout), checked before any work. Returns the frame.
+    """Predict every row of ``data`` (a path, ``-`` for standard input in ``stdin_format``, default JSON
+    Lines, a DataFrame or a Dataset) with the run's full network; write the frame to ``out`` (by
+    extension, a ``save_to_disk`` folder for a name without one, ``-`` for CSV on stdout), checked before
+    any work. Returns the frame.
 
     A column given here must be in the data (``label_col`` makes the rows labeled unless
     ``labels=False``); the others default to training's (its label and id columns when present).
@@ -102,7 +104,7 @@ def predict(
     check_distinct_outputs({**run.own_files(), "the data file": path}, {"--out": out})
     if out is not None:
         check_frame_destination(out)
-    table = to_table(data, split=split)
+    table = to_table(data, split=split, stdin_format=stdin_format)
     trained = info.train.columns
     if label_col is not None and labels is not False:
         labels = True

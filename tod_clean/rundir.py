@@ -11,7 +11,8 @@ Layout::
       tokenizer/            the tokenizer files
       checkpoint/epoch-N/   weights, optimizer, scheduler and RNG state of the last finished epoch, for
                             --resume (safetensors + JSON); removed when training completes
-      train.jsonl           a copy of the training data when it came from standard input
+      train.<format>        a copy of the training data when it came from standard input, in its format
+                            (train.jsonl, train.csv, ...: read back by that extension)
       scores.parquet        the latest `score` output, found by `filter` with no arguments
       scores.json           what produced scores.parquet
       tokens/               the training rows' token ids (memory-mapped by train and score; a cache)
@@ -39,7 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
-from tod_clean.data import atomic_output, check_distinct_outputs
+from tod_clean.data import FORMATS, atomic_output, check_distinct_outputs
 from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.model import Scope, TodClassifier
@@ -49,7 +50,9 @@ WEIGHTS = "model.safetensors"
 ENCODER_DIR = "encoder"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoint"
-STDIN_COPY = "train.jsonl"
+STDIN_COPY = "train.jsonl"  # the copy of JSON Lines from stdin (the only kind before --stdin-format)
+# The copy of standard input in each format: its extension says how score and filter read it back.
+STDIN_COPIES = tuple(f"train{extension}" for extension in FORMATS)
 SCORES = "scores.parquet"
 SCORES_META = "scores.json"
 TOKENS_DIR = "tokens"
@@ -179,6 +182,11 @@ class RunInfo:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def stdin_copy_name(fmt: str) -> str:
+    """The file a run keeps its copy of standard input in, for data in format ``fmt`` (train.csv, ...)."""
+    return f"train.{fmt}"
+
+
 class RunDir:
     """Paths and I/O of one run directory."""
 
@@ -215,21 +223,22 @@ class RunDir:
 
     def stdin_copy(self) -> Path | None:
         """The run's copy of training data read from standard input, if it has one."""
-        copy = self.file(STDIN_COPY)
         try:
             recorded = json.loads(self.file(CONFIG).read_text(encoding="utf-8"))["train_file"]["path"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return copy if copy.is_file() and Path(recorded) == copy.resolve() else None
+        copies = (self.file(name) for name in STDIN_COPIES)
+        return next((copy for copy in copies if copy.is_file() and Path(recorded) == copy.resolve()), None)
 
     def own_files(self, *, exclude: tuple[str, ...] = ()) -> dict[str, Path]:
         """tod-clean's files in this run (named for messages), for checks that outputs avoid them."""
-        names = [name for name in (*OWN_FILES, STDIN_COPY) if name not in exclude]
+        names = [name for name in (*OWN_FILES, *STDIN_COPIES) if name not in exclude]
         return {f"the run's {name}": self.file(name) for name in names}
 
-    def check_target(self, *, overwrite: bool, stdin_copy: bool = False) -> None:
+    def check_target(self, *, overwrite: bool, stdin_copy: str | None = None) -> None:
         """Refuse, before any work, to train into a folder that holds anything but a tod-clean run,
-        or into a run without ``overwrite``. Changes nothing."""
+        or into a run without ``overwrite``, or a file named ``stdin_copy`` (the copy of standard input
+        to write, see ``stdin_copy_name``) that tod-clean did not write. Changes nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
         if not self.path.exists() or not any(self.path.iterdir()):
@@ -241,14 +250,14 @@ class RunDir:
             )
         if not overwrite:
             raise RunDirError(f"{self.path}: already holds a run; {self._how_to_continue()}")
-        copy = self.file(STDIN_COPY)
-        if stdin_copy and copy.exists() and self.stdin_copy() is None:
+        copy = self.file(stdin_copy) if stdin_copy is not None else None
+        if copy is not None and copy.exists() and self.stdin_copy() != copy:
             raise RunDirError(
                 f"{copy}: was not written by tod-clean, and the copy of standard input would replace it "
                 "(move it, or choose another --run)"
             )
 
-    def create(self, *, overwrite: bool, stdin_copy: bool = False) -> bool:
+    def create(self, *, overwrite: bool, stdin_copy: str | None = None) -> bool:
         """Make the folder ready for a new run and mark it; returns whether the folder was created.
 
         A run being replaced loses exactly tod-clean's own files; nothing else in the folder is touched.

@@ -37,7 +37,6 @@ from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import (
     CHECKPOINT_DIR,
-    STDIN_COPY,
     TOKENS_DIR,
     WEIGHTS,
     RunDir,
@@ -47,6 +46,7 @@ from tod_clean.rundir import (
     first_line,
     load_tensor_file,
     save_tensors,
+    stdin_copy_name,
     write_json,
 )
 
@@ -357,9 +357,10 @@ def train(
     labels = training_labels(table, config.columns.label_col)
     instances = instances_from_table(table, config.columns, labels, mask_scheme=config.mask_scheme)
     from_stdin = train_path == STDIN
+    stdin_copy = stdin_copy_name(table.format) if from_stdin else None  # kept in the format it came in
 
     def check_run_folder() -> None:
-        run.check_target(overwrite=overwrite, stdin_copy=from_stdin)
+        run.check_target(overwrite=overwrite, stdin_copy=stdin_copy)
         run.check_outputs({"the training file": train_path})
 
     processes.main_first(check_run_folder)
@@ -371,8 +372,8 @@ def train(
         # into its hidden sub-network; it starts (and stays) at the log class priors instead.
         with torch.no_grad():
             model.classifier.bias.copy_(log_priors(instances.labels, len(labels)))
-    if from_stdin:
-        recorded_path = str(run.file(STDIN_COPY).resolve())
+    if stdin_copy is not None:
+        recorded_path = str(run.file(stdin_copy).resolve())
     else:
         # an hf: dataset is recorded as the configuration read (hf:REPO/CONFIG), a file by absolute path
         recorded_path = table.ref if is_hub_ref(train_path) and table.ref else str(Path(train_path).resolve())
@@ -394,10 +395,10 @@ def train(
 
     def create_run() -> None:
         nonlocal created, written
-        created = run.create(overwrite=overwrite, stdin_copy=from_stdin)
+        created = run.create(overwrite=overwrite, stdin_copy=stdin_copy)
         written = True
-        if from_stdin:
-            with atomic_output(run.file(STDIN_COPY)) as tmp:
+        if stdin_copy is not None:
+            with atomic_output(run.file(stdin_copy)) as tmp:
                 tmp.write_bytes(table.data)
         run.save_model(model, tokenizer)
         run.write_info(info)

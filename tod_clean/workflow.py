@@ -93,11 +93,13 @@ def train(
     run: RunDir,
     *,
     split: str | None = None,
+    stdin_format: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train a new run on ``data`` (in-memory rows are kept in the run as ``train.jsonl``, like stdin's)."""
-    table = to_table(data, split=split)
+    """Train a new run on ``data`` (in-memory rows are kept in the run as ``train.jsonl``; rows from stdin,
+    read in ``stdin_format``, as ``train.<format>``)."""
+    table = to_table(data, split=split, stdin_format=stdin_format)
     # A missing column is reported before training's imports (transformers, peft: seconds) load.
     columns = config.columns
     table.require_columns([columns.text_col, columns.text_pair_col, columns.label_col, columns.id_col])
@@ -107,19 +109,27 @@ def train(
     return train_run(config, table, run, train_path=train_path, overwrite=overwrite, progress=progress)
 
 
-def resume(run: RunDir, data: Data | None = None, *, progress: Progress | None = None) -> TrainResult:
+def resume(
+    run: RunDir,
+    data: Data | None = None,
+    *,
+    stdin_format: str | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
     """Continue an interrupted run on its training data (``data`` when it moved: the same rows)."""
     from tod_clean.train import resume as resume_run
 
     info = run.read_info()
-    return resume_run(_run_data(info, data), run, progress=progress)
+    return resume_run(_run_data(info, data, stdin_format), run, progress=progress)
 
 
-def _run_data(info: RunInfo, data: Data | None) -> Table:
-    """The run's training rows: ``data`` when given (a path read with the run's split), else its file."""
+def _run_data(info: RunInfo, data: Data | None, stdin_format: str | None = None) -> Table:
+    """The run's training rows: ``data`` when given (a path read with the run's split, stdin in
+    ``stdin_format``), else its file (a copy of stdin is read by its extension: train.csv is CSV)."""
     if data is None:
         return to_table(info.train_file.path, split=info.train_file.split)
-    return to_table(data, split=info.train_file.split if is_path(data) else None)
+    split = info.train_file.split if is_path(data) else None
+    return to_table(data, split=split, stdin_format=stdin_format)
 
 
 def check_frame_destination(dest: str | Path) -> None:
@@ -155,6 +165,7 @@ def score(
     matrix: str | Path | None = None,
     pred_probs: str | Path | None = None,
     shard: str | None = None,
+    stdin_format: str | None = None,
     overwrite: bool = False,
     overwrite_option: str = "overwrite=True",
     progress: Progress | None = None,
@@ -162,6 +173,7 @@ def score(
     """Score a finished run's training rows (``train``: its data when the recorded file moved) and, with
     ``val``, their influence on it; write ``out`` (a file, or a ``save_to_disk`` folder for a name without
     extension), ``matrix`` and ``pred_probs``, and save the scores in the run (not with ``shard``).
+    ``stdin_format`` is the format of ``train`` or ``val`` given as ``-`` (default JSON Lines).
 
     Every output is checked against the inputs and for writability before any work. Saved scores that
     hold influence on another validation set (or any, when ``val`` is None) are replaced only with
@@ -209,8 +221,8 @@ def score(
         raise ConfigError(
             f"{run.path}: trained with scope '{info.scope}', so it has no hidden sub-networks for --pred-probs"
         )
-    train_table = _run_data(info, train)
-    val_table = to_table(val, split=val_split) if val is not None else None
+    train_table = _run_data(info, train, stdin_format)
+    val_table = to_table(val, split=val_split, stdin_format=stdin_format) if val is not None else None
     result = score_run(
         run,
         train_table,
@@ -283,12 +295,14 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
     threshold: float | None = None,
     out: str | os.PathLike[str] | None = None,
     removed: str | os.PathLike[str] | None = None,
+    stdin_format: str | None = None,
 ) -> Filtered:
     """Choose the rows of ``data`` (default: the run's training data) to keep, by ``scores`` (a frame, a
     scores file or folder written by ``score --out``; default: the run's saved scores); write the kept rows
     unchanged to ``out`` (``-``: stdout) and the dropped ones with their scores to ``removed``.
 
-    Without ``drop``, ``drop_count`` or ``threshold``, 1% is dropped. A dataset's (a ``save_to_disk``
+    ``data`` given as ``-`` is read in ``stdin_format`` (default JSON Lines). Without ``drop``,
+    ``drop_count`` or ``threshold``, 1% is dropped. A dataset's (a ``save_to_disk``
     folder's or an ``hf:`` dataset's) kept rows are written as a ``save_to_disk`` folder.
     """
     if drop is None and drop_count is None and threshold is None:
@@ -315,7 +329,7 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
         frame = read_scores(scores_path)
     else:
         frame = load_scores(run)[0]
-    table = _run_data(info, data)
+    table = _run_data(info, data, stdin_format)
     if out is not None:
         check_subset_destination(table, out)
     result = filter_table(

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
-from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    INFLUENCE_HELP,
+    StdinFormatOption,
+    app,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+    stdin_format_for,
+)
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.data import read_table
 from tod_clean.workflow import train_config
@@ -31,6 +40,7 @@ def cleanse_command(
         str | None, typer.Option(help="Split of TRAIN_FILE (a DatasetDict folder or an hf: dataset).")
     ] = None,
     test_split: Annotated[str | None, typer.Option(help="Split of --test.")] = None,
+    stdin_format: StdinFormatOption = None,
     val_split: Annotated[str | None, typer.Option(help="Split of --val.")] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for every artifact.")] = Path(
         "tod-cleanse"
@@ -69,6 +79,7 @@ def cleanse_command(
 ) -> None:
     """Train with turn-over dropout, drop the worst rows, retrain, and compare on --test."""
     setup(quiet)
+    from_stdin_as = stdin_format_for(stdin_format, train_file, test, val)
     from tod_clean.cleanse import cleanse
 
     if drop is None and drop_count is None and threshold is None:
@@ -91,11 +102,11 @@ def cleanse_command(
     )
     result = cleanse(
         config,
-        read_table(train_file, split=split),
+        read_table(train_file, split=split, stdin_format=from_stdin_as),
         train_file,
-        read_table(test, split=test_split),
+        read_table(test, split=test_split, stdin_format=from_stdin_as),
         out_dir,
-        val_table=read_table(val, split=val_split) if val is not None else None,
+        val_table=read_table(val, split=val_split, stdin_format=from_stdin_as) if val is not None else None,
         by=by,
         fraction=drop,
         count=drop_count,

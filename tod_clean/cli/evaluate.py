@@ -11,7 +11,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    StdinFormatOption,
+    app,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+    stdin_format_for,
+)
 from tod_clean.config import columns_like
 from tod_clean.data import check_destination, check_distinct_outputs, check_suffix, deliver, read_table
 from tod_clean.rundir import RunDir
@@ -30,6 +38,7 @@ def evaluate_command(
     split: Annotated[
         str | None, typer.Option(help="Split of DATA_FILE (a DatasetDict folder or an hf: dataset).")
     ] = None,
+    stdin_format: StdinFormatOption = None,
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory written by train.")] = Path(
         "tod-run"
     ),
@@ -47,6 +56,7 @@ def evaluate_command(
 ) -> None:
     """Evaluate the run's full network (no instance mask) on a labeled file."""
     setup(quiet)
+    from_stdin_as = stdin_format_for(stdin_format, data_file)
     from tod_clean.evaluate import evaluate_run
 
     run_dir = RunDir(run)
@@ -58,7 +68,7 @@ def evaluate_command(
     columns = columns_like(trained, text_col, text_pair_col, label_col)
     result = evaluate_run(
         run_dir,
-        read_table(data_file, split=split),
+        read_table(data_file, split=split, stdin_format=from_stdin_as),
         columns=columns,
         batch_size=batch_size,
         device=device,

@@ -10,7 +10,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    INFLUENCE_HELP,
+    StdinFormatOption,
+    app,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+    stdin_format_for,
+)
 from tod_clean.config import ScoreConfig, columns_like
 from tod_clean.data import check_destination, check_distinct_outputs, output_format, read_table, write_frame
 from tod_clean.processes import is_main_process
@@ -58,6 +67,7 @@ def explain_command(
     train: Annotated[
         str | None, typer.Option(help="The training file, if it moved (sha256 is checked).")
     ] = None,
+    stdin_format: StdinFormatOption = None,
     val_split: Annotated[
         str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
     ] = None,
@@ -78,6 +88,7 @@ def explain_command(
 ) -> None:
     """For each validation row, the training rows with the most negative and most positive influence on it."""
     quiet = setup(quiet)
+    from_stdin_as = stdin_format_for(stdin_format, val, train)
     from tod_clean.explain import explain_run
 
     run_dir = RunDir(run)
@@ -89,13 +100,13 @@ def explain_command(
     if out is not None:
         check_destination(out)
         output_format(out, "csv")
-    val_table = read_table(val, split=val_split)
+    val_table = read_table(val, split=val_split, stdin_format=from_stdin_as)
     trained = info.train.columns
     id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
     columns = columns_like(trained, val_text_col, val_text_pair_col, val_label_col, id_col)
     result = explain_run(
         run_dir,
-        read_table(train_path, split=info.train_file.split),
+        read_table(train_path, split=info.train_file.split, stdin_format=from_stdin_as),
         val_table,
         val_columns=columns,
         k=top,

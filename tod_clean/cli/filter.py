@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tod_clean import workflow
-from tod_clean.cli import app, console, handle_errors, setup
+from tod_clean.cli import StdinFormatOption, app, console, handle_errors, setup, stdin_format_for
 from tod_clean.data import STDIN
 from tod_clean.filter import SIGNALS
 from tod_clean.rundir import RunDir
@@ -36,6 +36,7 @@ def filter_command(
             "hf:NAME[/CONFIG], or - for stdin."
         ),
     ] = None,
+    stdin_format: StdinFormatOption = None,
     scores: Annotated[
         str | None,
         typer.Option(
@@ -68,6 +69,7 @@ def filter_command(
         threshold=threshold,
         out=out,
         removed=removed,
+        stdin_format=stdin_format_for(stdin_format, train),
     )
     result, table = filtered.result, filtered.table
     if by is None and result.by != "influence":

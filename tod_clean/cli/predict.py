@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    StdinFormatOption,
+    app,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+    stdin_format_for,
+)
 from tod_clean.data import STDIN
 from tod_clean.rundir import RunDir
 
@@ -19,7 +27,7 @@ def predict_command(
         str,
         typer.Argument(
             help="Rows to predict (any supported format, a save_to_disk folder, hf:NAME[/CONFIG], or - for "
-            "JSON Lines on stdin)."
+            "stdin: see --stdin-format)."
         ),
     ],
     out: Annotated[
@@ -37,6 +45,7 @@ def predict_command(
     split: Annotated[
         str | None, typer.Option(help="Split of DATA_FILE (a DatasetDict folder or an hf: dataset).")
     ] = None,
+    stdin_format: StdinFormatOption = None,
     text_col: Annotated[str | None, typer.Option(help="Text column (default: training's).")] = None,
     text_pair_col: Annotated[
         str | None, typer.Option(help="Second text column (default: training's).")
@@ -63,12 +72,14 @@ def predict_command(
     """Predict every row with the run's full network (no instance mask): prob_LABEL per class,
     predicted_label, and label and loss for labeled rows."""
     quiet = setup(quiet)
+    from_stdin_as = stdin_format_for(stdin_format, data_file)
     from tod_clean.predict import predict
 
     frame = predict(
         RunDir(run),
         data_file,
         split=split,
+        stdin_format=from_stdin_as,
         text_col=text_col,
         text_pair_col=text_pair_col,
         label_col=label_col,

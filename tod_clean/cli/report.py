@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    StdinFormatOption,
+    app,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+    stdin_format_for,
+)
 from tod_clean.data import check_destination, check_distinct_outputs, read_table
 from tod_clean.device import pick_device
 from tod_clean.filter import SIGNALS
@@ -44,11 +52,13 @@ def report_command(
         str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
     ] = None,
     train: Annotated[str | None, typer.Option(help="The training file, if it moved.")] = None,
+    stdin_format: StdinFormatOption = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (for the explanations).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary line.")] = False,
 ) -> None:
     """Write an HTML report: score distributions, flagged rows per class and one by one, explained errors."""
     setup(quiet)
+    from_stdin_as = stdin_format_for(stdin_format, val, train)
     from tod_clean.report import (
         FIGURES,
         ReportConfig,
@@ -75,8 +85,10 @@ def report_command(
         },
         {"--out": out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
     )
-    val_table = read_table(val, split=val_split) if val is not None else None
-    train_table = read_table(train or info.train_file.path, split=info.train_file.split)
+    val_table = read_table(val, split=val_split, stdin_format=from_stdin_as) if val is not None else None
+    train_table = read_table(
+        train or info.train_file.path, split=info.train_file.split, stdin_format=from_stdin_as
+    )
     report = build_report(
         run_dir,
         config,

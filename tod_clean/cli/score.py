@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from tod_clean import workflow
-from tod_clean.cli import INFLUENCE_HELP, app, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    INFLUENCE_HELP,
+    StdinFormatOption,
+    app,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+    stdin_format_for,
+)
 from tod_clean.config import ScoreConfig
 from tod_clean.data import STDIN
 from tod_clean.processes import is_main_process
@@ -42,6 +51,7 @@ def score_command(
         str | None,
         typer.Option(help="The training file, if it moved (must be unchanged: sha256 is checked)."),
     ] = None,
+    stdin_format: StdinFormatOption = None,
     matrix: Annotated[
         Path | None, typer.Option(help="Also write the train x validation influence matrix (float32 .npy).")
     ] = None,
@@ -100,6 +110,7 @@ def score_command(
         matrix=matrix,
         pred_probs=pred_probs,
         shard=shard,
+        stdin_format=stdin_format_for(stdin_format, train, val),
         overwrite=overwrite,
         overwrite_option="--overwrite",
         progress=progress_for(quiet),

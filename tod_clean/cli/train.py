@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from tod_clean import workflow
-from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli import (
+    StdinFormatOption,
+    app,
+    console,
+    handle_errors,
+    progress_for,
+    setup,
+    stdin_format_for,
+)
 from tod_clean.config import TrainConfig
 from tod_clean.data import STDIN
 from tod_clean.errors import ConfigError
@@ -88,13 +96,14 @@ def train_command(
         str | None,
         typer.Argument(
             help="Training data (.jsonl .json .csv .tsv .parquet, a datasets save_to_disk folder, or "
-            "hf:NAME[/CONFIG] from the local Hugging Face cache), or - for JSON Lines on stdin."
+            "hf:NAME[/CONFIG] from the local Hugging Face cache), or - for stdin (see --stdin-format)."
         ),
     ] = None,
     split: Annotated[
         str | None,
         typer.Option(help="Split to train on, of a DatasetDict folder (save_to_disk) or an hf: dataset."),
     ] = None,
+    stdin_format: StdinFormatOption = None,
     run: Annotated[Path, typer.Option("--run", "-r", help="Run directory to write.")] = Path("tod-run"),
     text_col: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
     text_pair_col: Annotated[str | None, typer.Option(help="Optional second text column (pairs).")] = None,
@@ -186,6 +195,7 @@ def train_command(
     """Fine-tune a classifier with turn-over dropout; write weights, config and metrics to --run."""
     quiet = setup(quiet)
     run_dir = RunDir(run)
+    from_stdin_as = stdin_format_for(stdin_format, train_file)
     if train_file == STDIN and launched_count() > 1:
         raise ConfigError(
             "training data from standard input under accelerate launch: every process reads the data; "
@@ -195,10 +205,12 @@ def train_command(
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
         _refuse_changed_options(context, run_dir.read_info(), locals())
-        result = workflow.resume(run_dir, train_file, progress=progress_for(quiet))
+        result = workflow.resume(
+            run_dir, train_file, stdin_format=from_stdin_as, progress=progress_for(quiet)
+        )
     else:
         if train_file is None:
-            raise ConfigError("give the training file (or - for JSON Lines on standard input)")
+            raise ConfigError("give the training file (or - for standard input)")
         config = workflow.train_config(
             text_col=text_col,
             text_pair_col=text_pair_col,
@@ -229,7 +241,13 @@ def train_command(
             precision=precision,
         )
         result = workflow.train(
-            config, train_file, run_dir, split=split, overwrite=overwrite, progress=progress_for(quiet)
+            config,
+            train_file,
+            run_dir,
+            split=split,
+            stdin_format=from_stdin_as,
+            overwrite=overwrite,
+            progress=progress_for(quiet),
         )
     last = result.info.epochs[-1]
     if not quiet:
