@@ -102,7 +102,8 @@ def class_badness(scores: np.ndarray, by: str, classes: np.ndarray | None) -> np
         values = bad[members]
         centre = np.median(values)
         scale = max(float(np.median(np.abs(values - centre))), overall)
-        keys[members] = (values - centre) / (scale if scale > 0 else 1.0)
+        with np.errstate(over="ignore"):  # a subnormal scale: the far rows rank first, as infinity
+            keys[members] = (values - centre) / (scale if scale > 0 else 1.0)
     return keys
 
 
@@ -468,10 +469,7 @@ def class_warnings(
         parts.append(part)
     if not parts:
         return []
-    return [
-        f"{'; '.join(parts)}; against {overall:.2%} of all rows: rare classes have high losses by nature, "
-        "check these rows before removing them"
-    ]
+    return [f"{'; '.join(parts)}; against {overall:.2%} of all rows: check these rows before removing them"]
 
 
 def filter_table(

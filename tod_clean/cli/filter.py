@@ -13,7 +13,6 @@ from tod_clean.data import STDIN
 from tod_clean.filter import SIGNALS
 from tod_clean.rundir import RunDir
 
-
 BY_HELP = (
     f"Score column to rank by: {', '.join(SIGNALS)} (default: full_loss, the signal measured best at "
     "finding label errors; influence ranks by harm to the validation set)."
