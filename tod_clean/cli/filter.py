@@ -69,9 +69,10 @@ def filter_command(
     Rows are ranked by --by. Label-error signals (every one but influence) are ranked within each class:
     a row's value minus its class's median, over the larger of its class's median absolute deviation and
     that of all rows, so that a rare class, whose losses are high by nature, is not dropped first.
-    Influence, a harm to the validation set, is ranked as it is. Every class keeps at least one row (its
-    best) unless --allow-empty-class; a class that loses more than 3 times the overall share is named
-    in a warning. Dropping every row is refused.
+    Influence, a harm to the validation set, is ranked as it is. --threshold compares the score itself.
+    Whatever the criterion, every class keeps at least one row (its best) unless --allow-empty-class; a
+    class that loses more than 3 times the overall share (and at least 2 rows) is named in a warning.
+    Dropping every row is refused.
     """
     setup(quiet)
     filtered = workflow.filter(
