@@ -96,9 +96,9 @@ def class_badness(scores: np.ndarray, by: str, classes: np.ndarray | None) -> np
         return bad
     overall = float(np.median(np.abs(bad - np.median(bad))))
     keys = np.empty_like(bad)
-    codes, inverse = np.unique(np.asarray(classes), return_inverse=True)
-    for code in range(len(codes)):
-        members = np.flatnonzero(inverse == code)
+    _, inverse, counts = np.unique(np.asarray(classes), return_inverse=True, return_counts=True)
+    grouped = np.argsort(inverse, kind="stable")  # the rows of each class together: O(N log N) for any count
+    for members in np.split(grouped, np.cumsum(counts)[:-1]):
         values = bad[members]
         centre = np.median(values)
         scale = max(float(np.median(np.abs(values - centre))), overall)
@@ -215,7 +215,9 @@ def select_rows(
         spared: list[int] = []
         if floor:
             assert classes is not None
-            emptied = [int(code) for code in np.unique(classes) if beyond[classes == code].all()]
+            codes, inverse = np.unique(classes, return_inverse=True)
+            within = np.bincount(inverse, weights=~beyond, minlength=len(codes))  # rows not beyond, per class
+            emptied = [int(code) for code in codes[within == 0]]
             spare = last_of_class & np.isin(classes, emptied)
             chosen &= ~spare[order]
             spared = emptied
