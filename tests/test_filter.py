@@ -487,3 +487,20 @@ def test_cli_removed_rows_worst_first_ranked_by_the_signal_used(
     )
     assert result.exit_code == 0, result.output
     assert pd.read_csv(removed)["text"].tolist() == ["row 39", "row 38", "row 37"]
+
+
+def test_api_filter_keeps_the_class_floor_unless_allowed(
+    rare_class_setup: tuple[Path, Path, Path, list[bytes]],
+) -> None:
+    import tod_clean
+
+    folder, run, scores, _ = rare_class_setup
+    train = str(folder / "train.jsonl")
+    kept = tod_clean.filter(train, str(scores), run=str(run), drop_count=4, by="influence")
+    assert sorted(set(kept["label"])) == ["common", "rare"] and len(kept) == 36
+    kept = tod_clean.filter(
+        train, str(scores), run=str(run), drop_count=4, by="influence", allow_empty_class=True
+    )
+    assert set(kept["label"]) == {"common"} and len(kept) == 36
+    with pytest.raises(ConfigError, match=r"^--drop-count 39 would empty a class: at most 38 of 40 rows"):
+        tod_clean.filter(train, str(scores), run=str(run), drop_count=39)
