@@ -24,6 +24,7 @@ from tod_clean import __version__
 from tod_clean.cli import app
 from tod_clean.config import TrainConfig
 from tod_clean.data import read_table
+from tod_clean.filter import rows_to_drop
 from tod_clean.rundir import RunDir
 
 SCORE_COLUMNS = [
@@ -265,7 +266,7 @@ def test_train_from_stdin_then_score_and_filter(tmp_path: Path, model_args: list
     assert len(scores) == 12 and "influence" not in scores.columns
     result = ok(invoke("filter", "--run", run, "--drop-count", "2", "--quiet"))
     worst = set(scores.sort_values("rank")["row"].head(2))
-    assert worst == set(np.argsort(-scores["full_loss"].to_numpy(), kind="stable")[:2].tolist())
+    assert worst == set(worst_rows(scores, "full_loss", 2))
     lines = data.splitlines(keepends=True)
     assert result.stdout_bytes == b"".join(line for i, line in enumerate(lines) if i not in worst)
 
@@ -302,12 +303,10 @@ def test_score_outputs(jsonl_run: SimpleNamespace, tmp_path: Path, out: str) -> 
         frame["self_influence"], frame["hidden_loss"] - frame["exposed_loss"], atol=1e-6
     )
     np.testing.assert_allclose(frame["full_loss"], -np.log(frame["full_prob"]), rtol=1e-4)
-    assert (
-        frame.sort_values("rank")["row"].tolist()
-        == np.argsort(frame["influence"].to_numpy(), kind="stable").tolist()
-    )
+    # rank: the default ranking of filter (full_loss within each class), with or without --val
+    assert frame.sort_values("rank")["row"].tolist() == default_order(frame)
     meta = json.loads((run / "scores.json").read_text())
-    assert meta["rank_by"] == "influence" and meta["val_rows"] == 8 and meta["scope"] == "head"
+    assert meta["rank_by"] == "full_loss" and meta["val_rows"] == 8 and meta["scope"] == "head"
     if out == "-":
         assert result.stderr == ""  # --quiet: stdout is pure CSV, nothing on stderr
 
@@ -327,10 +326,7 @@ def test_score_without_validation_ranks_by_full_loss(jsonl_run: SimpleNamespace,
     ok(invoke("score", "--run", run, "--out", out, "--overwrite", "--quiet"))  # replaces scores with --val
     frame = pd.read_csv(out)
     assert "influence" not in frame.columns
-    assert (
-        frame.sort_values("rank")["row"].tolist()
-        == np.argsort(-frame["full_loss"].to_numpy(), kind="stable").tolist()
-    )
+    assert frame.sort_values("rank")["row"].tolist() == default_order(frame)
 
 
 def test_a_look_without_validation_keeps_the_saved_influence(
@@ -364,10 +360,29 @@ def test_score_progress_goes_to_stderr(jsonl_run: SimpleNamespace, tmp_path: Pat
 # ---- filter -----------------------------------------------------------------------------------------
 
 
+def classes_of(scores: pd.DataFrame) -> np.ndarray:
+    return pd.factorize(scores["label"].astype(str))[0]
+
+
 def worst_rows(scores: pd.DataFrame, by: str, count: int) -> list[int]:
+    """The rows filter drops by ``by``: label-error signals within each class, influence across them
+    (the class floor does not bite at these counts)."""
     values = scores[by].to_numpy(float)
-    order = np.argsort(values if by == "influence" else -values, kind="stable")
-    return sorted(order[:count].tolist())
+    return rows_to_drop(values, by=by, count=count, classes=classes_of(scores)).tolist()
+
+
+def default_order(frame: pd.DataFrame) -> list[int]:
+    """Rows in filter's default ranking: full_loss within each class (a plain loop: each row's loss
+    minus its class's median, over the larger of its class's MAD and all rows' MAD)."""
+    loss = frame["full_loss"].to_numpy(float)
+    labels = frame["label"].astype(str).to_numpy()
+    overall = np.median(np.abs(loss - np.median(loss)))
+    keys = []
+    for row in range(len(loss)):
+        members = loss[labels == labels[row]]
+        scale = max(np.median(np.abs(members - np.median(members))), overall) or 1.0
+        keys.append(((loss[row] - np.median(members)) / scale, loss[row], -row))
+    return sorted(range(len(loss)), key=lambda row: keys[row], reverse=True)
 
 
 def test_filter_jsonl_drop_fraction_with_removed(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
@@ -375,15 +390,17 @@ def test_filter_jsonl_drop_fraction_with_removed(jsonl_run: SimpleNamespace, tmp
     result = ok(
         invoke("filter", "--run", jsonl_run.run, "--drop", "0.25", "--out", out, "--removed", removed)
     )
-    dropped = worst_rows(jsonl_run.scores, "influence", 4)
+    dropped = worst_rows(jsonl_run.scores, "full_loss", 4)
     lines = jsonl_lines(jsonl_run.train)
     assert out.read_bytes() == b"".join(line for i, line in enumerate(lines) if i not in dropped)
     report = pd.read_csv(removed)
-    assert report["id"].tolist() == [f"r{i:03d}" for i in dropped]
+    worst = default_order(jsonl_run.scores)[:4]  # removed.csv: worst first, ranked by the signal used
+    assert report["id"].tolist() == [f"r{i:03d}" for i in worst] and report["rank"].tolist() == [1, 2, 3, 4]
     assert {"text", "label", "influence", "full_loss"} <= set(report.columns)
-    assert "score_row" not in report.columns and report["row"].tolist() == dropped
-    np.testing.assert_allclose(report["influence"], jsonl_run.scores["influence"].iloc[dropped], rtol=1e-6)
-    assert "kept 12 of 16 rows; dropped 4" in result.stderr and "lowest influence" in result.stderr
+    assert "score_row" not in report.columns and report["row"].tolist() == worst
+    np.testing.assert_allclose(report["full_loss"], jsonl_run.scores["full_loss"].iloc[worst], rtol=1e-6)
+    assert "kept 12 of 16 rows; dropped 4" in result.stderr and "highest full_loss" in result.stderr
+    assert "ranking by full_loss within each class (the default" in result.stderr
     assert result.stdout == ""
 
 
@@ -397,7 +414,9 @@ def test_filter_drop_count_to_stdout(jsonl_run: SimpleNamespace, by: str) -> Non
 
 def test_filter_threshold(jsonl_run: SimpleNamespace) -> None:
     threshold = float(np.median(jsonl_run.scores["influence"]))
-    result = ok(invoke("filter", "--run", jsonl_run.run, "--threshold", threshold, "--quiet"))
+    result = ok(
+        invoke("filter", "--run", jsonl_run.run, "--threshold", threshold, "--by", "influence", "--quiet")
+    )
     keep = jsonl_run.scores["influence"].to_numpy() >= threshold
     lines = jsonl_lines(jsonl_run.train)
     assert 0 < keep.sum() < 16
@@ -409,7 +428,7 @@ def test_filter_training_rows_from_stdin(jsonl_run: SimpleNamespace) -> None:
     result = ok(
         invoke("filter", "--run", jsonl_run.run, "--train", "-", "--drop-count", "2", "--quiet", input=data)
     )
-    dropped = worst_rows(jsonl_run.scores, "influence", 2)
+    dropped = worst_rows(jsonl_run.scores, "full_loss", 2)
     lines = data.splitlines(keepends=True)
     assert result.stdout_bytes == b"".join(line for i, line in enumerate(lines) if i not in dropped)
 
@@ -422,7 +441,7 @@ def test_filter_with_a_scores_file(jsonl_run: SimpleNamespace, tmp_path: Path) -
         )
     )
     result = ok(invoke("filter", "--run", jsonl_run.run, "--scores", scores, "--drop-count", "5", "--quiet"))
-    dropped = worst_rows(jsonl_run.scores, "influence", 5)
+    dropped = worst_rows(jsonl_run.scores, "full_loss", 5)
     lines = jsonl_lines(jsonl_run.train)
     assert result.stdout_bytes == b"".join(line for i, line in enumerate(lines) if i not in dropped)
 
@@ -430,7 +449,7 @@ def test_filter_with_a_scores_file(jsonl_run: SimpleNamespace, tmp_path: Path) -
 def test_filter_csv_keeps_rows_byte_for_byte(csv_run: SimpleNamespace, tmp_path: Path) -> None:
     out = tmp_path / "kept.csv"
     ok(invoke("filter", "--run", csv_run.run, "--drop-count", "4", "--out", out, "--quiet"))
-    dropped = worst_rows(csv_run.scores, "influence", 4)
+    dropped = worst_rows(csv_run.scores, "full_loss", 4)
     kept_ids = [r["id"] for i, r in enumerate(csv_run.rows) if i not in dropped]
     expected = write_rows(tmp_path / "expected.csv", [r for r in csv_run.rows if r["id"] in kept_ids])
     assert out.read_bytes() == expected.read_bytes()
@@ -808,7 +827,7 @@ def test_corrupt_run_config(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
 
 def test_filter_nan_scores(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
     scores = jsonl_run.scores.copy()
-    scores.loc[5, "influence"] = np.nan
+    scores.loc[5, "full_loss"] = np.nan  # the default signal
     path = tmp_path / "scores.csv"
     scores.to_csv(path, index=False)
     out = tmp_path / "kept.jsonl"
@@ -816,7 +835,7 @@ def test_filter_nan_scores(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
         invoke("filter", "--run", jsonl_run.run, "--scores", path, "--out", out, "-q"),
         "scores.csv",
         "row 5",
-        "'influence'",
+        "'full_loss'",
         "nan",
         absent=(out,),
     )

@@ -61,7 +61,9 @@ def test_minilm_train_score_filter(tmp_path: Path) -> None:
         assert np.isfinite(frame[column]).all(), column
     assert (frame[["hidden_loss", "exposed_loss", "full_loss"]] > 0).all().all()
     assert sorted(frame["rank"]) == list(range(1, 13))
-    assert frame.loc[frame["rank"] == 1, "influence"].item() == frame["influence"].min()
+    # rank 1: the highest full_loss of its class (the default ranking: full_loss within each class)
+    first = frame.loc[frame["rank"] == 1].iloc[0]
+    assert first["full_loss"] == frame.loc[frame["label"] == first["label"], "full_loss"].max()
 
     result = runner.invoke(
         app, ["filter", "--run", str(run), "--drop-count", "3", "--out", str(kept), "--removed", str(removed)]
@@ -69,9 +71,9 @@ def test_minilm_train_score_filter(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "kept 9 of 12 rows; dropped 3" in result.stderr
     lines = train.read_bytes().splitlines(keepends=True)
-    worst = sorted(frame.sort_values("rank")["row"].head(3))
+    worst = frame.sort_values("rank")["row"].head(3).tolist()
     assert kept.read_bytes() == b"".join(line for i, line in enumerate(lines) if i not in worst)
-    dropped = pd.read_json(removed, lines=True)
+    dropped = pd.read_json(removed, lines=True)  # worst first
     assert dropped["id"].tolist() == [rows[i]["id"] for i in worst]
 
 

@@ -109,7 +109,11 @@ def assert_png(path: Path) -> None:
 
 def test_report_of_a_scored_run(head_run: SimpleNamespace, tmp_path: Path) -> None:
     out, folder = outputs(tmp_path)
-    result = ok(invoke("report", "--run", head_run.run, "--out", out, "--drop", "0.25", "--top", "4"))
+    result = ok(
+        invoke(
+            "report", "--run", head_run.run, "--out", out, "--by", "influence", "--drop", "0.25", "--top", "4"
+        )
+    )
     assert result.stdout == ""
     summary = [line for line in result.stderr.splitlines() if line.startswith("report -> ")]
     assert summary and "4 of 16 rows flagged by the lowest influence" in " ".join(result.stderr.split())
@@ -206,6 +210,47 @@ def test_report_of_a_scope_none_run(tmp_path: Path, model_args: list[str]) -> No
     assert '<section class="card">' not in page
 
 
+def test_report_default_ranking_and_drop_count(head_run: SimpleNamespace, tmp_path: Path) -> None:
+    out, _ = outputs(tmp_path)
+    result = ok(invoke("report", "--run", head_run.run, "--out", out, "--drop-count", "3", "-q"))
+    # the default signal is said even with --quiet, as by filter
+    assert result.stderr.splitlines() == [
+        "ranking by full_loss within each class (the default: the signal measured best at finding label "
+        "errors, BENCHMARKS.md section 1); pass --by influence to rank by harm to the validation set"
+    ]
+    page = out.read_text(encoding="utf-8")
+    assert "tod-clean filter --by full_loss --drop-count 3</code> would drop" in page
+    scores = pd.read_parquet(head_run.run / "scores.parquet")
+    flagged_table = page.split('id="flagged"')[1].split('id="explanations"')[0]
+    for row_id in scores.sort_values("rank")["id"].head(3):  # rank: filter's default ranking
+        assert f">{row_id}<" in flagged_table
+    assert flagged_table.count('class="flagged"') == 3
+
+
+def test_report_threshold_keeps_a_row_of_each_class_and_warns(
+    head_run: SimpleNamespace, tmp_path: Path
+) -> None:
+    out, folder = outputs(tmp_path)
+    scores = pd.read_parquet(head_run.run / "scores.parquet")
+    above_all = f"{scores['influence'].max() + 1:.6f}"
+    args = ["report", "--run", head_run.run, "--out", out, "--by", "influence", "--threshold", above_all]
+    result = ok(invoke(*args, "-q"))
+    warning = (
+        "class 'positive' loses 7 of 8 rows (87.50%): its last row kept (pass --allow-empty-class to drop "
+        "it); class 'negative' loses 7 of 8 rows (87.50%): its last row kept (pass --allow-empty-class to "
+        "drop it); against 87.50% of all rows: check these rows before removing them"
+    )
+    assert result.stderr.splitlines() == [f"warning: {warning}"]
+    page = out.read_text(encoding="utf-8")
+    assert f"--threshold {float(above_all)}</code> would drop" in page
+    assert f"Warning: {warning}.".replace("'", "&#39;") in page
+    user_error(
+        invoke(*args, "--allow-empty-class"),
+        f"--threshold {float(above_all)} drops all 16 rows by influence: nothing would be left to train on",
+        absent=(out.with_name("other.html"),),
+    )
+
+
 # ---- bad input ---------------------------------------------------------------------------------------
 
 
@@ -217,6 +262,9 @@ def test_report_of_a_scope_none_run(tmp_path: Path, model_args: list[str]) -> No
         (("--drop", "1.5"), ("--drop", "got 1.5")),
         (("--top", "0"), ("--top", "got 0")),
         (("--max-explained", "-1"), ("--max-explained", "got -1")),
+        (("--drop-count", "-1"), ("--drop-count must be 0 or more, got -1",)),
+        (("--threshold", "nan"), ("--threshold must be a finite number, got nan",)),
+        (("--drop", "0.1", "--drop-count", "2"), ("give exactly one of --drop, --drop-count, --threshold",)),
         (("--val", "missing.jsonl"), ("missing.jsonl", "no such file")),
         (("--device", "tpu"), ("--device 'tpu'",)),
     ],

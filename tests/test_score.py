@@ -14,6 +14,7 @@ from torch import nn
 
 from tests.conftest import NEGATIVE, POSITIVE
 from tod_clean.encoding import EncodedRows, encode_texts
+from tod_clean.filter import worst_first
 from tod_clean.masks import MaskMode, key_from_id
 from tod_clean.model import Scope, TodClassifier
 from tod_clean.score import SelfScores, influence, scores_frame, self_scores
@@ -216,13 +217,14 @@ def test_scores_frame_columns_and_rank(
     for column in ("self_influence", "hidden_loss", "exposed_loss", "full_loss"):
         np.testing.assert_allclose(frame[column], getattr(scores, column))
     np.testing.assert_allclose(frame["full_prob"], scores.full_probs[np.arange(7), TRAIN_LABELS], rtol=1e-6)
-    # rank 1 = lowest influence (the most harmful row)
+    # rank 1 = the first row filter drops by default: the highest full_loss within its class
     assert sorted(frame["rank"]) == list(range(1, 8))
-    assert list(frame.sort_values("rank")["row"]) == list(np.argsort(values, kind="stable"))
-    # without a validation set, rank follows full_loss, highest first
+    expected = list(worst_first(scores.full_loss, "full_loss", np.asarray(TRAIN_LABELS)))
+    assert list(frame.sort_values("rank")["row"]) == expected
+    # the same without a validation set
     frame = scores_frame(instances, names, scores, None)
     assert "influence" not in frame.columns
-    assert list(frame.sort_values("rank")["row"]) == list(np.argsort(-scores.full_loss, kind="stable"))
+    assert list(frame.sort_values("rank")["row"]) == expected
 
 
 def test_two_class_head_path_equals_naive_loop(

@@ -10,13 +10,15 @@ Layout of the output folder::
       run-before/         an ordinary fine-tune on all rows (same recipe and seed)
       run-filtered/       an ordinary fine-tune on the kept rows
       run-random/         with --random-baseline: an ordinary fine-tune after removing as many random rows
-      metrics.json        test metrics of every model, and the options used
+      metrics.json        test metrics of every model, and the options used; rewritten after each step,
+                          so a later step's failure leaves what was measured (with the failed step named)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,13 @@ from tod_clean.data import (
     deliver,
     frame_bytes,
     is_dataset_dir,
+    label_codes,
     read_table,
     write_subset,
 )
-from tod_clean.errors import RunDirError
+from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
-from tod_clean.filter import check_drop_options, filter_table
+from tod_clean.filter import SIGNALS, check_drop_options, filter_table
 from tod_clean.instances import instances_from_table, training_labels
 from tod_clean.progress import Progress
 from tod_clean.rundir import RunDir, stdin_copy_name
@@ -69,6 +72,62 @@ class CleanseResult:
     arms: list[ArmResult]
     by: str
     out_dir: Path
+    note: str | None = None  # which signal was ranked by and why, when none was chosen
+    warnings: list[str] = dataclasses.field(default_factory=list)  # the filter's class warnings
+
+
+# The score columns of a run without instance masks (scope none, lora-plain).
+UNMASKED_SIGNALS = ("full_loss", "full_prob")
+
+
+def check_signals(config: TrainConfig, by: str | None, val_table: Table | None) -> None:
+    """Refuse, before any training, a --by or --val the scoring run cannot serve."""
+    scope = config.parsed_scope
+    if not scope.masked:
+        if val_table is not None:
+            raise ConfigError(
+                f"--val: a --scope {scope} run has no instance masks, so no influence on a validation set; "
+                "leave out --val, or choose a masked scope (head, lora, layers:K, ffn:K)"
+            )
+        if by is not None and by in SIGNALS and by not in UNMASKED_SIGNALS:
+            raise ConfigError(
+                f"--by {by}: a --scope {scope} run scores only {', '.join(UNMASKED_SIGNALS)}; choose one of "
+                "them, or a masked scope (head, lora, layers:K, ffn:K)"
+            )
+    if by == "influence" and val_table is None:
+        raise ConfigError("--by influence: influence is measured on a validation set; pass --val FILE")
+
+
+def check_test_labels(test_table: Table, train_table: Table, kept: np.ndarray, label_col: str) -> None:
+    """Refuse to retrain when a label of the test set has no training row left (the filtered model
+    could not be evaluated on it)."""
+    train_labels = label_codes(train_table, label_col)
+    left = {train_labels.keys[code] for code in np.unique(train_labels.codes[kept])}
+    missing = [key for key in label_codes(test_table, label_col).keys if key not in left]
+    if missing:
+        raise ConfigError(
+            f"{test_table.source}: label {missing[0]!r} has no training row left after filtering "
+            f"({len(missing)} test label{'s' if len(missing) > 1 else ''} in all): the filtered model could "
+            "not be evaluated; drop fewer rows, or leave out --allow-empty-class"
+        )
+
+
+def random_rows_to_keep(
+    train_table: Table, label_col: str, count: int, seed: int, *, allow_empty_class: bool
+) -> np.ndarray:
+    """Sorted rows left after removing ``count`` random rows; each class keeps a (random) row unless
+    ``allow_empty_class``, as the filter's class floor does."""
+    rng = np.random.default_rng([seed, 2020])
+    rows = np.arange(len(train_table))
+    if allow_empty_class:
+        dropped = rng.choice(len(train_table), size=count, replace=False)
+    else:
+        codes = label_codes(train_table, label_col).codes
+        order = rng.permutation(len(train_table))
+        _, first = np.unique(codes[order], return_index=True)  # one random row of each class is kept
+        candidates = np.delete(order, first)
+        dropped = candidates[:count]  # the filter dropped as many, so there are enough
+    return np.setdiff1d(rows, dropped)
 
 
 def _retrain(
@@ -164,13 +223,22 @@ def cleanse(
     fraction: float | None = None,
     count: int | None = None,
     threshold: float | None = None,
+    allow_empty_class: bool = False,
     random_baseline: bool = False,
     overwrite: bool = False,
     score_config: ScoreConfig | None = None,
     progress: Progress | None = None,
 ) -> CleanseResult:
-    """Train -> score -> filter -> retrain on the kept rows -> evaluate before/after on ``test_table``."""
+    """Train -> score -> filter -> retrain on the kept rows -> evaluate before/after on ``test_table``.
+
+    Every option, input and output is checked before any training: the drop criterion, a --by or --val
+    the scope cannot score, the test set's labels and columns, the output folder. The kept rows are
+    checked to cover every test label before retraining (with the class floor they always do).
+    ``metrics.json`` is rewritten after each step; when a step fails it names the step and its error
+    and keeps what was measured before it.
+    """
     check_drop_options(by=by, fraction=fraction, count=count, threshold=threshold)
+    check_signals(config, by, val_table)
     labels = training_labels(train_table, config.columns.label_col)
     evaluated = dataclasses.replace(config.columns, id_col=None)
     for table in (test_table, val_table):
@@ -178,47 +246,115 @@ def cleanse(
             instances_from_table(table, evaluated, labels, with_keys=False)
     check_out_dir(out_dir, train_path, train_table.format, (test_table, val_table), overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tod_run = RunDir(out_dir / "tod-run")
-    trained = train(config, train_table, tod_run, train_path=train_path, overwrite=True, progress=progress)
-    scored = score_run(tod_run, train_table, val_table=val_table, config=score_config, progress=progress)
-    save_scores(tod_run, scored)
-    deliver(str(out_dir / "scores.csv"), frame_bytes(scored.frame, "csv"))
-    chosen = filter_table(
-        train_table, scored.frame, trained.info, by=by, fraction=fraction, count=count, threshold=threshold
-    )
-    deliver(str(out_dir / "removed.csv"), frame_bytes(chosen.removed, "csv"))
-    full_path = trained.info.train_file.path  # the saved copy when the data came from stdin
-    arms = [
-        _retrain(
-            "before",
-            config,
-            train_table,
-            full_path,
-            np.arange(len(train_table)),
-            out_dir,
-            test_table,
-            progress,
-        ),
-        _retrain("filtered", config, train_table, full_path, chosen.kept, out_dir, test_table, progress),
-    ]
-    if random_baseline:
-        rng = np.random.default_rng([config.seed, 2020])
-        dropped = rng.choice(len(train_table), size=len(chosen.dropped), replace=False)
-        kept = np.setdiff1d(np.arange(len(train_table)), dropped)
-        arms.append(_retrain("random", config, train_table, full_path, kept, out_dir, test_table, progress))
-    summary = {
-        "by": chosen.by,
+    summary: dict[str, Any] = {
+        "complete": False,
+        "by": by,
         "fraction": fraction,
         "count": count,
         "threshold": threshold,
+        "allow_empty_class": allow_empty_class,
         "train_file": train_table.source,
         "val_file": None if val_table is None else val_table.source,
         "test_file": test_table.source,
-        "influence_method": scored.meta["influence_method"],
+        "influence_method": None,
         "train": config.to_dict(),
-        "arms": [arm.to_dict() for arm in arms],
+        "arms": [],
     }
+    state = {"step": "train tod-run"}
+    try:
+        return _cleanse_steps(
+            config,
+            train_table,
+            train_path,
+            test_table,
+            out_dir,
+            summary,
+            val_table=val_table,
+            by=by,
+            fraction=fraction,
+            count=count,
+            threshold=threshold,
+            allow_empty_class=allow_empty_class,
+            random_baseline=random_baseline,
+            score_config=score_config,
+            progress=progress,
+            on_step=lambda name: state.update(step=name),
+        )
+    except BaseException as error:  # an interruption too: what was measured is kept
+        summary["failed_step"] = state["step"]
+        summary["error"] = str(error) or type(error).__name__
+        _write_metrics(out_dir, summary)
+        raise
+
+
+def _write_metrics(out_dir: Path, summary: dict[str, Any]) -> None:
     deliver(
         str(out_dir / "metrics.json"), (json.dumps(summary, indent=2, default=str) + "\n").encode("utf-8")
     )
-    return CleanseResult(arms, chosen.by, out_dir)
+
+
+def _cleanse_steps(
+    config: TrainConfig,
+    train_table: Table,
+    train_path: str,
+    test_table: Table,
+    out_dir: Path,
+    summary: dict[str, Any],
+    *,
+    val_table: Table | None,
+    by: str | None,
+    fraction: float | None,
+    count: int | None,
+    threshold: float | None,
+    allow_empty_class: bool,
+    random_baseline: bool,
+    score_config: ScoreConfig | None,
+    progress: Progress | None,
+    on_step: Callable[[str], None],
+) -> CleanseResult:
+    """The steps of ``cleanse``, each recorded in ``summary`` (and metrics.json) once done."""
+    on_step("train tod-run")
+    tod_run = RunDir(out_dir / "tod-run")
+    trained = train(config, train_table, tod_run, train_path=train_path, overwrite=True, progress=progress)
+    on_step("score")
+    scored = score_run(tod_run, train_table, val_table=val_table, config=score_config, progress=progress)
+    save_scores(tod_run, scored)
+    deliver(str(out_dir / "scores.csv"), frame_bytes(scored.frame, "csv"))
+    summary["influence_method"] = scored.meta["influence_method"]
+    on_step("filter")
+    chosen = filter_table(
+        train_table,
+        scored.frame,
+        trained.info,
+        by=by,
+        fraction=fraction,
+        count=count,
+        threshold=threshold,
+        allow_empty_class=allow_empty_class,
+    )
+    deliver(str(out_dir / "removed.csv"), frame_bytes(chosen.removed, "csv"))
+    summary["by"] = chosen.by
+    summary["removed"] = len(chosen.dropped)
+    summary["warnings"] = chosen.warnings
+    check_test_labels(test_table, train_table, chosen.kept, config.columns.label_col)
+    _write_metrics(out_dir, summary)
+    full_path = trained.info.train_file.path  # the saved copy when the data came from stdin
+    arms: list[ArmResult] = []
+    plan = [("before", np.arange(len(train_table))), ("filtered", chosen.kept)]
+    if random_baseline:
+        kept = random_rows_to_keep(
+            train_table,
+            config.columns.label_col,
+            len(chosen.dropped),
+            config.seed,
+            allow_empty_class=allow_empty_class,
+        )
+        plan.append(("random", kept))
+    for name, kept in plan:
+        on_step(f"train and evaluate run-{name}")
+        arms.append(_retrain(name, config, train_table, full_path, kept, out_dir, test_table, progress))
+        summary["arms"] = [arm.to_dict() for arm in arms]
+        _write_metrics(out_dir, summary)
+    summary["complete"] = True
+    _write_metrics(out_dir, summary)
+    return CleanseResult(arms, chosen.by, out_dir, chosen.note, chosen.warnings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ from tod_clean.data import (
     check_labels,
     format_of,
     is_dataset_dir,
+    label_codes,
     label_key,
     read_frame_dataset,
     read_table,
@@ -31,16 +32,39 @@ WORSE_WHEN_LOWER = ("influence", "hidden_prob", "full_prob")
 WORSE_WHEN_HIGHER = ("self_influence", "hidden_loss", "full_loss", "exposed_loss")
 SIGNALS = WORSE_WHEN_LOWER + WORSE_WHEN_HIGHER
 
-# The label-error signal used when no validation set was scored (chosen in BENCHMARKS.md).
-DEFAULT_SELF_SIGNAL = "full_loss"
+# Every signal but influence says how wrong a row's own label looks, and such values differ by class by
+# nature (a rare or hard class has higher losses): these are ranked within their class (``class_badness``).
+# Influence is a harm to the validation set, comparable across classes: it is ranked globally.
+LABEL_SIGNALS = tuple(name for name in SIGNALS if name != "influence")
+
+# The signal filter, report and cleanse rank by when --by is not given (chosen in BENCHMARKS.md section 1).
+DEFAULT_SIGNAL = "full_loss"
+DEFAULT_SELF_SIGNAL = DEFAULT_SIGNAL  # the former name, kept for callers
+
+# A class that loses more than this multiple of the overall dropped share (and at least
+# DISPROPORTION_MIN_ROWS rows) is named in a warning.
+DISPROPORTION = 3.0
+DISPROPORTION_MIN_ROWS = 2
 
 
 def default_signal(columns: list[str]) -> str:
-    """``influence`` when a validation set was scored, else the default label-error signal."""
-    for name in ("influence", DEFAULT_SELF_SIGNAL, "full_loss"):
-        if name in columns:
-            return name
+    """The signal rows are ranked by when none is chosen: ``full_loss`` (every scope scores it)."""
+    if DEFAULT_SIGNAL in columns:
+        return DEFAULT_SIGNAL
     raise ConfigError(f"no score column to filter by; columns found: {', '.join(columns)}")
+
+
+def default_note(columns: list[str]) -> str:
+    """The line the commands print when they rank by the default signal: which one, and why."""
+    advice = (
+        "pass --by influence to rank by harm to the validation set"
+        if "influence" in columns
+        else "pass --by to rank by another signal (influence needs scores on a validation set)"
+    )
+    return (
+        f"ranking by {DEFAULT_SIGNAL} within each class (the default: the signal measured best at finding "
+        f"label errors, BENCHMARKS.md section 1); {advice}"
+    )
 
 
 def check_scores(scores: np.ndarray, by: str, source: str) -> None:
@@ -52,20 +76,59 @@ def check_scores(scores: np.ndarray, by: str, source: str) -> None:
         )
 
 
-def worst_first(scores: np.ndarray, by: str) -> np.ndarray:
-    """Row indices ordered from the first row to drop to the last; ties keep row order."""
+def badness(scores: np.ndarray, by: str) -> np.ndarray:
+    """float64 ``[N]``, higher = drop first, whatever the column's direction."""
     if by not in SIGNALS:
         raise ConfigError(f"cannot rank by {by!r}; choose one of: {', '.join(SIGNALS)}")
-    keys = scores if by in WORSE_WHEN_LOWER else -scores
-    return np.argsort(keys, kind="stable")
+    values = np.asarray(scores, dtype=np.float64)
+    return -values if by in WORSE_WHEN_LOWER else values
+
+
+def class_badness(scores: np.ndarray, by: str, classes: np.ndarray | None) -> np.ndarray:
+    """The ranking key, float64 ``[N]`` (higher = drop first), of ``scores`` ``[N]`` with class codes
+    ``classes`` int ``[N]`` (None: no classes known).
+
+    A label-error signal (every one but ``influence``) is normalised within each class: the row's badness
+    minus its class's median, over the larger of its class's median absolute deviation (MAD) and that of all
+    rows (a class of near-identical values must not turn a tiny difference into a top rank). Rare or hard
+    classes, whose losses are high by nature, are thus not eaten first by a global cut-off. ``influence``
+    (and any signal without classes) is ranked as it is.
+    """
+    bad = badness(scores, by)
+    if classes is None or by not in LABEL_SIGNALS or len(bad) == 0:
+        return bad
+    overall = float(np.median(np.abs(bad - np.median(bad))))
+    keys = np.empty_like(bad)
+    _, inverse, counts = np.unique(np.asarray(classes), return_inverse=True, return_counts=True)
+    grouped = np.argsort(inverse, kind="stable")  # the rows of each class together: O(N log N) for any count
+    for members in np.split(grouped, np.cumsum(counts)[:-1]):
+        values = bad[members]
+        centre = np.median(values)
+        scale = max(float(np.median(np.abs(values - centre))), overall)
+        with np.errstate(over="ignore"):  # a subnormal scale: the far rows rank first, as infinity
+            keys[members] = (values - centre) / (scale if scale > 0 else 1.0)
+    return keys
+
+
+def worst_first(scores: np.ndarray, by: str, classes: np.ndarray | None = None) -> np.ndarray:
+    """Row indices ordered from the first row to drop to the last; ties keep row order. With ``classes``
+    (int ``[N]``), label-error signals are ranked within their class (see ``class_badness``)."""
+    keys, bad = class_badness(scores, by, classes), badness(scores, by)
+    # Normalised keys can round two different scores of a class to one value: the score breaks the tie,
+    # so that within a class the order is always that of the score itself; then row order.
+    return np.lexsort((np.arange(len(keys)), -bad, -keys))
 
 
 def with_rank(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (scores of every training row) with its ``rank`` column set, last: 1 = the first row to
-    drop under the default signal. Rank depends on every row, so it is computed over whole scores only."""
+    drop under the default ranking (``full_loss`` within each class, as filter ranks without --by; the
+    class floor aside). Rank depends on every row, so it is computed over whole scores only."""
     by = default_signal(list(frame.columns))
+    classes = None
+    if "label" in frame.columns:
+        classes = pd.factorize(np.array([label_key(value) for value in frame["label"]], dtype=object))[0]
     ranks = np.empty(len(frame), dtype=np.int64)
-    ranks[worst_first(frame[by].to_numpy(dtype=np.float64), by)] = np.arange(1, len(frame) + 1)
+    ranks[worst_first(frame[by].to_numpy(dtype=np.float64), by, classes)] = np.arange(1, len(frame) + 1)
     frame["rank"] = ranks
     return frame
 
@@ -102,24 +165,66 @@ def check_drop_options(
         raise ConfigError(f"--drop-count must be 0 or more, got {count}")
 
 
-def rows_to_drop(
+@dataclass
+class Selection:
+    """The rows chosen to drop: ``order`` int64 ``[N]`` is the ranking used (worst first), ``dropped`` the
+    dropped rows in that order, ``spared`` the class codes whose last row the class floor kept."""
+
+    order: np.ndarray
+    dropped: np.ndarray
+    spared: list[int]
+
+
+def _criterion(fraction: float | None, count: int | None, threshold: float | None, rows: int) -> str:
+    """The drop criterion as the user spelled it, for messages."""
+    if threshold is not None:
+        return f"--threshold {threshold}"
+    if fraction is not None:
+        return f"--drop {fraction} ({drop_count_for(rows, fraction)} of {rows} rows)"
+    return f"--drop-count {count}"
+
+
+def select_rows(
     scores: np.ndarray,
     *,
     by: str,
     fraction: float | None = None,
     count: int | None = None,
     threshold: float | None = None,
-) -> np.ndarray:
-    """Sorted indices of the rows to drop, by exactly one of a fraction, a count or a threshold.
+    classes: np.ndarray | None = None,
+    allow_empty_class: bool = False,
+) -> Selection:
+    """The rows to drop, by exactly one of a fraction, a count or a threshold.
 
-    ``scores`` is float ``[N]``. With a threshold, rows strictly beyond it are dropped: below it for
-    columns where lower is worse (``influence``), above it for the others.
+    ``scores`` is float ``[N]``; ``classes`` int ``[N]`` the rows' class codes, or None. A fraction or a
+    count drops the first rows of ``worst_first(scores, by, classes)``. A threshold drops the rows strictly
+    beyond it on the score itself: below it for columns where lower is worse (``influence``), above it for
+    the others. With ``classes``, every class keeps at least one row (its best-ranked) unless
+    ``allow_empty_class``; a count that cannot be met so is refused.
     """
     check_drop_options(by=by, fraction=fraction, count=count, threshold=threshold)
-    order = worst_first(scores, by)
+    order = worst_first(scores, by, classes)
+    floor = classes is not None and not allow_empty_class and len(order) > 0
+    # the row of each class ranked last: the one the class floor keeps
+    last_of_class = np.zeros(len(order), dtype=bool)
+    if floor:
+        assert classes is not None
+        in_order = np.asarray(classes)[order]
+        _, last_from_end = np.unique(in_order[::-1], return_index=True)
+        last_of_class[order[len(order) - 1 - last_from_end]] = True
     if threshold is not None:
         beyond = scores < threshold if by in WORSE_WHEN_LOWER else scores > threshold
-        return np.sort(np.flatnonzero(beyond))
+        chosen = beyond[order]
+        spared: list[int] = []
+        if floor:
+            assert classes is not None
+            codes, inverse = np.unique(classes, return_inverse=True)
+            within = np.bincount(inverse, weights=~beyond, minlength=len(codes))  # rows not beyond, per class
+            emptied = [int(code) for code in codes[within == 0]]
+            spare = last_of_class & np.isin(classes, emptied)
+            chosen &= ~spare[order]
+            spared = emptied
+        return Selection(order, order[chosen], spared)
     if fraction is not None:
         count = drop_count_for(len(scores), fraction)
     assert count is not None
@@ -127,7 +232,48 @@ def rows_to_drop(
         raise ConfigError(
             f"--drop-count must be between 0 and the number of rows ({len(scores)}), got {count}"
         )
-    return np.sort(order[:count])
+    if not floor:
+        return Selection(order, order[:count], [])
+    assert classes is not None
+    droppable = order[~last_of_class[order]]
+    if count > len(droppable):
+        raise ConfigError(
+            f"{_criterion(fraction, count, None, len(scores))} would empty a class: at most "
+            f"{len(droppable)} of {len(scores)} rows can be dropped while each of the "
+            f"{len(order) - len(droppable)} classes keeps a row; drop fewer, or pass --allow-empty-class"
+        )
+    dropped = droppable[:count]
+    spared = []
+    if count:
+        position = np.empty(len(order), dtype=np.int64)
+        position[order] = np.arange(len(order))
+        cut = position[dropped[-1]]
+        protected = np.flatnonzero(last_of_class)
+        spared = sorted(int(classes[row]) for row in protected if position[row] < cut)
+    return Selection(order, dropped, spared)
+
+
+def rows_to_drop(
+    scores: np.ndarray,
+    *,
+    by: str,
+    fraction: float | None = None,
+    count: int | None = None,
+    threshold: float | None = None,
+    classes: np.ndarray | None = None,
+    allow_empty_class: bool = False,
+) -> np.ndarray:
+    """Sorted indices of the rows ``select_rows`` drops."""
+    selection = select_rows(
+        scores,
+        by=by,
+        fraction=fraction,
+        count=count,
+        threshold=threshold,
+        classes=classes,
+        allow_empty_class=allow_empty_class,
+    )
+    return np.sort(selection.dropped)
 
 
 # The DataFrame.attrs key (kept in Parquet schema metadata) naming the run and training file of scores.
@@ -283,11 +429,56 @@ class FilterResult:
     by: str
     kept: np.ndarray  # sorted row indices
     dropped: np.ndarray  # sorted row indices
-    removed: pd.DataFrame  # the dropped rows' columns followed by their score columns
+    removed: pd.DataFrame  # the dropped rows, worst first: their columns, their score columns, their rank
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the ranking, worst first
+    warnings: list[str] = field(default_factory=list)  # one line each, for stderr and the report
+    note: str | None = None  # which signal was ranked by and why, when none was chosen
 
     @property
     def worse_when(self) -> str:
         return "lowest" if self.by in WORSE_WHEN_LOWER else "highest"
+
+
+def table_classes(table: Table, aligned: pd.DataFrame, label_col: str) -> tuple[np.ndarray, list[str]] | None:
+    """Class codes int ``[N]`` of the rows and the class names they index: from the table's label column,
+    else from the scores' ``label`` column; None when neither is there."""
+    if label_col in table.columns:
+        labels = label_codes(table, label_col)
+        return labels.codes, labels.keys
+    if "label" in aligned.columns:
+        codes, names = pd.factorize(np.array([label_key(value) for value in aligned["label"]], dtype=object))
+        return codes, [str(name) for name in names]
+    return None
+
+
+def class_warnings(
+    classes: np.ndarray, names: list[str], dropped: np.ndarray, spared: list[int]
+) -> list[str]:
+    """One line naming the classes that lose a disproportionate share of their rows (more than
+    ``DISPROPORTION`` times the overall share, and at least ``DISPROPORTION_MIN_ROWS`` rows), those emptied
+    and those whose last row the class floor kept; no line when there is none."""
+    total, lost = len(classes), len(dropped)
+    if lost == 0:
+        return []
+    sizes = np.bincount(classes, minlength=len(names))
+    losses = np.bincount(classes[dropped], minlength=len(names))
+    overall = lost / total
+    parts = []
+    for code, name in enumerate(names):
+        size, loss = int(sizes[code]), int(losses[code])
+        emptied = size > 0 and loss == size
+        heavy = loss >= DISPROPORTION_MIN_ROWS and loss / size > DISPROPORTION * overall
+        if not (heavy or emptied or code in spared):
+            continue
+        part = f"class {name!r} loses {loss} of {size} rows ({loss / size:.2%})"
+        if emptied:
+            part += ": emptied (--allow-empty-class)"
+        elif code in spared:
+            part += ": its last row kept (pass --allow-empty-class to drop it)"
+        parts.append(part)
+    if not parts:
+        return []
+    return [f"{'; '.join(parts)}; against {overall:.2%} of all rows: check these rows before removing them"]
 
 
 def filter_table(
@@ -299,10 +490,17 @@ def filter_table(
     fraction: float | None = None,
     count: int | None = None,
     threshold: float | None = None,
+    allow_empty_class: bool = False,
     scores_source: str = "scores",
 ) -> FilterResult:
-    """Rank the rows of ``table`` by a score column and choose the rows to drop."""
+    """Rank the rows of ``table`` by a score column and choose the rows to drop.
+
+    Label-error signals are ranked within each class, influence globally (see ``class_badness``); every
+    class keeps a row unless ``allow_empty_class``; dropping every row is refused.
+    """
+    check_drop_options(by=by, fraction=fraction, count=count, threshold=threshold)
     aligned = match_scores(table, scores, info, source=scores_source)
+    note = None if by is not None else default_note(list(aligned.columns))
     by = by or default_signal(list(aligned.columns))
     if by not in SIGNALS:
         raise ConfigError(f"--by {by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
@@ -310,9 +508,36 @@ def filter_table(
         raise ConfigError(f"--by {by}: no such score column; columns found: {', '.join(aligned.columns)}")
     values = aligned[by].to_numpy(dtype=np.float64)
     check_scores(values, by, scores_source)
-    dropped = rows_to_drop(values, by=by, fraction=fraction, count=count, threshold=threshold)
+    known = table_classes(table, aligned, info.train.columns.label_col)
+    classes, names = known if known is not None else (None, [])
+    selection = select_rows(
+        values,
+        by=by,
+        fraction=fraction,
+        count=count,
+        threshold=threshold,
+        classes=classes,
+        allow_empty_class=allow_empty_class,
+    )
+    if len(table) and len(selection.dropped) == len(table):
+        criterion = _criterion(fraction, count, threshold, len(table))
+        hint = (
+            f"choose a {'lower' if by in WORSE_WHEN_LOWER else 'higher'} threshold"
+            if threshold is not None
+            else "drop fewer"
+        )
+        raise ConfigError(
+            f"{criterion} drops all {len(table)} rows by {by}: nothing would be left to train on; {hint}"
+        )
+    dropped = np.sort(selection.dropped)
     kept = np.setdiff1d(np.arange(len(table)), dropped)
-    rows = table.frame_at(dropped)
-    report = aligned.iloc[dropped].reset_index(drop=True).drop(columns=["id", "label"], errors="ignore")
+    ranks = np.empty(len(table), dtype=np.int64)
+    ranks[selection.order] = np.arange(1, len(table) + 1)
+    worst = selection.dropped
+    # frame_at reads in file order; the report lists the rows worst first
+    rows = table.frame_at(dropped).iloc[np.searchsorted(dropped, worst)].reset_index(drop=True)
+    report = aligned.iloc[worst].reset_index(drop=True).drop(columns=["id", "label", "rank"], errors="ignore")
+    report["rank"] = ranks[worst]  # the rank under the signal and ranking actually used
     report.columns = [f"score_{name}" if name in rows.columns else name for name in report.columns]
-    return FilterResult(by, kept, dropped, rows.join(report))
+    warnings = [] if classes is None else class_warnings(classes, names, worst, selection.spared)
+    return FilterResult(by, kept, dropped, rows.join(report), selection.order, warnings, note)

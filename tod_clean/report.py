@@ -32,12 +32,12 @@ from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
 from tod_clean.data import Table, atomic_output, label_key, read_table
 from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
 from tod_clean.filter import (
+    LABEL_SIGNALS,
     SIGNALS,
     WORSE_WHEN_LOWER,
-    drop_count_for,
+    check_drop_options,
     filter_table,
     match_scores,
-    worst_first,
 )
 from tod_clean.hub import is_hub_ref
 from tod_clean.progress import Progress
@@ -78,7 +78,16 @@ class ReportConfig:
     by: str | None = field(
         default=None, metadata={"help": "score column to flag by (default: filter's default)"}
     )
-    drop: float = field(default=0.01, metadata={"help": "fraction of rows flagged, as filter --drop"})
+    drop: float | None = field(
+        default=None, metadata={"help": "fraction of rows flagged, as filter --drop (default 0.01)"}
+    )
+    drop_count: int | None = field(default=None, metadata={"help": "rows flagged, as filter --drop-count"})
+    threshold: float | None = field(
+        default=None, metadata={"help": "flag rows beyond this score, as filter --threshold"}
+    )
+    allow_empty_class: bool = field(
+        default=False, metadata={"help": "allow flagging every row of a class, as filter --allow-empty-class"}
+    )
     top: int = field(default=30, metadata={"help": "flagged rows listed in the table"})
     max_explained: int = field(default=10, metadata={"help": "misclassified validation rows explained"})
     explain_k: int = field(default=3, metadata={"help": "hurt and helped training rows per explained row"})
@@ -87,6 +96,15 @@ class ReportConfig:
         metadata={"help": "exact, linear or auto for the explanations (default: the method score used)"},
     )
 
+    @property
+    def criterion(self) -> str:
+        """The flagging criterion as filter's options spell it."""
+        if self.threshold is not None:
+            return f"--threshold {self.threshold}"
+        if self.drop_count is not None:
+            return f"--drop-count {self.drop_count}"
+        return f"--drop {self.drop}"
+
     def __post_init__(self) -> None:
         if self.influence_method is not None and self.influence_method not in INFLUENCE_METHODS:
             raise ConfigError(
@@ -94,7 +112,10 @@ class ReportConfig:
             )
         if self.by is not None and self.by not in SIGNALS:
             raise ConfigError(f"--by {self.by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
-        drop_count_for(1, self.drop)  # the same range check and message as filter --drop
+        if self.drop is None and self.drop_count is None and self.threshold is None:
+            self.drop = 0.01
+        # the same checks and messages as filter's
+        check_drop_options(by=self.by, fraction=self.drop, count=self.drop_count, threshold=self.threshold)
         if self.top < 1:
             raise ConfigError(f"--top must be a positive number of rows, got {self.top}")
         if self.max_explained < 0:
@@ -131,7 +152,7 @@ class ReportContent:
 
     header: list[tuple[str, str]]
     by: str
-    drop: float
+    drop: float | None
     flagged: np.ndarray
     distributions: list[Distribution]
     classes: list[ClassCount]
@@ -140,6 +161,13 @@ class ReportContent:
     explain_summary: str | None = None
     explain_note: str | None = None
     notes: list[str] = field(default_factory=list)
+    criterion: str | None = None  # as filter's options spell it; None: --drop DROP
+    ranking_note: str | None = None  # which signal was ranked by and why, when none was chosen
+    warnings: list[str] = field(default_factory=list)  # classes that lose a disproportionate share
+
+    @property
+    def flagged_by(self) -> str:
+        return self.criterion or f"--drop {self.drop}"
 
     @property
     def worse_when(self) -> str:
@@ -298,7 +326,12 @@ def _header(
         ("instance key", info.instance_key),
         ("epochs", epochs),
         ("scored on", scored),
-        ("flagged by", f"the {'lowest' if by in WORSE_WHEN_LOWER else 'highest'} {by}, --drop {config.drop}"),
+        (
+            "flagged by",
+            f"the {'lowest' if by in WORSE_WHEN_LOWER else 'highest'} {by}"
+            + (" within each class" if by in LABEL_SIGNALS and config.threshold is None else "")
+            + f", {config.criterion}",
+        ),
     ]
     return rows
 
@@ -328,14 +361,28 @@ def report_content(
     if train_table is None:
         train_table = read_table(info.train_file.path, split=info.train_file.split)
     result = filter_table(
-        train_table, scores, info, by=config.by, fraction=config.drop, scores_source=str(run.file(SCORES))
+        train_table,
+        scores,
+        info,
+        by=config.by,
+        fraction=config.drop,
+        count=config.drop_count,
+        threshold=config.threshold,
+        allow_empty_class=config.allow_empty_class,
+        scores_source=str(run.file(SCORES)),
     )
     by = result.by
     aligned = match_scores(train_table, scores, info, source=str(run.file(SCORES)))
     flagged = np.zeros(len(train_table), dtype=bool)
     flagged[result.dropped] = True
     values = aligned[by].to_numpy(dtype=np.float64)
-    order = worst_first(values, by)
+    order = result.order  # the ranking filter uses: within each class for label-error signals
+    if config.threshold is not None:
+        cutoff = config.threshold
+    elif by in LABEL_SIGNALS:
+        cutoff = None  # ranked within each class: no single value of the column separates the rows
+    else:
+        cutoff = _cutoff(values, order, len(result.dropped))
 
     columns = [name for name in DISTRIBUTION_COLUMNS if name in aligned.columns]
     if by not in columns:
@@ -344,7 +391,7 @@ def report_content(
         Distribution(
             name,
             aligned[name].to_numpy(dtype=np.float64),
-            _cutoff(values, order, len(result.dropped)) if name == by else None,
+            cutoff if name == by else None,
         )
         for name in columns
     ]
@@ -379,11 +426,19 @@ def report_content(
         distributions=distributions,
         classes=classes,
         top_rows=top_rows,
+        criterion=config.criterion,
+        ranking_note=result.note,
+        warnings=list(result.warnings),
     )
+    content.notes += [f"Warning: {warning}." for warning in result.warnings]
     if len(result.dropped) == 0:
         content.notes.append(
-            f"--drop {config.drop} of {len(train_table)} rows rounds to 0 rows: nothing is flagged; "
-            "the table lists the rows closest to the cut."
+            (
+                f"--drop {config.drop} of {len(train_table)} rows rounds to 0 rows"
+                if config.drop is not None
+                else f"{config.criterion} flags no row"
+            )
+            + ": nothing is flagged; the table lists the rows closest to the cut."
         )
     # Explanations use the method the scores were computed with, unless the report asks for another.
     method = config.influence_method or meta.get("influence_method") or "auto"
@@ -515,7 +570,7 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def per_class_figure(classes: Sequence[ClassCount], by: str, drop: float) -> bytes:
+def per_class_figure(classes: Sequence[ClassCount], by: str, drop: float | str) -> bytes:
     """Class sizes with the flagged rows of each class, and each class's flagged share.
 
     With more than ``MAX_CLASSES_SHOWN`` classes only those with the most flagged rows are drawn.
@@ -547,7 +602,8 @@ def per_class_figure(classes: Sequence[ClassCount], by: str, drop: float) -> byt
     for y, value in enumerate(share):
         right.text(value, y, f" {value:.1f}%", va="center", fontsize=8)
     right.set_xlim(0, max(share.max() if len(share) else 0, overall, 1e-9) * 1.3)
-    right.set_title(f"share of the class flagged (--drop {drop})", fontsize=11, loc="left")
+    criterion = drop if isinstance(drop, str) else f"--drop {drop}"
+    right.set_title(f"share of the class flagged ({criterion})", fontsize=11, loc="left")
     right.set_xlabel("% of the class's rows", fontsize=8.5)
     left.set_xlabel("training rows", fontsize=8.5)
     figure.legend(loc="outside lower center", ncols=3, fontsize=8.5, frameon=False)
@@ -560,7 +616,7 @@ def per_class_figure(classes: Sequence[ClassCount], by: str, drop: float) -> byt
 def report_figures(content: ReportContent) -> dict[str, bytes]:
     """PNG bytes per figure name: one histogram per score column and the per-class chart."""
     figures = {d.column: distribution_figure(d, content.flagged, content.by) for d in content.distributions}
-    figures[PER_CLASS_FIGURE] = per_class_figure(content.classes, content.by, content.drop)
+    figures[PER_CLASS_FIGURE] = per_class_figure(content.classes, content.by, content.flagged_by)
     return figures
 
 
@@ -755,7 +811,7 @@ def page_view(
         share=f"{content.num_flagged / max(total, 1):.2%}",
         worse_when=content.worse_when,
         by=content.by,
-        drop=str(content.drop),
+        drop=content.flagged_by,
         notes=list(content.notes),
         has_influence=any(d.column == "influence" for d in content.distributions),
         distribution_figures=[

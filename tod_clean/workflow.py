@@ -293,6 +293,7 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
     drop: float | None = None,
     drop_count: int | None = None,
     threshold: float | None = None,
+    allow_empty_class: bool = False,
     out: str | os.PathLike[str] | None = None,
     removed: str | os.PathLike[str] | None = None,
     stdin_format: str | None = None,
@@ -302,7 +303,9 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
     unchanged to ``out`` (``-``: stdout) and the dropped ones with their scores to ``removed``.
 
     ``data`` given as ``-`` is read in ``stdin_format`` (default JSON Lines). Without ``drop``,
-    ``drop_count`` or ``threshold``, 1% is dropped. A dataset's (a ``save_to_disk``
+    ``drop_count`` or ``threshold``, 1% is dropped; without ``by``, rows are ranked by ``full_loss``.
+    Label-error signals are ranked within each class and every class keeps a row unless
+    ``allow_empty_class`` (see ``tod_clean.filter.select_rows``). A dataset's (a ``save_to_disk``
     folder's or an ``hf:`` dataset's) kept rows are written as a ``save_to_disk`` folder.
     """
     if drop is None and drop_count is None and threshold is None:
@@ -340,6 +343,7 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
         fraction=drop,
         count=drop_count,
         threshold=threshold,
+        allow_empty_class=allow_empty_class,
         scores_source=scores_source or scores_path or str(run.file(SCORES)),
     )
     # The removed rows' payload is made before anything is written, and the kept rows stream from the input

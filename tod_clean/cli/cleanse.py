@@ -50,8 +50,15 @@ def cleanse_command(
     drop_count: Annotated[int | None, typer.Option(help="Number of rows to drop.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Drop rows beyond this score.")] = None,
     by: Annotated[
-        str | None, typer.Option(help="Score column to rank by (default: influence with --val).")
+        str | None,
+        typer.Option(
+            help="Score column to rank by, as in filter (default: full_loss, the signal measured best at "
+            "finding label errors; influence, with --val, ranks by harm to the validation set)."
+        ),
     ] = None,
+    allow_empty_class: Annotated[
+        bool, typer.Option(help="Allow dropping every row of a class (by default each class keeps one).")
+    ] = False,
     random_baseline: Annotated[
         bool, typer.Option(help="Also retrain after removing as many random rows.")
     ] = False,
@@ -77,7 +84,12 @@ def cleanse_command(
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of --out-dir.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
 ) -> None:
-    """Train with turn-over dropout, drop the worst rows, retrain, and compare on --test."""
+    """Train with turn-over dropout, drop the worst rows, retrain, and compare on --test.
+
+    Rows are chosen as 'tod-clean filter' chooses them (ranked within each class; every class keeps a
+    row unless --allow-empty-class). Options the scope cannot serve are refused before any training;
+    metrics.json keeps what was measured when a later step fails.
+    """
     setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, train_file, test, val)
     from tod_clean.cleanse import cleanse
@@ -111,11 +123,16 @@ def cleanse_command(
         fraction=drop,
         count=drop_count,
         threshold=threshold,
+        allow_empty_class=allow_empty_class,
         random_baseline=random_baseline,
         overwrite=overwrite,
         score_config=ScoreConfig(influence_method=influence),
         progress=progress_for(quiet),
     )
+    if result.note is not None:  # said even with --quiet, as filter does
+        console.print(result.note, highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if quiet:
         return
     table = RichTable(title=f"test set {test}: cleansing by {result.by}")

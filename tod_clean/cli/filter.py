@@ -13,6 +13,11 @@ from tod_clean.data import STDIN
 from tod_clean.filter import SIGNALS
 from tod_clean.rundir import RunDir
 
+BY_HELP = (
+    f"Score column to rank by: {', '.join(SIGNALS)} (default: full_loss, the signal measured best at "
+    "finding label errors; influence ranks by harm to the validation set)."
+)
+
 
 @app.command("filter")
 @handle_errors
@@ -23,12 +28,15 @@ def filter_command(
     drop: Annotated[float | None, typer.Option(help="Fraction of rows to drop (default 0.01).")] = None,
     drop_count: Annotated[int | None, typer.Option(help="Number of rows to drop.")] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Drop rows beyond this score (below it for influence, else above).")
+        float | None,
+        typer.Option(
+            help="Drop rows beyond this value of the --by score itself (below it for influence, else above)."
+        ),
     ] = None,
-    by: Annotated[
-        str | None,
-        typer.Option(help=f"Score column to rank by: {', '.join(SIGNALS)} (default: influence if scored)."),
-    ] = None,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+    allow_empty_class: Annotated[
+        bool, typer.Option(help="Allow dropping every row of a class (by default each class keeps one).")
+    ] = False,
     train: Annotated[
         str | None,
         typer.Option(
@@ -57,7 +65,16 @@ def filter_command(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary line.")] = False,
 ) -> None:
-    """Write the training rows that survive: all columns, original order, unchanged."""
+    """Write the training rows that survive: all columns, original order, unchanged.
+
+    Rows are ranked by --by. Label-error signals (every one but influence) are ranked within each class:
+    a row's value minus its class's median, over the larger of its class's median absolute deviation and
+    that of all rows, so that a rare class, whose losses are high by nature, is not dropped first.
+    Influence, a harm to the validation set, is ranked as it is. --threshold compares the score itself.
+    Whatever the criterion, every class keeps at least one row (its best) unless --allow-empty-class; a
+    class that loses more than 3 times the overall share (and at least 2 rows) is named in a warning.
+    Dropping every row is refused.
+    """
     setup(quiet)
     filtered = workflow.filter(
         RunDir(run),
@@ -67,19 +84,17 @@ def filter_command(
         drop=drop,
         drop_count=drop_count,
         threshold=threshold,
+        allow_empty_class=allow_empty_class,
         out=out,
         removed=removed,
         stdin_format=stdin_format_for(stdin_format, train),
     )
     result, table = filtered.result, filtered.table
-    if by is None and result.by != "influence":
-        # Said even with --quiet: the default ranking silently changing meaning would be worse.
-        console.print(
-            f"note: ranking by {result.by}, not influence: these scores have no influence column "
-            "(scored without --val); pass --by to choose the signal",
-            highlight=False,
-            soft_wrap=True,
-        )
+    if result.note is not None:
+        # Said even with --quiet: which signal chose the rows matters more than a quiet stderr.
+        console.print(result.note, highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if not quiet:
         console.print(
             f"kept {len(result.kept)} of {len(table)} rows; dropped {len(result.dropped)} "

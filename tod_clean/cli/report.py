@@ -37,9 +37,23 @@ def report_command(
     ] = None,
     by: Annotated[
         str | None,
-        typer.Option(help=f"Score column to flag rows by: {', '.join(SIGNALS)} (default: as filter)."),
+        typer.Option(
+            help=f"Score column to flag rows by, as in filter: {', '.join(SIGNALS)} (default: full_loss, the "
+            "signal measured best at finding label errors; influence ranks by harm to the validation set)."
+        ),
     ] = None,
-    drop: Annotated[float, typer.Option(help="Fraction of rows flagged, as 'filter --drop'.")] = 0.01,
+    drop: Annotated[
+        float | None, typer.Option(help="Fraction of rows flagged, as 'filter --drop' (default 0.01).")
+    ] = None,
+    drop_count: Annotated[
+        int | None, typer.Option(help="Number of rows flagged, as 'filter --drop-count'.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Flag rows beyond this score, as 'filter --threshold'.")
+    ] = None,
+    allow_empty_class: Annotated[
+        bool, typer.Option(help="Allow flagging every row of a class, as 'filter --allow-empty-class'.")
+    ] = False,
     top: Annotated[int, typer.Option("--top", "-k", help="Rows listed in the table of flagged rows.")] = 30,
     max_explained: Annotated[
         int, typer.Option(help="Misclassified validation rows explained (0 = none).")
@@ -56,7 +70,10 @@ def report_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (for the explanations).")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary line.")] = False,
 ) -> None:
-    """Write an HTML report: score distributions, flagged rows per class and one by one, explained errors."""
+    """Write an HTML report: score distributions, flagged rows per class and one by one, explained errors.
+
+    Rows are flagged exactly as 'tod-clean filter' with the same --by and drop options would drop them.
+    """
     setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, val, train)
     from tod_clean.report import (
@@ -69,7 +86,16 @@ def report_command(
         write_report,
     )
 
-    config = ReportConfig(by=by, drop=drop, top=top, max_explained=max_explained, influence_method=influence)
+    config = ReportConfig(
+        by=by,
+        drop=drop,
+        drop_count=drop_count,
+        threshold=threshold,
+        allow_empty_class=allow_empty_class,
+        top=top,
+        max_explained=max_explained,
+        influence_method=influence,
+    )
     pick_device(device)  # refuse a bad --device before any work
     run_dir = RunDir(run)
     info = run_dir.read_info()
@@ -99,6 +125,10 @@ def report_command(
         progress=progress_for(quiet),
     )
     folder = write_report(report, out)
+    if report.content.ranking_note is not None:  # said even with --quiet, as filter does
+        console.print(report.content.ranking_note, highlight=False, soft_wrap=True)
+    for warning in report.content.warnings:
+        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if not quiet:
         content = report.content
         total = len(content.flagged)
