@@ -45,7 +45,13 @@ def test_cleanse_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert arms["before"]["train_rows"] == 14 and arms["filtered"]["train_rows"] == 12
     assert arms["random"]["removed"] == 2 and all(arm["rows"] == 8 for arm in arms.values())
     assert summary["by"] == "full_loss" and summary["complete"] is True  # the default, even with --val
-    assert "ranking by full_loss within each class (the default" in " ".join(result.stderr.split())
+    stderr = " ".join(result.stderr.split())
+    assert "ranking by full_loss within each class (the default" in stderr
+    # each model's progress says which model trains; the table's one-seed caveat
+    for name in ("tod-run (turn-over dropout)", "run-before (all rows)", "run-filtered (kept rows)"):
+        assert f"{name}: epoch 1/" in stderr, name
+    assert "run-random (random rows removed): epoch 1/" in stderr
+    assert "each model is one training run (seed 0)" in stderr and "several --seed values" in stderr
     assert [row["rank"] for row in read_table(str(out / "removed.csv")).rows] == ["1", "2"]  # worst first
     kept = read_table(str(out / "train.filtered.jsonl"))
     removed = read_table(str(out / "removed.csv"))

@@ -43,7 +43,7 @@ from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
 from tod_clean.filter import SIGNALS, check_drop_options, filter_table
 from tod_clean.instances import instances_from_table, training_labels
-from tod_clean.progress import Progress
+from tod_clean.progress import NamedProgress, Progress
 from tod_clean.rundir import RunDir, stdin_copy_name
 from tod_clean.score import save_scores, score_run
 from tod_clean.train import train
@@ -149,14 +149,17 @@ def _retrain(
         rows = read_table(data_path)
     plain = dataclasses.replace(config, scope="none", freeze="none")
     run = RunDir(out_dir / f"run-{name}")
-    train(plain, rows, run, train_path=data_path, overwrite=True, progress=progress)
+    named = None if progress is None else NamedProgress(progress, f"run-{name} ({ARM_ROWS[name]})")
+    train(plain, rows, run, train_path=data_path, overwrite=True, progress=named)
     evaluation = evaluate_run(
-        run, test_table, columns=dataclasses.replace(config.columns, id_col=None), progress=progress
+        run, test_table, columns=dataclasses.replace(config.columns, id_col=None), progress=named
     )
     return ArmResult(name, len(kept), len(table) - len(kept), evaluation)
 
 
 ARMS = ("before", "filtered", "random")
+# What each retrained model trains on, for its progress lines.
+ARM_ROWS = {"before": "all rows", "filtered": "kept rows", "random": "random rows removed"}
 
 
 def subset_name(arm: str, train_format: str) -> str:
@@ -315,9 +318,10 @@ def _cleanse_steps(
     """The steps of ``cleanse``, each recorded in ``summary`` (and metrics.json) once done."""
     on_step("train tod-run")
     tod_run = RunDir(out_dir / "tod-run")
-    trained = train(config, train_table, tod_run, train_path=train_path, overwrite=True, progress=progress)
+    named = None if progress is None else NamedProgress(progress, "tod-run (turn-over dropout)")
+    trained = train(config, train_table, tod_run, train_path=train_path, overwrite=True, progress=named)
     on_step("score")
-    scored = score_run(tod_run, train_table, val_table=val_table, config=score_config, progress=progress)
+    scored = score_run(tod_run, train_table, val_table=val_table, config=score_config, progress=named)
     save_scores(tod_run, scored)
     deliver(str(out_dir / "scores.csv"), frame_bytes(scored.frame, "csv"))
     summary["influence_method"] = scored.meta["influence_method"]

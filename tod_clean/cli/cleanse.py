@@ -149,4 +149,11 @@ def cleanse_command(
             f"{e.loss:.4f}",
         )
     console.print(table)
+    console.print(
+        f"each model is one training run (seed {seed}); in BENCHMARKS.md section 2 retrained models of "
+        "other seeds differed by about 2 points of test accuracy, so a smaller difference may be noise: "
+        "compare over several --seed values before trusting it",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(f"artifacts in {result.out_dir}", highlight=False)
