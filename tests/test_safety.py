@@ -420,7 +420,8 @@ def test_failed_score_output_keeps_the_runs_scores(
 
     monkeypatch.setattr("tod_clean.workflow.write_frame", disk_full)
     user_error(
-        invoke("score", "--run", fresh.run, "--out", fresh.folder / "scores.csv", "--overwrite", "-q"), "No space"
+        invoke("score", "--run", fresh.run, "--out", fresh.folder / "scores.csv", "--overwrite", "-q"),
+        "No space",
     )
     assert snapshot(fresh.run) == before
     result = ok(invoke("filter", "--run", fresh.run, "--drop-count", "1"))
