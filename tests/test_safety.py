@@ -424,8 +424,8 @@ def test_failed_score_output_keeps_the_runs_scores(
         "No space",
     )
     assert snapshot(fresh.run) == before
-    result = ok(invoke("filter", "--run", fresh.run, "--drop-count", "1"))
-    assert "with the lowest influence" in result.stderr
+    result = ok(invoke("filter", "--run", fresh.run, "--by", "influence", "--drop-count", "1"))
+    assert "with the lowest influence" in result.stderr  # the saved scores still hold influence
 
 
 def test_filter_says_when_it_falls_back_to_full_loss(fresh: SimpleNamespace) -> None:
