@@ -358,6 +358,16 @@ class RunDir:
             ) from None
         model = build_classifier(encoder, info.train, len(info.labels))
         state = load_tensor_file(self.file(WEIGHTS))
+        # A config.json edited (labels, head_dim, lora_rank...) or copied from another run builds a model of
+        # other shapes: say which, instead of load_state_dict's many-line RuntimeError.
+        expected = model.state_dict()
+        for name, tensor in state.items():
+            if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+                raise RunDirError(
+                    f"{self.file(WEIGHTS)}: weights do not match the run's {CONFIG} ({name} has shape "
+                    f"{list(tensor.shape)}, but {len(info.labels)} labels and the saved options make "
+                    f"{list(expected[name].shape)}); the weights and {CONFIG} are of different runs"
+                )
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise RunDirError(
@@ -396,7 +406,7 @@ def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build_classifier(encoder: torch.nn.Module, config: TrainConfig, num_labels: int) -> TodClassifier:
-    assert config.mask_seed is not None
+    assert config.mask_seed is not None and config.keep_prob is not None  # set by __post_init__
     return TodClassifier(
         encoder,
         num_labels,
