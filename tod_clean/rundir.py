@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
-from tod_clean.data import atomic_output, check_distinct_outputs
+from tod_clean.data import atomic_output, check_distinct_outputs, stream_kind
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.model import Scope, TodClassifier
 
@@ -158,6 +159,18 @@ class RunInfo:
             world_size=int(values.get("world_size", 1)),
         )
 
+    def train_source(self, *, instead: str = "pass the same rows as a file with --train FILE") -> str:
+        """The recorded training data, to read again (score, filter, resume...). Refuses, instead of
+        blocking on it forever, data that came from a pipe or a device: it can be read only once.
+        ``instead`` says how the caller gives the data another way."""
+        path = self.train_file.path
+        kind = stream_kind(path)
+        if kind is not None:
+            raise RunDirError(
+                f"{path}: this run was trained on {kind}, which cannot be read again; {instead}"
+            )
+        return path
+
     @property
     def id_col(self) -> str | None:
         return self.instance_key.split(":", 1)[1] if self.instance_key.startswith("id:") else None
@@ -231,6 +244,7 @@ class RunDir:
         or into a run without ``overwrite``. Changes nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
+        self.check_writable()
         if not self.path.exists() or not any(self.path.iterdir()):
             return
         if not self.is_run():
@@ -248,6 +262,19 @@ class RunDir:
                 f"{copy}: was not written by tod-clean, and the copy of standard input would replace it "
                 "(move it, or choose another --run)"
             )
+
+    def check_writable(self) -> None:
+        """Refuse, before the model loads and trains, a run folder that cannot be written or created: a
+        read-only folder or file system, or one of another user."""
+        folder = Path(os.path.abspath(self.path))
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise RunDirError(f"{self.path}: cannot create the run folder ({folder} is not a folder)")
+        # access() also says no on a read-only file system, where even root cannot write
+        if not os.access(folder, os.W_OK | os.X_OK):
+            where = "the folder is" if folder == Path(os.path.abspath(self.path)) else f"{folder} is"
+            raise RunDirError(f"{self.path}: cannot write the run there ({where} not writable)")
 
     def create(self, *, overwrite: bool, stdin_copy: bool = False) -> bool:
         """Make the folder ready for a new run and mark it; returns whether the folder was created.

@@ -18,10 +18,10 @@ from torch import nn
 from transformers import get_scheduler
 
 from tod_clean.config import TrainConfig, resolve_model
-from tod_clean.data import STDIN, Table, atomic_output
+from tod_clean.data import STDIN, Table, atomic_output, stream_kind, write_failure
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
-from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.errors import ConfigError, RunDirError, TodCleanError
 from tod_clean.hub import is_hub_ref
 from tod_clean.instances import Instances, instances_from_table, training_labels
 from tod_clean.lora import lora_parameters
@@ -337,6 +337,13 @@ def train(
     labels = training_labels(table, config.columns.label_col)
     instances = instances_from_table(table, config.columns, labels, mask_scheme=config.mask_scheme)
     from_stdin = train_path == STDIN
+    if not from_stdin and stream_kind(train_path) is not None:
+        log.warning(
+            "%s is %s: score, filter and --resume cannot read it again and will need the rows as a file "
+            "(--train FILE)",
+            train_path,
+            stream_kind(train_path),
+        )
 
     def check_run_folder() -> None:
         run.check_target(overwrite=overwrite, stdin_copy=from_stdin)
@@ -395,10 +402,19 @@ def train(
             on_epoch_end=on_epoch_end,
             processes=processes,
         )
-    except BaseException:
+    except BaseException as error:
         if written and info.status != "complete" and not run.can_resume(info):
             run.discard(created=created)
+        _reword_write_failure(error, run)
         raise
+
+
+def _reword_write_failure(error: BaseException, run: RunDir) -> None:
+    """Raise a full disk (or quota, or read-only file system) met while writing the run as one
+    RunDirError; the tokenizer's and safetensors' Rust writers report it only in their message."""
+    reason = None if isinstance(error, TodCleanError) else write_failure(error)
+    if reason is not None:
+        raise RunDirError(f"{run.path}: cannot write the run ({reason})") from None
 
 
 def resume(
@@ -425,23 +441,28 @@ def resume(
             f"{table.source}: differs from the file this run started on ({info.train_file.path}, sha256 "
             f"{info.train_file.sha256[:12]}..., now {table.sha256[:12]}...); resume with the same data"
         )
+    run.check_writable()  # before the model loads and an epoch trains, not when the epoch is saved
     instances = instances_from_table(
         table, info.train.columns, info.labels, mask_scheme=info.train.mask_scheme
     )
     model = run.load_model(info)
     tokenizer = run.load_tokenizer()
     info.world_size = processes.count
-    return _fit(
-        model,
-        tokenizer,
-        instances,
-        info,
-        run,
-        start_epoch=len(info.epochs) + 1,
-        progress=(progress or NullProgress()) if processes.is_main else NullProgress(),
-        on_epoch_end=on_epoch_end,
-        processes=processes,
-    )
+    try:
+        return _fit(
+            model,
+            tokenizer,
+            instances,
+            info,
+            run,
+            start_epoch=len(info.epochs) + 1,
+            progress=(progress or NullProgress()) if processes.is_main else NullProgress(),
+            on_epoch_end=on_epoch_end,
+            processes=processes,
+        )
+    except Exception as error:  # the run stays resumable from its last saved epoch
+        _reword_write_failure(error, run)
+        raise
 
 
 def share_of_loss(

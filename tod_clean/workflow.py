@@ -108,13 +108,15 @@ def resume(run: RunDir, data: Data | None = None, *, progress: Progress | None =
     from tod_clean.train import resume as resume_run
 
     info = run.read_info()
-    return resume_run(_run_data(info, data), run, progress=progress)
+    instead = "give the same rows as a file: tod-clean train FILE --resume"
+    return resume_run(_run_data(info, data, instead=instead), run, progress=progress)
 
 
-def _run_data(info: RunInfo, data: Data | None) -> Table:
-    """The run's training rows: ``data`` when given (a path read with the run's split), else its file."""
+def _run_data(info: RunInfo, data: Data | None, *, instead: str = "pass --train FILE") -> Table:
+    """The run's training rows: ``data`` when given (a path read with the run's split), else its file
+    (``instead`` says how to give the rows when that file was a pipe: see ``RunInfo.train_source``)."""
     if data is None:
-        return to_table(info.train_file.path, split=info.train_file.split)
+        return to_table(info.train_source(instead=instead), split=info.train_file.split)
     return to_table(data, split=info.train_file.split if is_path(data) else None)
 
 

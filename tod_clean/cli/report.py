@@ -76,7 +76,7 @@ def report_command(
         {"--out": out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
     )
     val_table = read_table(val, split=val_split) if val is not None else None
-    train_table = read_table(train or info.train_file.path, split=info.train_file.split)
+    train_table = read_table(train or info.train_source(), split=info.train_file.split)
     report = build_report(
         run_dir,
         config,
