@@ -10,6 +10,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +253,42 @@ def test_weights_of_another_shape_than_config_json_says_are_one_line(
         "different runs"
     )
     assert snapshot(run) == before
+
+
+# ---- a hub name with no network ------------------------------------------------------------------------------
+
+
+def test_a_hub_model_not_cached_in_offline_mode_is_one_line(
+    tmp_path: Path, scored: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read when huggingface_hub is imported
+    run = tmp_path / "run"
+    line = user_error(
+        invoke("train", scored.train, "--run", run, "--model", "tod-clean-tests/not-cached", "-q")
+    )
+    assert line == (
+        "error: --model tod-clean-tests/not-cached: neither a local folder nor in the local Hugging Face cache, "
+        "and HF_HUB_OFFLINE is set; give a local model folder, or download the model while online"
+    )
+
+
+def test_a_hub_model_with_the_hub_unreachable_is_one_line_without_retries(
+    tmp_path: Path, scored: SimpleNamespace
+) -> None:
+    """Online mode, but nothing answers: huggingface_hub used to retry for about a minute, printing a
+    warning for each retry, before the one error line."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=os.getcwd())
+    command = [sys.executable, "-m", "tod_clean", "train", str(scored.train), "--run", str(tmp_path / "run")]
+    result = subprocess.run(
+        [*command, "--model", "bert-base-uncased", "-q"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: --model bert-base-uncased: neither a local folder nor in the local Hugging Face cache, and the "
+        "hub (http://127.0.0.1:9) cannot be reached ([Errno 111] Connection refused); give a local model "
+        "folder, or connect to download it"
+    ]
+    assert not (tmp_path / "run").exists()

@@ -7,7 +7,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,22 +59,72 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
 
     path = resolve_model(model_name)
     local = check_model_folder(model_name, path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+
+    def load(local_files_only: bool) -> tuple[nn.Module, Any, dict[str, Any]]:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
         # safetensors only: pickle weights (pytorch_model.bin) can run code when loaded
         encoder, loading = AutoModel.from_pretrained(
             path,
-            local_files_only=local,
+            local_files_only=local_files_only,
             use_safetensors=True,
             output_loading_info=True,
             ignore_mismatched_sizes=True,  # reported below as one line, not raised as a RuntimeError
         )
+        return encoder, tokenizer, loading
+
+    try:
+        try:
+            # a hub name is looked for in the local cache first: no network, no retries, when it is there
+            encoder, tokenizer, loading = load(local_files_only=True)
+        except OSError:
+            if local:
+                raise
+            check_hub_reachable(model_name)
+            with _quiet_hub():
+                encoder, tokenizer, loading = load(local_files_only=False)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
             f"--model {model_name}: cannot load an encoder and tokenizer ({first_line(error)})"
         ) from None
     check_encoder_weights(model_name, loading)
     return encoder, tokenizer
+
+
+HUB_TIMEOUT_S = 10
+
+
+def check_hub_reachable(model_name: str) -> None:
+    """Refuse a hub name that is not in the local cache when the hub cannot be reached (offline mode, no
+    network): one request, instead of huggingface_hub's retries, which print a warning each and take a
+    minute before the same failure."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    not_cached = f"--model {model_name}: neither a local folder nor in the local Hugging Face cache"
+    if constants.is_offline_mode():
+        raise ConfigError(
+            f"{not_cached}, and HF_HUB_OFFLINE is set; give a local model folder, or download the model "
+            "while online"
+        )
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT_S)
+    except Exception as error:  # the HTTP client's connection errors (no network, DNS, proxy, timeout)
+        raise ConfigError(
+            f"{not_cached}, and the hub ({constants.ENDPOINT}) cannot be reached ({first_line(error)}); give "
+            "a local model folder, or connect to download it"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub logs each retry of a download as a warning: errors only, so a failure is one line."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
 
 
 def check_encoder_weights(model_name: str, loading: dict[str, Any]) -> None:
