@@ -653,10 +653,10 @@ def test_train_duplicate_ids(tmp_path: Path, model_args: list[str]) -> None:
     [
         ("--scope", "foo", "'foo'"),
         ("--scope", "layers:9", "layers:9"),
-        ("--keep-prob", "1.5", "keep_prob"),
-        ("--keep-prob", "0", "keep_prob"),
-        ("--epochs", "0", "epochs"),
-        ("--pooling", "max", "pooling"),
+        ("--keep-prob", "1.5", "--keep-prob"),
+        ("--keep-prob", "0", "--keep-prob"),
+        ("--epochs", "0", "--epochs"),
+        ("--pooling", "max", "--pooling"),
         ("--device", "nonsense" if torch.cuda.is_available() else "cuda:7", "--device"),
     ],
 )

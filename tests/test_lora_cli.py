@@ -50,8 +50,6 @@ def test_lora_options_reach_the_run_and_score_it(tmp_path: Path, tiny_model_dir:
         "query,value",
         "--mask-groups",
         "2",
-        "--keep-prob",
-        "0.3",
     )
     ok(result)
     config = json.loads((run / "config.json").read_text())
@@ -74,8 +72,8 @@ def test_lora_options_reach_the_run_and_score_it(tmp_path: Path, tiny_model_dir:
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        (("--scope", "lora", "--mask-groups", "1"), "mask_groups"),
-        (("--scope", "lora", "--lora-rank", "0"), "lora_rank"),
+        (("--scope", "lora", "--mask-groups", "1"), "--mask-groups"),
+        (("--scope", "lora", "--lora-rank", "0"), "--lora-rank"),
         (("--scope", "lora", "--freeze", "unmasked"), "--freeze unmasked"),
         (("--scope", "lora", "--lora-targets", "nonexistent"), "nonexistent"),
         (

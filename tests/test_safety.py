@@ -237,7 +237,7 @@ def test_training_file_inside_the_run_is_not_deleted(tmp_path: Path, model_args:
         ("--model", "/nonexistent/model", "--model"),
         ("--scope", "layers:9", "layers:9"),
         ("--text-col", "missing", "'missing'"),
-        ("--keep-prob", "2", "keep_prob"),
+        ("--keep-prob", "2", "--keep-prob"),
     ],
 )
 def test_overwrite_with_a_bad_option_keeps_the_run(

@@ -147,7 +147,7 @@ def _retrain(
         data_path = str(out_dir / subset_name(name, table.format))
         write_subset(table, kept, data_path)  # a dataset's rows as a save_to_disk folder; a file streamed
         rows = read_table(data_path)
-    plain = dataclasses.replace(config, scope="none", freeze="none")
+    plain = dataclasses.replace(config, scope="none", freeze="none", mask_groups=0)  # no masks: no groups
     run = RunDir(out_dir / f"run-{name}")
     named = None if progress is None else NamedProgress(progress, f"run-{name} ({ARM_ROWS[name]})")
     train(plain, rows, run, train_path=data_path, overwrite=True, progress=named)

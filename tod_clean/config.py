@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, OptionError
 from tod_clean.lora import LoraSettings
 from tod_clean.masks import MASK_SCHEME, MASK_SCHEMES
 from tod_clean.model import Scope
@@ -35,14 +35,9 @@ def resolve_model(name: str) -> str:
 
 FREEZE_MODES = ("none", "below", "unmasked")
 
-# The float fields of TrainConfig and the command-line options that set them, for messages.
-FLOAT_OPTIONS = {
-    "keep_prob": "--keep-prob",
-    "learning_rate": "--lr",
-    "head_learning_rate": "--head-lr",
-    "weight_decay": "--weight-decay",
-    "warmup_ratio": "--warmup-ratio",
-}
+# The float fields of TrainConfig, checked to be finite numbers.
+FLOAT_OPTIONS = ("keep_prob", "learning_rate", "head_learning_rate", "weight_decay", "warmup_ratio")
+DEFAULT_KEEP_PROB = 0.5
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -90,7 +85,10 @@ class TrainConfig:
         "where instance masks sit: none, head, lora, layers:K or ffn:K; lora-plain = LoRA with no masks",
         default="head",
     )
-    keep_prob: float = _help("fraction of units each instance's exposed sub-network keeps", default=0.5)
+    keep_prob: float | None = _help(
+        "fraction of units each instance's exposed sub-network keeps (default: 0.5, and 1/K with mask_groups K)",
+        default=None,
+    )
     mask_groups: int = _help(
         "0: independent random masks per unit; K >= 2: units dealt into K disjoint groups and each row "
         "trains one group (exact out-of-fold hidden sub-networks; keep_prob becomes 1/K)",
@@ -134,33 +132,32 @@ class TrainConfig:
             self.columns = DataColumns(**self.columns)
         if self.mask_seed is None:
             self.mask_seed = self.seed
-        Scope.parse(self.scope)
-        for name, option in FLOAT_OPTIONS.items():
+        scope = Scope.parse(self.scope)
+        for name in FLOAT_OPTIONS:
             value = getattr(self, name)
+            if name == "keep_prob" and value is None:
+                continue
             # NaN fails every range comparison silently, and an infinite rate trains nothing useful
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{option} ({name}) must be a finite number, got {value!r}")
+                raise OptionError(name, f"must be a finite number, got {value!r}")
         if not 0 <= self.mask_seed < 2**32:
-            raise ConfigError(f"mask_seed must be in [0, 2**32), got {self.mask_seed}")
+            raise OptionError("mask_seed", f"must be in [0, 2**32), got {self.mask_seed}")
         if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        if not isinstance(self.mask_groups, int) or self.mask_groups < 0 or self.mask_groups == 1:
-            raise ConfigError(f"mask_groups must be 0 or at least 2, got {self.mask_groups!r}")
-        if self.mask_groups:
-            self.keep_prob = 1.0 / self.mask_groups
-        if not 0.0 < self.keep_prob < 1.0:
-            raise ConfigError(f"keep_prob must be between 0 and 1 (exclusive), got {self.keep_prob}")
+            raise OptionError("seed", f"must be >= 0, got {self.seed}")
+        self._check_mask_groups(scope)
+        if not 0.0 < self.keep_prob < 1.0:  # type: ignore[operator]
+            raise OptionError("keep_prob", f"must be between 0 and 1 (exclusive), got {self.keep_prob}")
         for name in ("epochs", "batch_size", "max_length", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+                raise OptionError(name, f"must be a positive integer, got {value!r}")
         for name in ("learning_rate", "head_learning_rate", "lora_learning_rate"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+                raise OptionError(name, f"must be positive, got {getattr(self, name)}")
         if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
-            raise ConfigError(f"lora_rank must be a positive integer, got {self.lora_rank!r}")
+            raise OptionError("lora_rank", f"must be a positive integer, got {self.lora_rank!r}")
         if not self.lora_alpha > 0:
-            raise ConfigError(f"lora_alpha must be positive, got {self.lora_alpha}")
+            raise OptionError("lora_alpha", f"must be positive, got {self.lora_alpha}")
         self.lora_targets = [name.strip() for name in self.lora_targets if name.strip()]
         if self.mask_scheme not in MASK_SCHEMES:
             raise ConfigError(
@@ -168,25 +165,51 @@ class TrainConfig:
                 f"(known: {', '.join(map(str, MASK_SCHEMES))}); upgrade tod-clean to use this run"
             )
         if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise OptionError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise OptionError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         if self.pooling not in ("mean", "cls"):
-            raise ConfigError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+            raise OptionError("pooling", f"must be 'mean' or 'cls', got {self.pooling!r}")
         if self.head_dim is not None and self.head_dim < 1:
-            raise ConfigError(f"head_dim must be a positive integer, got {self.head_dim}")
+            raise OptionError("head_dim", f"must be a positive integer, got {self.head_dim}")
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
-        kind = Scope.parse(self.scope).kind
+            raise OptionError("precision", f"must be fp32, bf16 or auto, got {self.precision!r}")
+        kind = scope.kind
         if self.freeze not in FREEZE_MODES:
-            raise ConfigError(f"freeze must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
+            raise OptionError("freeze", f"must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
         if self.freeze == "below" and kind not in ("layers", "ffn"):
-            raise ConfigError("--freeze below needs a layers:K or ffn:K scope")
+            raise OptionError("freeze", "below needs a layers:K or ffn:K scope")
         if self.freeze == "unmasked" and kind not in ("head", "ffn"):
-            raise ConfigError(
-                "--freeze unmasked needs the head or an ffn:K scope (the lora scope always trains only its "
-                "masked units)"
+            raise OptionError(
+                "freeze",
+                "unmasked needs the head or an ffn:K scope (the lora scope always trains only its "
+                "masked units)",
             )
+
+    def _check_mask_groups(self, scope: Scope) -> None:
+        """Refuse groups that would silently change or mean nothing; resolve keep_prob (1/K with groups)."""
+        groups = self.mask_groups
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 0 or groups == 1:
+            raise OptionError("mask_groups", f"must be 0 or at least 2, got {groups!r}")
+        if groups and not scope.masked:
+            raise OptionError(
+                "mask_groups",
+                f"{groups}: scope {scope} has no instance masks to deal into groups; use a masked scope "
+                "(head, lora, layers:K, ffn:K) or drop {mask_groups}",
+                mentions=("mask_groups",),
+            )
+        if not groups:
+            if self.keep_prob is None:
+                self.keep_prob = DEFAULT_KEEP_PROB
+            return
+        if self.keep_prob is not None and not math.isclose(self.keep_prob, 1.0 / groups, rel_tol=1e-9):
+            raise OptionError(
+                "keep_prob",
+                f"{self.keep_prob} contradicts {{mask_groups}} {groups}: each row trains one of {groups} "
+                f"groups, so keeps 1/{groups} = {1.0 / groups:.6g} of the units; drop {{keep_prob}}",
+                mentions=("mask_groups", "keep_prob"),
+            )
+        self.keep_prob = 1.0 / groups
 
     @property
     def parsed_scope(self) -> Scope:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -33,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tod_clean.errors import InputError
+from tod_clean.errors import InputError, TodCleanError
 from tod_clean.hub import choose_split, datasets_cache, is_hub_ref, load_split, locate
 from tod_clean.rows import (
     CHUNK,
@@ -245,6 +246,26 @@ def sha256_of_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def stream_kind(path: str) -> str | None:
+    """What ``path`` is when its bytes can be read only once, or never end: standard input, a pipe
+    (FIFO), a socket or a device; None for a file, a folder, an ``hf:`` dataset or a missing path."""
+    if path == STDIN:
+        return "standard input"
+    if is_hub_ref(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
 
 
 def read_table(
@@ -810,6 +831,21 @@ def output_target(dest: str | Path) -> tuple[Path, bool]:
     return Path(os.path.realpath(dest)), False
 
 
+# errno values that say the destination cannot take the bytes, whatever wrote them: never a bug of ours.
+_WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def write_failure(error: BaseException) -> str | None:
+    """Why a write failed, when ``error`` says the disk is full (or over quota, read-only, the file too
+    big): an OSError's errno, or the "(os error N)" of a Rust library (safetensors, tokenizers). None
+    for any other error, which keeps its traceback."""
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None:
+        found = re.search(r"\(os error (\d+)\)", str(error))
+        code = int(found.group(1)) if found else None
+    return os.strerror(code) if code in _WRITE_FAILURES else None
+
+
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
@@ -824,7 +860,16 @@ def atomic_output(dest: str | Path) -> Iterator[Path]:
     if in_place:
         with tempfile.TemporaryDirectory(prefix="tod-clean-") as folder:
             tmp = Path(folder) / "output.tmp"
-            yield tmp
+            try:
+                yield tmp
+            except Exception as error:
+                reason = write_failure(error)
+                if reason is None:
+                    raise
+                raise InputError(
+                    f"{dest}: cannot write its temporary copy in {folder} ({reason}); free space there or "
+                    "set TMPDIR"
+                ) from None
             try:
                 with open(tmp, "rb") as source, open(dest, "wb") as sink:
                     shutil.copyfileobj(source, sink)
@@ -846,11 +891,18 @@ def atomic_output(dest: str | Path) -> Iterator[Path]:
     except OSError as error:
         tmp_path.unlink(missing_ok=True)
         if error.filename not in (str(tmp_path), str(target)) or error.strerror is None:
-            raise  # raised by the caller's block: not ours to reword
+            # raised by the caller's block: ours to reword only when the disk refused the bytes
+            reason = write_failure(error)
+            if reason is None:
+                raise
+            raise InputError(f"{dest}: cannot write ({reason})") from None
         raise InputError(f"{dest}: cannot write ({error.strerror})") from None
-    except BaseException:
+    except BaseException as error:
         tmp_path.unlink(missing_ok=True)
-        raise
+        reason = None if isinstance(error, TodCleanError) else write_failure(error)
+        if reason is None:
+            raise
+        raise InputError(f"{dest}: cannot write ({reason})") from None
 
 
 def _umask() -> int:
@@ -1085,8 +1137,17 @@ def write_subset(
         return
     if dest == STDIN:
         with tempfile.TemporaryFile(prefix="tod-clean-") as spool:
-            _write_rows(table, indices, spool)
-            spool.seek(0)
+            try:
+                _write_rows(table, indices, spool)
+                spool.seek(0)  # flushes the last rows
+            except OSError as error:
+                reason = write_failure(error)
+                if reason is None:
+                    raise
+                raise InputError(
+                    f"standard output: cannot hold the rows in {tempfile.gettempdir()} until they are complete "
+                    f"({reason}); free space there, set TMPDIR, or pass --out FILE"
+                ) from None
             out = stdout or sys.stdout.buffer
             shutil.copyfileobj(spool, out)
             out.flush()
@@ -1387,6 +1448,11 @@ def _save_dataset(dataset: Any, dest: str | Path, *, extra: Mapping[str, bytes] 
             # moved aside, not deleted, until the new folder is in place
             os.replace(target, staging / "old")
         os.replace(staging / "dataset", target)
+    except Exception as error:
+        reason = None if isinstance(error, TodCleanError) else write_failure(error)
+        if reason is None:
+            raise
+        raise InputError(f"{dest}: cannot write ({reason})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

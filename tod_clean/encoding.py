@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tod_clean.data import ColumnView
+from tod_clean.data import ColumnView, write_failure
+from tod_clean.errors import InputError
 
 ENCODE_CHUNK = 1024  # rows tokenised at a time (a tokenizer holds ~5 KiB per row of a batch)
 TOKENS_FORMAT = 1  # of the cached token files; a new format never reads an old one
@@ -309,6 +310,14 @@ def encode_texts(
     try:
         _tokenize(tokenizer, texts, text_pairs, max_length, folder)
         encoded = _load(folder)
+    except OSError as error:
+        reason = write_failure(error)
+        if reason is None:
+            raise
+        raise InputError(
+            f"{folder.parent}: cannot write the token ids of {len(texts)} rows there ({reason}); free space "
+            "or set TMPDIR to another folder"
+        ) from None
     finally:
         # The mapped files stay readable once unlinked (POSIX); where they cannot be removed while mapped,
         # they are removed when the rows are freed.

@@ -7,6 +7,8 @@ exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class TodCleanError(Exception):
     """A mistake in the user's input or options, with a message that says how to fix it."""
@@ -22,3 +24,21 @@ class ConfigError(TodCleanError):
 
 class RunDirError(TodCleanError):
     """A run directory that is missing, incomplete, or does not match the data it is used with."""
+
+
+class OptionError(ConfigError):
+    """A bad value of one option, named by its keyword (``learning_rate``); ``spelled`` names it, and the
+    options its message mentions as ``{keyword}`` fields, as another caller spells them (``--lr``)."""
+
+    def __init__(self, name: str, problem: str, *, mentions: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.problem = problem
+        self.mentions = mentions
+        super().__init__(self._text(lambda keyword: keyword))
+
+    def _text(self, spell: Callable[[str], str]) -> str:
+        return f"{spell(self.name)} " + self.problem.format(**{m: spell(m) for m in self.mentions})
+
+    def spelled(self, spell: Callable[[str], str]) -> ConfigError:
+        """The same error with every option named by ``spell(keyword)``."""
+        return ConfigError(self._text(spell))

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, OptionError
 from tod_clean.lora import LoraSettings, add_lora_adapters, lora_parameters
 from tod_clean.masks import MASK_SCHEME, MaskMode, apply_mask, instance_masks
 
@@ -280,6 +280,32 @@ class TodClassifier(nn.Module):
             self._rank_units = add_lora_adapters(encoder, self._layers, lora)
         self._last_layer_is_output: bool | None = None
         self._install_hooks(hidden)
+        self._check_mask_groups()
+
+    def _check_mask_groups(self) -> None:
+        """Refuse more groups than a mask site has units: a group with no unit there would train, and
+        hide, nothing at that site, so its rows' exposed sub-network would be empty."""
+        if not self.mask_groups or not self.scope.masked:
+            return
+        site, units = min(self.mask_sites(), key=lambda item: item[1])
+        if self.mask_groups > units:
+            raise OptionError(
+                "mask_groups",
+                f"{self.mask_groups}: more groups than the {units} units of {self._site_name(site)}, so some "
+                f"groups would have no unit there and their rows no exposed sub-network; use at most {units} "
+                "groups",
+                mentions=("head_dim", "lora_rank"),
+            )
+
+    def _site_name(self, site: int) -> str:
+        """A mask site for messages; an option that sets its units is a ``{keyword}`` field."""
+        if site == HEAD_SITE:
+            return "the head ({head_dim})"
+        if site >= LORA_SITE_BASE:
+            return "each LoRA adapter ({lora_rank})"
+        if site >= FFN_SITE_BASE:
+            return f"layer {site - FFN_SITE_BASE}'s feed-forward block (the encoder's intermediate size)"
+        return f"layer {site - LAYER_SITE_BASE}'s output (the encoder's hidden size)"
 
     @property
     def _layer_parent(self) -> nn.Module:

@@ -359,7 +359,7 @@ def report_content(
     """
     info = run.read_info()
     if train_table is None:
-        train_table = read_table(info.train_file.path, split=info.train_file.split)
+        train_table = read_table(info.train_source(), split=info.train_file.split)
     result = filter_table(
         train_table,
         scores,

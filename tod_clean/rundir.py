@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
-from tod_clean.data import FORMATS, atomic_output, check_distinct_outputs
+from tod_clean.data import FORMATS, atomic_output, check_distinct_outputs, stream_kind
 from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.model import Scope, TodClassifier
@@ -162,6 +163,18 @@ class RunInfo:
             world_size=int(values.get("world_size", 1)),
         )
 
+    def train_source(self, *, instead: str = "pass the same rows as a file with --train FILE") -> str:
+        """The recorded training data, to read again (score, filter, resume...). Refuses, instead of
+        blocking on it forever, data that came from a pipe or a device: it can be read only once.
+        ``instead`` says how the caller gives the data another way."""
+        path = self.train_file.path
+        kind = stream_kind(path)
+        if kind is not None:
+            raise RunDirError(
+                f"{path}: this run was trained on {kind}, which cannot be read again; {instead}"
+            )
+        return path
+
     @property
     def id_col(self) -> str | None:
         return self.instance_key.split(":", 1)[1] if self.instance_key.startswith("id:") else None
@@ -241,6 +254,7 @@ class RunDir:
         to write, see ``stdin_copy_name``) that tod-clean did not write. Changes nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{self.path}: exists and is not a folder")
+        self.check_writable()
         if not self.path.exists() or not any(self.path.iterdir()):
             return
         if not self.is_run():
@@ -256,6 +270,19 @@ class RunDir:
                 f"{copy}: was not written by tod-clean, and the copy of standard input would replace it "
                 "(move it, or choose another --run)"
             )
+
+    def check_writable(self) -> None:
+        """Refuse, before the model loads and trains, a run folder that cannot be written or created: a
+        read-only folder or file system, or one of another user."""
+        folder = Path(os.path.abspath(self.path))
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise RunDirError(f"{self.path}: cannot create the run folder ({folder} is not a folder)")
+        # access() also says no on a read-only file system, where even root cannot write
+        if not os.access(folder, os.W_OK | os.X_OK):
+            where = "the folder is" if folder == Path(os.path.abspath(self.path)) else f"{folder} is"
+            raise RunDirError(f"{self.path}: cannot write the run there ({where} not writable)")
 
     def create(self, *, overwrite: bool, stdin_copy: str | None = None) -> bool:
         """Make the folder ready for a new run and mark it; returns whether the folder was created.
@@ -379,6 +406,16 @@ class RunDir:
             ) from None
         model = build_classifier(encoder, info.train, len(info.labels))
         state = load_tensor_file(self.file(WEIGHTS))
+        # A config.json edited (labels, head_dim, lora_rank...) or copied from another run builds a model of
+        # other shapes: say which, instead of load_state_dict's many-line RuntimeError.
+        expected = model.state_dict()
+        for name, tensor in state.items():
+            if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+                raise RunDirError(
+                    f"{self.file(WEIGHTS)}: weights do not match the run's {CONFIG} ({name} has shape "
+                    f"{list(tensor.shape)}, but {len(info.labels)} labels and the saved options make "
+                    f"{list(expected[name].shape)}); the weights and {CONFIG} are of different runs"
+                )
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise RunDirError(
@@ -424,7 +461,7 @@ def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build_classifier(encoder: torch.nn.Module, config: TrainConfig, num_labels: int) -> TodClassifier:
-    assert config.mask_seed is not None
+    assert config.mask_seed is not None and config.keep_prob is not None  # set by __post_init__
     return TodClassifier(
         encoder,
         num_labels,

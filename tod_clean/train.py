@@ -7,7 +7,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from tod_clean.config import TrainConfig, resolve_model
-from tod_clean.data import STDIN, Table, atomic_output
+from tod_clean.data import STDIN, Table, atomic_output, stream_kind, write_failure
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import (
     TOKENIZER_FILES,
@@ -27,7 +27,7 @@ from tod_clean.encoding import (
     encode_texts,
     length_grouped_batches,
 )
-from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.errors import ConfigError, RunDirError, TodCleanError
 from tod_clean.hub import is_hub_ref
 from tod_clean.instances import Instances, instances_from_table, training_labels
 from tod_clean.lora import lora_parameters
@@ -65,16 +65,29 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
 
     path = resolve_model(model_name)
     local = check_model_folder(model_name, path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+
+    def load(local_files_only: bool) -> tuple[nn.Module, Any, dict[str, Any]]:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
         # safetensors only: pickle weights (pytorch_model.bin) can run code when loaded
         encoder, loading = AutoModel.from_pretrained(
             path,
-            local_files_only=local,
+            local_files_only=local_files_only,
             use_safetensors=True,
             output_loading_info=True,
             ignore_mismatched_sizes=True,  # reported below as one line, not raised as a RuntimeError
         )
+        return encoder, tokenizer, loading
+
+    try:
+        try:
+            # a hub name is looked for in the local cache first: no network, no retries, when it is there
+            encoder, tokenizer, loading = load(local_files_only=True)
+        except OSError:
+            if local:
+                raise
+            check_hub_reachable(model_name)
+            with _quiet_hub():
+                encoder, tokenizer, loading = load(local_files_only=False)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
             f"--model {model_name}: cannot load an encoder and tokenizer ({first_line(error)})"
@@ -95,6 +108,43 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
             f"{embedded} (vocab_size in its config.json): the tokenizer belongs to another model"
         )
     return encoder, tokenizer
+
+
+HUB_TIMEOUT_S = 10
+
+
+def check_hub_reachable(model_name: str) -> None:
+    """Refuse a hub name that is not in the local cache when the hub cannot be reached (offline mode, no
+    network): one request, instead of huggingface_hub's retries, which print a warning each and take a
+    minute before the same failure."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    not_cached = f"--model {model_name}: neither a local folder nor in the local Hugging Face cache"
+    if constants.is_offline_mode():
+        raise ConfigError(
+            f"{not_cached}, and HF_HUB_OFFLINE is set; give a local model folder, or download the model "
+            "while online"
+        )
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT_S)
+    except Exception as error:  # the HTTP client's connection errors (no network, DNS, proxy, timeout)
+        raise ConfigError(
+            f"{not_cached}, and the hub ({constants.ENDPOINT}) cannot be reached ({first_line(error)}); give "
+            "a local model folder, or connect to download it"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub logs each retry of a download as a warning: errors only, so a failure is one line."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
 
 
 def check_encoder_weights(model_name: str, loading: dict[str, Any]) -> None:
@@ -358,6 +408,13 @@ def train(
     instances = instances_from_table(table, config.columns, labels, mask_scheme=config.mask_scheme)
     from_stdin = train_path == STDIN
     stdin_copy = stdin_copy_name(table.format) if from_stdin else None  # kept in the format it came in
+    if not from_stdin and stream_kind(train_path) is not None:
+        log.warning(
+            "%s is %s: score, filter and --resume cannot read it again and will need the rows as a file "
+            "(--train FILE)",
+            train_path,
+            stream_kind(train_path),
+        )
 
     def check_run_folder() -> None:
         run.check_target(overwrite=overwrite, stdin_copy=stdin_copy)
@@ -416,10 +473,19 @@ def train(
             on_epoch_end=on_epoch_end,
             processes=processes,
         )
-    except BaseException:
+    except BaseException as error:
         if written and info.status != "complete" and not run.can_resume(info):
             run.discard(created=created)
+        _reword_write_failure(error, run)
         raise
+
+
+def _reword_write_failure(error: BaseException, run: RunDir) -> None:
+    """Raise a full disk (or quota, or read-only file system) met while writing the run as one
+    RunDirError; the tokenizer's and safetensors' Rust writers report it only in their message."""
+    reason = None if isinstance(error, TodCleanError) else write_failure(error)
+    if reason is not None:
+        raise RunDirError(f"{run.path}: cannot write the run ({reason})") from None
 
 
 def resume(
@@ -446,23 +512,28 @@ def resume(
             f"{table.source}: differs from the file this run started on ({info.train_file.path}, sha256 "
             f"{info.train_file.sha256[:12]}..., now {table.sha256[:12]}...); resume with the same data"
         )
+    run.check_writable()  # before the model loads and an epoch trains, not when the epoch is saved
     instances = instances_from_table(
         table, info.train.columns, info.labels, mask_scheme=info.train.mask_scheme
     )
     model = run.load_model(info)
     tokenizer = run.load_tokenizer()
     info.world_size = processes.count
-    return _fit(
-        model,
-        tokenizer,
-        instances,
-        info,
-        run,
-        start_epoch=len(info.epochs) + 1,
-        progress=(progress or NullProgress()) if processes.is_main else NullProgress(),
-        on_epoch_end=on_epoch_end,
-        processes=processes,
-    )
+    try:
+        return _fit(
+            model,
+            tokenizer,
+            instances,
+            info,
+            run,
+            start_epoch=len(info.epochs) + 1,
+            progress=(progress or NullProgress()) if processes.is_main else NullProgress(),
+            on_epoch_end=on_epoch_end,
+            processes=processes,
+        )
+    except Exception as error:  # the run stays resumable from its last saved epoch
+        _reword_write_failure(error, run)
+        raise
 
 
 def share_of_loss(

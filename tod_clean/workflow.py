@@ -120,14 +120,18 @@ def resume(
     from tod_clean.train import resume as resume_run
 
     info = run.read_info()
-    return resume_run(_run_data(info, data, stdin_format), run, progress=progress)
+    instead = "give the same rows as a file: tod-clean train FILE --resume"
+    return resume_run(_run_data(info, data, stdin_format, instead=instead), run, progress=progress)
 
 
-def _run_data(info: RunInfo, data: Data | None, stdin_format: str | None = None) -> Table:
+def _run_data(
+    info: RunInfo, data: Data | None, stdin_format: str | None = None, *, instead: str = "pass --train FILE"
+) -> Table:
     """The run's training rows: ``data`` when given (a path read with the run's split, stdin in
-    ``stdin_format``), else its file (a copy of stdin is read by its extension: train.csv is CSV)."""
+    ``stdin_format``), else its file (a copy of stdin is read by its extension: train.csv is CSV;
+    ``instead`` says how to give the rows when that file was a pipe: see ``RunInfo.train_source``)."""
     if data is None:
-        return to_table(info.train_file.path, split=info.train_file.split)
+        return to_table(info.train_source(instead=instead), split=info.train_file.split)
     split = info.train_file.split if is_path(data) else None
     return to_table(data, split=split, stdin_format=stdin_format)
 

@@ -37,7 +37,8 @@ from tod_clean.processes import MainProcessError, is_main_process, launched_coun
 from tod_clean.progress import NullProgress
 from tod_clean.progress import Progress as ProgressSink
 
-console = Console(stderr=True)
+# No emoji codes: a path such as hf:x or a text like :smile: is printed as written, not as an emoji.
+console = Console(stderr=True, emoji=False)
 app = typer.Typer(
     name="tod-clean",
     help="Find harmful and mislabeled training rows with turn-over dropout (Kobayashi et al., 2020).",
@@ -96,7 +97,9 @@ def stdin_format_for(stdin_format: StdinFormat | None, *inputs: str | None) -> s
 
 
 def fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True, emoji=False
+    )
     return typer.Exit(1)
 
 

@@ -93,7 +93,7 @@ def explain_command(
 
     run_dir = RunDir(run)
     info = run_dir.read_complete_info()
-    train_path = train or info.train_file.path
+    train_path = train or info.train_source()
     check_distinct_outputs(
         {**run_dir.own_files(), "--val": val, "the training file": train_path}, {"--out": out}
     )

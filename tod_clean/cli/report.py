@@ -113,7 +113,7 @@ def report_command(
     )
     val_table = read_table(val, split=val_split, stdin_format=from_stdin_as) if val is not None else None
     train_table = read_table(
-        train or info.train_file.path, split=info.train_file.split, stdin_format=from_stdin_as
+        train or info.train_source(), split=info.train_file.split, stdin_format=from_stdin_as
     )
     report = build_report(
         run_dir,

@@ -128,6 +128,7 @@ def score_command(
             + (f" on {result.meta['val_rows']} validation rows" if val is not None else "")
             + f" -> {out}; put the parts together with 'tod-clean merge'",
             highlight=False,
+            markup=False,  # paths and ids are shown as written
         )
         return
     by = result.meta["rank_by"]
@@ -143,4 +144,5 @@ def score_command(
         + f"; ranked by {by}; first to drop: {shown}"
         + (f" -> {out}" if out not in (None, STDIN) else ""),
         highlight=False,
+        markup=False,  # paths and ids are shown as written
     )

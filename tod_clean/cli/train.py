@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -19,11 +21,12 @@ from tod_clean.cli import (
 )
 from tod_clean.config import TrainConfig
 from tod_clean.data import STDIN
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, OptionError
 from tod_clean.processes import launched_count
 from tod_clean.rundir import RunDir, RunInfo
 
 _D = TrainConfig.__dataclass_fields__
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _default(name: str) -> object:
@@ -63,6 +66,32 @@ _SAVED_AS = {
 }
 
 
+def _cli_spelling(context: typer.Context) -> Callable[[str], str]:
+    """A TrainConfig field's name as this command line spells it (learning_rate -> --lr)."""
+    params = {field: name for name, (_, field) in _SAVED_AS.items()}
+
+    def spell(field: str) -> str:
+        name = params.get(field, field)
+        options = [p.opts[0] for p in context.command.params if p.name == name]
+        return options[0] if options else f"--{field.replace('_', '-')}"
+
+    return spell
+
+
+def _options_as_typed(command: F) -> F:
+    """Name an option of a range error as typed on the command line (--lr), not by its keyword
+    (learning_rate), which the Python API's messages use. The command takes the Typer ``context``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except OptionError as error:
+            raise error.spelled(_cli_spelling(kwargs["context"])) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _refuse_changed_options(context: typer.Context, info: RunInfo, given: dict[str, Any]) -> None:
     """--resume continues with the run's saved options; refuse options given with other values.
 
@@ -90,6 +119,7 @@ def _refuse_changed_options(context: typer.Context, info: RunInfo, given: dict[s
 
 @app.command("train")
 @handle_errors
+@_options_as_typed
 def train_command(
     context: typer.Context,
     train_file: Annotated[
@@ -122,10 +152,12 @@ def train_command(
         ),
     ] = str(_default("scope")),
     keep_prob: Annotated[
-        float, typer.Option(help="Fraction of units each instance's exposed sub-network keeps.")
-    ] = (
-        _default("keep_prob")  # type: ignore[assignment]
-    ),
+        float | None,
+        typer.Option(
+            help="Fraction of units each instance's exposed sub-network keeps (default 0.5; 1/K with "
+            "--mask-groups K)."
+        ),
+    ] = None,
     mask_groups: Annotated[
         int,
         typer.Option(
@@ -256,4 +288,5 @@ def train_command(
             f"(scope {result.info.scope}, keep_prob {result.info.train.keep_prob}); "
             f"last epoch loss {last['train_loss']:.4f}, {last['rows_per_second']:.1f} rows/s -> {run}",
             highlight=False,
+            markup=False,  # the run's path is shown as written
         )
