@@ -20,9 +20,17 @@ from tod_clean.cli import (
 )
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.data import read_table
+from tod_clean.errors import OptionError
 from tod_clean.workflow import train_config
 
 _D = TrainConfig.__dataclass_fields__
+
+
+def _spelled(field: str) -> str:
+    """A TrainConfig field's name as this command spells it: --lr, --head-lr, else --field-name."""
+    return {"learning_rate": "--lr", "head_learning_rate": "--head-lr"}.get(
+        field, f"--{field.replace('_', '-')}"
+    )
 
 
 @app.command("cleanse")
@@ -96,22 +104,25 @@ def cleanse_command(
 
     if drop is None and drop_count is None and threshold is None:
         drop = 0.01
-    config = train_config(
-        text_col=text_col,
-        text_pair_col=text_pair_col,
-        label_col=label_col,
-        id_col=id_col,
-        model=model,
-        scope=scope,
-        keep_prob=keep_prob,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=lr,
-        head_learning_rate=head_lr,
-        max_length=max_length,
-        seed=seed,
-        device=device,
-    )
+    try:
+        config = train_config(
+            text_col=text_col,
+            text_pair_col=text_pair_col,
+            label_col=label_col,
+            id_col=id_col,
+            model=model,
+            scope=scope,
+            keep_prob=keep_prob,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            head_learning_rate=head_lr,
+            max_length=max_length,
+            seed=seed,
+            device=device,
+        )
+    except OptionError as error:  # named as typed here (--lr), not by the keyword (learning_rate)
+        raise error.spelled(_spelled) from None
     result = cleanse(
         config,
         read_table(train_file, split=split, stdin_format=from_stdin_as),
