@@ -48,3 +48,17 @@ def test_progress_sink_follows_the_terminal(monkeypatch: pytest.MonkeyPatch) -> 
     assert isinstance(progress_for(False), LogProgress)
     monkeypatch.setattr(type(cli.console), "is_terminal", property(lambda self: True))
     assert isinstance(progress_for(False), RichProgress)
+
+
+def test_summary_lines_are_not_broken_in_a_log(capsys: pytest.CaptureFixture[str]) -> None:
+    """With stderr a file (nohup, SLURM), a long message stays one line: Rich cut lines at 80 columns
+    there, splitting summaries such as 'kept 310 of 320 rows ... -> PATH' in two."""
+    from tod_clean.cli import console
+
+    text = (
+        "kept 310 of 320 rows; dropped 10 (3.12%) with the highest full_loss -> "
+        + "/data/" * 10
+        + "kept.jsonl"
+    )
+    console.print(text, highlight=False)
+    assert capsys.readouterr().err == text + "\n"

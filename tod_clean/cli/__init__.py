@@ -38,7 +38,9 @@ from tod_clean.progress import NullProgress
 from tod_clean.progress import Progress as ProgressSink
 
 # No emoji codes: a path such as hf:x or a text like :smile: is printed as written, not as an emoji.
-console = Console(stderr=True, emoji=False)
+# soft_wrap: message lines are not broken at the console's width (80 columns when stderr is a log file,
+# which split summaries such as "... -> PATH" in two); a terminal wraps them itself.
+console = Console(stderr=True, emoji=False, soft_wrap=True)
 app = typer.Typer(
     name="tod-clean",
     help="Find harmful and mislabeled training rows with turn-over dropout (Kobayashi et al., 2020).",
