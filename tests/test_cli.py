@@ -934,3 +934,14 @@ def test_scope_none_run_has_no_influence(tmp_path: Path, model_args: list[str]) 
     user_error(
         invoke("filter", "--run", run, "--by", "self_influence", "-q"), "self_influence", "columns found"
     )
+
+
+def test_paths_that_look_like_markup_print_as_written(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
+    """Summary lines show paths as written: a name with [bold] or [red] is no Rich markup (the brackets
+    were lost, and a closing tag crashed the summary), and :x: is no emoji code."""
+    out = tmp_path / "kept [bold] [red]:x:.jsonl"
+    result = ok(invoke("filter", "--run", jsonl_run.run, "--drop-count", "1", "-o", out))
+    assert f"-> {out}" in result.stderr and out.is_file()
+    metrics = tmp_path / "m [bold].json"
+    result = ok(invoke("evaluate", jsonl_run.val, "--run", jsonl_run.run, "--out", metrics))
+    assert metrics.is_file() and "Traceback" not in result.output

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from tod_clean.cli import (
@@ -141,12 +142,12 @@ def cleanse_command(
         progress=progress_for(quiet),
     )
     if result.note is not None:  # said even with --quiet, as filter does
-        console.print(result.note, highlight=False, soft_wrap=True)
+        console.print(result.note, highlight=False, markup=False, soft_wrap=True)
     for warning in result.warnings:
-        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+        console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if quiet:
         return
-    table = RichTable(title=f"test set {test}: cleansing by {result.by}")
+    table = RichTable(title=f"test set {escape(str(test))}: cleansing by {result.by}")
     for column in ("model", "train rows", "removed", "accuracy", "macro-F1", "loss"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for arm in result.arms:
@@ -165,6 +166,7 @@ def cleanse_command(
         "other seeds differed by about 2 points of test accuracy, so a smaller difference may be noise: "
         "compare over several --seed values before trusting it",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
-    console.print(f"artifacts in {result.out_dir}", highlight=False)
+    console.print(f"artifacts in {result.out_dir}", highlight=False, markup=False)

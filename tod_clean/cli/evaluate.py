@@ -78,7 +78,7 @@ def evaluate_command(
     if out is not None:
         deliver(out, (json.dumps(summary, indent=2, default=str) + "\n").encode("utf-8"))
     if not quiet:
-        metrics = RichTable(title=f"{data_file}: {result.rows} rows", show_header=False)
+        metrics = RichTable(title=f"{escape(str(data_file))}: {result.rows} rows", show_header=False)
         metrics.add_row("accuracy", f"{result.accuracy:.4f}")
         metrics.add_row("macro-F1", f"{result.macro_f1:.4f}")
         metrics.add_row("loss", f"{result.loss:.4f}")
@@ -98,7 +98,7 @@ def evaluate_command(
         confusion = RichTable(title="confusion (rows: true, columns: predicted)")
         confusion.add_column("")
         for name in result.labels:
-            confusion.add_column(str(name), justify="right")
+            confusion.add_column(escape(str(name)), justify="right")
         for name, counts in zip(result.labels, result.confusion, strict=True):
-            confusion.add_row(str(name), *(str(c) for c in counts))
+            confusion.add_row(escape(str(name)), *(str(c) for c in counts))
         console.print(confusion)

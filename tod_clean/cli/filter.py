@@ -92,13 +92,14 @@ def filter_command(
     result, table = filtered.result, filtered.table
     if result.note is not None:
         # Said even with --quiet: which signal chose the rows matters more than a quiet stderr.
-        console.print(result.note, highlight=False, soft_wrap=True)
+        console.print(result.note, highlight=False, markup=False, soft_wrap=True)
     for warning in result.warnings:
-        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+        console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if not quiet:
         console.print(
             f"kept {len(result.kept)} of {len(table)} rows; dropped {len(result.dropped)} "
             f"({len(result.dropped) / len(table):.2%}) "
             f"with the {result.worse_when} {result.by}" + (f" -> {out}" if out != STDIN else ""),
             highlight=False,
+            markup=False,
         )

@@ -80,4 +80,5 @@ def merge_command(
             f"merged {len(parts)} parts: {len(frame)} training rows; ranked by {meta.get('rank_by')}"
             + (f" -> {', '.join(where)}" if where else ""),
             highlight=False,
+            markup=False,
         )

@@ -95,4 +95,4 @@ def predict_command(
         if "loss" in frame:
             accuracy = float((frame["predicted_label"] == frame["label"]).mean())
             summary += f" (accuracy {accuracy:.4f}, mean loss {frame['loss'].mean():.4f})"
-        console.print(summary + (f" -> {out}" if out != STDIN else ""), highlight=False)
+        console.print(summary + (f" -> {out}" if out != STDIN else ""), highlight=False, markup=False)

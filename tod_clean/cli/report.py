@@ -126,9 +126,9 @@ def report_command(
     )
     folder = write_report(report, out)
     if report.content.ranking_note is not None:  # said even with --quiet, as filter does
-        console.print(report.content.ranking_note, highlight=False, soft_wrap=True)
+        console.print(report.content.ranking_note, highlight=False, markup=False, soft_wrap=True)
     for warning in report.content.warnings:
-        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+        console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if not quiet:
         content = report.content
         total = len(content.flagged)
@@ -141,5 +141,6 @@ def report_command(
                 else "no validation errors explained"
             ),
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
