@@ -149,6 +149,33 @@ def lds_interval(
     return float(low), float(high)
 
 
+def _truth_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """What the ground truth depends on: a saved truth made with another recipe is never mixed in."""
+    return {key: getattr(args, key) for key in ("rows", "val_rows", "noise", "epochs", "max_length", "seed")}
+
+
+def _saved_truth(path: Path, subsets: np.ndarray, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The subsets' losses measured so far (resume), checked against this run's recipe and subsets."""
+    empty = {"losses": np.zeros((0, args.val_rows)), "seconds": np.zeros(0)}
+    if not path.exists():
+        return empty
+    saved = np.load(path)
+    if json.loads(str(saved["recipe"])) != _truth_recipe(args):
+        raise SystemExit(f"{path}: saved ground truth has another recipe; move it away to start anew")
+    done = len(saved["losses"])
+    if done > len(subsets) or not np.array_equal(saved["subsets"], subsets[:done]):
+        raise SystemExit(f"{path}: saved ground truth used other subsets; move it away to start anew")
+    return {"losses": saved["losses"], "seconds": saved["seconds"]}
+
+
+def _run_seconds(run_path: Path) -> float:
+    """The recorded training wall time of a benchmark run (NaN when not recorded)."""
+    try:
+        return float(json.loads((run_path / "bench-timing.json").read_text())["wall"])
+    except (OSError, ValueError, KeyError):
+        return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +197,9 @@ def main() -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--reuse", action="store_true")
+    parser.add_argument(
+        "--truth-only", action="store_true", help="retrain the subsets and save their losses; no methods"
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     name = "lds"
@@ -191,9 +221,15 @@ def main() -> None:
     truth: dict[str, np.ndarray] = {}
     truth_seconds: dict[str, float] = {}
     for model_class in args.truth:
-        losses = np.zeros((args.subsets, args.val_rows))
+        # The measured losses are kept in a small file next to the results (committed), so that the
+        # ground truth survives the run directories: a later session adds methods without retraining.
+        saved_path = RESULTS / f"lds-truth-{args.rows}-{args.seed}-{model_class}.npz"
+        saved = _saved_truth(saved_path, subsets, args)
+        losses = np.full((args.subsets, args.val_rows), np.nan)
+        losses[: len(saved["losses"])] = saved["losses"]
+        seconds = list(saved["seconds"])
         with timed() as timer:
-            for m in range(args.subsets):
+            for m in range(len(saved["losses"]), args.subsets):
                 subset_path = write_jsonl(
                     folder / f"subset{m}.jsonl", [train_rows[i] for i in np.flatnonzero(subsets[m])]
                 )
@@ -205,9 +241,19 @@ def main() -> None:
                     reuse=args.reuse,
                 )
                 losses[m] = val_losses(run_path, val_path)
+                seconds.append(_run_seconds(run_path))
+                np.savez(
+                    saved_path,
+                    subsets=subsets[: m + 1],
+                    losses=losses[: m + 1],
+                    seconds=np.asarray(seconds),
+                    recipe=json.dumps(_truth_recipe(args)),
+                )
                 print(f"subset {m} ({model_class}): mean validation loss {losses[m].mean():.4f}", flush=True)
         truth[model_class] = losses
-        truth_seconds[model_class] = timer.wall
+        truth_seconds[model_class] = float(np.sum(seconds))
+    if args.truth_only:
+        return
 
     matrices: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
