@@ -16,7 +16,9 @@ import pytest
 
 from tests.conftest import make_rows
 from tod_clean.config import DataColumns
-from tod_clean.data import (
+from tod_clean.errors import InputError
+from tod_clean.instances import instances_from_table
+from tod_clean.io.table import (
     atomic_output,
     check_ids,
     check_labels,
@@ -27,8 +29,6 @@ from tod_clean.data import (
     write_frame,
     write_subset,
 )
-from tod_clean.errors import InputError
-from tod_clean.instances import instances_from_table
 
 FORMATS = ["jsonl", "json", "csv", "tsv", "parquet"]
 

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from tests.conftest import make_rows
 from tod_clean.cli import app
-from tod_clean.data import FRAME_MARKER, frame_output_format, is_dataset_dir, read_table
 from tod_clean.errors import InputError
 from tod_clean.filter import SCORES_ORIGIN, read_scores
+from tod_clean.io.table import FRAME_MARKER, frame_output_format, is_dataset_dir, read_table
 from tod_clean.rundir import RunDir
 
 datasets = pytest.importorskip("datasets")

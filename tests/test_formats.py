@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tod_clean.data import Table, read_table, subset_bytes, write_subset
 from tod_clean.errors import InputError
+from tod_clean.io.table import Table, read_table, subset_bytes, write_subset
 
 BOM = b"\xef\xbb\xbf"
 

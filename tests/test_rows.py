@@ -25,11 +25,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tod_clean.data as data_module
-import tod_clean.rows as rows_module
-from tod_clean.data import Table, check_ids, check_labels, check_texts, read_table, subset_bytes, write_subset
+import tod_clean.io.rows as rows_module
+import tod_clean.io.table as data_module
 from tod_clean.errors import InputError
-from tod_clean.rows import FileBytes, LineRows, MemoryBytes, ParquetRows
+from tod_clean.io.rows import FileBytes, LineRows, MemoryBytes, ParquetRows
+from tod_clean.io.table import (
+    Table,
+    check_ids,
+    check_labels,
+    check_texts,
+    read_table,
+    subset_bytes,
+    write_subset,
+)
 
 
 @contextmanager

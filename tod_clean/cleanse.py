@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import ScoreConfig, TrainConfig
-from tod_clean.data import (
+from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.evaluate import Evaluation, evaluate_run
+from tod_clean.filter import SIGNALS, check_drop_options, filter_table
+from tod_clean.instances import instances_from_table, training_labels
+from tod_clean.io.table import (
     DATASET_FORMAT,
     STDIN,
     Table,
@@ -39,10 +43,6 @@ from tod_clean.data import (
     read_table,
     write_subset,
 )
-from tod_clean.errors import ConfigError, RunDirError
-from tod_clean.evaluate import Evaluation, evaluate_run
-from tod_clean.filter import SIGNALS, check_drop_options, filter_table
-from tod_clean.instances import instances_from_table, training_labels
 from tod_clean.progress import NamedProgress, Progress
 from tod_clean.rundir import RunDir, stdin_copy_name
 from tod_clean.score import save_scores, score_run

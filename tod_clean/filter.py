@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tod_clean.data import (
+from tod_clean.errors import ConfigError, InputError, RunDirError
+from tod_clean.io.rows import delimited_reader
+from tod_clean.io.table import (
     Table,
     check_header,
     check_ids,
@@ -23,8 +25,6 @@ from tod_clean.data import (
     read_frame_dataset,
     read_table,
 )
-from tod_clean.errors import ConfigError, InputError, RunDirError
-from tod_clean.rows import delimited_reader
 from tod_clean.rundir import RunInfo
 
 # Which end of each score column marks a row to remove.

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tod_clean.config import DataColumns, ScoreConfig, TrainConfig, columns_like
-from tod_clean.data import (
+from tod_clean.errors import ConfigError
+from tod_clean.filter import FilterResult, filter_table, read_scores
+from tod_clean.io.table import (
     DATASET_FORMAT,
     STDIN,
     Table,
@@ -38,8 +40,6 @@ from tod_clean.data import (
     write_subset,
     writes_folder,
 )
-from tod_clean.errors import ConfigError
-from tod_clean.filter import FilterResult, filter_table, read_scores
 from tod_clean.processes import is_main_process
 from tod_clean.progress import Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo

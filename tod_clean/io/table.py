@@ -2,7 +2,7 @@
 
 A table keeps the exact bytes of every record (for the line-based formats and JSON arrays), so a filtered
 file reproduces each kept row byte for byte. Rows are parsed from where they are stored when asked for, a
-chunk at a time (see ``tod_clean.rows``): a file larger than memory is read, validated and filtered with
+chunk at a time (see ``tod_clean.io.rows``): a file larger than memory is read, validated and filtered with
 memory that does not grow with its rows beyond a few int64 arrays of N. JSON arrays and standard input are
 read into memory. All writes go to a temporary file that is renamed into place only when complete.
 """
@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tod_clean.errors import InputError, TodCleanError
-from tod_clean.hub import choose_split, datasets_cache, is_hub_ref, load_split, locate
-from tod_clean.rows import (
+from tod_clean.io.formats.hub import choose_split, datasets_cache, is_hub_ref, load_split, locate
+from tod_clean.io.rows import (
     CHUNK,
     Bytes,
     DatasetRows,
@@ -90,7 +90,7 @@ class Table:
     """The rows of a data file.
 
     ``rows`` are the parsed records (dicts): a list, or a sequence that parses them from where they are
-    stored when asked for (see ``tod_clean.rows``). Iterate it, or use ``iter_column`` / ``rows_at``;
+    stored when asked for (see ``tod_clean.io.rows``). Iterate it, or use ``iter_column`` / ``rows_at``;
     ``column`` and ``to_frame`` hold a whole column or table in memory. ``raw`` holds each record's exact
     bytes for JSONL, JSON arrays, CSV and TSV; ``header`` is what comes before the first record (the
     CSV/TSV header line, a UTF-8 BOM, a JSON array's opening bracket); for a JSON array ``separator`` is
@@ -1353,7 +1353,7 @@ def read_dataset_dir(path: str, *, split: str | None = None) -> Table:
 
 
 def read_hub_dataset(ref: str, *, split: str | None = None) -> Table:
-    """A hub dataset in the local Hugging Face cache (``hf:NAME[/CONFIG]``, see ``tod_clean.hub``) as a
+    """A hub dataset in the local Hugging Face cache (``hf:NAME[/CONFIG]``, see ``tod_clean.io.formats.hub``) as a
     Table (format ``dataset``), read offline; refused with one line when it is not cached.
 
     A dataset with several splits needs ``split``. ``ClassLabel`` columns hold label names. ``sha256`` is a

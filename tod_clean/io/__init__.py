@@ -1,0 +1,1 @@
+"""Reading, checking and writing the data tod-clean works on."""
