@@ -78,7 +78,7 @@ def measure(scope: str, args: argparse.Namespace, train_path: Path, val_rows: li
 
     from tod_clean.encoding import encode_texts
     from tod_clean.instances import instances_from_table
-    from tod_clean.io.table import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
 
     config = train_config(scope=scope, epochs=args.epochs, max_length=args.max_length, seed=args.seed)

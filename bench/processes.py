@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
     from common import quiet_transformers, train_config
 
     from tod_clean.device import pick_device
-    from tod_clean.io.table import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.processes import current_processes
     from tod_clean.rundir import RunDir
     from tod_clean.score import score_run

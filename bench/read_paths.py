@@ -100,7 +100,7 @@ def tokenizer_of() -> Any:
 def own_path(data: Path, work: Path, max_length: int) -> dict[str, Any]:
     from tod_clean.config import DataColumns
     from tod_clean.instances import instances_from_table, training_labels
-    from tod_clean.io.table import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.train import encode_instances
 
     tokenizer = tokenizer_of()
@@ -441,7 +441,8 @@ def own_reads(data: Path, rows: list[int], work: Path) -> dict[str, Any]:
     from tod_clean.config import DataColumns
     from tod_clean.errors import TodCleanError
     from tod_clean.instances import instances_from_table, training_labels
-    from tod_clean.io.table import read_table, write_subset
+    from tod_clean.io.inputs import read_table
+    from tod_clean.io.writers import write_subset
 
     try:
         table = read_table(str(data))

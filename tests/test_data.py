@@ -18,17 +18,12 @@ from tests.conftest import make_rows
 from tod_clean.config import DataColumns
 from tod_clean.errors import InputError
 from tod_clean.instances import instances_from_table
-from tod_clean.io.table import (
-    atomic_output,
-    check_ids,
-    check_labels,
-    check_texts,
-    format_of,
-    read_table,
-    subset_bytes,
-    write_frame,
-    write_subset,
-)
+from tod_clean.io.columns import check_ids, check_labels, check_texts
+from tod_clean.io.formats import format_of
+from tod_clean.io.frames import write_frame
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import atomic_output
+from tod_clean.io.writers import subset_bytes, write_subset
 
 FORMATS = ["jsonl", "json", "csv", "tsv", "parquet"]
 

@@ -21,12 +21,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-import tod_clean.io.table
+import tod_clean.io.paths
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import copy_run, invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import InputError
-from tod_clean.io.table import check_distinct_outputs, read_table
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.rundir import MARKER, RunDir
 
 
@@ -473,7 +474,7 @@ def test_output_to_a_fifo_is_written_through(fresh: SimpleNamespace) -> None:
 
 def test_output_to_dev_stdout(fresh: SimpleNamespace) -> None:
     """``--out /dev/stdout`` writes what ``--out -`` writes (the format of the input, CSV for scores)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(tod_clean.io.table.__file__).parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(tod_clean.io.paths.__file__).parents[2])}
     command = [
         sys.executable,
         "-m",
@@ -558,7 +559,7 @@ def test_unwritable_destination_is_refused_before_the_work(
         locked.chmod(0o555)
     if os.geteuid() == 0:  # root may write anywhere: pretend to be a user
         denied = out if what == "file" else locked
-        monkeypatch.setattr(tod_clean.io.table, "_writable", lambda path: Path(path) != denied)
+        monkeypatch.setattr(tod_clean.io.paths, "writable", lambda path: Path(path) != denied)
     try:
         before = snapshot(fresh.folder)
         user_error(invoke("score", "--run", fresh.run, "--out", out, "-q"), "scores.csv")

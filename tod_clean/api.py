@@ -24,7 +24,8 @@ from tod_clean import workflow
 from tod_clean.config import DEFAULT_MODEL, ScoreConfig
 from tod_clean.errors import ConfigError
 from tod_clean.filter import read_scores
-from tod_clean.io.table import DATASET_FORMAT, is_dataset
+from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
+from tod_clean.io.inputs import is_dataset
 from tod_clean.rundir import SCORES, RunDir, RunInfo
 from tod_clean.score import load_scores
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from tod_clean.config import DataColumns
 from tod_clean.errors import InputError
-from tod_clean.io.table import LabelCodes, Table, check_ids, check_texts, label_codes, label_names_of
+from tod_clean.io.columns import LabelCodes, check_ids, check_texts, label_codes, label_names_of
+from tod_clean.io.table import Table
 from tod_clean.masks import MASK_SCHEME, key_from_id
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,11 @@ from tod_clean.filter import (
     filter_table,
     match_scores,
 )
+from tod_clean.io.columns import label_key
 from tod_clean.io.formats.hub import is_hub_ref
-from tod_clean.io.table import Table, atomic_output, label_key, read_table
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import atomic_output
+from tod_clean.io.table import Table
 from tod_clean.progress import Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 

@@ -28,8 +28,10 @@ from tod_clean.encoding import (
 )
 from tod_clean.errors import ConfigError, RunDirError, TodCleanError
 from tod_clean.instances import Instances, instances_from_table, training_labels
+from tod_clean.io import STDIN
 from tod_clean.io.formats.hub import is_hub_ref
-from tod_clean.io.table import STDIN, Table, atomic_output, stream_kind, write_failure
+from tod_clean.io.paths import atomic_output, stream_kind, write_failure
+from tod_clean.io.table import Table
 from tod_clean.lora import lora_parameters
 from tod_clean.masks import MaskMode
 from tod_clean.model import TodClassifier, hidden_size_of

@@ -18,7 +18,8 @@ from tod_clean.cli import (
 )
 from tod_clean.device import pick_device
 from tod_clean.filter import SIGNALS
-from tod_clean.io.table import check_destination, check_distinct_outputs, read_table
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.rundir import RunDir
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from tod_clean.errors import InputError
+from tod_clean.io.formats.base import DatasetSource
+from tod_clean.io.formats.dataset_dir import DATASET_FORMAT, DatasetRows, arrow_sha256
+from tod_clean.io.table import Table
 
 PREFIX = "hf:"
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -198,3 +201,33 @@ def load_split(cached: CachedDataset, split: str) -> tuple[Any, list[Path]]:
         ) from None
     files = [Path(entry["filename"]) for entry in dataset.cache_files]
     return dataset, files
+
+
+def read_hub_dataset(ref: str, split: str | None = None) -> Table:
+    """A hub dataset in the local Hugging Face cache (``hf:NAME[/CONFIG]``, see ``tod_clean.io.formats.hub``) as a
+    Table (format ``dataset``), read offline; refused with one line when it is not cached.
+
+    A dataset with several splits needs ``split``. ``ClassLabel`` columns hold label names. ``sha256`` is a
+    hash of the split's Arrow files in the cache; ``ref`` names the configuration read (``hf:REPO/CONFIG``),
+    so a run finds the same rows again even when another configuration is cached later.
+    """
+    cached = locate(ref)
+    split = choose_split(cached, split, ref)
+    dataset, files = load_split(cached, split)
+    source = f"{ref} (split {split})"
+    if dataset.num_rows == 0:
+        raise InputError(f"{source}: the dataset holds no rows")
+    sha = arrow_sha256(files)
+    return Table(
+        source,
+        DATASET_FORMAT,
+        list(dataset.column_names),
+        DatasetRows(dataset),
+        sha,
+        dataset=dataset,
+        split=split,
+        ref=cached.ref,
+    )
+
+
+HUB = DatasetSource("hf: dataset", is_hub_ref, read_hub_dataset)
