@@ -1,4 +1,5 @@
-"""Hugging Face hub datasets already in the local ``datasets`` cache, named ``hf:NAME[/CONFIG]``.
+"""Hugging Face hub datasets already in the local ``datasets`` cache, named ``hf:NAME[/CONFIG]``, and their
+reader (a ``DatasetSource``).
 
 tod-clean never downloads. A hub dataset loaded once with ``datasets.load_dataset`` is prepared in the
 ``datasets`` cache as Arrow files under ``<cache>/<namespace>___<name>/<config>/<version>/<hash>/``
@@ -11,6 +12,17 @@ read when the data is read (not when ``datasets`` was imported).
 ``hf:NAMESPACE/NAME/CONFIG`` (``nyu-mll/glue/sst2``). Two parts are a namespaced dataset when the cache holds
 one by that name, otherwise a dataset and its configuration. Without a configuration, the dataset's only
 cached one is used.
+
+Why the cache layout is found here and not by ``datasets`` (evaluated against datasets 5.2): it offers no
+public offline way to locate a cached dataset that keeps what tod-clean promises. ``load_dataset`` in
+offline mode does fall back to the ``Cache`` builder used here, but offline mode and the cache folder
+(``datasets.config.HF_HUB_OFFLINE``, ``HF_DATASETS_CACHE``) are fixed when ``datasets`` is imported, so
+one read cannot be made offline, nor follow the environment as it is now, without setting private
+configuration; its errors ("Couldn't find cache for ...") name neither the cached configurations nor the
+``hf:`` reference to write. ``Cache`` given no hash finds the latest preparation through the private
+``_find_hash_in_cache``, which also opens unfinished ``*.incomplete`` folders and logs a warning, and
+neither can tell ``hf:NAMESPACE/NAME`` from ``hf:NAME/CONFIG``. So the folder is located here (the layout
+above, as ``_find_hash_in_cache`` reads it) and only the reading is left to ``Cache``.
 """
 
 from __future__ import annotations
