@@ -27,7 +27,6 @@ from tests.test_cli import copy_run, invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import InputError
 from tod_clean.io.inputs import read_table
-from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.rundir import MARKER, RunDir
 
 
@@ -384,27 +383,6 @@ def test_cleanse_refuses_inputs_among_its_outputs_and_folders_it_did_not_write(
     before = snapshot(mine)
     user_error(invoke("cleanse", fresh.train, *args[:2], "--out-dir", mine, *args[4:]), "not written by")
     assert snapshot(mine) == before
-
-
-def test_check_distinct_outputs(tmp_path: Path) -> None:
-    data = tmp_path / "data.csv"
-    data.write_text("a\n")
-    check_distinct_outputs({"--train": data, "--val": None}, {"--out": tmp_path / "out.csv", "--x": "-"})
-    check_distinct_outputs(
-        {}, {"--out": "/dev/null", "--removed": "/dev/null"}
-    )  # a device, as a shell allows
-    with pytest.raises(InputError, match=r"--out would overwrite --train"):
-        check_distinct_outputs({"--train": data}, {"--out": tmp_path / "sub" / ".." / "data.csv"})
-    with pytest.raises(InputError, match=r"--out would overwrite --train"):
-        check_distinct_outputs({"--train": data}, {"--out": link(tmp_path / "hard.csv", data, hard=True)})
-    with pytest.raises(InputError, match=r"--b and --a .* are the same file"):
-        check_distinct_outputs(
-            {}, {"--a": tmp_path / "o.csv", "--b": link(tmp_path / "l.csv", tmp_path / "o.csv")}
-        )
-    with pytest.raises(InputError, match=r"--out would overwrite the run"):
-        check_distinct_outputs({"the run": tmp_path}, {"--out": tmp_path / "new.csv"})
-    with pytest.raises(InputError, match="both write to standard output"):
-        check_distinct_outputs({}, {"--out": "-", "--removed": "-"})
 
 
 # ---- 4. a failed write leaves every earlier file as it was ---------------------------------------------
