@@ -265,7 +265,7 @@ def train_run(
 
 def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
     """The recorded time of a complete run of ``config`` on ``data_path`` in ``run_path``; else None."""
-    from tod_clean.io.table import sha256_of_file
+    from tod_clean.io.rows import sha256_of_file
 
     try:
         info = json.loads((run_path / "config.json").read_text(encoding="utf-8"))

@@ -31,7 +31,7 @@ from tod_clean.filter import (
 )
 from tod_clean.filter import badness as signal_badness
 from tod_clean.io.inputs import read_table
-from tod_clean.io.table import sha256_of_file
+from tod_clean.io.rows import sha256_of_file
 from tod_clean.rundir import RunDir, RunInfo, TrainFile
 
 # Few distinct values, so ties are common.

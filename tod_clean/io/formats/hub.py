@@ -216,7 +216,7 @@ def load_split(cached: CachedDataset, split: str) -> tuple[Any, list[Path]]:
 
 
 def read_hub_dataset(ref: str, split: str | None = None) -> Table:
-    """A hub dataset in the local Hugging Face cache (``hf:NAME[/CONFIG]``, see ``tod_clean.io.formats.hub``) as a
+    """A hub dataset in the local Hugging Face cache (``hf:NAME[/CONFIG]``, see the module docstring) as a
     Table (format ``dataset``), read offline; refused with one line when it is not cached.
 
     A dataset with several splits needs ``split``. ``ClassLabel`` columns hold label names. ``sha256`` is a
