@@ -156,7 +156,7 @@ def datasets_path(data: Path, cache: Path, max_length: int, *, lean: bool) -> di
 def imports(kind: str) -> dict[str, Any]:
     if kind == "own":
         import tod_clean.instances  # noqa: F401
-        import tod_clean.io.table  # noqa: F401
+        import tod_clean.io.inputs  # noqa: F401
         import tod_clean.train  # noqa: F401
     else:
         import datasets  # noqa: F401
