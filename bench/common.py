@@ -241,7 +241,7 @@ def train_run(
     its recorded time returned instead (result ``None``): lets an interrupted benchmark pick up where it
     stopped. Runs saved before timing was recorded report the training loop's wall time and CPU time NaN.
     """
-    from tod_clean.data import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
     from tod_clean.train import train
 
@@ -265,7 +265,7 @@ def train_run(
 
 def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
     """The recorded time of a complete run of ``config`` on ``data_path`` in ``run_path``; else None."""
-    from tod_clean.data import sha256_of_file
+    from tod_clean.io.rows import sha256_of_file
 
     try:
         info = json.loads((run_path / "config.json").read_text(encoding="utf-8"))
@@ -286,7 +286,7 @@ def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
 
 def score(run_path: Path, data_path: Path, val_path: Path | None = None) -> tuple[Any, Timer]:
     """Score through ``tod_clean.score.score_run``; return (ScoreResult, wall/CPU time)."""
-    from tod_clean.data import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
     from tod_clean.score import score_run
 
@@ -300,8 +300,8 @@ def score(run_path: Path, data_path: Path, val_path: Path | None = None) -> tupl
 
 
 def evaluate(run_path: Path, data_path: Path) -> tuple[Any, Timer]:
-    from tod_clean.data import read_table
     from tod_clean.evaluate import evaluate_run
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
 
     with timed() as timer:

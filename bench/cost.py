@@ -121,7 +121,7 @@ def scoring_fractions(
     ``pair_val_path``: a pair costs two passes through the masked layers there.
     """
     from tod_clean.config import ScoreConfig
-    from tod_clean.data import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
     from tod_clean.score import score_run
 

@@ -44,7 +44,7 @@ from common import (  # noqa: E402
 def score_on(run_path: Path, train_path: Path, val_path: Path, device: str) -> tuple[Any, float]:
     import torch
 
-    from tod_clean.data import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
     from tod_clean.score import score_run
 

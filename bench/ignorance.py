@@ -108,9 +108,9 @@ def evaluation_inputs(data: dict[str, Any], run_path: Path) -> dict[str, tuple[A
     """(encoded rows, label ids, instance keys) of the training and held-out files, for a run's tokenizer
     and labels; held-out rows get keys no training row used, so their half-networks are unseen ones."""
     from tod_clean.config import DataColumns
-    from tod_clean.data import read_table
     from tod_clean.encoding import encode_texts
     from tod_clean.instances import instances_from_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.masks import key_from_id
     from tod_clean.rundir import RunDir
 

@@ -15,9 +15,9 @@ from common import DEFAULT_DATASETS
 from ignorance import prepare
 
 from tod_clean.config import DataColumns
-from tod_clean.data import read_table
 from tod_clean.encoding import encode_texts, sorted_batches
 from tod_clean.instances import instances_from_table
+from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode, key_from_id
 from tod_clean.rundir import RunDir
 

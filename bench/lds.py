@@ -52,8 +52,8 @@ from common import (  # noqa: E402
 
 def val_losses(run_path: Path, val_path: Path) -> np.ndarray:
     """Per-row cross-entropy ``[V]`` of a run's full network on a labeled file."""
-    from tod_clean.data import read_table
     from tod_clean.evaluate import evaluate_run
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
 
     evaluation = evaluate_run(RunDir(run_path), read_table(str(val_path)))
@@ -65,7 +65,7 @@ def val_losses(run_path: Path, val_path: Path) -> np.ndarray:
 def tod_clean_matrix(run_path: Path, train_path: Path, val_path: Path, method: str | None) -> np.ndarray:
     """tod-clean's [N, V] influence matrix of a run (through ``score_run --matrix``)."""
     from tod_clean.config import ScoreConfig
-    from tod_clean.data import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
     from tod_clean.score import score_run
 
@@ -88,9 +88,9 @@ def gradient_similarity_matrix(run_path: Path, train_path: Path, val_path: Path)
     import torch
 
     from tod_clean.config import DataColumns
-    from tod_clean.data import read_table
     from tod_clean.encoding import encode_texts, sorted_batches
     from tod_clean.instances import instances_from_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
 
     run = RunDir(run_path)

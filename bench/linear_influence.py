@@ -76,9 +76,9 @@ def pair_matrix(model: Any, keys: np.ndarray, val: Any, labels: np.ndarray, meth
 def measure(scope: str, args: argparse.Namespace, train_path: Path, val_rows: list[dict[str, Any]]) -> dict:
     import torch
 
-    from tod_clean.data import read_table
     from tod_clean.encoding import encode_texts
     from tod_clean.instances import instances_from_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
 
     config = train_config(scope=scope, epochs=args.epochs, max_length=args.max_length, seed=args.seed)

@@ -124,7 +124,7 @@ def cross_validated(
     from common import read_jsonl, timed, write_jsonl
     from sklearn.model_selection import StratifiedKFold
 
-    from tod_clean.data import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
 
     rows = read_jsonl(data["train_path"])

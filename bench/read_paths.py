@@ -99,8 +99,8 @@ def tokenizer_of() -> Any:
 
 def own_path(data: Path, work: Path, max_length: int) -> dict[str, Any]:
     from tod_clean.config import DataColumns
-    from tod_clean.data import read_table
     from tod_clean.instances import instances_from_table, training_labels
+    from tod_clean.io.inputs import read_table
     from tod_clean.train import encode_instances
 
     tokenizer = tokenizer_of()
@@ -155,8 +155,8 @@ def datasets_path(data: Path, cache: Path, max_length: int, *, lean: bool) -> di
 
 def imports(kind: str) -> dict[str, Any]:
     if kind == "own":
-        import tod_clean.data  # noqa: F401
         import tod_clean.instances  # noqa: F401
+        import tod_clean.io.inputs  # noqa: F401
         import tod_clean.train  # noqa: F401
     else:
         import datasets  # noqa: F401
@@ -439,9 +439,10 @@ def own_reads(data: Path, rows: list[int], work: Path) -> dict[str, Any]:
     """What tod-clean's train checks make of ``data``: the error line, or the labels and class ids of
     ``rows`` and whether all rows written back by ``write_subset`` (filter's writer) are the input bytes."""
     from tod_clean.config import DataColumns
-    from tod_clean.data import read_table, write_subset
     from tod_clean.errors import TodCleanError
     from tod_clean.instances import instances_from_table, training_labels
+    from tod_clean.io.inputs import read_table
+    from tod_clean.io.writers import write_subset
 
     try:
         table = read_table(str(data))

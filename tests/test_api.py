@@ -16,9 +16,10 @@ import pytest
 
 import tod_clean
 from tests.conftest import make_rows, write_rows
-from tod_clean.data import read_table, subset_bytes, to_table
 from tod_clean.errors import ConfigError, InputError, RunDirError
 from tod_clean.filter import worst_first
+from tod_clean.io.inputs import read_table, to_table
+from tod_clean.io.writers import subset_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = {"batch_size": 4, "max_length": 16, "device": "cpu"}

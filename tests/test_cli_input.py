@@ -241,7 +241,7 @@ def test_max_length_at_the_model_limit_trains(tmp_path: Path, model_args: list[s
 def interrupted_run(tmp_path: Path, tiny_model_dir: Path) -> Path:
     """A run stopped after epoch 1 of 2."""
     from tod_clean.config import TrainConfig
-    from tod_clean.data import read_table
+    from tod_clean.io.inputs import read_table
     from tod_clean.rundir import RunDir
     from tod_clean.train import train
 
@@ -532,7 +532,7 @@ def test_unusual_labels_round_trip_through_score_and_filter(
                 "-q",
             )
         )
-        from tod_clean.data import read_table
+        from tod_clean.io.inputs import read_table
 
         kept_rows = read_table(str(kept)).rows
         assert len(kept_rows) == 11

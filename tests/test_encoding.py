@@ -14,8 +14,9 @@ import torch
 import tod_clean.encoding as encoding
 from tests.conftest import NEGATIVE, POSITIVE, make_rows, write_rows
 from tod_clean.config import DataColumns, TrainConfig
-from tod_clean.data import check_texts, read_table
 from tod_clean.encoding import EncodedRows, encode_texts
+from tod_clean.io.columns import check_texts
+from tod_clean.io.inputs import read_table
 from tod_clean.rundir import TOKENS_DIR, RunDir
 from tod_clean.score import score_run
 from tod_clean.train import train

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from safetensors import SafetensorError
 
-import tod_clean.data
+import tod_clean.io.writers
 import tod_clean.rundir
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, ok, user_error
@@ -77,7 +77,7 @@ def disk_full(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return real_write_bytes(self, data)
 
     real_write_bytes = Path.write_bytes
-    monkeypatch.setattr(tod_clean.data, "open", full_open, raising=False)
+    monkeypatch.setattr(tod_clean.io.writers, "open", full_open, raising=False)
     monkeypatch.setattr(Path, "write_bytes", full_write)
     monkeypatch.setattr(Path, "write_text", lambda self, text, *a, **k: full_write(self, text.encode()))
     yield

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from tod_clean.cli import app
 from tod_clean.config import TrainConfig
-from tod_clean.data import read_table, sha256_of_file
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.filter import (
     SIGNALS,
@@ -31,6 +30,8 @@ from tod_clean.filter import (
     worst_first,
 )
 from tod_clean.filter import badness as signal_badness
+from tod_clean.io.inputs import read_table
+from tod_clean.io.rows import sha256_of_file
 from tod_clean.rundir import RunDir, RunInfo, TrainFile
 
 # Few distinct values, so ties are common.

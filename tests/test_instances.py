@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tod_clean.config import DataColumns
-from tod_clean.data import read_table
 from tod_clean.errors import InputError
 from tod_clean.instances import instances_from_table, label_ids, training_labels
+from tod_clean.io.inputs import read_table
 from tod_clean.masks import key_from_id
 
 

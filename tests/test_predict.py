@@ -163,7 +163,7 @@ def test_predict_sentence_pairs_with_integer_labels(tmp_path: Path, model_args: 
 
 def test_predict_a_dataset_folder_split_into_a_dataset_folder(trained: SimpleNamespace) -> None:
     datasets = pytest.importorskip("datasets")
-    from tod_clean.data import read_frame_dataset
+    from tod_clean.io.frames import read_frame_dataset
 
     folder = trained.folder / "dsdict"
     splits = {"test": pd.DataFrame(trained.rows[:4]), "other": pd.DataFrame(trained.rows[4:])}

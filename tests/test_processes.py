@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 from tests.conftest import make_rows, random_batch, save_tiny_bert, tiny_encoder, write_rows
 from tod_clean.cli import app
 from tod_clean.config import DataColumns, TrainConfig
-from tod_clean.data import read_table
 from tod_clean.errors import ConfigError
+from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode
 from tod_clean.model import Scope, TodClassifier
 from tod_clean.processes import Processes, current_processes, local_rows

@@ -21,12 +21,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-import tod_clean.data
+import tod_clean.io.paths
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import copy_run, invoke, ok, user_error
 from tod_clean.config import TrainConfig
-from tod_clean.data import check_distinct_outputs, read_table
 from tod_clean.errors import InputError
+from tod_clean.io.inputs import read_table
 from tod_clean.rundir import MARKER, RunDir
 
 
@@ -385,27 +385,6 @@ def test_cleanse_refuses_inputs_among_its_outputs_and_folders_it_did_not_write(
     assert snapshot(mine) == before
 
 
-def test_check_distinct_outputs(tmp_path: Path) -> None:
-    data = tmp_path / "data.csv"
-    data.write_text("a\n")
-    check_distinct_outputs({"--train": data, "--val": None}, {"--out": tmp_path / "out.csv", "--x": "-"})
-    check_distinct_outputs(
-        {}, {"--out": "/dev/null", "--removed": "/dev/null"}
-    )  # a device, as a shell allows
-    with pytest.raises(InputError, match=r"--out would overwrite --train"):
-        check_distinct_outputs({"--train": data}, {"--out": tmp_path / "sub" / ".." / "data.csv"})
-    with pytest.raises(InputError, match=r"--out would overwrite --train"):
-        check_distinct_outputs({"--train": data}, {"--out": link(tmp_path / "hard.csv", data, hard=True)})
-    with pytest.raises(InputError, match=r"--b and --a .* are the same file"):
-        check_distinct_outputs(
-            {}, {"--a": tmp_path / "o.csv", "--b": link(tmp_path / "l.csv", tmp_path / "o.csv")}
-        )
-    with pytest.raises(InputError, match=r"--out would overwrite the run"):
-        check_distinct_outputs({"the run": tmp_path}, {"--out": tmp_path / "new.csv"})
-    with pytest.raises(InputError, match="both write to standard output"):
-        check_distinct_outputs({}, {"--out": "-", "--removed": "-"})
-
-
 # ---- 4. a failed write leaves every earlier file as it was ---------------------------------------------
 
 
@@ -473,7 +452,7 @@ def test_output_to_a_fifo_is_written_through(fresh: SimpleNamespace) -> None:
 
 def test_output_to_dev_stdout(fresh: SimpleNamespace) -> None:
     """``--out /dev/stdout`` writes what ``--out -`` writes (the format of the input, CSV for scores)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(tod_clean.data.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(tod_clean.io.paths.__file__).parents[2])}
     command = [
         sys.executable,
         "-m",
@@ -558,7 +537,7 @@ def test_unwritable_destination_is_refused_before_the_work(
         locked.chmod(0o555)
     if os.geteuid() == 0:  # root may write anywhere: pretend to be a user
         denied = out if what == "file" else locked
-        monkeypatch.setattr(tod_clean.data, "_writable", lambda path: Path(path) != denied)
+        monkeypatch.setattr(tod_clean.io.paths, "writable", lambda path: Path(path) != denied)
     try:
         before = snapshot(fresh.folder)
         user_error(invoke("score", "--run", fresh.run, "--out", out, "-q"), "scores.csv")

@@ -19,7 +19,7 @@ from torch import nn
 
 from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_encoder, write_rows
 from tod_clean.config import TrainConfig
-from tod_clean.data import read_table
+from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode, instance_masks
 from tod_clean.model import FFN_SITE_BASE, HEAD_SITE, LORA_SITE_BASE, TodClassifier
 from tod_clean.rundir import RunDir, build_classifier

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
-from tod_clean.data import read_table
+from tod_clean.io.inputs import read_table
 
 
 def stdin_rows(n: int) -> list[dict[str, str]]:

@@ -26,23 +26,18 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import ScoreConfig, TrainConfig
-from tod_clean.data import (
-    DATASET_FORMAT,
-    STDIN,
-    Table,
-    check_destination,
-    check_distinct_outputs,
-    deliver,
-    frame_bytes,
-    is_dataset_dir,
-    label_codes,
-    read_table,
-    write_subset,
-)
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
 from tod_clean.filter import SIGNALS, check_drop_options, filter_table
 from tod_clean.instances import instances_from_table, training_labels
+from tod_clean.io import STDIN
+from tod_clean.io.columns import label_codes
+from tod_clean.io.formats.dataset_dir import DATASET_FORMAT, is_dataset_dir
+from tod_clean.io.frames import frame_bytes
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import check_destination, check_distinct_outputs
+from tod_clean.io.table import Table
+from tod_clean.io.writers import deliver, write_subset
 from tod_clean.progress import NamedProgress, Progress
 from tod_clean.rundir import RunDir, stdin_copy_name
 from tod_clean.score import save_scores, score_run

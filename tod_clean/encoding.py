@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tod_clean.data import ColumnView, write_failure
 from tod_clean.errors import InputError
+from tod_clean.io.paths import write_failure
+from tod_clean.io.table import ColumnView
 
 ENCODE_CHUNK = 1024  # rows tokenised at a time (a tokenizer holds ~5 KiB per row of a batch)
 TOKENS_FORMAT = 1  # of the cached token files; a new format never reads an old one

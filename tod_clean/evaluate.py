@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from tod_clean.config import DataColumns
-from tod_clean.data import Table
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.instances import Instances, instances_from_table
+from tod_clean.io.table import Table
 from tod_clean.model import TodClassifier
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import RunDir, RunInfo

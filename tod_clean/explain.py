@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
-from tod_clean.data import Table
 from tod_clean.device import pick_device
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.evaluate import FullNetwork
 from tod_clean.instances import instances_from_table
+from tod_clean.io.table import Table
 from tod_clean.model import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import Progress

@@ -11,20 +11,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tod_clean.data import (
-    Table,
-    check_header,
-    check_ids,
-    check_labels,
-    format_of,
-    is_dataset_dir,
-    label_codes,
-    label_key,
-    read_frame_dataset,
-    read_table,
-)
 from tod_clean.errors import ConfigError, InputError, RunDirError
-from tod_clean.rows import delimited_reader
+from tod_clean.io.columns import check_header, check_ids, check_labels, label_codes, label_key
+from tod_clean.io.formats import format_of
+from tod_clean.io.formats.dataset_dir import is_dataset_dir
+from tod_clean.io.formats.delimited import delimited_reader
+from tod_clean.io.frames import read_frame_dataset
+from tod_clean.io.inputs import read_table
+from tod_clean.io.table import Table
 from tod_clean.rundir import RunInfo
 
 # Which end of each score column marks a row to remove.

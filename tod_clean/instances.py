@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import DataColumns
-from tod_clean.data import LabelCodes, Table, check_ids, check_texts, label_codes, label_names_of
 from tod_clean.errors import InputError
+from tod_clean.io.columns import LabelCodes, check_ids, check_texts, label_codes, label_names_of
+from tod_clean.io.table import Table
 from tod_clean.masks import MASK_SCHEME, key_from_id
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ class Instances:
     """N rows ready for the model.
 
     ``texts``, ``text_pairs``, ``ids``: the validated columns' values, read from the table when used
-    (``tod_clean.data.ColumnView``; plain lists work too);
+    (``tod_clean.io.table.ColumnView``; plain lists work too);
     ``labels``: int64 ``[N]`` class indices into the run's label list (-1 where the table has no labels);
     ``instance_keys``: int64 ``[N]`` the row number, or a hash of the id column's value;
     ``ids``: the id column's values, if one was given.

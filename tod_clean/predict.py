@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 
 from tod_clean.config import DataColumns, columns_like
-from tod_clean.data import Table, check_distinct_outputs, to_table
 from tod_clean.device import pick_device
 from tod_clean.evaluate import FullNetwork
 from tod_clean.instances import instances_from_table
+from tod_clean.io.inputs import to_table
+from tod_clean.io.paths import check_distinct_outputs
+from tod_clean.io.table import Table
 from tod_clean.progress import Progress
 from tod_clean.rundir import RunDir
 from tod_clean.workflow import check_frame_destination, is_path, save_frame

@@ -29,7 +29,6 @@ import pandas as pd
 
 from tod_clean import __version__
 from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
-from tod_clean.data import Table, atomic_output, label_key, read_table
 from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
 from tod_clean.filter import (
     LABEL_SIGNALS,
@@ -39,7 +38,11 @@ from tod_clean.filter import (
     filter_table,
     match_scores,
 )
-from tod_clean.hub import is_hub_ref
+from tod_clean.io.columns import label_key
+from tod_clean.io.formats.hub import is_hub_ref
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import atomic_output
+from tod_clean.io.table import Table
 from tod_clean.progress import Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
 

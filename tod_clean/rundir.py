@@ -41,9 +41,10 @@ from safetensors.torch import load_file, save_file
 
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
-from tod_clean.data import FORMATS, atomic_output, check_distinct_outputs, stream_kind
 from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
 from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.io.formats import FORMATS
+from tod_clean.io.paths import atomic_output, check_distinct_outputs, stream_kind
 from tod_clean.model import Scope, TodClassifier
 
 CONFIG = "config.json"

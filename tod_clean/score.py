@@ -38,12 +38,14 @@ import torch
 from numpy.lib.format import open_memmap
 
 from tod_clean.config import INFLUENCE_METHODS, DataColumns, ScoreConfig
-from tod_clean.data import Table, atomic_output, check_destination, frame_bytes
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches, window_batches
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
+from tod_clean.io.frames import frame_bytes
+from tod_clean.io.paths import atomic_output, check_destination
+from tod_clean.io.table import Table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
 from tod_clean.processes import Processes, current_processes

@@ -18,7 +18,6 @@ from torch import nn
 from transformers import get_scheduler
 
 from tod_clean.config import TrainConfig, resolve_model
-from tod_clean.data import STDIN, Table, atomic_output, stream_kind, write_failure
 from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import (
     TOKENIZER_FILES,
@@ -28,8 +27,11 @@ from tod_clean.encoding import (
     length_grouped_batches,
 )
 from tod_clean.errors import ConfigError, RunDirError, TodCleanError
-from tod_clean.hub import is_hub_ref
 from tod_clean.instances import Instances, instances_from_table, training_labels
+from tod_clean.io import STDIN
+from tod_clean.io.formats.hub import is_hub_ref
+from tod_clean.io.paths import atomic_output, stream_kind, write_failure
+from tod_clean.io.table import Table
 from tod_clean.lora import lora_parameters
 from tod_clean.masks import MaskMode
 from tod_clean.model import TodClassifier, hidden_size_of

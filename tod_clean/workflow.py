@@ -18,28 +18,28 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tod_clean.config import DataColumns, ScoreConfig, TrainConfig, columns_like
-from tod_clean.data import (
-    DATASET_FORMAT,
-    STDIN,
-    Table,
-    check_destination,
-    check_distinct_outputs,
+from tod_clean.errors import ConfigError
+from tod_clean.filter import FilterResult, filter_table, read_scores
+from tod_clean.io import STDIN
+from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
+from tod_clean.io.frames import (
     check_frame_folder_destination,
-    check_subset_destination,
-    check_suffix,
-    deliver,
     frame_bytes,
     frame_output_format,
-    output_format,
-    save_npy,
-    to_table,
     write_frame,
     write_frame_dataset,
+)
+from tod_clean.io.inputs import to_table
+from tod_clean.io.paths import check_destination, check_distinct_outputs, check_suffix
+from tod_clean.io.table import Table
+from tod_clean.io.writers import (
+    check_subset_destination,
+    deliver,
+    output_format,
+    save_npy,
     write_subset,
     writes_folder,
 )
-from tod_clean.errors import ConfigError
-from tod_clean.filter import FilterResult, filter_table, read_scores
 from tod_clean.processes import is_main_process
 from tod_clean.progress import Progress
 from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo

@@ -20,8 +20,8 @@ from tod_clean.cli import (
     stdin_format_for,
 )
 from tod_clean.config import ScoreConfig, TrainConfig
-from tod_clean.data import read_table
 from tod_clean.errors import OptionError
+from tod_clean.io.inputs import read_table
 from tod_clean.workflow import train_config
 
 _D = TrainConfig.__dataclass_fields__

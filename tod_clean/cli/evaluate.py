@@ -21,7 +21,9 @@ from tod_clean.cli import (
     stdin_format_for,
 )
 from tod_clean.config import columns_like
-from tod_clean.data import check_destination, check_distinct_outputs, check_suffix, deliver, read_table
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import check_destination, check_distinct_outputs, check_suffix
+from tod_clean.io.writers import deliver
 from tod_clean.rundir import RunDir
 
 

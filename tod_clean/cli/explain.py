@@ -21,7 +21,10 @@ from tod_clean.cli import (
     stdin_format_for,
 )
 from tod_clean.config import ScoreConfig, columns_like
-from tod_clean.data import check_destination, check_distinct_outputs, output_format, read_table, write_frame
+from tod_clean.io.frames import write_frame
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import check_destination, check_distinct_outputs
+from tod_clean.io.writers import output_format
 from tod_clean.processes import is_main_process
 from tod_clean.rundir import RunDir
 

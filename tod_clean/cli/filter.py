@@ -9,8 +9,8 @@ import typer
 
 from tod_clean import workflow
 from tod_clean.cli import StdinFormatOption, app, console, handle_errors, setup, stdin_format_for
-from tod_clean.data import STDIN
 from tod_clean.filter import SIGNALS
+from tod_clean.io import STDIN
 from tod_clean.rundir import RunDir
 
 BY_HELP = (

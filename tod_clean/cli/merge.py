@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from tod_clean.cli import app, console, handle_errors, setup
-from tod_clean.data import STDIN, check_destination, check_distinct_outputs, frame_output_format
 from tod_clean.errors import ConfigError
+from tod_clean.io import STDIN
+from tod_clean.io.frames import frame_output_format
+from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.rundir import SCORES, SCORES_META, RunDir
 from tod_clean.workflow import check_frame_destination, save_frame
 

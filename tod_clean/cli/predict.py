@@ -16,7 +16,7 @@ from tod_clean.cli import (
     setup,
     stdin_format_for,
 )
-from tod_clean.data import STDIN
+from tod_clean.io import STDIN
 from tod_clean.rundir import RunDir
 
 

@@ -20,8 +20,8 @@ from tod_clean.cli import (
     stdin_format_for,
 )
 from tod_clean.config import TrainConfig
-from tod_clean.data import STDIN
 from tod_clean.errors import ConfigError, OptionError
+from tod_clean.io import STDIN
 from tod_clean.processes import launched_count
 from tod_clean.rundir import RunDir, RunInfo
 

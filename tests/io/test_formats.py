@@ -17,8 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tod_clean.data import Table, read_table, subset_bytes, write_subset
 from tod_clean.errors import InputError
+from tod_clean.io.inputs import read_table
+from tod_clean.io.table import Table
+from tod_clean.io.writers import subset_bytes, write_subset
 
 BOM = b"\xef\xbb\xbf"
 

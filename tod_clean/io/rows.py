@@ -2,7 +2,8 @@
 
 A data file is not held as Python objects. Its bytes stay where they are (a file read again by position,
 or bytes already in memory: standard input, small files, in-memory data), with an index of where each
-record starts and ends (int64 arrays); Parquet files and ``save_to_disk`` folders stay Arrow. Rows are
+record starts and ends (int64 arrays); Parquet files and ``save_to_disk`` folders stay Arrow (their row
+sequences, ``ParquetRows`` and ``DatasetRows``, are in ``tod_clean.io.formats``). Rows are
 parsed when asked for, ``CHUNK`` at a time, so memory does not grow with the number of rows beyond those
 index arrays.
 
@@ -10,33 +11,26 @@ A file is re-read at each pass over it. Every pass first checks that the file is
 read (device, inode, size, modification time), and a pass over all of its bytes also checks their sha256:
 a file changed while tod-clean works is refused, never mixed into an output.
 
-Why not ``datasets.load_dataset`` for files: not speed, memory or disk. Measured with ``bench/read_paths.py``
-(BENCHMARKS.md section 11; 10^6 rows, 89 MiB of JSON Lines, 2 cores, medians of 3): read, check and tokenize
-here take 52.7 s, peak RSS 544 MiB (398 MiB anonymous), a 43.9 MiB ``tokens/``; ``load_dataset("json")`` +
-``.map(tokenize)`` take 39.4 s (36.6 s keeping only ``input_ids``), peak 717 MiB (466 MiB anonymous; the
-rest are mapped Arrow pages), 186.6 MiB of cache (107.0 MiB lean), without train's column checks (9.5 s
-of the 52.7 s here), and a second command reads its warm cache in 6.0 s against 17.3 s here (the file
-is parsed and checked again). Anonymous memory grows no faster there from 10^5 to 10^6 rows (+31 MiB,
-+53 MiB here). The reasons are the promises on files, which an Arrow table does not keep: the records'
-bytes (``Dataset.to_json`` rewrites rows: key order, spacing, raw non-ASCII as ``\\u`` escapes, ``/`` as
-``\\/``; one ``1.0`` label turns the others into ``0.0``/``1.0``, one extra column adds ``null`` to every
-other row), the place of a bad value (a list label or a number text loads as a ``Json`` column; a
-malformed line is "row 27414" of the 10 MiB block it fell in, for line 200,001) and each value's own type
-(labels ``0`` then ``"0"`` load as the integer 0). Output bytes and line numbers need the per-record
-offsets kept here in any case.
+Why not ``datasets.load_dataset`` for files: not speed, memory or disk (``bench/read_paths.py`` measures
+both; BENCHMARKS.md section 11 has the figures), but the promises on files, which an Arrow table does not
+keep: the records' bytes (``Dataset.to_json`` rewrites rows: key order, spacing, raw non-ASCII as ``\\u``
+escapes, ``/`` as ``\\/``; one ``1.0`` label turns the others into ``0.0``/``1.0``, one extra column adds
+``null`` to every other row), the place of a bad value (a list label or a number text loads as a ``Json``
+column; a malformed line is "row 27414" of the 10 MiB block it fell in, for line 200,001) and each value's
+own type (labels ``0`` then ``"0"`` load as the integer 0). Output bytes and line numbers need the
+per-record offsets kept here in any case.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import json
 import operator
 import os
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -44,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tod_clean.errors import InputError
+from tod_clean.io import STDIN
 
 BLOCK = 1 << 20  # bytes read at a time
 CHUNK = 4096  # rows parsed at a time
@@ -201,7 +196,7 @@ class FileBytes:
 Bytes = MemoryBytes | FileBytes
 
 
-def open_bytes(path: str, stdin: BinaryIO | None, *, stdin_name: str = "-") -> Bytes:
+def open_bytes(path: str, stdin: BinaryIO | None, *, stdin_name: str = STDIN) -> Bytes:
     """The bytes of ``path`` (standard input for ``stdin_name``): in memory up to ``IN_MEMORY_LIMIT``
     (and for anything but a regular file, such as a pipe), else left in the file."""
     if path == stdin_name:
@@ -271,7 +266,7 @@ def _position(index: Any, length: int) -> int:
     return position
 
 
-def _ascending(indices: np.ndarray) -> bool:
+def is_ascending(indices: np.ndarray) -> bool:
     return bool(np.all(indices[1:] >= indices[:-1]))
 
 
@@ -323,7 +318,7 @@ class Records(LazySequence):
 
     def chunks_at(self, indices: np.ndarray) -> Iterator[list[bytes]]:
         """The records at ``indices``: ascending ones in one checked pass over the file, others by position."""
-        if _ascending(indices):
+        if is_ascending(indices):
             yield from self.source.spans(self.starts[indices], self.ends[indices], verify=True)
             return
         with self.source.reader() as read:
@@ -370,7 +365,7 @@ class LazyRows(LazySequence):
         """The rows at ``indices``, in that order."""
         if not len(indices):
             return
-        if not _ascending(indices):
+        if not is_ascending(indices):
             for index in indices.tolist():
                 yield self.one(index)
             return
@@ -401,113 +396,9 @@ class LineRows(LazyRows):
             yield from self.parse(raw)
 
 
-def json_value(line: bytes, text: str) -> Any:
-    """``json.loads`` of a line as bytes (which also takes a leading UTF-8 BOM, and guesses UTF-16/32 from
-    NUL bytes), through its decoded ``text`` where that is the same and faster."""
-    if line[:3] == b"\xef\xbb\xbf" or b"\x00" in line[:4]:
-        return json.loads(line)
-    return json.loads(text)
-
-
-def parse_json_records(records: list[bytes]) -> list[dict[str, Any]]:
-    return [json_value(record, record.decode("utf-8")) for record in records]
-
-
-def delimited_parser(header: list[str], fmt: str) -> Callable[[list[bytes]], list[dict[str, Any]]]:
-    """A parser of CSV/TSV records (each one or more physical lines) into dicts keyed by ``header``."""
-
-    def parse(records: list[bytes]) -> list[dict[str, Any]]:
-        lines = (line.decode("utf-8") for record in records for line in record.splitlines(keepends=True))
-        rows = [dict(zip(header, fields, strict=True)) for fields in delimited_reader(lines, fmt)]
-        assert len(rows) == len(records)
-        return rows
-
-    return parse
-
-
-def delimited_reader(lines: Iterator[str], fmt: str) -> Any:
-    # TSV (IANA text/tab-separated-values) has no quoting: a quote is an ordinary character.
-    if fmt == "tsv":
-        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    return csv.reader(lines, delimiter=",")
-
-
-class ParquetRows(LazyRows):
-    """Rows of a Parquet file, decoded a batch at a time."""
-
-    def __init__(self, source: Bytes, row_groups: list[int]) -> None:
-        self.source = source
-        self.group_starts = np.concatenate([[0], np.cumsum(row_groups, dtype=np.int64)])
-        self.length = int(self.group_starts[-1])
-
-    def _batches(self, start: int, stop: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-        """Record batches covering rows ``start .. stop - 1`` exactly."""
-        if start >= stop:
-            return
-        first = int(np.searchsorted(self.group_starts, start, side="right")) - 1
-        last = int(np.searchsorted(self.group_starts, stop - 1, side="right")) - 1
-        with self.source.parquet() as parquet:
-            position = int(self.group_starts[first])
-            groups = list(range(first, last + 1))
-            for batch in parquet.iter_batches(batch_size=CHUNK, row_groups=groups, columns=columns):
-                end = position + batch.num_rows
-                if end > start and position < stop:
-                    yield batch.slice(max(start - position, 0), min(stop, end) - max(start, position))
-                position = end
-
-    def chunks(self, start: int, stop: int) -> Iterator[list[dict[str, Any]]]:
-        for batch in self._batches(start, stop, None):
-            yield batch.to_pylist()
-
-    def values(self, name: str, start: int, stop: int) -> Iterator[Any]:
-        for batch in self._batches(start, stop, [name]):
-            yield from batch.column(0).to_pylist()
-
-    def write(self, indices: np.ndarray, handle: BinaryIO) -> None:
-        """The rows at ``indices`` (in that order) as a Parquet file, with the schema of this one."""
-        with self.source.parquet() as parquet:
-            writer = pq.ParquetWriter(handle, parquet.schema_arrow)
-            if not _ascending(indices):
-                writer.write_table(parquet.read().take(pa.array(indices)))
-            else:
-                pending: list[pa.RecordBatch] = []
-                position, j = 0, 0
-                for batch in parquet.iter_batches(batch_size=CHUNK):
-                    end = position + batch.num_rows
-                    k = int(np.searchsorted(indices, end))
-                    if k > j:
-                        pending.append(batch.take(pa.array(indices[j:k] - position)))
-                        j = k
-                    position = end
-                    if sum(b.num_rows for b in pending) >= 16 * CHUNK:
-                        writer.write_table(pa.Table.from_batches(pending, parquet.schema_arrow))
-                        pending = []
-                if pending:
-                    writer.write_table(pa.Table.from_batches(pending, parquet.schema_arrow))
-            writer.close()
-        self.source.verify()
-
-
-class DatasetRows(LazyRows):
-    """Rows of a ``datasets.Dataset`` (memory-mapped Arrow), with ``ClassLabel`` codes as their names
-    (-1, no label: None)."""
-
-    def __init__(self, dataset: Any) -> None:
-        from datasets import ClassLabel
-
-        self.dataset, self.length = dataset, dataset.num_rows
-        self.class_labels = {
-            name: feature for name, feature in dataset.features.items() if isinstance(feature, ClassLabel)
-        }
-
-    def _named(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for name, feature in self.class_labels.items():
-            for row in rows:
-                code = row[name]
-                row[name] = None if code is None or code < 0 else feature.int2str(code)
-        return rows
-
-    def chunks(self, start: int, stop: int) -> Iterator[list[dict[str, Any]]]:
-        for first in range(start, stop, CHUNK):
-            # rows as Dataset.to_list gives them (Arrow values, whatever format the Dataset has)
-            yield self._named(self.dataset.select(range(first, min(stop, first + CHUNK))).to_list())
+def sha256_of_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

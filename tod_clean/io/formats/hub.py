@@ -1,4 +1,5 @@
-"""Hugging Face hub datasets already in the local ``datasets`` cache, named ``hf:NAME[/CONFIG]``.
+"""Hugging Face hub datasets already in the local ``datasets`` cache, named ``hf:NAME[/CONFIG]``, and their
+reader (a ``DatasetSource``).
 
 tod-clean never downloads. A hub dataset loaded once with ``datasets.load_dataset`` is prepared in the
 ``datasets`` cache as Arrow files under ``<cache>/<namespace>___<name>/<config>/<version>/<hash>/``
@@ -11,6 +12,17 @@ read when the data is read (not when ``datasets`` was imported).
 ``hf:NAMESPACE/NAME/CONFIG`` (``nyu-mll/glue/sst2``). Two parts are a namespaced dataset when the cache holds
 one by that name, otherwise a dataset and its configuration. Without a configuration, the dataset's only
 cached one is used.
+
+Why the cache layout is found here and not by ``datasets`` (evaluated against datasets 5.2): it offers no
+public offline way to locate a cached dataset that keeps what tod-clean promises. ``load_dataset`` in
+offline mode does fall back to the ``Cache`` builder used here, but offline mode and the cache folder
+(``datasets.config.HF_HUB_OFFLINE``, ``HF_DATASETS_CACHE``) are fixed when ``datasets`` is imported, so
+one read cannot be made offline, nor follow the environment as it is now, without setting private
+configuration; its errors ("Couldn't find cache for ...") name neither the cached configurations nor the
+``hf:`` reference to write. ``Cache`` given no hash finds the latest preparation through the private
+``_find_hash_in_cache``, which also opens unfinished ``*.incomplete`` folders and logs a warning, and
+neither can tell ``hf:NAMESPACE/NAME`` from ``hf:NAME/CONFIG``. So the folder is located here (the layout
+above, as ``_find_hash_in_cache`` reads it) and only the reading is left to ``Cache``.
 """
 
 from __future__ import annotations
@@ -23,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from tod_clean.errors import InputError
+from tod_clean.io.formats.base import DatasetSource
+from tod_clean.io.formats.dataset_dir import DATASET_FORMAT, DatasetRows, arrow_sha256
+from tod_clean.io.table import Table
 
 PREFIX = "hf:"
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -198,3 +213,33 @@ def load_split(cached: CachedDataset, split: str) -> tuple[Any, list[Path]]:
         ) from None
     files = [Path(entry["filename"]) for entry in dataset.cache_files]
     return dataset, files
+
+
+def read_hub_dataset(ref: str, split: str | None = None) -> Table:
+    """A hub dataset in the local Hugging Face cache (``hf:NAME[/CONFIG]``, see the module docstring) as a
+    Table (format ``dataset``), read offline; refused with one line when it is not cached.
+
+    A dataset with several splits needs ``split``. ``ClassLabel`` columns hold label names. ``sha256`` is a
+    hash of the split's Arrow files in the cache; ``ref`` names the configuration read (``hf:REPO/CONFIG``),
+    so a run finds the same rows again even when another configuration is cached later.
+    """
+    cached = locate(ref)
+    split = choose_split(cached, split, ref)
+    dataset, files = load_split(cached, split)
+    source = f"{ref} (split {split})"
+    if dataset.num_rows == 0:
+        raise InputError(f"{source}: the dataset holds no rows")
+    sha = arrow_sha256(files)
+    return Table(
+        source,
+        DATASET_FORMAT,
+        list(dataset.column_names),
+        DatasetRows(dataset),
+        sha,
+        dataset=dataset,
+        split=split,
+        ref=cached.ref,
+    )
+
+
+HUB = DatasetSource("hf: dataset", is_hub_ref, read_hub_dataset)

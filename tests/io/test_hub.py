@@ -18,9 +18,10 @@ import pytest
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, ok, user_error
-from tod_clean.data import is_dataset_dir, read_table
 from tod_clean.errors import InputError
-from tod_clean.hub import datasets_cache
+from tod_clean.io.formats.dataset_dir import is_dataset_dir
+from tod_clean.io.formats.hub import datasets_cache
+from tod_clean.io.inputs import read_table
 from tod_clean.rundir import RunDir
 
 datasets = pytest.importorskip("datasets")

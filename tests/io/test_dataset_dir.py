@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from tests.conftest import make_rows
 from tod_clean.cli import app
-from tod_clean.data import FRAME_MARKER, frame_output_format, is_dataset_dir, read_table
 from tod_clean.errors import InputError
 from tod_clean.filter import SCORES_ORIGIN, read_scores
+from tod_clean.io.formats.dataset_dir import is_dataset_dir
+from tod_clean.io.frames import FRAME_MARKER, frame_output_format
+from tod_clean.io.inputs import read_table
 from tod_clean.rundir import RunDir
 
 datasets = pytest.importorskip("datasets")

@@ -25,11 +25,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tod_clean.data as data_module
-import tod_clean.rows as rows_module
-from tod_clean.data import Table, check_ids, check_labels, check_texts, read_table, subset_bytes, write_subset
+import tod_clean.io.columns as columns_module
+import tod_clean.io.formats.dataset_dir as dataset_dir_module
+import tod_clean.io.formats.parquet as parquet_module
+import tod_clean.io.rows as rows_module
 from tod_clean.errors import InputError
-from tod_clean.rows import FileBytes, LineRows, MemoryBytes, ParquetRows
+from tod_clean.io.columns import check_ids, check_labels, check_texts
+from tod_clean.io.formats.parquet import ParquetRows
+from tod_clean.io.inputs import read_table
+from tod_clean.io.rows import FileBytes, LineRows, MemoryBytes
+from tod_clean.io.table import Table
+from tod_clean.io.writers import subset_bytes, write_subset
 
 
 @contextmanager
@@ -39,7 +45,8 @@ def streaming(block: int = 5, chunk: int = 3) -> Iterator[None]:
         patch.setattr(rows_module, "IN_MEMORY_LIMIT", -1)
         patch.setattr(rows_module, "BLOCK", block)
         patch.setattr(rows_module, "CHUNK", chunk)
-        patch.setattr(data_module, "CHUNK", chunk)
+        for module in (parquet_module, dataset_dir_module, columns_module):
+            patch.setattr(module, "CHUNK", chunk)
         yield
 
 
@@ -299,7 +306,7 @@ def test_duplicate_ids_even_when_every_hash_collides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ids: list[str], message: str | None, collide: bool
 ) -> None:
     if collide:
-        monkeypatch.setattr(data_module, "hash", lambda value: 7, raising=False)
+        monkeypatch.setattr(columns_module, "hash", lambda value: 7, raising=False)
     path = tmp_path / "t.csv"
     path.write_text("id,text\n" + "".join(f"{i},t{n}\n" for n, i in enumerate(ids)), encoding="utf-8")
     table = read_table(str(path))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,20 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_rows
-from tod_clean.config import DataColumns
-from tod_clean.data import (
-    atomic_output,
-    check_ids,
-    check_labels,
-    check_texts,
-    format_of,
-    read_table,
-    subset_bytes,
-    write_frame,
-    write_subset,
-)
 from tod_clean.errors import InputError
-from tod_clean.instances import instances_from_table
+from tod_clean.io.formats import format_of
+from tod_clean.io.frames import write_frame
+from tod_clean.io.inputs import read_table
+from tod_clean.io.writers import subset_bytes, write_subset
 
 FORMATS = ["jsonl", "json", "csv", "tsv", "parquet"]
 
@@ -308,122 +297,3 @@ def test_unsupported_extension(tmp_path: Path, name: str) -> None:
         read_table(str(path))
     with pytest.raises(InputError, match="unsupported file type"):
         format_of(name)
-
-
-def test_missing_column_lists_columns_found(data_file: Callable[..., Path]) -> None:
-    table = read_table(str(data_file("train.csv")))
-    with pytest.raises(InputError, match=r"column 'sentence' not found; columns found: id, text, label"):
-        instances_from_table(table, DataColumns(text_col="sentence"), ["negative", "positive"])
-    with pytest.raises(InputError, match=r"column 'y' not found; columns found: id, text, label"):
-        instances_from_table(table, DataColumns(label_col="y"), ["negative", "positive"])
-    with pytest.raises(InputError, match=r"column 'key' not found"):
-        instances_from_table(table, DataColumns(id_col="key"), ["negative", "positive"])
-
-
-def test_empty_text_names_row_line_and_column(tmp_path: Path) -> None:
-    path = tmp_path / "train.csv"
-    path.write_text('text,label\nfine,x\n"   ",y\n', encoding="utf-8")
-    table = read_table(str(path))
-    with pytest.raises(InputError, match=r"train\.csv: row 1 \(line 3\), column 'text': empty text"):
-        check_texts(table, "text")
-
-
-@pytest.mark.parametrize(
-    ("value", "shown"), [(5, "int 5"), (None, "missing"), (["a"], "list"), (True, "bool")]
-)
-def test_non_string_text(tmp_path: Path, value: object, shown: str) -> None:
-    path = tmp_path / "train.jsonl"
-    rows = [{"text": "ok", "label": "x"}, {"text": value, "label": "y"}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(InputError, match=rf"row 1 \(line 2\), column 'text': expected text, found {shown}"):
-        check_texts(read_table(str(path)), "text")
-
-
-@pytest.mark.parametrize("value", [None, "", "  ", 1.5, True, [1], float("nan")])
-def test_bad_label(tmp_path: Path, value: object) -> None:
-    path = tmp_path / "train.json"
-    path.write_text(
-        json.dumps([{"text": "a", "label": "x"}, {"text": "b", "label": value}]), encoding="utf-8"
-    )
-    with pytest.raises(InputError, match=r"train\.json: row 1, column 'label': expected a class label"):
-        check_labels(read_table(str(path)), "label")
-
-
-def test_missing_label_key_in_json_lines(tmp_path: Path) -> None:
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"row 1 \(line 2\), column 'label': expected a class label .*None"):
-        check_labels(read_table(str(path)), "label")
-
-
-def test_labels_int_and_text_forms_match(tmp_path: Path) -> None:
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n{"text": "c", "label": "1"}\n')
-    assert check_labels(read_table(str(path)), "label") == ["1", "1", "1"]
-
-
-@pytest.mark.parametrize(
-    ("ids", "message"),
-    [
-        (["a", "b", "a"], r"row 2 \(line 4\), column 'id': duplicate id 'a' \(also at row 0\)"),
-        (["1", "2", ""], r"row 2 \(line 4\), column 'id': missing id"),
-    ],
-)
-def test_bad_ids(tmp_path: Path, ids: list[str], message: str) -> None:
-    path = tmp_path / "train.csv"
-    path.write_text("id,text,label\n" + "".join(f"{i},t{n},x\n" for n, i in enumerate(ids)), encoding="utf-8")
-    with pytest.raises(InputError, match=message):
-        check_ids(read_table(str(path)), "id")
-
-
-def test_duplicate_ids_across_int_and_text(tmp_path: Path) -> None:
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"id": 1, "text": "a", "label": "x"}\n{"id": "1", "text": "b", "label": "y"}\n')
-    with pytest.raises(InputError, match="duplicate id '1'"):
-        check_ids(read_table(str(path)), "id")
-
-
-# ---- atomic output ------------------------------------------------------------------------------------
-
-
-def test_atomic_output_leaves_nothing_when_the_block_raises(tmp_path: Path) -> None:
-    dest = tmp_path / "out.csv"
-    with pytest.raises(RuntimeError), atomic_output(dest) as tmp:
-        tmp.write_text("partial")
-        raise RuntimeError("boom")
-    assert not dest.exists()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_output_keeps_the_old_file_when_the_block_raises(tmp_path: Path) -> None:
-    dest = tmp_path / "out.csv"
-    dest.write_text("old")
-    with pytest.raises(KeyboardInterrupt), atomic_output(dest) as tmp:
-        tmp.write_text("new, partial")
-        raise KeyboardInterrupt
-    assert dest.read_text() == "old"
-    assert list(tmp_path.iterdir()) == [dest]
-
-
-def test_atomic_output_writes_on_success(tmp_path: Path) -> None:
-    dest = tmp_path / "out.csv"
-    with atomic_output(dest) as tmp:
-        assert tmp.parent == tmp_path and tmp != dest
-        tmp.write_text("done")
-    assert dest.read_text() == "done"
-    assert list(tmp_path.iterdir()) == [dest]
-
-
-def test_atomic_output_into_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="does not exist"), atomic_output(tmp_path / "no" / "out.csv"):
-        pass
-
-
-def test_atomic_output_file_has_default_permissions(tmp_path: Path) -> None:
-    """Written files get the usual 0666 & ~umask mode, like any tool's output (mkstemp makes them 0600)."""
-    dest = tmp_path / "out.csv"
-    with atomic_output(dest) as tmp:
-        tmp.write_text("x")
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(dest.stat().st_mode) == 0o666 & ~umask
