@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from tod_clean.errors import ConfigError, OptionError
-from tod_clean.lora import LoraSettings
 from tod_clean.masks import MASK_SCHEME, MASK_SCHEMES
-from tod_clean.model import Scope
+from tod_clean.modeling.classifier import Scope
+from tod_clean.scopes.adapters import LoraSettings
 
 
 def default_model_path() -> str:

@@ -45,7 +45,7 @@ from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
-from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
+from tod_clean.modeling.classifier import HEAD_SITE, Scope, TodClassifier, hidden_size_of
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo

@@ -27,7 +27,7 @@ from tests.test_cli import invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.model import (
+from tod_clean.modeling.classifier import (
     FFN_SITE_BASE,
     HEAD_SITE,
     LAYER_SITE_BASE,

@@ -21,7 +21,7 @@ from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_encoder,
 from tod_clean.config import TrainConfig
 from tod_clean.data import read_table
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.model import FFN_SITE_BASE, HEAD_SITE, LORA_SITE_BASE, TodClassifier
+from tod_clean.modeling.classifier import FFN_SITE_BASE, HEAD_SITE, LORA_SITE_BASE, TodClassifier
 from tod_clean.rundir import RunDir, build_classifier
 from tod_clean.train import log_priors, make_optimizer, set_trainable, train
 

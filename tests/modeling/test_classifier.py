@@ -9,7 +9,7 @@ from torch import nn
 from tests.conftest import ARCHITECTURES, random_batch, tiny_encoder
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.model import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, Scope, TodClassifier
+from tod_clean.modeling.classifier import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, Scope, TodClassifier
 
 HIDDEN = 32
 INTERMEDIATE = 37

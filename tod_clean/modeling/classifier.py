@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from tod_clean.errors import ConfigError, OptionError
-from tod_clean.lora import LoraSettings, add_lora_adapters, lora_parameters
 from tod_clean.masks import MASK_SCHEME, MaskMode, apply_mask, instance_masks
+from tod_clean.scopes.adapters import LoraSettings, add_lora_adapters, lora_parameters
 
 HEAD_SITE = 0
 LAYER_SITE_BASE = 1000
