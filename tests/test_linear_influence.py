@@ -239,7 +239,7 @@ def test_gates_leave_the_network_unchanged(
 
 
 def test_auto_method() -> None:
-    from tod_clean.modeling.classifier import Scope
+    from tod_clean.scopes import Scope
 
     assert resolve_influence_method(Scope.parse("head"), 0.5, "auto") == "exact"
     assert resolve_influence_method(Scope.parse("layers:2"), 0.5, "auto") == "exact"  # measured: < 0.9

@@ -31,7 +31,7 @@ from tod_clean.errors import ConfigError, RunDirError, TodCleanError
 from tod_clean.hub import is_hub_ref
 from tod_clean.instances import Instances, instances_from_table, training_labels
 from tod_clean.masks import MaskMode
-from tod_clean.modeling.classifier import TodClassifier, hidden_size_of
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import (
@@ -49,6 +49,7 @@ from tod_clean.rundir import (
     write_json,
 )
 from tod_clean.scopes.adapters import lora_parameters
+from tod_clean.scopes.architecture import hidden_size_of
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from torch import nn
 from tests.conftest import ARCHITECTURES, random_batch, tiny_encoder
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.modeling.classifier import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, Scope, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.scopes import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, Scope
 
 HIDDEN = 32
 INTERMEDIATE = 37
@@ -95,11 +96,11 @@ def ffn_input_rows(layer: nn.Module) -> tuple[nn.Linear, int]:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("none", Scope("none", 0)),
-        ("head", Scope("head", 0)),
-        ("layers:1", Scope("layers", 1)),
-        ("ffn:2", Scope("ffn", 2)),
-        (" layers:3 ", Scope("layers", 3)),
+        ("none", Scope.of("none", 0)),
+        ("head", Scope.of("head", 0)),
+        ("layers:1", Scope.of("layers", 1)),
+        ("ffn:2", Scope.of("ffn", 2)),
+        (" layers:3 ", Scope.of("layers", 3)),
     ],
 )
 def test_scope_parse_accepts(text: str, expected: Scope) -> None:
@@ -285,7 +286,7 @@ def test_hidden_units_get_exactly_zero_gradient(arch: str, scope: str) -> None:
             elif kind == "layers" and arch in PRE_NORM:
                 # A LayerNorm reads the masked layer output (the next layer's, or the final norm) and
                 # re-centres every dimension, so the weights after it are not separated by unit; the
-                # masked output itself passes nothing on (tests/test_architectures.py checks the site).
+                # masked output itself passes nothing on (tests/scopes/test_architecture.py checks the site).
                 assert not model.last_layer_is_output
             elif kind == "layers":
                 hidden = hidden_units(key, LAYER_SITE_BASE + index, HIDDEN)
