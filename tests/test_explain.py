@@ -19,7 +19,8 @@ from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa
 from tod_clean.encoding import encode_texts
 from tod_clean.explain import top_influences
 from tod_clean.masks import key_from_id
-from tod_clean.model import Scope, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.scopes import Scope
 from tod_clean.score import influence
 
 TRAIN = [f"training text number {i} is {'good' if i % 3 else 'bad'}" for i in range(11)]

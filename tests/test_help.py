@@ -48,7 +48,7 @@ def test_usage_error_points_to_a_help_that_works() -> None:
 
 
 def test_train_help_names_every_scope() -> None:
-    from tod_clean.model import SCOPE_KINDS
+    from tod_clean.scopes import SCOPE_KINDS
 
     text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
     for kind in SCOPE_KINDS:

@@ -28,7 +28,7 @@ from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, apply_mask, instance_masks
-from tod_clean.model import TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.rundir import build_classifier
 from tod_clean.score import influence, linear_influence_blocks, resolve_influence_method
 
@@ -239,7 +239,7 @@ def test_gates_leave_the_network_unchanged(
 
 
 def test_auto_method() -> None:
-    from tod_clean.model import Scope
+    from tod_clean.scopes import Scope
 
     assert resolve_influence_method(Scope.parse("head"), 0.5, "auto") == "exact"
     assert resolve_influence_method(Scope.parse("layers:2"), 0.5, "auto") == "exact"  # measured: < 0.9

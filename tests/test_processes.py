@@ -30,9 +30,10 @@ from tod_clean.config import DataColumns, TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode
-from tod_clean.model import Scope, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes, local_rows
 from tod_clean.rundir import RunDir
+from tod_clean.scopes import Scope
 from tod_clean.train import share_of_loss
 
 REPO = Path(__file__).resolve().parents[1]

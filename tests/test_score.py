@@ -16,7 +16,8 @@ from tests.conftest import NEGATIVE, POSITIVE
 from tod_clean.encoding import EncodedRows, encode_texts
 from tod_clean.filter import worst_first
 from tod_clean.masks import MaskMode, key_from_id
-from tod_clean.model import Scope, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.scopes import Scope
 from tod_clean.score import SelfScores, influence, scores_frame, self_scores
 
 NUM_LABELS = 3
@@ -405,7 +406,7 @@ def reference_head_influence(
     masked sub-network, then cross-entropy), and the largest logit size of each pair (float32 rounding of
     logits that size is the precision any float32 computation can reach)."""
     from tod_clean.masks import instance_masks
-    from tod_clean.model import HEAD_SITE
+    from tod_clean.scopes import HEAD_SITE
 
     masks = instance_masks(mask_seed, keys, HEAD_SITE, weight.shape[1], keep_prob).double()  # [N, D]
     f, w, b = features.double(), weight.double(), bias.double()

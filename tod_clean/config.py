@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tod_clean.errors import ConfigError, OptionError
-from tod_clean.lora import LoraSettings
 from tod_clean.masks import MASK_SCHEME, MASK_SCHEMES
-from tod_clean.model import Scope
+from tod_clean.scopes import LoraSettings, Scope
 
 
 def default_model_path() -> str:
@@ -174,12 +173,11 @@ class TrainConfig:
             raise OptionError("head_dim", f"must be a positive integer, got {self.head_dim}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise OptionError("precision", f"must be fp32, bf16 or auto, got {self.precision!r}")
-        kind = scope.kind
         if self.freeze not in FREEZE_MODES:
             raise OptionError("freeze", f"must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
-        if self.freeze == "below" and kind not in ("layers", "ffn"):
+        if self.freeze == "below" and not scope.freeze_below:
             raise OptionError("freeze", "below needs a layers:K or ffn:K scope")
-        if self.freeze == "unmasked" and kind not in ("head", "ffn"):
+        if self.freeze == "unmasked" and not scope.freeze_unmasked:
             raise OptionError(
                 "freeze",
                 "unmasked needs the head or an ffn:K scope (the lora scope always trains only its "

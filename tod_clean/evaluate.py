@@ -13,7 +13,7 @@ from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.io.table import Table
-from tod_clean.model import TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import RunDir, RunInfo
 

@@ -25,7 +25,7 @@ from tod_clean.errors import ConfigError, InputError
 from tod_clean.evaluate import FullNetwork
 from tod_clean.instances import instances_from_table
 from tod_clean.io.table import Table
-from tod_clean.model import TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import Progress
 from tod_clean.rundir import RunDir

@@ -45,7 +45,8 @@ from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.io.formats import FORMATS
 from tod_clean.io.paths import atomic_output, check_distinct_outputs, stream_kind
-from tod_clean.model import Scope, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.scopes import Scope
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

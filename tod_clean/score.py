@@ -47,10 +47,12 @@ from tod_clean.io.frames import frame_bytes
 from tod_clean.io.paths import atomic_output, check_destination
 from tod_clean.io.table import Table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
-from tod_clean.model import HEAD_SITE, Scope, TodClassifier, hidden_size_of
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
+from tod_clean.scopes import HEAD_SITE, Scope
+from tod_clean.scopes.architecture import hidden_size_of
 from tod_clean.shard import SHARD_KEY, Shard, shard_record
 
 
@@ -226,7 +228,7 @@ def influence_blocks(
             progress=progress,
             processes=processes,
         )
-    elif model.scope.kind == "head":
+    elif model.scope.head_only:
 
         def features_of(rows: np.ndarray) -> torch.Tensor:
             subset = val_encoded.subset(rows)
@@ -828,15 +830,8 @@ def _pair_blocks(
 
 # ---- the linearized path: gate gradients of the validation rows, then one product per block ---------
 
-# Scope kinds that ``auto`` computes linearly, at keep probability 0.5 only. The head scope always gets
-# ``exact``: its exact path is already a GEMM. At p = 0.5 the exposed and hidden multipliers average to 1
-# for every unit (m/p + (1-m)/(1-p) = 2), so the expansion at gamma = 1 is the midpoint rule and the
-# second-order terms cancel; other keep probabilities were not measured. Measured by
-# bench/linear_influence.py (BENCHMARKS.md, "Linearized influence for deep scopes"; 300 rt_polarity rows
-# x 30 amazon_electronics rows, MiniLM-L6, 2 epochs), Spearman of the mean influence against the exact
-# path (target >= 0.9): ffn:2 0.954, lora 1.000 -> linear; layers:2 0.849 -> exact (a whole layer's
-# output at half width moves the loss too far from linear).
-AUTO_LINEAR_KINDS = frozenset({"ffn", "lora"})
+# ``auto`` computes linearly the scopes whose ``linear_by_default`` says so, at this keep probability only
+# (see ``Scope.linear_by_default``).
 AUTO_LINEAR_KEEP_PROB = 0.5
 
 
@@ -847,7 +842,7 @@ def resolve_influence_method(scope: Scope, keep_prob: float, method: str) -> str
         raise ConfigError(f"influence method must be one of {', '.join(INFLUENCE_METHODS)}, got {method!r}")
     if method != "auto":
         return method
-    measured = scope.kind in AUTO_LINEAR_KINDS and abs(keep_prob - AUTO_LINEAR_KEEP_PROB) < 1e-9
+    measured = scope.linear_by_default and abs(keep_prob - AUTO_LINEAR_KEEP_PROB) < 1e-9
     return "linear" if measured else "exact"
 
 

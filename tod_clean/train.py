@@ -32,9 +32,8 @@ from tod_clean.io import STDIN
 from tod_clean.io.formats.hub import is_hub_ref
 from tod_clean.io.paths import atomic_output, stream_kind, write_failure
 from tod_clean.io.table import Table
-from tod_clean.lora import lora_parameters
 from tod_clean.masks import MaskMode
-from tod_clean.model import TodClassifier, hidden_size_of
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.rundir import (
@@ -51,6 +50,8 @@ from tod_clean.rundir import (
     stdin_copy_name,
     write_json,
 )
+from tod_clean.scopes.adapters import lora_parameters
+from tod_clean.scopes.architecture import hidden_size_of
 
 log = logging.getLogger(__name__)
 

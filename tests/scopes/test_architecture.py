@@ -27,15 +27,10 @@ from tests.test_cli import invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.model import (
-    FFN_SITE_BASE,
-    HEAD_SITE,
-    LAYER_SITE_BASE,
-    LORA_SITE_BASE,
-    TodClassifier,
-    find_layer_list,
-)
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.rundir import build_classifier
+from tod_clean.scopes import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, LORA_SITE_BASE
+from tod_clean.scopes.architecture import find_layer_list
 from tod_clean.train import load_pretrained
 
 KEYS = torch.tensor([987654321, -5])
@@ -103,8 +98,8 @@ def _expected_sites(model: TodClassifier) -> set[int]:
     if model.scope.kind == "ffn":
         sites |= {FFN_SITE_BASE + index for index in model.masked_layers}
     if model.scope.kind == "lora":
-        sites |= {LORA_SITE_BASE + index for index in range(len(model._rank_units))}
-        assert len(model._rank_units) >= 4 * model.num_layers  # attention and feed-forward linears
+        sites |= {LORA_SITE_BASE + index for index in range(len(model.rank_units))}
+        assert len(model.rank_units) >= 4 * model.num_layers  # attention and feed-forward linears
     return sites
 
 
@@ -116,7 +111,7 @@ def test_every_mask_site_passes_nothing_from_the_units_an_instance_hides(arch: s
     model = build_classifier(tiny_encoder(arch, dropout=0.0), config, 3)
     _randomise_lora_b(model)
     seen: dict[int, torch.Tensor] = {}
-    mask = model._mask
+    mask = model.mask
 
     def record(x: torch.Tensor, site: int) -> torch.Tensor:
         assert site not in seen, f"site {site} masked twice in one pass"
@@ -125,7 +120,7 @@ def test_every_mask_site_passes_nothing_from_the_units_an_instance_hides(arch: s
         seen[site] = x
         return mask(x, site)
 
-    model._mask = record  # type: ignore[method-assign]
+    model.mask = record  # type: ignore[method-assign]
     model.train()  # dropout 0: deterministic
     logits = model(random_batch(2, 9), KEYS, MaskMode.EXPOSED)
     nn.functional.cross_entropy(logits, torch.tensor([2, 0])).backward()

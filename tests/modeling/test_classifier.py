@@ -9,7 +9,8 @@ from torch import nn
 from tests.conftest import ARCHITECTURES, random_batch, tiny_encoder
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.model import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, Scope, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.scopes import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, Scope
 
 HIDDEN = 32
 INTERMEDIATE = 37
@@ -89,51 +90,7 @@ def ffn_input_rows(layer: nn.Module) -> tuple[nn.Linear, int]:
     raise AssertionError("no feed-forward input projection")
 
 
-# ---- scope parsing ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("none", Scope("none", 0)),
-        ("head", Scope("head", 0)),
-        ("layers:1", Scope("layers", 1)),
-        ("ffn:2", Scope("ffn", 2)),
-        (" layers:3 ", Scope("layers", 3)),
-    ],
-)
-def test_scope_parse_accepts(text: str, expected: Scope) -> None:
-    scope = Scope.parse(text)
-    assert scope == expected
-    assert Scope.parse(str(scope)) == scope
-    assert scope.masked == (expected.kind != "none")
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("layers:0", "positive number"),
-        ("foo", "is not one of"),
-        ("head:2", "takes no layer count"),
-        ("none:1", "takes no layer count"),
-        ("layers", "positive number"),
-        ("ffn:", "positive number"),
-        ("layers:-1", "positive number"),
-        ("ffn:x", "positive number"),
-        ("", "is not one of"),
-    ],
-)
-def test_scope_parse_rejects(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        Scope.parse(text)
-
-
-@pytest.mark.parametrize("text", ["layers:\u00b2", "ffn:\u00b3"])
-def test_scope_parse_rejects_unicode_digits_with_config_error(text: str) -> None:
-    # '²'.isdigit() is True but int('²') fails: a typo must give the one-line ConfigError,
-    # not a ValueError with a traceback
-    with pytest.raises(ConfigError):
-        Scope.parse(text)
+# ---- scope depth ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scope", ["layers:9", "ffn:3"])
@@ -142,50 +99,7 @@ def test_scope_deeper_than_the_encoder_is_refused(scope: str) -> None:
         build("bert", scope)
 
 
-# ---- split forward == forward ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_split_forward_equals_forward(arch: str) -> None:
-    batch = random_batch(4, 9)
-    keys = torch.tensor([0, -7, 2**40 + 1, 12345])
-    for scope in SCOPES:
-        model = build(arch, scope).eval()
-        with torch.no_grad():
-            outputs = {}
-            for mode in MaskMode:
-                direct = model(batch, keys, mode)
-                split = model.forward_upper(model.encode_lower(batch), batch, keys, mode)
-                assert direct.shape == (4, 3) and direct.dtype == torch.float32
-                torch.testing.assert_close(split, direct, rtol=1e-5, atol=1e-6, msg=f"{arch} {scope} {mode}")
-                outputs[mode] = direct
-            full_without_keys = model(batch)
-        torch.testing.assert_close(outputs[MaskMode.FULL], full_without_keys, rtol=0, atol=0)
-        if scope == "none":
-            assert torch.equal(outputs[MaskMode.EXPOSED], outputs[MaskMode.FULL])
-            assert torch.equal(outputs[MaskMode.HIDDEN], outputs[MaskMode.FULL])
-        else:
-            for row in range(4):  # every row's sub-networks differ from each other and from the full one
-                assert not torch.allclose(outputs[MaskMode.EXPOSED][row], outputs[MaskMode.HIDDEN][row])
-                assert not torch.allclose(outputs[MaskMode.EXPOSED][row], outputs[MaskMode.FULL][row])
-
-
-@pytest.mark.parametrize("arch", ["bert", "deberta-v2"])
-@pytest.mark.parametrize("scope", ["head", "layers:1", "layers:2", "ffn:1"])
-def test_forward_upper_with_shared_instances_matches_expanded_keys(arch: str, scope: str) -> None:
-    """``rows`` maps pair rows to a few distinct keys: the same as passing each row its key."""
-    model = build(arch, scope).eval()
-    batch = random_batch(3, 7, seed=5)
-    keys = torch.tensor([11, -3])
-    rows = torch.arange(2).repeat_interleave(3)  # instance 0 for rows 0-2, instance 1 for rows 3-5
-    paired = {name: value.repeat(2, 1) for name, value in batch.items()}
-    with torch.no_grad():
-        lower = model.encode_lower(batch)
-        pair_lower = lower.repeat(2, *([1] * (lower.dim() - 1)))
-        for mode in (MaskMode.EXPOSED, MaskMode.HIDDEN):
-            shared = model.forward_upper(pair_lower, paired, keys, mode, rows)
-            expanded = model(paired, keys[rows], mode)
-            torch.testing.assert_close(shared, expanded, rtol=1e-5, atol=1e-6)
+# ---- masking state ----------------------------------------------------------------------------------
 
 
 def test_instance_mask_depends_on_key_only_not_on_batch_neighbours() -> None:
@@ -285,7 +199,7 @@ def test_hidden_units_get_exactly_zero_gradient(arch: str, scope: str) -> None:
             elif kind == "layers" and arch in PRE_NORM:
                 # A LayerNorm reads the masked layer output (the next layer's, or the final norm) and
                 # re-centres every dimension, so the weights after it are not separated by unit; the
-                # masked output itself passes nothing on (tests/test_architectures.py checks the site).
+                # masked output itself passes nothing on (tests/scopes/test_architecture.py checks the site).
                 assert not model.last_layer_is_output
             elif kind == "layers":
                 hidden = hidden_units(key, LAYER_SITE_BASE + index, HIDDEN)

@@ -1,12 +1,8 @@
-"""LoRA adapters on the encoder's layers, added with peft, whose rank units carry instance masks.
+"""LoRA adapters on the encoder's layers, added with peft (the ``lora`` and ``lora-plain`` scopes).
 
-In the ``lora`` scope the pre-trained encoder is frozen and every linear layer inside its transformer
-blocks (attention and feed-forward, or the ones named by ``targets``) gets a rank-``r`` LoRA adapter
-``W x + B (A x) * alpha / r``. Rank unit j of an adapter is row j of ``A`` and column j of ``B``: the
-``r``-dimensional bottleneck ``A x`` is where the instance mask sits (one mask per row of the batch, shared
-by all its tokens). An instance that hides unit j multiplies that unit's output by 0, so row j of ``A`` and
-column j of ``B`` get exactly zero gradient from it. With the head's units masked the same way and every
-other parameter frozen, no trainable parameter learns a row through that row's hidden sub-network.
+Every linear layer inside the encoder's transformer blocks (attention and feed-forward, or the ones named
+by ``targets``) gets a rank-``r`` adapter ``W x + B (A x) * alpha / r``; ``add_lora_adapters`` returns
+each adapter's ``A``, whose outputs are the rank units the ``lora`` scope masks (lora.py).
 
 peft does the adapter bookkeeping (``inject_adapter_in_model`` replaces the target ``nn.Linear`` modules in
 place, so the encoder stays a plain Hugging Face model and its state-dict names stay readable).
@@ -15,25 +11,19 @@ place, so the encoder stays a plain Hugging Face model and its state-dict names 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from tod_clean.errors import ConfigError
 
+if TYPE_CHECKING:
+    from tod_clean.scopes.lora import LoraSettings
+
 ADAPTER = "default"
 # Linears that read only DeBERTa's relative-position embeddings (share_att_key=False), which are shared by
 # every row of a batch, so no row's instance mask can apply to them: they get no adapter.
 SHARED_INPUT_LINEARS = ("pos_key_proj", "pos_query_proj")
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """Rank, scaling numerator and target module names (suffixes; empty = every linear in each layer)."""
-
-    rank: int
-    alpha: float
-    targets: tuple[str, ...] = ()
 
 
 def target_module_names(encoder: nn.Module, layers: nn.ModuleList, targets: Sequence[str] = ()) -> list[str]:

@@ -21,8 +21,9 @@ from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_encoder,
 from tod_clean.config import TrainConfig
 from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode, instance_masks
-from tod_clean.model import FFN_SITE_BASE, HEAD_SITE, LORA_SITE_BASE, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.rundir import RunDir, build_classifier
+from tod_clean.scopes import FFN_SITE_BASE, HEAD_SITE, LORA_SITE_BASE
 from tod_clean.train import log_priors, make_optimizer, set_trainable, train
 
 NUM_LABELS = 3
@@ -59,7 +60,7 @@ def _hidden_entries(
         ("classifier.weight", model.classifier.weight.grad, head[None, :].expand_as(model.classifier.weight)),
     ]
     if model.scope.kind == "lora":
-        for index, rank_units in enumerate(model._rank_units):
+        for index, rank_units in enumerate(model.rank_units):
             hidden = _hidden_units(LORA_SITE_BASE + index, rank_units.out_features, p, groups)
             entries.append(
                 (f"lora_A[{index}]", rank_units.weight.grad, hidden[:, None].expand_as(rank_units.weight))
@@ -70,7 +71,7 @@ def _hidden_entries(
             entries.append((f"lora_B[{index}]", module.weight.grad, hidden[None, :].expand_as(module.weight)))
     if model.scope.kind == "ffn":
         for index in model.masked_layers:
-            linears = [m for m in model._layers[index].modules() if isinstance(m, nn.Linear)]
+            linears = [m for m in model.layers[index].modules() if isinstance(m, nn.Linear)]
             # the feed is hidden -> 37, or hidden -> 2 x 37 in a gated block (rows j and 37 + j feed unit j)
             feed = next(m for m in linears if m.out_features in (37, 74) and m.in_features == 32)
             read = next(m for m in linears if m.in_features == 37)

@@ -1,0 +1,121 @@
+"""Finding the parts of a Hugging Face encoder that scopes put masks on, by shape, not by name.
+
+The repeated layer list, the feed-forward projections inside each layer and the sizes in the config are
+found the same way in BERT, RoBERTa (also pre-norm), DistilBERT, ELECTRA, DeBERTa-v2/v3 and ModernBERT, so
+no scope needs per-architecture code. Scopes that put masks inside the encoder are accepted only for those
+model types (``TESTED_MODEL_TYPES``: the test suite checks every mask site of each); the others take any
+encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from tod_clean.errors import ConfigError
+from tod_clean.scopes.base import Scope
+
+# Model types whose layer list, feed-forward blocks and LoRA targets the test suite checks site by site
+# (tests/scopes/test_architecture.py). Other encoders get scopes head and none, which touch nothing inside.
+TESTED_MODEL_TYPES = (
+    "bert",
+    "roberta",
+    "roberta-prelayernorm",
+    "distilbert",
+    "electra",
+    "deberta-v2",
+    "modernbert",
+)
+
+
+def config_int(config: Any, *names: str) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ConfigError(f"the encoder config has none of {names}; this architecture is not supported")
+
+
+def hidden_size_of(encoder: nn.Module) -> int:
+    return config_int(encoder.config, "hidden_size", "dim", "d_model")
+
+
+def intermediate_size_of(encoder: nn.Module) -> int:
+    """Units of each feed-forward block (the intermediate layer between its two projections)."""
+    return config_int(encoder.config, "intermediate_size", "hidden_dim")
+
+
+def layer_count_of(encoder: nn.Module) -> int:
+    return config_int(encoder.config, "num_hidden_layers", "n_layers", "num_layers")
+
+
+def check_architecture(encoder: nn.Module, scope: Scope) -> None:
+    """Refuse, with one line, an encoder that ``scope`` cannot place its masks in correctly."""
+    config = getattr(encoder, "config", None)
+    model_type = getattr(config, "model_type", None) or type(encoder).__name__
+    if getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(
+            f"model type {model_type!r} is an encoder-decoder model; tod-clean fine-tunes encoders "
+            f"(BERT-like models: {', '.join(TESTED_MODEL_TYPES)})"
+        )
+    if scope.inside_encoder and model_type not in TESTED_MODEL_TYPES:
+        raise ConfigError(
+            f"scope {scope} places masks inside the encoder, which tod-clean does for model types "
+            f"{', '.join(TESTED_MODEL_TYPES)}; this model is {model_type!r}: use scope head or none with it"
+        )
+
+
+def find_layer_list(encoder: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """The encoder's repeated transformer blocks: ``(parent module, attribute name, the ModuleList)``."""
+    num_layers = layer_count_of(encoder)
+    candidates = []
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            candidates.append((name, module))
+    if not candidates:
+        raise ConfigError(
+            f"could not find the {num_layers} transformer layers in {type(encoder).__name__}; "
+            "use scope 'head' or 'none' with this architecture"
+        )
+    name, layers = min(candidates, key=lambda item: item[0].count("."))
+    parent_name, _, attribute = name.rpartition(".")
+    parent = encoder.get_submodule(parent_name) if parent_name else encoder
+    return parent, attribute, layers
+
+
+def _find_linear(layer: nn.Module, in_features: int, out_features: int, what: str) -> nn.Linear:
+    matches = [
+        module
+        for module in layer.modules()
+        if isinstance(module, nn.Linear)
+        and module.in_features == in_features
+        and module.out_features == out_features
+    ]
+    if len(matches) != 1:
+        raise ConfigError(
+            f"found {len(matches)} {what}s ({in_features} -> {out_features}) in {type(layer).__name__}, "
+            "expected 1; use scope 'layers:K' or 'head' with this architecture"
+        )
+    return matches[0]
+
+
+def find_ffn_output(layer: nn.Module, hidden_size: int, intermediate_size: int) -> nn.Linear:
+    """The linear layer that reads the feed-forward intermediate units (intermediate -> hidden)."""
+    return _find_linear(layer, intermediate_size, hidden_size, "feed-forward output projection")
+
+
+def find_ffn_input(layer: nn.Module, hidden_size: int, intermediate_size: int) -> nn.Linear:
+    """The linear layer that feeds the feed-forward intermediate units: hidden -> intermediate, or
+    hidden -> 2 x intermediate in gated (GLU) blocks such as ModernBERT's ``Wi``, whose rows j and
+    intermediate + j (value and gate) both feed unit j only."""
+    for out_features in (intermediate_size, 2 * intermediate_size):
+        matches = [
+            module
+            for module in layer.modules()
+            if isinstance(module, nn.Linear)
+            and (module.in_features, module.out_features) == (hidden_size, out_features)
+        ]
+        if matches:
+            break
+    return _find_linear(layer, hidden_size, out_features, "feed-forward input projection")
