@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from tod_clean import workflow
-from tod_clean.config import DEFAULT_MODEL, ScoreConfig
+from tod_clean.config import ScoreConfig
 from tod_clean.errors import ConfigError
 from tod_clean.filter import read_scores
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
@@ -160,14 +160,7 @@ def train(
     data: Data,
     *,
     run: str | os.PathLike[str] = "tod-run",
-    text_col: str = "text",
-    text_pair_col: str | None = None,
-    label_col: str = "label",
-    id_col: str | None = None,
     split: str | None = None,
-    model: str = DEFAULT_MODEL,
-    scope: str = "head",
-    epochs: int = 2,
     overwrite: bool = False,
     **options: Any,
 ) -> Run:
@@ -175,21 +168,13 @@ def train(
 
     ``data``: a data file path, a ``save_to_disk`` folder or an ``hf:NAME[/CONFIG]`` dataset in the local
     Hugging Face cache (``split`` chooses the split), a ``pandas.DataFrame`` or a ``datasets.Dataset``
-    (in-memory rows are kept in the run as ``train.jsonl``). ``options``: any other field of
-    ``TrainConfig`` by its name (``keep_prob``, ``batch_size``, ``learning_rate``, ``seed``, ``lora_rank``,
-    ``device``, ...).
+    (in-memory rows are kept in the run as ``train.jsonl``). ``options``: the columns (``text_col``,
+    ``text_pair_col``, ``label_col``, ``id_col``) and any field of ``TrainConfig`` by its name (``model``,
+    ``scope``, ``epochs``, ``keep_prob``, ``batch_size``, ``learning_rate``, ``seed``, ``lora_rank``,
+    ``device``, ...), with ``TrainConfig``'s defaults.
     Returns the finished run.
     """
-    config = workflow.train_config(
-        text_col=text_col,
-        text_pair_col=text_pair_col,
-        label_col=label_col,
-        id_col=id_col,
-        model=model,
-        scope=scope,
-        epochs=epochs,
-        **options,
-    )
+    config = workflow.train_config(**options)
     workflow.train(config, data, RunDir(run), split=split, overwrite=overwrite)
     return Run(run)
 

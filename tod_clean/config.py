@@ -39,20 +39,38 @@ FLOAT_OPTIONS = ("keep_prob", "learning_rate", "head_learning_rate", "weight_dec
 DEFAULT_KEEP_PROB = 0.5
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def option(
+    help: str, *, flag: str | None = None, typed: tuple[type, Any] | None = None, **default: Any
+) -> Any:
+    """A config field that is also an option, declared once: its ``default`` (or ``default_factory``), its
+    help text (what ``--help`` shows), its command-line ``flag`` when that is not ``--field-name``, and
+    ``typed``: the command line's (type, default) when they are not the field's (a list given as
+    comma-separated text). The CLI builds its options from these fields (``tod_clean.cli.options``), the
+    API takes them as keywords, config.json saves them by field name."""
+    return field(metadata={"help": help, "flag": flag, "typed": typed}, **default)
+
+
+def flag_of(config: type, name: str) -> str:
+    """How the command line spells the ``config`` field ``name`` (learning_rate -> --lr)."""
+    declared = {f.name: f for f in dataclasses.fields(config)}.get(name)
+    spelled = declared.metadata.get("flag") if declared is not None else None
+    return spelled or f"--{name.replace('_', '-')}"
+
+
+def comma_list(text: str) -> list[str]:
+    """Comma-separated names as a list (blanks dropped): how the command line gives ``lora_targets``."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @dataclass
 class DataColumns:
     """Which columns of a data file hold the text, the optional second text, the label and the id."""
 
-    text_col: str = _help("column holding the text", default="text")
-    text_pair_col: str | None = _help("optional second text column (sentence pairs)", default=None)
-    label_col: str = _help("column holding the class label (text or integer)", default="label")
-    id_col: str | None = _help(
-        "column holding a unique id; the instance key is then a hash of it, so masks survive reordering",
-        default=None,
+    text_col: str = option("Column holding the text.", default="text")
+    text_pair_col: str | None = option("Optional second text column (pairs).", default=None)
+    label_col: str = option("Column holding the label (text or integer).", default="label")
+    id_col: str | None = option(
+        "Unique id column: instance keys hash it, so masks survive reordering.", default=None
     )
 
 
@@ -76,55 +94,57 @@ def columns_like(
 class TrainConfig:
     """Every option of a turn-over-dropout fine-tune; saved in the run directory's config.json."""
 
-    model: str = _help(
-        "local model folder or hub name ('minilm' = the embedded MiniLM-L6)", default=DEFAULT_MODEL
+    model: str = option(
+        "Local model folder or hub name; 'minilm' = the embedded MiniLM-L6.", default=DEFAULT_MODEL
     )
     columns: DataColumns = field(default_factory=DataColumns)
-    scope: str = _help(
-        "where instance masks sit: none, head, lora, layers:K or ffn:K; lora-plain = LoRA with no masks",
+    scope: str = option(
+        "Where instance masks sit: head, lora (frozen encoder, masked LoRA rank units), layers:K, "
+        "ffn:K; or no masks: none (plain fine-tune), lora-plain (plain LoRA fine-tune).",
         default="head",
     )
-    keep_prob: float | None = _help(
-        "fraction of units each instance's exposed sub-network keeps (default: 0.5, and 1/K with mask_groups K)",
+    keep_prob: float | None = option(
+        "Fraction of units each instance's exposed sub-network keeps (default 0.5; 1/K with "
+        "--mask-groups K).",
         default=None,
     )
-    mask_groups: int = _help(
-        "0: independent random masks per unit; K >= 2: units dealt into K disjoint groups and each row "
-        "trains one group (exact out-of-fold hidden sub-networks; keep_prob becomes 1/K)",
+    mask_groups: int = option(
+        "0: independent random masks; K >= 2: K disjoint unit groups, each row trains one "
+        "(exact out-of-fold hidden sub-networks; sets --keep-prob to 1/K).",
         default=0,
     )
-    epochs: int = _help("training epochs", default=2)
-    batch_size: int = _help("rows per optimizer step (before accumulation)", default=32)
-    learning_rate: float = _help("AdamW learning rate of the encoder", default=5e-5)
-    head_learning_rate: float = _help("AdamW learning rate of the classification head", default=1e-3)
-    weight_decay: float = _help("AdamW weight decay (not on biases and LayerNorm)", default=0.01)
-    warmup_ratio: float = _help("fraction of steps with linear warm-up before linear decay", default=0.1)
-    max_length: int = _help("tokens per row (longer rows are truncated)", default=128)
-    grad_accum: int = _help("batches accumulated per optimizer step", default=1)
-    seed: int = _help("seed for initialisation, data order and standard dropout", default=0)
-    mask_seed: int | None = _help("seed of the instance-mask hash (default: seed)", default=None)
-    pooling: str = _help("how token states become one vector: mean or cls", default="mean")
-    head_dim: int | None = _help(
-        "hidden units of the head (default: the encoder's hidden size)", default=None
-    )
-    freeze: str = _help(
-        "none; below (embeddings and layers below the first masked one); unmasked (train only parameters "
-        "that belong to one mask unit: head, and the feed-forward units of ffn:K layers)",
+    epochs: int = option("Training epochs.", default=2)
+    batch_size: int = option("Rows per batch.", default=32)
+    learning_rate: float = option("Encoder learning rate (AdamW).", flag="--lr", default=5e-5)
+    head_learning_rate: float = option("Head learning rate (AdamW).", flag="--head-lr", default=1e-3)
+    weight_decay: float = option("AdamW weight decay.", default=0.01)
+    warmup_ratio: float = option("Fraction of steps of linear warm-up.", default=0.1)
+    max_length: int = option("Tokens per row; longer rows are truncated.", default=128)
+    grad_accum: int = option("Batches accumulated per optimizer step.", default=1)
+    seed: int = option("Seed of initialisation, data order and dropout.", default=0)
+    mask_seed: int | None = option("Seed of the instance-mask hash (default: --seed).", default=None)
+    pooling: str = option("Pooling of token states: mean or cls.", default="mean")
+    head_dim: int | None = option("Hidden units of the head (default: encoder width).", default=None)
+    freeze: str = option(
+        "none; below: embeddings and layers under the first masked one; unmasked: train only "
+        "parameters that belong to one mask unit (head; feed-forward units of ffn:K).",
         default="none",
     )
-    lora_rank: int = _help("rank (masked units) of each LoRA adapter in the lora scope", default=16)
-    lora_alpha: float = _help("LoRA scaling numerator: adapters add B A x * alpha / rank", default=16.0)
-    lora_targets: list[str] = _help(
-        "names of the linear layers inside each encoder layer that get adapters (empty: all of them)",
+    lora_rank: int = option("Rank (masked units) of each LoRA adapter (scope lora).", default=16)
+    lora_alpha: float = option("LoRA scaling numerator (adapters add B A x * alpha/rank).", default=16.0)
+    lora_targets: list[str] = option(
+        "Comma-separated names of the linear layers in each encoder layer that get adapters, e.g. "
+        "query,value (default: all of them).",
+        typed=(str, ""),
         default_factory=list,
     )
-    lora_learning_rate: float = _help("AdamW learning rate of the LoRA adapters", default=1e-3)
-    device: str = _help("cpu, cuda, cuda:N or auto", default="auto")
-    precision: str = _help("fp32, bf16 or auto (bf16 on CUDA when supported)", default="auto")
-    mask_scheme: int = _help(
-        "version of the instance-mask hash (set by tod-clean; runs keep the scheme they trained with)",
-        default=MASK_SCHEME,
+    lora_learning_rate: float = option(
+        "LoRA adapters' learning rate (AdamW).", flag="--lora-lr", default=1e-3
     )
+    device: str = option("cpu, cuda, cuda:N or auto.", default="auto")
+    precision: str = option("fp32, bf16 or auto (bf16 on CUDA).", default="auto")
+    # Set by tod-clean, not an option: runs keep the version of the instance-mask hash they trained with.
+    mask_scheme: int = MASK_SCHEME
 
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
@@ -157,6 +177,8 @@ class TrainConfig:
             raise OptionError("lora_rank", f"must be a positive integer, got {self.lora_rank!r}")
         if not self.lora_alpha > 0:
             raise OptionError("lora_alpha", f"must be positive, got {self.lora_alpha}")
+        if isinstance(self.lora_targets, str):
+            self.lora_targets = comma_list(self.lora_targets)
         self.lora_targets = [name.strip() for name in self.lora_targets if name.strip()]
         if self.mask_scheme not in MASK_SCHEMES:
             raise ConfigError(
@@ -245,17 +267,19 @@ class ScoreConfig:
     """Options of ``score``: inference batch size, the memory budget of the batched influence path, and
     how influence is computed."""
 
-    batch_size: int = _help("rows per forward pass", default=64)
-    chunk_mib: int = _help(
-        "memory budget (MiB) of one block of the train x validation computation", default=256
+    batch_size: int = option("Rows per forward pass.", default=64)
+    # chunk_mib and pair_batch are set from Python (bench, tests); the command line keeps their defaults.
+    chunk_mib: int = option(
+        "Memory budget (MiB) of one block of the train x validation computation.", default=256
     )
-    pair_batch: int = _help(
-        "(training instance, validation row) pairs per forward pass in layer scopes", default=256
+    pair_batch: int = option(
+        "(training instance, validation row) pairs per forward pass in layer scopes.", default=256
     )
-    influence_method: str = _help(
-        "exact: each pair's hidden and exposed losses; linear: their first-order estimate from one "
-        "backward pass per validation row (fast in layers:K, ffn:K and lora); auto: exact for head, "
-        "the measured choice for the deeper scopes",
+    influence_method: str = option(
+        "How influence is computed: exact (each pair's hidden and exposed losses), linear (their first-order "
+        "estimate from one backward pass per validation row: fast in layers:K, ffn:K and lora) or auto "
+        "(exact for head; for deeper scopes the method the README's measurement supports).",
+        flag="--influence",
         default="auto",
     )
 

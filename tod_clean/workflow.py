@@ -81,8 +81,6 @@ def train_config(
     """A ``TrainConfig`` from the column names and any other of its fields by name (``lora_targets`` may be
     comma-separated text); ranges are checked by ``TrainConfig`` itself."""
     options = known_options(TrainConfig, options, reserved=("columns", "mask_scheme"))
-    if isinstance(options.get("lora_targets"), str):
-        options["lora_targets"] = options["lora_targets"].split(",")
     columns = DataColumns(text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col)
     return TrainConfig(columns=columns, **options)
 

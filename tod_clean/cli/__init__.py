@@ -15,8 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from enum import Enum
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,7 +31,7 @@ from rich.progress import (
 )
 
 from tod_clean import __version__
-from tod_clean.errors import ConfigError, TodCleanError
+from tod_clean.errors import TodCleanError
 from tod_clean.processes import MainProcessError, is_main_process, launched_count
 from tod_clean.progress import NullProgress
 from tod_clean.progress import Progress as ProgressSink
@@ -54,48 +53,6 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-INFLUENCE_HELP = (
-    "How influence is computed: exact (each pair's hidden and exposed losses), linear (their first-order "
-    "estimate from one backward pass per validation row: fast in layers:K, ffn:K and lora) or auto "
-    "(exact for head; for deeper scopes the method the README's measurement supports)."
-)
-
-
-class StdinFormat(str, Enum):
-    """The formats data on standard input (``-``) may be in; a file says its own by its extension."""
-
-    jsonl = "jsonl"
-    csv = "csv"
-    tsv = "tsv"
-    json = "json"
-    parquet = "parquet"
-
-
-# One declaration for every command that reads data from standard input.
-StdinFormatOption = Annotated[
-    StdinFormat | None,
-    typer.Option(
-        "--stdin-format",
-        metavar="<format>",  # the choices are in the help: a long metavar would widen every command's help
-        help="Format of the data read from - (standard input): jsonl (default), csv, tsv, json or parquet. "
-        "A file's format is its extension's: refused when no input is -.",
-        show_default=False,
-    ),
-]
-
-
-def stdin_format_for(stdin_format: StdinFormat | None, *inputs: str | None) -> str | None:
-    """The value of --stdin-format, refused when none of the command's ``inputs`` is ``-``."""
-    if stdin_format is None:
-        return None
-    if "-" not in inputs:
-        named = [str(path) for path in inputs if path is not None]
-        raise ConfigError(
-            "--stdin-format applies to - (standard input) only"
-            + (f", not to {named[0]}" if named else ", and no input here is -")
-        )
-    return stdin_format.value
 
 
 def fail(message: str) -> typer.Exit:

@@ -3,39 +3,64 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import (
-    INFLUENCE_HELP,
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli.options import (
     StdinFormatOption,
-    app,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
+    config_option,
     stdin_format_for,
+    train_options,
+    train_spelling,
+    with_options,
 )
-from tod_clean.config import ScoreConfig, TrainConfig
+from tod_clean.config import ScoreConfig
 from tod_clean.errors import OptionError
 from tod_clean.io.inputs import read_table
 from tod_clean.workflow import train_config
 
-_D = TrainConfig.__dataclass_fields__
-
-
-def _spelled(field: str) -> str:
-    """A TrainConfig field's name as this command spells it: --lr, --head-lr, else --field-name."""
-    return {"learning_rate": "--lr", "head_learning_rate": "--head-lr"}.get(
-        field, f"--{field.replace('_', '-')}"
-    )
+# cleanse's options of its training runs: TrainConfig's, with help texts that say what they do here.
+_TRAIN_OPTIONS = (
+    "text_col",
+    "text_pair_col",
+    "label_col",
+    "id_col",
+    "model",
+    "scope",
+    "keep_prob",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "head_learning_rate",
+    "max_length",
+)
+_HELP_HERE = {
+    "text_pair_col": "Optional second text column.",
+    "label_col": "Column holding the label.",
+    "id_col": "Unique id column (instance keys hash it).",
+    "model": "Local model folder or hub name; 'minilm' = embedded.",
+    "scope": "Mask placement of the scoring run.",
+    "keep_prob": "Keep probability of the instance masks.",
+    "epochs": "Epochs of every training run.",
+    "learning_rate": "Encoder learning rate.",
+    "head_learning_rate": "Head learning rate.",
+    "max_length": "Tokens per row.",
+    "seed": "Seed of every run.",
+}
 
 
 @app.command("cleanse")
 @handle_errors
+@with_options(
+    *train_options(*_TRAIN_OPTIONS, help=_HELP_HERE),
+    config_option(ScoreConfig, "influence_method"),
+    *train_options("seed", "device", help=_HELP_HERE),
+    after="random_baseline",
+)
 def cleanse_command(
     train_file: Annotated[
         str,
@@ -71,27 +96,9 @@ def cleanse_command(
     random_baseline: Annotated[
         bool, typer.Option(help="Also retrain after removing as many random rows.")
     ] = False,
-    text_col: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    text_pair_col: Annotated[str | None, typer.Option(help="Optional second text column.")] = None,
-    label_col: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
-    id_col: Annotated[str | None, typer.Option(help="Unique id column (instance keys hash it).")] = None,
-    model: Annotated[str, typer.Option(help="Local model folder or hub name; 'minilm' = embedded.")] = str(
-        _D["model"].default
-    ),
-    scope: Annotated[str, typer.Option(help="Mask placement of the scoring run.")] = str(_D["scope"].default),
-    keep_prob: Annotated[float, typer.Option(help="Keep probability of the instance masks.")] = _D[
-        "keep_prob"
-    ].default,  # type: ignore[assignment]
-    epochs: Annotated[int, typer.Option(help="Epochs of every training run.")] = _D["epochs"].default,  # type: ignore[assignment]
-    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = _D["batch_size"].default,  # type: ignore[assignment]
-    lr: Annotated[float, typer.Option("--lr", help="Encoder learning rate.")] = _D["learning_rate"].default,  # type: ignore[assignment]
-    head_lr: Annotated[float, typer.Option(help="Head learning rate.")] = _D["head_learning_rate"].default,  # type: ignore[assignment]
-    max_length: Annotated[int, typer.Option(help="Tokens per row.")] = _D["max_length"].default,  # type: ignore[assignment]
-    influence: Annotated[str, typer.Option("--influence", help=INFLUENCE_HELP)] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of every run.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace the contents of --out-dir.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
+    **options: Any,
 ) -> None:
     """Train with turn-over dropout, drop the worst rows, retrain, and compare on --test.
 
@@ -105,25 +112,11 @@ def cleanse_command(
 
     if drop is None and drop_count is None and threshold is None:
         drop = 0.01
+    influence = options.pop("influence_method")
     try:
-        config = train_config(
-            text_col=text_col,
-            text_pair_col=text_pair_col,
-            label_col=label_col,
-            id_col=id_col,
-            model=model,
-            scope=scope,
-            keep_prob=keep_prob,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=lr,
-            head_learning_rate=head_lr,
-            max_length=max_length,
-            seed=seed,
-            device=device,
-        )
+        config = train_config(**options)
     except OptionError as error:  # named as typed here (--lr), not by the keyword (learning_rate)
-        raise error.spelled(_spelled) from None
+        raise error.spelled(train_spelling) from None
     result = cleanse(
         config,
         read_table(train_file, split=split, stdin_format=from_stdin_as),
@@ -162,7 +155,7 @@ def cleanse_command(
         )
     console.print(table)
     console.print(
-        f"each model is one training run (seed {seed}); in BENCHMARKS.md section 2 retrained models of "
+        f"each model is one training run (seed {config.seed}); in BENCHMARKS.md section 2 retrained models of "
         "other seeds differed by about 2 points of test accuracy, so a smaller difference may be noise: "
         "compare over several --seed values before trusting it",
         highlight=False,

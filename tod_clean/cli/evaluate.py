@@ -11,13 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import (
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli.options import (
+    INFERENCE_BATCH_SIZE,
+    BatchSizeOption,
+    DeviceOption,
     StdinFormatOption,
-    app,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
     stdin_format_for,
 )
 from tod_clean.config import columns_like
@@ -52,8 +51,8 @@ def evaluate_command(
         str | None, typer.Option(help="Second text column (default: training's).")
     ] = None,
     label_col: Annotated[str | None, typer.Option(help="Label column (default: training's).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    batch_size: BatchSizeOption = INFERENCE_BATCH_SIZE,
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
 ) -> None:
     """Evaluate the run's full network (no instance mask) on a labeled file."""

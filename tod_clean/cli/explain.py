@@ -10,14 +10,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tod_clean.cli import (
-    INFLUENCE_HELP,
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli.options import (
+    INFERENCE_BATCH_SIZE,
+    BatchSizeOption,
+    DeviceOption,
+    InfluenceOption,
     StdinFormatOption,
-    app,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
     stdin_format_for,
 )
 from tod_clean.config import ScoreConfig, columns_like
@@ -84,9 +83,9 @@ def explain_command(
     val_id_col: Annotated[
         str | None, typer.Option(help="Id column of --val (default: training's, if present).")
     ] = None,
-    influence: Annotated[str, typer.Option("--influence", help=INFLUENCE_HELP)] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    influence: InfluenceOption = "auto",
+    batch_size: BatchSizeOption = INFERENCE_BATCH_SIZE,
+    device: DeviceOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or tables.")] = False,
 ) -> None:
     """For each validation row, the training rows with the most negative and most positive influence on it."""

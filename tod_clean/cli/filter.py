@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from tod_clean import workflow
-from tod_clean.cli import StdinFormatOption, app, console, handle_errors, setup, stdin_format_for
+from tod_clean.cli import app, console, handle_errors, setup
+from tod_clean.cli.options import StdinFormatOption, stdin_format_for
 from tod_clean.filter import SIGNALS
 from tod_clean.io import STDIN
 from tod_clean.rundir import RunDir

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from tod_clean.cli import (
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli.options import (
+    INFERENCE_BATCH_SIZE,
+    BatchSizeOption,
+    DeviceOption,
+    QuietOption,
     StdinFormatOption,
-    app,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
     stdin_format_for,
 )
 from tod_clean.io import STDIN
@@ -65,9 +65,9 @@ def predict_command(
             show_default=False,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    batch_size: BatchSizeOption = INFERENCE_BATCH_SIZE,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
 ) -> None:
     """Predict every row with the run's full network (no instance mask): prob_LABEL per class,
     predicted_label, and label and loss for labeled rows."""

@@ -7,15 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tod_clean.cli import (
-    StdinFormatOption,
-    app,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
-    stdin_format_for,
-)
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli.options import StdinFormatOption, stdin_format_for
 from tod_clean.device import pick_device
 from tod_clean.filter import SIGNALS
 from tod_clean.io.inputs import read_table

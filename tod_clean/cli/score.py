@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 
 from tod_clean import workflow
-from tod_clean.cli import (
-    INFLUENCE_HELP,
+from tod_clean.cli import app, console, handle_errors, progress_for, setup
+from tod_clean.cli.options import (
+    INFERENCE_BATCH_SIZE,
+    BatchSizeOption,
+    DeviceOption,
+    InfluenceOption,
+    QuietOption,
     StdinFormatOption,
-    app,
-    console,
-    handle_errors,
-    progress_for,
-    setup,
     stdin_format_for,
 )
 from tod_clean.config import ScoreConfig
@@ -74,7 +74,7 @@ def score_command(
     val_label_col: Annotated[
         str | None, typer.Option(help="Label column of --val (default: training's).")
     ] = None,
-    influence: Annotated[str, typer.Option("--influence", help=INFLUENCE_HELP)] = "auto",
+    influence: InfluenceOption = "auto",
     shard: Annotated[
         str | None,
         typer.Option(
@@ -89,9 +89,9 @@ def score_command(
             "(or on one, when this scoring has no --val)."
         ),
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    batch_size: BatchSizeOption = INFERENCE_BATCH_SIZE,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
 ) -> None:
     """Score every training row; save the scores in the run directory (and to --out)."""
     quiet = setup(quiet)
