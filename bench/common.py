@@ -242,7 +242,7 @@ def train_run(
     stopped. Runs saved before timing was recorded report the training loop's wall time and CPU time NaN.
     """
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
     from tod_clean.train import train
 
     quiet_transformers()
@@ -287,7 +287,7 @@ def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
 def score(run_path: Path, data_path: Path, val_path: Path | None = None) -> tuple[Any, Timer]:
     """Score through ``tod_clean.score.score_run``; return (ScoreResult, wall/CPU time)."""
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
 
     with timed() as timer:
@@ -302,7 +302,7 @@ def score(run_path: Path, data_path: Path, val_path: Path | None = None) -> tupl
 def evaluate(run_path: Path, data_path: Path) -> tuple[Any, Timer]:
     from tod_clean.evaluate import evaluate_run
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
 
     with timed() as timer:
         result = evaluate_run(RunDir(run_path), read_table(str(data_path)))

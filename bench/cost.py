@@ -122,7 +122,7 @@ def scoring_fractions(
     """
     from tod_clean.config import ScoreConfig
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
 
     results = {}

@@ -45,7 +45,7 @@ def score_on(run_path: Path, train_path: Path, val_path: Path, device: str) -> t
     import torch
 
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
 
     if device.startswith("cuda"):

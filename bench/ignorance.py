@@ -112,7 +112,7 @@ def evaluation_inputs(data: dict[str, Any], run_path: Path) -> dict[str, tuple[A
     from tod_clean.instances import instances_from_table
     from tod_clean.io.inputs import read_table
     from tod_clean.masks import key_from_id
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
 
     run = RunDir(run_path)
     info = run.read_info()

@@ -19,7 +19,7 @@ from tod_clean.encoding import encode_texts, sorted_batches
 from tod_clean.instances import instances_from_table
 from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode, key_from_id
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 data = prepare(DEFAULT_DATASETS, 2000, 500, 0.1, 0)
 run = RunDir(sys.argv[1])

@@ -54,7 +54,7 @@ def val_losses(run_path: Path, val_path: Path) -> np.ndarray:
     """Per-row cross-entropy ``[V]`` of a run's full network on a labeled file."""
     from tod_clean.evaluate import evaluate_run
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
 
     evaluation = evaluate_run(RunDir(run_path), read_table(str(val_path)))
     labels = np.array([evaluation.labels.index(row["label"]) for row in read_jsonl(val_path)])
@@ -66,7 +66,7 @@ def tod_clean_matrix(run_path: Path, train_path: Path, val_path: Path, method: s
     """tod-clean's [N, V] influence matrix of a run (through ``score_run --matrix``)."""
     from tod_clean.config import ScoreConfig
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
 
     matrix_path = run_path / f"influence-{method or 'default'}.npy"
@@ -91,7 +91,7 @@ def gradient_similarity_matrix(run_path: Path, train_path: Path, val_path: Path)
     from tod_clean.encoding import encode_texts, sorted_batches
     from tod_clean.instances import instances_from_table
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
 
     run = RunDir(run_path)
     info = run.read_complete_info()

@@ -79,7 +79,7 @@ def measure(scope: str, args: argparse.Namespace, train_path: Path, val_rows: li
     from tod_clean.encoding import encode_texts
     from tod_clean.instances import instances_from_table
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
 
     config = train_config(scope=scope, epochs=args.epochs, max_length=args.max_length, seed=args.seed)
     run_path = WORK / NAME / scope.replace(":", "")

@@ -125,7 +125,7 @@ def cross_validated(
     from sklearn.model_selection import StratifiedKFold
 
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
 
     rows = read_jsonl(data["train_path"])
     names = sorted({row["label"] for row in rows})

@@ -62,7 +62,7 @@ def worker(args: argparse.Namespace) -> None:
     from tod_clean.device import pick_device
     from tod_clean.io.inputs import read_table
     from tod_clean.processes import current_processes
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
     from tod_clean.train import train
 

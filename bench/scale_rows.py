@@ -113,7 +113,7 @@ def train_phase(data: Path, run: Path, args: argparse.Namespace) -> None:
 
     from tod_clean.config import DataColumns, TrainConfig
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
 
     train_module = importlib.import_module("tod_clean.train")  # the package exports a function of that name
     batches = math.ceil(args.slice / args.batch_size)

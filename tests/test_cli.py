@@ -25,7 +25,7 @@ from tod_clean.cli import app
 from tod_clean.config import TrainConfig
 from tod_clean.filter import rows_to_drop
 from tod_clean.io.inputs import read_table
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 SCORE_COLUMNS = [
     "row",

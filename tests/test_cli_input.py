@@ -242,7 +242,7 @@ def interrupted_run(tmp_path: Path, tiny_model_dir: Path) -> Path:
     """A run stopped after epoch 1 of 2."""
     from tod_clean.config import TrainConfig
     from tod_clean.io.inputs import read_table
-    from tod_clean.rundir import RunDir
+    from tod_clean.run.rundir import RunDir
     from tod_clean.train import train
 
     train_file = write_rows(tmp_path / "train.jsonl", make_rows(8))

@@ -17,7 +17,7 @@ from tod_clean.config import DataColumns, TrainConfig
 from tod_clean.encoding import EncodedRows, encode_texts
 from tod_clean.io.columns import check_texts
 from tod_clean.io.inputs import read_table
-from tod_clean.rundir import TOKENS_DIR, RunDir
+from tod_clean.run.rundir import TOKENS_DIR, RunDir
 from tod_clean.score import score_run
 from tod_clean.train import train
 

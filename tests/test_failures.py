@@ -22,7 +22,7 @@ import pytest
 from safetensors import SafetensorError
 
 import tod_clean.io.writers
-import tod_clean.rundir
+import tod_clean.run.rundir
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, ok, user_error
 from tests.test_safety import snapshot, temporary_files
@@ -128,9 +128,9 @@ def test_a_full_disk_stops_train_and_removes_the_run(
         raise error
 
     if where == "save_file":
-        monkeypatch.setattr(tod_clean.rundir, "save_file", full)
+        monkeypatch.setattr(tod_clean.run.rundir, "save_file", full)
     else:
-        monkeypatch.setattr(tod_clean.rundir.RunDir, "save_model", full)
+        monkeypatch.setattr(tod_clean.run.rundir.RunDir, "save_model", full)
     run = tmp_path / "run"
     line = user_error(invoke("train", scored.train, "--run", run, *model_args, "-q"), absent=(run,))
     if where == "save_file":

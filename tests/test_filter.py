@@ -32,7 +32,7 @@ from tod_clean.filter import (
 from tod_clean.filter import badness as signal_badness
 from tod_clean.io.inputs import read_table
 from tod_clean.io.rows import sha256_of_file
-from tod_clean.rundir import RunDir, RunInfo, TrainFile
+from tod_clean.run.rundir import RunDir, RunInfo, TrainFile
 
 # Few distinct values, so ties are common.
 score_values = st.one_of(

@@ -29,7 +29,7 @@ from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, apply_mask, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.rundir import build_classifier
+from tod_clean.run.rundir import build_classifier
 from tod_clean.score import influence, linear_influence_blocks, resolve_influence_method
 
 SCOPES = ["head", "layers:1", "layers:2", "ffn:1", "ffn:2", "lora"]

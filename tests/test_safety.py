@@ -27,7 +27,7 @@ from tests.test_cli import copy_run, invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import InputError
 from tod_clean.io.inputs import read_table
-from tod_clean.rundir import MARKER, RunDir
+from tod_clean.run.rundir import MARKER, RunDir
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -557,7 +557,7 @@ def test_train_failing_before_its_first_epoch_leaves_no_run(
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tod_clean.rundir.RunDir.save_weights", interrupted)
+    monkeypatch.setattr("tod_clean.run.rundir.RunDir.save_weights", interrupted)
     user_error(invoke("train", train, "--run", tmp_path / "new", *model_args), "interrupted")
     assert not (tmp_path / "new").exists()
     (tmp_path / "empty").mkdir()
@@ -579,7 +579,7 @@ def test_sigterm_is_an_interruption_and_leaves_no_temporary_files(
             save_file(tensors, path, metadata=metadata)  # a complete temporary file...
             os.kill(os.getpid(), signal.SIGTERM)  # ...and the process is told to stop before the rename
 
-        monkeypatch.setattr("tod_clean.rundir.save_file", killed_while_saving)
+        monkeypatch.setattr("tod_clean.run.rundir.save_file", killed_while_saving)
         train = write_rows(tmp_path / "train.jsonl", make_rows(8))
         user_error(invoke("train", train, "--run", tmp_path / "run", *model_args), "interrupted")
         assert terms == [] and signal.getsignal(signal.SIGTERM) is not signal.default_int_handler

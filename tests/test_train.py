@@ -14,7 +14,7 @@ from tests.conftest import make_rows, write_rows
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.io.inputs import read_table
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 from tod_clean.train import train
 
 

@@ -26,7 +26,7 @@ from tod_clean.errors import ConfigError
 from tod_clean.filter import read_scores
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
 from tod_clean.io.inputs import is_dataset
-from tod_clean.rundir import SCORES, RunDir, RunInfo
+from tod_clean.run.rundir import SCORES, RunDir, RunInfo
 from tod_clean.score import load_scores
 
 Data = Any  # a path (str or os.PathLike), a pandas.DataFrame or a datasets.Dataset

@@ -15,7 +15,7 @@ from tod_clean.instances import Instances, instances_from_table
 from tod_clean.io.table import Table
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.progress import NullProgress, Progress
-from tod_clean.rundir import RunDir, RunInfo
+from tod_clean.run.rundir import RunDir, RunInfo
 
 
 @torch.no_grad()

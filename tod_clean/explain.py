@@ -28,7 +28,7 @@ from tod_clean.io.table import Table
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import Progress
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 from tod_clean.score import check_train_file, influence_blocks, resolve_influence_method
 
 

@@ -19,7 +19,7 @@ from tod_clean.io.formats.delimited import delimited_reader
 from tod_clean.io.frames import read_frame_dataset
 from tod_clean.io.inputs import read_table
 from tod_clean.io.table import Table
-from tod_clean.rundir import RunInfo
+from tod_clean.run.rundir import RunInfo
 
 # Which end of each score column marks a row to remove.
 WORSE_WHEN_LOWER = ("influence", "hidden_prob", "full_prob")

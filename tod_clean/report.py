@@ -44,7 +44,7 @@ from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
 from tod_clean.progress import Progress
-from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
-from tod_clean.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
+from tod_clean.run.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
 from tod_clean.scopes import HEAD_SITE, Scope
 from tod_clean.scopes.architecture import hidden_size_of
 from tod_clean.shard import SHARD_KEY, Shard, shard_record

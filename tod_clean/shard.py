@@ -21,7 +21,7 @@ import pandas as pd
 from tod_clean.errors import ConfigError, InputError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, read_scores, with_rank
 from tod_clean.io.formats import format_of
-from tod_clean.rundir import RunInfo
+from tod_clean.run.rundir import RunInfo
 
 # The DataFrame.attrs key (kept in Parquet schema metadata) describing the shard a part holds.
 SHARD_KEY = "tod_clean_shard"

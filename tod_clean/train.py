@@ -36,7 +36,7 @@ from tod_clean.masks import MaskMode
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
-from tod_clean.rundir import (
+from tod_clean.run.rundir import (
     CHECKPOINT_DIR,
     TOKENS_DIR,
     WEIGHTS,

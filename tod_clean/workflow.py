@@ -42,7 +42,7 @@ from tod_clean.io.writers import (
 )
 from tod_clean.processes import is_main_process
 from tod_clean.progress import Progress
-from tod_clean.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
 from tod_clean.score import ScoreResult, load_scores, save_scores, score_run
 from tod_clean.shard import Shard
 

@@ -20,7 +20,7 @@ from tod_clean.filter import SCORES_ORIGIN, read_scores
 from tod_clean.io.formats.dataset_dir import is_dataset_dir
 from tod_clean.io.frames import FRAME_MARKER, frame_output_format
 from tod_clean.io.inputs import read_table
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 datasets = pytest.importorskip("datasets")
 

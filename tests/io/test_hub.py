@@ -22,7 +22,7 @@ from tod_clean.errors import InputError
 from tod_clean.io.formats.dataset_dir import is_dataset_dir
 from tod_clean.io.formats.hub import datasets_cache
 from tod_clean.io.inputs import read_table
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 datasets = pytest.importorskip("datasets")
 

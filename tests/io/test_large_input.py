@@ -46,7 +46,7 @@ from tod_clean.io.writers import write_subset
 from tod_clean.encoding import encode_texts
 from tod_clean.filter import filter_table
 from tod_clean.instances import instances_from_table, training_labels
-from tod_clean.rundir import RunInfo, TrainFile
+from tod_clean.run.rundir import RunInfo, TrainFile
 
 small, large, out, tokenizer_path = sys.argv[1:5]
 tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path)

@@ -28,7 +28,7 @@ from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.rundir import build_classifier
+from tod_clean.run.rundir import build_classifier
 from tod_clean.scopes import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, LORA_SITE_BASE
 from tod_clean.scopes.architecture import find_layer_list
 from tod_clean.train import load_pretrained

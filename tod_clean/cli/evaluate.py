@@ -23,7 +23,7 @@ from tod_clean.config import columns_like
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs, check_suffix
 from tod_clean.io.writers import deliver
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 
 @app.command("evaluate")

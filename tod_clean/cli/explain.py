@@ -25,7 +25,7 @@ from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.io.writers import output_format
 from tod_clean.processes import is_main_process
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 
 def shorten(text: str, width: int = 80) -> str:

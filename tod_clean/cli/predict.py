@@ -17,7 +17,7 @@ from tod_clean.cli.options import (
     stdin_format_for,
 )
 from tod_clean.io import STDIN
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 
 @app.command("predict")

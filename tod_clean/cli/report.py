@@ -13,7 +13,7 @@ from tod_clean.device import pick_device
 from tod_clean.filter import SIGNALS
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 
 
 @app.command("report")

@@ -21,7 +21,7 @@ from tod_clean.cli.options import (
 from tod_clean.config import ScoreConfig
 from tod_clean.io import STDIN
 from tod_clean.processes import is_main_process
-from tod_clean.rundir import RunDir
+from tod_clean.run.rundir import RunDir
 from tod_clean.shard import Shard
 
 

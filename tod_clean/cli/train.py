@@ -24,7 +24,7 @@ from tod_clean.config import comma_list
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.io import STDIN
 from tod_clean.processes import launched_count
-from tod_clean.rundir import RunDir, RunInfo
+from tod_clean.run.rundir import RunDir, RunInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
