@@ -150,8 +150,8 @@ def cross_validated(
             ) -> None:
                 from tod_clean.config import DataColumns
                 from tod_clean.encoding import encode_texts
-                from tod_clean.evaluate import predict_probs
                 from tod_clean.instances import instances_from_table
+                from tod_clean.run.loaded import predict_probs
 
                 run = RunDir(run_path)
                 info = run.read_info()

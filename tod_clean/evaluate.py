@@ -6,80 +6,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from tod_clean.config import DataColumns
-from tod_clean.device import autocast_dtype, pick_device
-from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
-from tod_clean.instances import Instances, instances_from_table
+from tod_clean.device import pick_device
+from tod_clean.instances import instances_from_table
 from tod_clean.io.table import Table
-from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.progress import NullProgress, Progress
-from tod_clean.run.rundir import RunDir, RunInfo
-
-
-@torch.no_grad()
-def predict_probs(
-    model: TodClassifier,
-    encoded: EncodedRows,
-    *,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """Class probabilities of the full network: float32 ``[N, C]`` in row order."""
-    progress = progress or NullProgress()
-    device = torch.device(device)
-    model.eval()
-    probs = np.zeros((len(encoded), model.classifier.out_features), dtype=np.float32)
-    progress.start("predict", len(encoded))
-    for indices in sorted_batches(encoded.lengths, batch_size):
-        batch = encoded.batch(indices, device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(batch)
-        probs[indices] = logits.float().softmax(-1).cpu().numpy()
-        progress.advance(len(indices))
-    progress.finish()
-    return probs
-
-
-@dataclass
-class FullNetwork:
-    """A finished run's trained model opened for inference: the full network (no instance mask), its
-    tokenizer, the device and the autocast dtype of the run's precision there."""
-
-    model: TodClassifier
-    tokenizer: Any
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    max_length: int
-
-    @classmethod
-    def open(cls, run: RunDir, info: RunInfo, device: torch.device) -> FullNetwork:
-        return cls(
-            model=run.load_model(info, device),
-            tokenizer=run.load_tokenizer(),
-            device=device,
-            amp_dtype=autocast_dtype(info.train.precision, device),
-            max_length=info.train.max_length,
-        )
-
-    def encode(self, instances: Instances) -> EncodedRows:
-        return encode_texts(self.tokenizer, instances.texts, instances.text_pairs, self.max_length)
-
-    def probs(
-        self, encoded: EncodedRows, *, batch_size: int = 64, progress: Progress | None = None
-    ) -> np.ndarray:
-        """Class probabilities float32 ``[N, C]`` of ``encoded``'s rows, in row order."""
-        return predict_probs(
-            self.model,
-            encoded,
-            batch_size=batch_size,
-            device=self.device,
-            amp_dtype=self.amp_dtype,
-            progress=progress,
-        )
+from tod_clean.progress import Progress
+from tod_clean.run.loaded import LoadedRun
+from tod_clean.run.rundir import RunDir
 
 
 @dataclass
@@ -169,6 +103,6 @@ def evaluate_run(
     """Evaluate a finished run's full network on a labeled table."""
     info = run.read_complete_info()
     instances = instances_from_table(table, columns or info.train.columns, info.labels, with_keys=False)
-    network = FullNetwork.open(run, info, pick_device(device))
+    network = LoadedRun.open(run, info, pick_device(device))
     probs = network.probs(network.encode(instances), batch_size=batch_size, progress=progress)
     return metrics(probs, instances.labels, info.labels)

@@ -22,12 +22,12 @@ from tod_clean.config import DataColumns, ScoreConfig
 from tod_clean.device import pick_device
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError, InputError
-from tod_clean.evaluate import FullNetwork
 from tod_clean.instances import instances_from_table
 from tod_clean.io.table import Table
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import Progress
+from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
 from tod_clean.score import check_train_file, influence_blocks, resolve_influence_method
 
@@ -221,7 +221,7 @@ def explain_run(
         selected = np.array(sorted(set(val_rows)), dtype=np.int64)
 
     processes = current_processes(device)
-    network = FullNetwork.open(run, info, processes.device or pick_device(device))
+    network = LoadedRun.open(run, info, processes.device or pick_device(device))
     model, torch_device, amp_dtype = network.model, network.device, network.amp_dtype
     val_encoded = network.encode(val)
     config = config or ScoreConfig()

@@ -17,12 +17,12 @@ import pandas as pd
 
 from tod_clean.config import DataColumns, columns_like
 from tod_clean.device import pick_device
-from tod_clean.evaluate import FullNetwork
 from tod_clean.instances import instances_from_table
 from tod_clean.io.inputs import to_table
 from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.io.table import Table
 from tod_clean.progress import Progress
+from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
 from tod_clean.workflow import check_frame_destination, is_path, save_frame
 
@@ -58,7 +58,7 @@ def predict_run(
     if labels is None:
         labels = columns.label_col in table.columns
     instances = instances_from_table(table, columns, info.labels if labels else None)
-    network = FullNetwork.open(run, info, pick_device(device))
+    network = LoadedRun.open(run, info, pick_device(device))
     probs = network.probs(network.encode(instances), batch_size=batch_size, progress=progress)
     frame = pd.DataFrame({"row": np.arange(len(instances), dtype=np.int64)})
     if instances.ids is not None:

@@ -38,7 +38,7 @@ import torch
 from numpy.lib.format import open_memmap
 
 from tod_clean.config import INFLUENCE_METHODS, DataColumns, ScoreConfig
-from tod_clean.device import autocast_dtype, pick_device
+from tod_clean.device import pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches, window_batches
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
@@ -50,6 +50,7 @@ from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
+from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
 from tod_clean.scopes import HEAD_SITE, Scope
 from tod_clean.scopes.architecture import hidden_size_of
@@ -1041,11 +1042,9 @@ def score_run(
         )
     if before_work is not None:
         before_work()
-    torch_device = processes.device or pick_device(device)
-    amp_dtype = autocast_dtype(info.train.precision, torch_device)
-    model = run.load_model(info, torch_device)
-    tokenizer = run.load_tokenizer()
-    max_length = info.train.max_length
+    loaded = LoadedRun.open(run, info, processes.device or pick_device(device))
+    model, tokenizer, torch_device = loaded.model, loaded.tokenizer, loaded.device
+    amp_dtype, max_length = loaded.amp_dtype, loaded.max_length
     # this process's rows: all of them, or its block under several processes
     own_start, own_stop = first_row, stop
     if processes.several:
