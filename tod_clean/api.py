@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from tod_clean import workflow
 from tod_clean.config import ScoreConfig
 from tod_clean.errors import ConfigError
 from tod_clean.filter import read_scores
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
 from tod_clean.io.inputs import is_dataset
+from tod_clean.pipelines import score as workflow
 from tod_clean.run.rundir import SCORES, RunDir, RunInfo
 from tod_clean.score import load_scores
 

@@ -21,10 +21,10 @@ from tod_clean.instances import instances_from_table
 from tod_clean.io.inputs import to_table
 from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.io.table import Table
+from tod_clean.pipelines.score import check_frame_destination, is_path, save_frame
 from tod_clean.progress import Progress
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
-from tod_clean.workflow import check_frame_destination, is_path, save_frame
 
 PROB_PREFIX = "prob_"
 

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from tod_clean import workflow
 from tod_clean.cli import app, console, handle_errors, setup
 from tod_clean.cli.options import StdinFormatOption, stdin_format_for
 from tod_clean.filter import SIGNALS
 from tod_clean.io import STDIN
+from tod_clean.pipelines import score as workflow
 from tod_clean.run.rundir import RunDir
 
 BY_HELP = (

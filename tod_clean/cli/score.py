@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from tod_clean import workflow
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.cli.options import (
     INFERENCE_BATCH_SIZE,
@@ -20,6 +19,7 @@ from tod_clean.cli.options import (
 )
 from tod_clean.config import ScoreConfig
 from tod_clean.io import STDIN
+from tod_clean.pipelines import score as workflow
 from tod_clean.processes import is_main_process
 from tod_clean.run.rundir import RunDir
 from tod_clean.shard import Shard

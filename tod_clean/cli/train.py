@@ -9,7 +9,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tod_clean import workflow
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.cli.options import (
     COLUMNS,
@@ -23,6 +22,7 @@ from tod_clean.cli.options import (
 from tod_clean.config import comma_list
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.io import STDIN
+from tod_clean.pipelines import score as workflow
 from tod_clean.processes import launched_count
 from tod_clean.run.rundir import RunDir, RunInfo
 
