@@ -397,7 +397,7 @@ def test_failed_score_output_keeps_the_runs_scores(
     def disk_full(*args: Any, **kwargs: Any) -> None:
         raise InputError("scores.csv: cannot write (No space left on device)")
 
-    monkeypatch.setattr("tod_clean.pipelines.score.write_frame", disk_full)
+    monkeypatch.setattr("tod_clean.pipelines.outputs.write_frame", disk_full)
     user_error(
         invoke("score", "--run", fresh.run, "--out", fresh.folder / "scores.csv", "--overwrite", "-q"),
         "No space",

@@ -1,12 +1,12 @@
 """The Python API: ``train``, ``Run`` (``.score``, ``.predict``, ``.info``, ``.scores``) and ``filter``.
 
 The same work as the command line, from a notebook, through the same implementation
-(``tod_clean.workflow``): data may be a path (a data file, a ``save_to_disk`` folder, an ``hf:NAME[/CONFIG]``
+(``tod_clean.pipelines``): data may be a path (a data file, a ``save_to_disk`` folder, an ``hf:NAME[/CONFIG]``
 dataset in the local Hugging Face cache), a ``pandas.DataFrame`` or a ``datasets.Dataset``; options are the fields of ``TrainConfig`` and ``ScoreConfig``, validated there;
 mistakes raise the ``TodCleanError`` family with the CLI's messages.
 
 In-memory training data is kept in the run as ``train.jsonl`` (the file a run also keeps for data read
-from standard input): its canonical JSON Lines form (see ``tod_clean.io.inputs.to_table``), whose sha256 is
+from standard input): its canonical JSON Lines form (see ``tod_clean.data.to_table``), whose sha256 is
 the run's training-file fingerprint. Scoring or filtering later accepts the same rows again as a
 DataFrame or Dataset (equal rows serialise to equal bytes), the run's copy, or, for a run trained with an
 ``id_col``, any data whose rows match by id.
@@ -25,7 +25,10 @@ from tod_clean.errors import ConfigError
 from tod_clean.filter import read_scores
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
 from tod_clean.io.inputs import is_dataset
-from tod_clean.pipelines import score as workflow
+from tod_clean.pipelines import filter as filtering
+from tod_clean.pipelines import score as scoring
+from tod_clean.pipelines import train as training
+from tod_clean.pipelines.inputs import known_options
 from tod_clean.run.rundir import SCORES, RunDir, RunInfo
 from tod_clean.score import load_scores
 
@@ -87,7 +90,7 @@ class Run:
         Returns one row per training row: ``row``, ``id`` (with an ``id_col``), ``label``, the score columns
         (float64) and ``rank`` (int64, 1 = the first row to drop).
         """
-        result = workflow.score(
+        result = scoring.score(
             self._dir,
             train=train,
             val=val,
@@ -95,7 +98,7 @@ class Run:
             val_text_col=val_text_col,
             val_text_pair_col=val_text_pair_col,
             val_label_col=val_label_col,
-            config=ScoreConfig(**workflow.known_options(ScoreConfig, options)),
+            config=ScoreConfig(**known_options(ScoreConfig, options)),
             device=device,
             out=out,
             pred_probs=pred_probs,
@@ -174,8 +177,8 @@ def train(
     ``device``, ...), with ``TrainConfig``'s defaults.
     Returns the finished run.
     """
-    config = workflow.train_config(**options)
-    workflow.train(config, data, RunDir(run), split=split, overwrite=overwrite)
+    config = training.train_config(**options)
+    training.train(config, data, RunDir(run), split=split, overwrite=overwrite)
     return Run(run)
 
 
@@ -217,7 +220,7 @@ def filter(  # noqa: A001 - the verb of the CLI command, on purpose
                 "these scores do not name their run: pass run= (the run directory they were scored in)"
             )
         run_dir = RunDir(os.fspath(run))
-    filtered = workflow.filter(
+    filtered = filtering.filter(
         run_dir,
         data,
         scores=given,

@@ -21,7 +21,8 @@ from tod_clean.instances import instances_from_table
 from tod_clean.io.inputs import to_table
 from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.io.table import Table
-from tod_clean.pipelines.score import check_frame_destination, is_path, save_frame
+from tod_clean.pipelines.inputs import is_path
+from tod_clean.pipelines.outputs import check_frame_destination, save_frame
 from tod_clean.progress import Progress
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir

@@ -21,7 +21,7 @@ from tod_clean.cli.options import (
 from tod_clean.config import ScoreConfig
 from tod_clean.errors import OptionError
 from tod_clean.io.inputs import read_table
-from tod_clean.pipelines.score import train_config
+from tod_clean.pipelines.train import train_config
 
 # cleanse's options of its training runs: TrainConfig's, with help texts that say what they do here.
 _TRAIN_OPTIONS = (

@@ -11,7 +11,7 @@ from tod_clean.cli import app, console, handle_errors, setup
 from tod_clean.cli.options import StdinFormatOption, stdin_format_for
 from tod_clean.filter import SIGNALS
 from tod_clean.io import STDIN
-from tod_clean.pipelines import score as workflow
+from tod_clean.pipelines import filter as pipeline
 from tod_clean.run.rundir import RunDir
 
 BY_HELP = (
@@ -77,7 +77,7 @@ def filter_command(
     Dropping every row is refused.
     """
     setup(quiet)
-    filtered = workflow.filter(
+    filtered = pipeline.filter(
         RunDir(run),
         train,
         scores=scores,

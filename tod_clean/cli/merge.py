@@ -12,7 +12,7 @@ from tod_clean.errors import ConfigError
 from tod_clean.io import STDIN
 from tod_clean.io.frames import frame_output_format
 from tod_clean.io.paths import check_destination, check_distinct_outputs
-from tod_clean.pipelines.score import check_frame_destination, save_frame
+from tod_clean.pipelines.outputs import check_frame_destination, save_frame
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir
 
 

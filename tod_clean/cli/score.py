@@ -19,7 +19,7 @@ from tod_clean.cli.options import (
 )
 from tod_clean.config import ScoreConfig
 from tod_clean.io import STDIN
-from tod_clean.pipelines import score as workflow
+from tod_clean.pipelines import score as pipeline
 from tod_clean.processes import is_main_process
 from tod_clean.run.rundir import RunDir
 from tod_clean.shard import Shard
@@ -96,7 +96,7 @@ def score_command(
     """Score every training row; save the scores in the run directory (and to --out)."""
     quiet = setup(quiet)
     run_dir = RunDir(run)
-    result = workflow.score(
+    result = pipeline.score(
         run_dir,
         train=train,
         val=val,

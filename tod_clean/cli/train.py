@@ -22,7 +22,7 @@ from tod_clean.cli.options import (
 from tod_clean.config import comma_list
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.io import STDIN
-from tod_clean.pipelines import score as workflow
+from tod_clean.pipelines import train as pipeline
 from tod_clean.processes import launched_count
 from tod_clean.run.rundir import RunDir, RunInfo
 
@@ -104,14 +104,14 @@ def train_command(
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
         _refuse_changed_options(context, run_dir.read_info(), options)
-        result = workflow.resume(
+        result = pipeline.resume(
             run_dir, train_file, stdin_format=from_stdin_as, progress=progress_for(quiet)
         )
     else:
         if train_file is None:
             raise ConfigError("give the training file (or - for standard input)")
-        config = workflow.train_config(**options)
-        result = workflow.train(
+        config = pipeline.train_config(**options)
+        result = pipeline.train(
             config,
             train_file,
             run_dir,

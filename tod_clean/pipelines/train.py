@@ -1,0 +1,69 @@
+"""The ``train`` pipeline: a ``TrainConfig`` from options by name, a new run trained on data, an
+interrupted run resumed."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from tod_clean.config import DataColumns, TrainConfig
+from tod_clean.io import STDIN
+from tod_clean.io.inputs import to_table
+from tod_clean.pipelines.inputs import Data, is_path, known_options, run_data
+from tod_clean.progress import Progress
+from tod_clean.run.rundir import RunDir
+
+if TYPE_CHECKING:
+    from tod_clean.train import TrainResult
+
+
+def train_config(
+    *,
+    text_col: str = "text",
+    text_pair_col: str | None = None,
+    label_col: str = "label",
+    id_col: str | None = None,
+    **options: Any,
+) -> TrainConfig:
+    """A ``TrainConfig`` from the column names and any other of its fields by name (``lora_targets`` may be
+    comma-separated text); ranges are checked by ``TrainConfig`` itself."""
+    options = known_options(TrainConfig, options, reserved=("columns", "mask_scheme"))
+    columns = DataColumns(text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col)
+    return TrainConfig(columns=columns, **options)
+
+
+def train(
+    config: TrainConfig,
+    data: Data,
+    run: RunDir,
+    *,
+    split: str | None = None,
+    stdin_format: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a new run on ``data`` (in-memory rows are kept in the run as ``train.jsonl``; rows from stdin,
+    read in ``stdin_format``, as ``train.<format>``)."""
+    table = to_table(data, split=split, stdin_format=stdin_format)
+    # A missing column is reported before training's imports (transformers, peft: seconds) load.
+    columns = config.columns
+    table.require_columns([columns.text_col, columns.text_pair_col, columns.label_col, columns.id_col])
+    from tod_clean.train import train as train_run
+
+    train_path = os.fspath(data) if is_path(data) else STDIN
+    return train_run(config, table, run, train_path=train_path, overwrite=overwrite, progress=progress)
+
+
+def resume(
+    run: RunDir,
+    data: Data | None = None,
+    *,
+    stdin_format: str | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Continue an interrupted run on its training data (``data`` when it moved: the same rows)."""
+    from tod_clean.train import resume as resume_run
+
+    info = run.read_info()
+    instead = "give the same rows as a file: tod-clean train FILE --resume"
+    return resume_run(run_data(info, data, stdin_format, instead=instead), run, progress=progress)
