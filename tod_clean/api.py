@@ -135,9 +135,9 @@ class Run:
         class (float64, summing to 1), ``predicted_label`` and, for labeled rows, ``label`` and ``loss``
         (float64, ``-log`` of the label's probability).
         """
-        from tod_clean.predict import predict
+        from tod_clean.pipelines import predict as predicting
 
-        return predict(
+        return predicting.predict(
             self._dir,
             data,
             split=split,

@@ -9,7 +9,6 @@ labels (``labels=False``, ``--no-labels``) to get the other columns.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -18,11 +17,7 @@ import pandas as pd
 from tod_clean.config import DataColumns, columns_like
 from tod_clean.device import pick_device
 from tod_clean.instances import instances_from_table
-from tod_clean.io.inputs import to_table
-from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.io.table import Table
-from tod_clean.pipelines.inputs import is_path
-from tod_clean.pipelines.outputs import check_frame_destination, save_frame
 from tod_clean.progress import Progress
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
@@ -74,49 +69,4 @@ def predict_run(
         frame["label"] = names[instances.labels]
         picked = probs[np.arange(len(instances)), instances.labels].astype(np.float64)
         frame["loss"] = -np.log(np.clip(picked, 1e-12, 1.0))  # as evaluate's mean loss
-    return frame
-
-
-def predict(
-    run: RunDir,
-    data: Any,
-    *,
-    split: str | None = None,
-    stdin_format: str | None = None,
-    text_col: str | None = None,
-    text_pair_col: str | None = None,
-    label_col: str | None = None,
-    id_col: str | None = None,
-    labels: bool | None = None,
-    out: str | os.PathLike[str] | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    progress: Progress | None = None,
-) -> pd.DataFrame:
-    """Predict every row of ``data`` (a path, ``-`` for standard input in ``stdin_format``, default JSON
-    Lines, a DataFrame or a Dataset) with the run's full network; write the frame to ``out`` (by
-    extension, a ``save_to_disk`` folder for a name without one, ``-`` for CSV on stdout), checked before
-    any work. Returns the frame.
-
-    A column given here must be in the data (``label_col`` makes the rows labeled unless
-    ``labels=False``); the others default to training's (its label and id columns when present).
-    """
-    info = run.read_complete_info()
-    path = os.fspath(data) if is_path(data) else None
-    out = None if out is None else os.fspath(out)
-    check_distinct_outputs({**run.own_files(), "the data file": path}, {"--out": out})
-    if out is not None:
-        check_frame_destination(out)
-    table = to_table(data, split=split, stdin_format=stdin_format)
-    trained = info.train.columns
-    if label_col is not None and labels is not False:
-        labels = True
-    if id_col is None and trained.id_col in table.columns:
-        id_col = trained.id_col
-    columns = columns_like(trained, text_col, text_pair_col, label_col, id_col)
-    frame = predict_run(
-        run, table, columns=columns, labels=labels, batch_size=batch_size, device=device, progress=progress
-    )
-    if out is not None:
-        save_frame(frame, out)
     return frame

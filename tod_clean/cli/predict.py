@@ -73,9 +73,9 @@ def predict_command(
     predicted_label, and label and loss for labeled rows."""
     quiet = setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, data_file)
-    from tod_clean.predict import predict
+    from tod_clean.pipelines import predict as pipeline
 
-    frame = predict(
+    frame = pipeline.predict(
         RunDir(run),
         data_file,
         split=split,
