@@ -3,7 +3,6 @@ full network."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -19,10 +18,6 @@ from tod_clean.cli.options import (
     StdinFormatOption,
     stdin_format_for,
 )
-from tod_clean.config import columns_like
-from tod_clean.io.inputs import read_table
-from tod_clean.io.paths import check_destination, check_distinct_outputs, check_suffix
-from tod_clean.io.writers import deliver
 from tod_clean.run.rundir import RunDir
 
 
@@ -58,26 +53,21 @@ def evaluate_command(
     """Evaluate the run's full network (no instance mask) on a labeled file."""
     setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, data_file)
-    from tod_clean.evaluate import evaluate_run
+    from tod_clean.pipelines import evaluate as pipeline
 
-    run_dir = RunDir(run)
-    trained = run_dir.read_complete_info().train.columns
-    check_distinct_outputs({**run_dir.own_files(), "the data file": data_file}, {"--out": out})
-    if out is not None:
-        check_destination(out)
-        check_suffix(out, "--out", ".json", "the metrics as JSON")
-    columns = columns_like(trained, text_col, text_pair_col, label_col)
-    result = evaluate_run(
-        run_dir,
-        read_table(data_file, split=split, stdin_format=from_stdin_as),
-        columns=columns,
+    result = pipeline.evaluate(
+        RunDir(run),
+        data_file,
+        split=split,
+        stdin_format=from_stdin_as,
+        text_col=text_col,
+        text_pair_col=text_pair_col,
+        label_col=label_col,
+        out=out,
         batch_size=batch_size,
         device=device,
         progress=progress_for(quiet),
     )
-    summary = {"file": data_file, "run": str(run), **result.to_dict()}
-    if out is not None:
-        deliver(out, (json.dumps(summary, indent=2, default=str) + "\n").encode("utf-8"))
     if not quiet:
         metrics = RichTable(title=f"{escape(str(data_file))}: {result.rows} rows", show_header=False)
         metrics.add_row("accuracy", f"{result.accuracy:.4f}")

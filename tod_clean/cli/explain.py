@@ -19,12 +19,7 @@ from tod_clean.cli.options import (
     StdinFormatOption,
     stdin_format_for,
 )
-from tod_clean.config import ScoreConfig, columns_like
-from tod_clean.io.frames import write_frame
-from tod_clean.io.inputs import read_table
-from tod_clean.io.paths import check_destination, check_distinct_outputs
-from tod_clean.io.writers import output_format
-from tod_clean.processes import is_main_process
+from tod_clean.config import ScoreConfig
 from tod_clean.run.rundir import RunDir
 
 
@@ -91,39 +86,29 @@ def explain_command(
     """For each validation row, the training rows with the most negative and most positive influence on it."""
     quiet = setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, val, train)
-    from tod_clean.explain import explain_run
+    from tod_clean.pipelines import explain as pipeline
 
-    run_dir = RunDir(run)
-    info = run_dir.read_complete_info()
-    train_path = train or info.train_source()
-    check_distinct_outputs(
-        {**run_dir.own_files(), "--val": val, "the training file": train_path}, {"--out": out}
-    )
-    if out is not None:
-        check_destination(out)
-        output_format(out, "csv")
-    val_table = read_table(val, split=val_split, stdin_format=from_stdin_as)
-    trained = info.train.columns
-    id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
-    columns = columns_like(trained, val_text_col, val_text_pair_col, val_label_col, id_col)
-    result = explain_run(
-        run_dir,
-        read_table(train_path, split=info.train_file.split, stdin_format=from_stdin_as),
-        val_table,
-        val_columns=columns,
-        k=top,
+    explained = pipeline.explain(
+        RunDir(run),
+        val,
+        train=train,
+        val_split=val_split,
+        val_text_col=val_text_col,
+        val_text_pair_col=val_text_pair_col,
+        val_label_col=val_label_col,
+        val_id_col=val_id_col,
+        top=top,
         errors_only=errors_only,
-        val_rows=index,
-        val_id=id_,
+        index=index,
+        id_=id_,
         hurt_from=hurt_from,
         config=ScoreConfig(batch_size=batch_size, influence_method=influence),
         device=device,
+        out=out,
+        stdin_format=from_stdin_as,
         progress=progress_for(quiet),
     )
-    if not is_main_process():
-        return  # under accelerate launch every process holds the gathered result; the main one writes
-    if out is not None:
-        write_frame(result.frame, out)
+    result, val_table = explained.result, explained.val_table
     if quiet:
         return
     console.print(

@@ -1,0 +1,80 @@
+"""The ``explain`` pipeline: validation rows of a finished run explained by their most harmful and most
+helpful training rows, written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tod_clean.config import ScoreConfig, columns_like
+from tod_clean.explain import ExplainResult, explain_run
+from tod_clean.io.frames import write_frame
+from tod_clean.io.inputs import read_table
+from tod_clean.io.paths import check_destination, check_distinct_outputs
+from tod_clean.io.table import Table
+from tod_clean.io.writers import output_format
+from tod_clean.processes import is_main_process
+from tod_clean.progress import Progress
+from tod_clean.run.rundir import RunDir
+
+
+@dataclass
+class Explained:
+    """What ``explain`` read as the validation set, and its result."""
+
+    val_table: Table
+    result: ExplainResult
+
+
+def explain(
+    run: RunDir,
+    val: str,
+    *,
+    train: str | None = None,
+    val_split: str | None = None,
+    val_text_col: str | None = None,
+    val_text_pair_col: str | None = None,
+    val_label_col: str | None = None,
+    val_id_col: str | None = None,
+    top: int = 5,
+    errors_only: bool = False,
+    index: Sequence[int] | None = None,
+    id_: str | None = None,
+    hurt_from: str = "wrong",
+    config: ScoreConfig | None = None,
+    device: str = "auto",
+    out: str | None = None,
+    stdin_format: str | None = None,
+    progress: Progress | None = None,
+) -> Explained:
+    """Explain the rows of ``val`` (a path; ``-``: standard input in ``stdin_format``) by the run's
+    training rows (``train``: its data when the recorded file moved); write the full result to ``out``
+    (checked before any work). Columns of ``val`` default to training's (its id column if present)."""
+    info = run.read_complete_info()
+    train_path = train or info.train_source()
+    check_distinct_outputs({**run.own_files(), "--val": val, "the training file": train_path}, {"--out": out})
+    if out is not None:
+        check_destination(out)
+        output_format(out, "csv")
+    val_table = read_table(val, split=val_split, stdin_format=stdin_format)
+    trained = info.train.columns
+    id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
+    columns = columns_like(trained, val_text_col, val_text_pair_col, val_label_col, id_col)
+    result = explain_run(
+        run,
+        read_table(train_path, split=info.train_file.split, stdin_format=stdin_format),
+        val_table,
+        val_columns=columns,
+        k=top,
+        errors_only=errors_only,
+        val_rows=index,
+        val_id=id_,
+        hurt_from=hurt_from,
+        config=config,
+        device=device,
+        progress=progress,
+    )
+    # under accelerate launch every process holds the gathered result; the main one writes
+    if out is not None and is_main_process():
+        write_frame(result.frame, out)
+    return Explained(val_table, result)
