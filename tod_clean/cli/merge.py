@@ -8,12 +8,8 @@ from typing import Annotated
 import typer
 
 from tod_clean.cli import app, console, handle_errors, setup
-from tod_clean.errors import ConfigError
 from tod_clean.io import STDIN
-from tod_clean.io.frames import frame_output_format
-from tod_clean.io.paths import check_destination, check_distinct_outputs
-from tod_clean.pipelines.outputs import check_frame_destination, save_frame
-from tod_clean.run.rundir import SCORES, SCORES_META, RunDir
+from tod_clean.run.rundir import SCORES, RunDir
 
 
 @app.command("merge")
@@ -44,36 +40,10 @@ def merge_command(
 ) -> None:
     """Merge score shards: refuses missing, repeated or foreign parts; rank is computed over all rows."""
     setup(quiet)
-    from tod_clean.score import save_scores_frame
-    from tod_clean.shard import merge_shards
+    from tod_clean.pipelines import merge as pipeline
 
-    if out is None and run is None:
-        raise ConfigError("give --out FILE, --run RUN (save as the run's scores) or both")
     run_dir = RunDir(run) if run is not None else None
-    info = run_dir.read_complete_info() if run_dir is not None else None
-    if out is not None:
-        frame_output_format(out)  # refuse an unsupported extension before the work
-    run_copy = (
-        {}
-        if run_dir is None
-        else {
-            f"the run's {SCORES}": run_dir.file(SCORES),
-            f"the run's {SCORES_META}": run_dir.file(SCORES_META),
-        }
-    )
-    own = {} if run_dir is None else run_dir.own_files(exclude=(SCORES, SCORES_META))
-    check_distinct_outputs(
-        {**own, **{f"the part {part}": part for part in parts}}, {"--out": out, **run_copy}
-    )
-    if out is not None:
-        check_frame_destination(out)
-    for dest in run_copy.values():
-        check_destination(dest)
-    frame, meta = merge_shards(parts, info)
-    if out is not None:
-        save_frame(frame, out)
-    if run_dir is not None:
-        save_scores_frame(run_dir, frame, meta)
+    frame, meta = pipeline.merge(parts, out=out, run=run_dir)
     if not quiet:
         where = [str(out)] if out not in (None, STDIN) else []
         if run_dir is not None:

@@ -9,10 +9,7 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.cli.options import StdinFormatOption, stdin_format_for
-from tod_clean.device import pick_device
 from tod_clean.filter import SIGNALS
-from tod_clean.io.inputs import read_table
-from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.run.rundir import RunDir
 
 
@@ -70,15 +67,8 @@ def report_command(
     """
     setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, val, train)
-    from tod_clean.report import (
-        FIGURES,
-        ReportConfig,
-        build_report,
-        check_report_destination,
-        figures_folder,
-        load_run_scores,
-        write_report,
-    )
+    from tod_clean.pipelines import report as pipeline
+    from tod_clean.report import ReportConfig
 
     config = ReportConfig(
         by=by,
@@ -90,35 +80,17 @@ def report_command(
         max_explained=max_explained,
         influence_method=influence,
     )
-    pick_device(device)  # refuse a bad --device before any work
-    run_dir = RunDir(run)
-    info = run_dir.read_info()
-    check_report_destination(out)
-    check_destination(out)
-    scores = load_run_scores(run_dir)
-    figures = figures_folder(out)
-    check_distinct_outputs(
-        {
-            **run_dir.own_files(),
-            "--val": val or scores[1].get("val_file"),
-            "the training file": train or info.train_file.path,
-        },
-        {"--out": out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
-    )
-    val_table = read_table(val, split=val_split, stdin_format=from_stdin_as) if val is not None else None
-    train_table = read_table(
-        train or info.train_source(), split=info.train_file.split, stdin_format=from_stdin_as
-    )
-    report = build_report(
-        run_dir,
+    report, folder = pipeline.report(
+        RunDir(run),
         config,
-        scores=scores,
-        train_table=train_table,
-        val_table=val_table,
+        out,
+        val=val,
+        val_split=val_split,
+        train=train,
+        stdin_format=from_stdin_as,
         device=device,
         progress=progress_for(quiet),
     )
-    folder = write_report(report, out)
     if report.content.ranking_note is not None:  # said even with --quiet, as filter does
         console.print(report.content.ranking_note, highlight=False, markup=False, soft_wrap=True)
     for warning in report.content.warnings:
