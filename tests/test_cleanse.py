@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, ok, user_error
-from tod_clean import cleanse as cleanse_module
-from tod_clean.cleanse import check_test_labels, random_rows_to_keep
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.io.inputs import read_table
+from tod_clean.pipelines import cleanse as cleanse_module
+from tod_clean.pipelines.cleanse import check_test_labels, random_rows_to_keep
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--max-length", "16", "--device", "cpu"]
 

@@ -108,7 +108,7 @@ def cleanse_command(
     """
     setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, train_file, test, val)
-    from tod_clean.cleanse import cleanse
+    from tod_clean.pipelines.cleanse import cleanse
 
     if drop is None and drop_count is None and threshold is None:
         drop = 0.01
