@@ -44,7 +44,7 @@ from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.io.frames import frame_bytes
-from tod_clean.io.paths import atomic_output, check_destination
+from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
 from tod_clean.masks import MASK_SCHEME, MaskMode, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
@@ -1010,6 +1010,9 @@ def score_run(
     With ``shard``, only that shard's block of rows (see ``tod_clean.shard``): the frame has no ``rank``
     and records the shard in its attrs (Parquet schema metadata).
 
+    The outputs (``matrix_path`` writable, no matrix with ``shard``) are checked where the options enter,
+    by the ``score`` pipeline.
+
     Under ``accelerate launch`` (``processes``, by default read from the launcher's environment) process
     K of N scores the block of rows ``--shard K/N`` would (of the shard's rows, with ``shard``); every
     process returns the gathered result, and only the main process writes ``matrix_path``.
@@ -1024,9 +1027,7 @@ def score_run(
     )
     all_instances = train_instances
     first_row, stop = 0, len(all_instances)
-    if shard is not None:
-        if matrix_path is not None:
-            raise ConfigError("--matrix is not written with --shard: score without --shard to get the matrix")
+    if shard is not None:  # the score pipeline refused --matrix with --shard
         first_row, stop = shard.check_rows(len(train_instances))
         train_instances = _rows_of(train_instances, first_row, stop)
     val_instances = None
@@ -1034,8 +1035,6 @@ def score_run(
         val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)
     if matrix_path is not None and val_table is None:
         raise ConfigError("--matrix needs a validation set (--val)")
-    if matrix_path is not None:
-        check_destination(str(matrix_path))
     if val_table is not None and not info.scope.masked:
         raise ConfigError(
             f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
