@@ -11,7 +11,6 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.cli.options import (
-    COLUMNS,
     QuietOption,
     StdinFormatOption,
     stdin_format_for,
@@ -19,12 +18,11 @@ from tod_clean.cli.options import (
     train_spelling,
     with_options,
 )
-from tod_clean.config import comma_list
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.io import STDIN
 from tod_clean.pipelines import train as pipeline
 from tod_clean.processes import launched_count
-from tod_clean.run.rundir import RunDir, RunInfo
+from tod_clean.run.rundir import RunDir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,28 +41,14 @@ def _options_as_typed(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _refuse_changed_options(context: typer.Context, info: RunInfo, given: dict[str, Any]) -> None:
-    """--resume continues with the run's saved options; refuse options given with other values.
-
-    Only options typed on the command line count (defaults do not), and a value equal to the saved one is
-    accepted. Applying a change instead would not be coherent: even --epochs reshapes the LR schedule.
-    """
-    changed = []
-    for name, value in given.items():
+def _typed(context: typer.Context, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` typed on the command line (not left at their defaults)."""
+    typed = {}
+    for name, value in options.items():
         source = context.get_parameter_source(name)
-        if source is None or source.name == "DEFAULT":  # typer vendors click: compare by name
-            continue
-        saved = getattr(info.train.columns if name in COLUMNS else info.train, name)
-        typed = value
-        if isinstance(saved, list) and isinstance(value, str):  # typed comma-separated, saved as a list
-            value = comma_list(value)
-        if value != saved:
-            changed.append(f"{train_spelling(name)} {typed} (the run's: {saved})")
-    if changed:
-        raise ConfigError(
-            f"--resume continues {info.train_file.path} with the run's own options; these differ: "
-            f"{'; '.join(changed)}. Drop them, or train a new run"
-        )
+        if source is not None and source.name != "DEFAULT":  # typer vendors click: compare by name
+            typed[name] = value
+    return typed
 
 
 @app.command("train")
@@ -103,9 +87,13 @@ def train_command(
     if resume:
         if overwrite:
             raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
-        _refuse_changed_options(context, run_dir.read_info(), options)
         result = pipeline.resume(
-            run_dir, train_file, stdin_format=from_stdin_as, progress=progress_for(quiet)
+            run_dir,
+            train_file,
+            options=_typed(context, options),
+            spell=train_spelling,
+            stdin_format=from_stdin_as,
+            progress=progress_for(quiet),
         )
     else:
         if train_file is None:

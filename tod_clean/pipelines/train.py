@@ -3,15 +3,18 @@ interrupted run resumed."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tod_clean.config import DataColumns, TrainConfig
+from tod_clean.config import DataColumns, TrainConfig, comma_list
+from tod_clean.errors import ConfigError
 from tod_clean.io import STDIN
 from tod_clean.io.inputs import to_table
 from tod_clean.pipelines.inputs import Data, is_path, known_options, run_data
 from tod_clean.progress import Progress
-from tod_clean.run.rundir import RunDir
+from tod_clean.run.rundir import RunDir, RunInfo
 
 if TYPE_CHECKING:
     from tod_clean.train import TrainResult
@@ -58,12 +61,36 @@ def resume(
     run: RunDir,
     data: Data | None = None,
     *,
+    options: dict[str, Any] | None = None,
+    spell: Callable[[str], str] = str,
     stdin_format: str | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Continue an interrupted run on its training data (``data`` when it moved: the same rows)."""
+    """Continue an interrupted run on its training data (``data`` when it moved: the same rows).
+
+    ``options``: training options the caller gave (by field name, ``lora_targets`` may be comma-separated
+    text), refused where they differ from the run's saved ones (``spell`` names them as the caller does).
+    Applying a change instead would not be coherent: even the epochs reshape the learning-rate schedule.
+    """
+    info = run.read_info()
+    _refuse_changed_options(info, options or {}, spell)
     from tod_clean.train import resume as resume_run
 
-    info = run.read_info()
     instead = "give the same rows as a file: tod-clean train FILE --resume"
     return resume_run(run_data(info, data, stdin_format, instead=instead), run, progress=progress)
+
+
+def _refuse_changed_options(info: RunInfo, given: dict[str, Any], spell: Callable[[str], str]) -> None:
+    """Refuse ``given`` options whose values differ from the run's saved ones (equal values are accepted)."""
+    columns = {f.name for f in dataclasses.fields(DataColumns)}
+    changed = []
+    for name, value in given.items():
+        saved = getattr(info.train.columns if name in columns else info.train, name)
+        compared = comma_list(value) if isinstance(saved, list) and isinstance(value, str) else value
+        if compared != saved:
+            changed.append(f"{spell(name)} {value} (the run's: {saved})")
+    if changed:
+        raise ConfigError(
+            f"--resume continues {info.train_file.path} with the run's own options; these differ: "
+            f"{'; '.join(changed)}. Drop them, or train a new run"
+        )
