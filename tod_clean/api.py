@@ -28,11 +28,10 @@ from tod_clean.io.inputs import is_dataset
 from tod_clean.pipelines import filter as filtering
 from tod_clean.pipelines import score as scoring
 from tod_clean.pipelines import train as training
-from tod_clean.pipelines.inputs import known_options
+from tod_clean.pipelines.inputs import Data, known_options
 from tod_clean.run.rundir import SCORES, RunDir, RunInfo
 from tod_clean.score import load_scores
 
-Data = Any  # a path (str or os.PathLike), a pandas.DataFrame or a datasets.Dataset
 D = TypeVar("D")
 
 # DataFrame.attrs key naming the run whose scores a frame holds, so ``filter(data, scores)`` finds it.
