@@ -6,7 +6,7 @@ dataset in the local Hugging Face cache), a ``pandas.DataFrame`` or a ``datasets
 mistakes raise the ``TodCleanError`` family with the CLI's messages.
 
 In-memory training data is kept in the run as ``train.jsonl`` (the file a run also keeps for data read
-from standard input): its canonical JSON Lines form (see ``tod_clean.data.to_table``), whose sha256 is
+from standard input): its canonical JSON Lines form (see ``tod_clean.io.inputs.to_table``), whose sha256 is
 the run's training-file fingerprint. Scoring or filtering later accepts the same rows again as a
 DataFrame or Dataset (equal rows serialise to equal bytes), the run's copy, or, for a run trained with an
 ``id_col``, any data whose rows match by id.
