@@ -9,9 +9,9 @@ import typer
 
 from tod_clean import workflow
 from tod_clean.cli import StdinFormatOption, app, console, handle_errors, setup, stdin_format_for
-from tod_clean.filter import SIGNALS
 from tod_clean.io import STDIN
 from tod_clean.rundir import RunDir
+from tod_clean.signals import SIGNALS
 
 BY_HELP = (
     f"Score column to rank by: {', '.join(SIGNALS)} (default: full_loss, the signal measured best at "

@@ -17,10 +17,10 @@ from tod_clean.cli import (
     stdin_format_for,
 )
 from tod_clean.device import pick_device
-from tod_clean.filter import SIGNALS
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.rundir import RunDir
+from tod_clean.signals import SIGNALS
 
 
 @app.command("report")
