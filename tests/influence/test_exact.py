@@ -15,10 +15,12 @@ from torch import nn
 from tests.conftest import NEGATIVE, POSITIVE
 from tod_clean.encoding import EncodedRows, encode_texts
 from tod_clean.filter import worst_first
+from tod_clean.influence.gather import influence
+from tod_clean.influence.self_scores import SelfScores, self_scores
 from tod_clean.masks import MaskMode, key_from_id
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.scopes import Scope
-from tod_clean.score import SelfScores, influence, scores_frame, self_scores
+from tod_clean.score import scores_frame
 
 NUM_LABELS = 3
 TRAIN_TEXTS = POSITIVE[:4] + NEGATIVE[:3]  # 7 training rows
@@ -255,7 +257,7 @@ def test_head_blocks_with_several_instances_and_ragged_ends_equal_naive_loop(
 ) -> None:
     """Memory budgets that cut both the training rows (several per block, a ragged last block) and the
     validation rows into blocks give the per-pair loop's matrix."""
-    from tod_clean.score import head_features, head_influence_blocks
+    from tod_clean.influence.head_gemm import head_features, head_influence_blocks
 
     torch.manual_seed(7)
     encoder = transformers.AutoModel.from_pretrained(str(tiny_model_dir))
@@ -291,7 +293,7 @@ def test_head_blocks_with_several_instances_and_ragged_ends_equal_naive_loop(
 
 def test_head_block_sizes_follow_the_memory_budget() -> None:
     """A smaller budget cuts the validation rows as well as the training rows into blocks."""
-    from tod_clean.score import head_influence_blocks
+    from tod_clean.influence.head_gemm import head_influence_blocks
 
     generator = torch.Generator().manual_seed(0)
     features = torch.rand((300, 64), generator=generator)
@@ -429,7 +431,7 @@ def test_head_blocks_with_huge_logits_equal_the_float64_definition(
     """Validation rows whose logit differences could overflow exp() take the shifted formula, the others
     the plain one (for two classes at p = 1/2 the half one, unless a large bias gap would overflow its
     constant), in the same block; all equal the float64 definition."""
-    from tod_clean.score import _head_targets, head_influence_blocks
+    from tod_clean.influence.head_gemm import _head_targets, head_influence_blocks
 
     generator = torch.Generator().manual_seed(2)
     features = torch.rand((12, 40), generator=generator) * 2 - 1
@@ -469,7 +471,7 @@ def test_head_blocks_split_across_threads_equal_one_thread() -> None:
     """On a CPU a block is split by training rows across torch's threads (one worker thread each): the
     values and row sums equal one thread's within float32 rounding (``assert_within_rounding``), for each
     loss formula, and the row sums computed in the workers are the values' row sums."""
-    from tod_clean.score import _head_targets, head_influence_blocks
+    from tod_clean.influence.head_gemm import _head_targets, head_influence_blocks
 
     generator = torch.Generator().manual_seed(5)
     for keep_prob, num_classes in ((0.5, 2), (0.3, 2), (0.7, 3)):
@@ -511,7 +513,7 @@ def test_head_influence_of_shards_equals_the_whole() -> None:
     """Scored in shards (whose blocks start at the shard's first row and may end in a block of one row),
     every training row's influence equals the unsharded value within float32 rounding: no value depends
     on how many rows share its block beyond BLAS's rounding."""
-    from tod_clean.score import head_influence
+    from tod_clean.influence.head_gemm import head_influence
 
     generator = torch.Generator().manual_seed(11)
     features = torch.rand((300, 96), generator=generator) * 2 - 1
@@ -535,7 +537,7 @@ def test_head_influence_of_small_shards_equals_the_whole() -> None:
     """Shards with few training rows, scored with other thread counts than the whole (as on the mixed
     nodes of a SLURM array), equal the whole within float32 rounding: the blocks depend on the budget and
     the shapes, never on the thread count or on how many training rows a shard holds."""
-    from tod_clean.score import head_influence
+    from tod_clean.influence.head_gemm import head_influence
 
     generator = torch.Generator().manual_seed(3)
     features = torch.rand((700, 96), generator=generator) * 2 - 1
