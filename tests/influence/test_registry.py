@@ -19,8 +19,9 @@ from tod_clean.config import ScoreConfig
 from tod_clean.encoding import EncodedRows, encode_texts
 from tod_clean.influence.base import ESTIMATORS, InfluenceBlock, InfluenceEstimator, InfluenceTask
 from tod_clean.influence.head_gemm import head_features
-from tod_clean.model import Scope, TodClassifier
+from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.rundir import RunDir
+from tod_clean.scopes import Scope
 
 
 @pytest.fixture
