@@ -48,7 +48,7 @@ def child_head_gemm(num_train: int, num_val: int, chunk_mib: int) -> dict[str, A
     """Run in a fresh process: head-scope influence of N x V pairs from random cached features."""
     import torch
 
-    from tod_clean.score import head_influence
+    from tod_clean.influence.head_gemm import head_influence
 
     generator = torch.Generator().manual_seed(0)
     width = 384

@@ -37,7 +37,7 @@ def child(num_train: int, num_val: int, num_classes: int, repeats: int) -> dict[
     import torch
 
     import tod_clean
-    from tod_clean.score import head_influence
+    from tod_clean.influence.head_gemm import head_influence
 
     generator = torch.Generator().manual_seed(0)
     features = torch.rand((num_val, WIDTH), generator=generator) * 2 - 1

@@ -132,7 +132,7 @@ def evaluation_inputs(data: dict[str, Any], run_path: Path) -> dict[str, tuple[A
 
 def epoch_evaluator(data: dict[str, Any], run_path: Path, cell: str, records: list[dict[str, Any]]) -> Any:
     """An on_epoch_end callback that appends one record of losses, gaps and AUROCs per epoch."""
-    from tod_clean.score import self_scores
+    from tod_clean.influence.self_scores import self_scores
 
     cache: dict[str, Any] = {}
 

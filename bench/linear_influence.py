@@ -63,7 +63,7 @@ def top_overlap(exact: np.ndarray, linear: np.ndarray, fraction: float) -> float
 
 
 def pair_matrix(model: Any, keys: np.ndarray, val: Any, labels: np.ndarray, method: str) -> np.ndarray:
-    from tod_clean.score import influence_blocks
+    from tod_clean.influence.base import influence_blocks
 
     matrix = np.zeros((len(keys), len(val)), dtype=np.float32)
     for block in influence_blocks(model, keys, val, labels, method=method, batch_size=32):

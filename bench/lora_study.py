@@ -70,7 +70,7 @@ def _find_issues(labels: np.ndarray, probs: np.ndarray, flipped: np.ndarray) -> 
 
 
 def epoch_evaluator(data: dict[str, Any], run_path: Path, records: list[dict[str, Any]]) -> Any:
-    from tod_clean.score import self_scores
+    from tod_clean.influence.self_scores import self_scores
 
     cache: dict[str, Any] = {}
 

@@ -18,10 +18,10 @@ from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tod_clean.encoding import encode_texts
 from tod_clean.explain import top_influences
+from tod_clean.influence.gather import influence
 from tod_clean.masks import key_from_id
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.scopes import Scope
-from tod_clean.score import influence
 
 TRAIN = [f"training text number {i} is {'good' if i % 3 else 'bad'}" for i in range(11)]
 VAL = ["fine film", "awful plot and acting", "it was okay I guess", "best one", "so dull"]

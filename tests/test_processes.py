@@ -130,17 +130,18 @@ class _MainOfSimulatedProcesses(Processes):
 def test_the_influence_matrix_is_gathered_slice_by_slice(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from tod_clean import score
+    from tod_clean.influence import gather
 
     num_rows, num_val, count = 7, 3, 2
     matrix = np.random.default_rng(0).normal(size=(num_rows, num_val)).astype(np.float32)
     blocks = [
         matrix[slice(*Processes(index, count).rows(num_rows))] for index in range(count)
     ]  # 3 and 4 rows
-    monkeypatch.setattr(score, "_GATHER_BYTES", 2 * num_val * 4 * count)  # two rows of each process at a time
+    # two rows of each process at a time
+    monkeypatch.setattr(gather, "_GATHER_BYTES", 2 * num_val * 4 * count)
     np.save(tmp_path / "rows-0.npy", blocks[0])
     main = _MainOfSimulatedProcesses(blocks, slice_rows=2)
-    score.gather_matrix(main, tmp_path / "rows-0.npy", tmp_path / "matrix.npy", num_rows, num_val)
+    gather.gather_matrix(main, tmp_path / "rows-0.npy", tmp_path / "matrix.npy", num_rows, num_val)
     assert main.calls == 2
     np.testing.assert_array_equal(np.load(tmp_path / "matrix.npy"), matrix)
 

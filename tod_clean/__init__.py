@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 import sys  # noqa: E402
 import types  # noqa: E402
 
+import tod_clean.influence  # noqa: E402, F401  (registers the influence estimators ScoreConfig accepts)
 from tod_clean.api import Run, filter, train  # noqa: E402, A004
 from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError  # noqa: E402
 

@@ -259,7 +259,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-INFLUENCE_METHODS = ("exact", "linear", "auto")
+# The registered influence estimators by name, the values ``influence_method`` accepts: each adds itself
+# when its class is defined (``tod_clean.influence.base.ESTIMATORS`` is this dict), and ``import tod_clean``
+# loads the built-in ones (exact, linear, auto).
+INFLUENCE_METHODS: dict[str, Any] = {}
 
 
 @dataclass
@@ -288,7 +291,7 @@ class ScoreConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.influence_method not in INFLUENCE_METHODS:
+        if not isinstance(self.influence_method, str) or self.influence_method not in INFLUENCE_METHODS:
             raise ConfigError(
                 f"influence method must be one of {', '.join(INFLUENCE_METHODS)}, "
                 f"got {self.influence_method!r}"

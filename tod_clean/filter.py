@@ -20,20 +20,7 @@ from tod_clean.io.frames import read_frame_dataset
 from tod_clean.io.inputs import read_table
 from tod_clean.io.table import Table
 from tod_clean.run.rundir import RunInfo
-
-# Which end of each score column marks a row to remove.
-WORSE_WHEN_LOWER = ("influence", "hidden_prob", "full_prob")
-WORSE_WHEN_HIGHER = ("self_influence", "hidden_loss", "full_loss", "exposed_loss")
-SIGNALS = WORSE_WHEN_LOWER + WORSE_WHEN_HIGHER
-
-# Every signal but influence says how wrong a row's own label looks, and such values differ by class by
-# nature (a rare or hard class has higher losses): these are ranked within their class (``class_badness``).
-# Influence is a harm to the validation set, comparable across classes: it is ranked globally.
-LABEL_SIGNALS = tuple(name for name in SIGNALS if name != "influence")
-
-# The signal filter, report and cleanse rank by when --by is not given (chosen in BENCHMARKS.md section 1).
-DEFAULT_SIGNAL = "full_loss"
-DEFAULT_SELF_SIGNAL = DEFAULT_SIGNAL  # the former name, kept for callers
+from tod_clean.signals import DEFAULT_SIGNAL, LABEL_SIGNALS, SIGNALS, WORSE_WHEN_LOWER
 
 # A class that loses more than this multiple of the overall dropped share (and at least
 # DISPROPORTION_MIN_ROWS rows) is named in a warning.

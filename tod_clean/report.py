@@ -30,14 +30,7 @@ import pandas as pd
 from tod_clean import __version__
 from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
 from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
-from tod_clean.filter import (
-    LABEL_SIGNALS,
-    SIGNALS,
-    WORSE_WHEN_LOWER,
-    check_drop_options,
-    filter_table,
-    match_scores,
-)
+from tod_clean.filter import check_drop_options, filter_table, match_scores
 from tod_clean.io.columns import label_key
 from tod_clean.io.formats.hub import is_hub_ref
 from tod_clean.io.inputs import read_table
@@ -45,6 +38,7 @@ from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
 from tod_clean.progress import Progress
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.signals import LABEL_SIGNALS, SIGNALS, SIGNALS_BY_NAME, SIGNED_SIGNALS, WORSE_WHEN_LOWER
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +46,6 @@ log = logging.getLogger(__name__)
 DISTRIBUTION_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
 # Score columns shown in the table of flagged rows, when present (and the ranking column in any case).
 TABLE_SCORE_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
-# Columns whose sign means something; the others (losses, probabilities) are shown unsigned.
-SIGNED_COLUMNS = ("influence", "self_influence")
 PER_CLASS_FIGURE = "flagged_per_class"
 FIGURES = (*SIGNALS, PER_CLASS_FIGURE)  # every figure a report may write (and remove when it has none)
 MAX_CLASSES_SHOWN = 40
@@ -62,16 +54,6 @@ HTML_SUFFIXES = (".html", ".htm")
 _KEPT_COLOR = "#8fb3d9"
 _FLAGGED_COLOR = "#d62728"
 _CUTOFF_COLOR = "#222222"
-
-_DESCRIPTIONS = {
-    "influence": "mean influence on the validation set; negative = the row hurts it",
-    "self_influence": "hidden_loss − exposed_loss on the row itself; high = memorised",
-    "hidden_loss": "loss of the sub-network that hides the row (how out-of-sample: see README)",
-    "exposed_loss": "loss of the sub-network that trained on the row",
-    "full_loss": "loss of the full network on the row",
-    "hidden_prob": "hidden sub-network's probability of the row's label",
-    "full_prob": "full network's probability of the row's label",
-}
 
 
 @dataclass
@@ -558,7 +540,8 @@ def distribution_figure(distribution: Distribution, flagged: np.ndarray, by: str
         axes.set_ylim(bottom=0)
         axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.set_title(distribution.column, fontsize=11, loc="left")
-    axes.set_xlabel(_DESCRIPTIONS.get(distribution.column, distribution.column), fontsize=8.5)
+    signal = SIGNALS_BY_NAME.get(distribution.column)
+    axes.set_xlabel(distribution.column if signal is None else signal.meaning, fontsize=8.5)
     axes.set_ylabel("training rows", fontsize=9)
     if axes.get_yscale() == "linear":
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -729,7 +712,7 @@ def _cell(column: str, value: Any, by: str) -> CellView:
     if column.startswith("%"):
         shown = "—" if np.isnan(value) else f"{value:.2f}"
     else:
-        shown = _format_number(value, signed=column in SIGNED_COLUMNS)
+        shown = _format_number(value, signed=column in SIGNED_SIGNALS)
     return CellView(shown, " ".join([*by_class, *(["num"] if numeric else [])]))
 
 

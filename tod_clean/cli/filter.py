@@ -9,10 +9,10 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, setup
 from tod_clean.cli.options import StdinFormatOption, stdin_format_for
-from tod_clean.filter import SIGNALS
 from tod_clean.io import STDIN
 from tod_clean.pipelines import filter as pipeline
 from tod_clean.run.rundir import RunDir
+from tod_clean.signals import SIGNALS
 
 BY_HELP = (
     f"Score column to rank by: {', '.join(SIGNALS)} (default: full_loss, the signal measured best at "

@@ -9,8 +9,8 @@ import typer
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
 from tod_clean.cli.options import StdinFormatOption, stdin_format_for
-from tod_clean.filter import SIGNALS
 from tod_clean.run.rundir import RunDir
+from tod_clean.signals import SIGNALS
 
 
 @app.command("report")

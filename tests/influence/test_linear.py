@@ -22,15 +22,17 @@ import transformers
 from torch import nn
 
 from tests.conftest import make_rows, write_rows
+from tests.influence.test_exact import NUM_LABELS, TRAIN_KEYS, VAL_LABELS, encoded, naive_pairs  # noqa: F401
 from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401 (fixture)
-from tests.test_score import NUM_LABELS, TRAIN_KEYS, VAL_LABELS, encoded, naive_pairs  # noqa: F401
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError
+from tod_clean.influence.base import resolve_influence_method
+from tod_clean.influence.gather import influence
+from tod_clean.influence.linear import linear_influence_blocks
 from tod_clean.masks import MaskMode, apply_mask, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.run.rundir import build_classifier
-from tod_clean.score import influence, linear_influence_blocks, resolve_influence_method
 
 SCOPES = ["head", "layers:1", "layers:2", "ffn:1", "ffn:2", "lora"]
 AUTO_LINEAR = [

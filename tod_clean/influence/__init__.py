@@ -1,0 +1,15 @@
+"""Influence of training instances on validation rows, and the scores of each training row on itself.
+
+- ``base``: the estimator interface (``InfluenceEstimator``: what a new estimator implements), its registry
+  and ``influence_blocks``, which runs the estimator an ``--influence`` name selects
+- ``exact``, ``linear``, ``auto``: the built-in estimators (``exact`` runs ``head_gemm`` or ``pairs``)
+- ``head_gemm``: the exact head-scope path, blocked matrix products on worker threads
+- ``pairs``: the exact path of deeper scopes, forward passes over (instance, validation row) pairs
+- ``self_scores``: every training row's full, exposed and hidden losses and probabilities
+- ``gather``: the blocks summed into the ``influence`` column, the matrix file, several processes' matrix
+- ``passes``: the autocast context and per-row loss the passes share
+"""
+
+# Registers the built-in estimators, in the order their names are listed: auto imports exact and linear
+# before it defines itself.
+from tod_clean.influence import auto, exact, linear  # noqa: F401

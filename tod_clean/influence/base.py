@@ -1,0 +1,187 @@
+"""The influence estimator interface, its registry, and the blocks every estimator yields.
+
+An estimator computes, on a finished run's trained network, the influence of training instances on
+validation rows: ``L(hidden_i, z_v) - L(exposed_i, z_v)`` for training instance ``i`` and validation row
+``v``, or an estimate of it. A new estimator is one module of this package, imported by
+``tod_clean/influence/__init__.py``, holding a subclass of ``InfluenceEstimator`` that sets:
+
+- ``name``: the value of ``--influence`` (``ScoreConfig.influence_method``) that selects it. Defining the
+  class registers it under that name (in ``ESTIMATORS``); ``score``, ``explain`` and ``report`` then
+  accept it.
+- ``applies_to(scope)``: whether it can score a run of that scope (default: every scope with instance
+  masks).
+- ``blocks(task)``: the ``[train x val]`` influence as ``InfluenceBlock`` s, block by block, never the whole
+  matrix: each block's memory is bounded (``task.chunk_mib``) whatever the numbers of rows. The caller sums
+  the blocks into the ``influence`` column and, when asked, writes them into the matrix file.
+- optionally ``resolve(scope, keep_prob)``: the estimator that actually runs for such a run (``auto``
+  answers ``exact`` or ``linear``); the resolved name is recorded in scores.json.
+
+``InfluenceTask`` is what ``blocks`` gets: the loaded model (eval mode) with its mask settings, the
+training rows' instance keys (their masks) and, on request, their encoded rows, the encoded validation rows
+and their labels, the device, the autocast dtype, batch sizes, the memory budget, the progress sink and the
+processes. ``exact.py`` (a GEMM for the head scope, pairs of forward passes otherwise) and ``linear.py``
+(gate gradients, one product per block) are the examples to copy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from tod_clean.config import INFLUENCE_METHODS
+from tod_clean.encoding import EncodedRows
+from tod_clean.errors import ConfigError
+from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.processes import Processes
+from tod_clean.progress import NullProgress, Progress
+from tod_clean.scopes import Scope
+
+
+@dataclass
+class InfluenceBlock:
+    """Per-pair influence of training rows ``train_start .. train_start + n`` on validation rows ``val_index``.
+
+    ``values`` is float32 ``[n, v]``: ``L(hidden_i, z_v) - L(exposed_i, z_v)``; ``row_sums`` float32
+    ``[n]``, when given, is ``values.sum(1)`` (computed where ``values`` was still in cache). Both may be
+    views of buffers that the next block overwrites: use or copy them before asking for the next block.
+    """
+
+    train_start: int
+    val_index: np.ndarray
+    values: torch.Tensor
+    row_sums: torch.Tensor | None = None
+
+    def sums(self) -> np.ndarray:
+        """``values.sum(1)`` as float64 ``[n]`` (a float32 cascade sum: exact enough)."""
+        sums = self.values.sum(1) if self.row_sums is None else self.row_sums
+        return sums.double().cpu().numpy()
+
+
+@dataclass
+class InfluenceTask:
+    """The inputs of an estimator's ``blocks``.
+
+    ``train_keys`` int64 ``[N]``: the training rows' instance keys (their masks; ``train_start`` of a block
+    counts from the first of them). ``val_labels`` int64 ``[V]``. ``train_rows``, when the caller has them,
+    gives the training rows' encoded tokens (see ``train_encoded``). With several ``processes`` (every one
+    of them iterates), the training rows are already this process's; the validation side that every
+    training row needs may be computed a block of validation rows per process and gathered
+    (``Processes.map_rows``).
+    """
+
+    model: TodClassifier
+    train_keys: np.ndarray
+    val_encoded: EncodedRows
+    val_labels: np.ndarray
+    device: torch.device
+    batch_size: int = 64
+    chunk_mib: float = 256
+    pair_batch: int = 256
+    amp_dtype: torch.dtype | None = None
+    progress: Progress = field(default_factory=NullProgress)
+    processes: Processes | None = None
+    train_rows: Callable[[], EncodedRows] | None = None
+
+    def train_encoded(self) -> EncodedRows:
+        """The training rows' tokens, in the order of ``train_keys`` (encoded on first request)."""
+        if self.train_rows is None:
+            raise ConfigError(
+                "this influence method needs the training rows' texts, which this command lacks"
+            )
+        return self.train_rows()
+
+
+# Every estimator by name, in the order they were registered: the dict ``ScoreConfig`` checks
+# ``influence_method`` against (it lives in ``tod_clean.config``, below this package).
+ESTIMATORS: dict[str, InfluenceEstimator] = INFLUENCE_METHODS
+
+
+class InfluenceEstimator(ABC):
+    """A way of computing influence; subclasses register themselves under their ``name``."""
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:
+            return
+        if name in ESTIMATORS:
+            raise ValueError(f"an influence estimator named {name!r} is already registered")
+        ESTIMATORS[name] = cls()
+
+    def applies_to(self, scope: Scope) -> bool:
+        """Whether this estimator can score a run trained with ``scope``."""
+        return scope.masked
+
+    def resolve(self, scope: Scope, keep_prob: float) -> InfluenceEstimator:
+        """The estimator that computes this one's influence for a run of ``scope`` at ``keep_prob``."""
+        return self
+
+    @abstractmethod
+    def blocks(self, task: InfluenceTask) -> Iterator[InfluenceBlock]:
+        """The ``[train x val]`` influence of ``task``, block by block (every pair exactly once)."""
+
+
+def estimator_named(method: str) -> InfluenceEstimator:
+    """The registered estimator ``method`` names (a ``ConfigError`` naming the choices otherwise)."""
+    if not isinstance(method, str) or method not in ESTIMATORS:
+        raise ConfigError(f"influence method must be one of {', '.join(ESTIMATORS)}, got {method!r}")
+    return ESTIMATORS[method]
+
+
+def resolve_influence_method(scope: Scope, keep_prob: float, method: str) -> str:
+    """The name of the estimator that ``method`` runs for a run of ``scope`` trained at ``keep_prob``
+    (``exact`` or ``linear`` for ``auto``)."""
+    return estimator_named(method).resolve(scope, keep_prob).name
+
+
+@torch.no_grad()
+def influence_blocks(
+    model: TodClassifier,
+    train_keys: np.ndarray,
+    val_encoded: EncodedRows,
+    val_labels: np.ndarray,
+    *,
+    batch_size: int = 64,
+    chunk_mib: int = 256,
+    pair_batch: int = 256,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    method: str = "auto",
+    progress: Progress | None = None,
+    processes: Processes | None = None,
+    train_rows: Callable[[], EncodedRows] | None = None,
+) -> Iterator[InfluenceBlock]:
+    """The train x validation influence matrix, block by block, never whole in memory.
+
+    ``method``: a registered estimator's name (``exact``: the sub-networks' losses; ``linear``: their
+    first-order estimate from gate gradients; ``auto``: the measured choice of the two for the scope).
+    With several ``processes`` every one of them must iterate; the training rows are the caller's to split.
+    """
+    if not model.scope.masked:
+        raise ValueError("influence needs a run with instance masks (scope other than 'none')")
+    estimator = estimator_named(method).resolve(model.scope, model.keep_prob)
+    if not estimator.applies_to(model.scope):
+        raise ConfigError(f"influence method {estimator.name!r} does not apply to scope '{model.scope}'")
+    model.eval()
+    task = InfluenceTask(
+        model,
+        train_keys,
+        val_encoded,
+        val_labels,
+        torch.device(device),
+        batch_size=batch_size,
+        chunk_mib=chunk_mib,
+        pair_batch=pair_batch,
+        amp_dtype=amp_dtype,
+        progress=progress or NullProgress(),
+        processes=processes,
+        train_rows=train_rows,
+    )
+    yield from estimator.blocks(task)
