@@ -23,7 +23,7 @@ from tod_clean.device import pick_device
 from tod_clean.encoding import encode_texts
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
-from tod_clean.influence.base import resolve_influence_method
+from tod_clean.influence.base import estimator_named, resolve_influence_method
 from tod_clean.influence.gather import gather_matrix, influence
 from tod_clean.influence.self_scores import SELF_WINDOW_ROWS, SelfScores, self_scores
 from tod_clean.instances import Instances, instances_from_table
@@ -101,10 +101,17 @@ def score_run(
         val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)
     if matrix_path is not None and val_table is None:
         raise ConfigError("--matrix needs a validation set (--val)")
-    if val_table is not None and not info.scope.masked:
-        raise ConfigError(
-            f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
-        )
+    if val_table is not None:
+        estimator = estimator_named(config.influence_method).resolve(info.scope, info.train.keep_prob)
+        if not estimator.applies_to(info.scope):
+            raise ConfigError(
+                f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
+            )
+        if estimator.needs_all_rows and (shard is not None or processes.several):
+            raise ConfigError(
+                f"--influence {estimator.name} fits its preconditioner on every training row, so it runs in "
+                "one process over all rows: not with --shard or under several processes"
+            )
     if before_work is not None:
         before_work()
     loaded = LoadedRun.open(run, info, processes.device or pick_device(device))
@@ -166,6 +173,7 @@ def score_run(
                 train_rows=lambda: span_encoded.subset(
                     np.arange(own_start - span_start, own_stop - span_start)
                 ),
+                train_labels=mine.labels,
             )
             if processes.several and matrix_path is not None:
                 gather_matrix(processes, own_matrix, matrix_path, len(train_instances), len(val_encoded))

@@ -7,9 +7,12 @@
 - ``pairs``: the exact path of deeper scopes, forward passes over (instance, validation row) pairs
 - ``self_scores``: every training row's full, exposed and hidden losses and probabilities
 - ``gather``: the blocks summed into the ``influence`` column, the matrix file, several processes' matrix
+- ``gradients``: projected per-row gradients of the trained network and ``gauss-newton``, the influence
+  function built on them (any scope)
 - ``passes``: the autocast context and per-row loss the passes share
 """
 
 # Registers the built-in estimators, in the order their names are listed: auto imports exact and linear
 # before it defines itself.
-from tod_clean.influence import auto, exact, linear  # noqa: F401
+from tod_clean.influence import auto, exact, linear  # noqa: F401, I001
+from tod_clean.influence import gradients  # noqa: F401, E402

@@ -86,6 +86,7 @@ class InfluenceTask:
     progress: Progress = field(default_factory=NullProgress)
     processes: Processes | None = None
     train_rows: Callable[[], EncodedRows] | None = None
+    train_labels: np.ndarray | None = None
 
     def train_encoded(self) -> EncodedRows:
         """The training rows' tokens, in the order of ``train_keys`` (encoded on first request)."""
@@ -105,6 +106,9 @@ class InfluenceEstimator(ABC):
     """A way of computing influence; subclasses register themselves under their ``name``."""
 
     name: ClassVar[str]
+    # True: its values for one training row depend on every training row (a preconditioner fitted on all
+    # of them), so one process scoring a block of rows (--shard, several processes) cannot compute them.
+    needs_all_rows: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -157,6 +161,7 @@ def influence_blocks(
     progress: Progress | None = None,
     processes: Processes | None = None,
     train_rows: Callable[[], EncodedRows] | None = None,
+    train_labels: np.ndarray | None = None,
 ) -> Iterator[InfluenceBlock]:
     """The train x validation influence matrix, block by block, never whole in memory.
 
@@ -164,8 +169,6 @@ def influence_blocks(
     first-order estimate from gate gradients; ``auto``: the measured choice of the two for the scope).
     With several ``processes`` every one of them must iterate; the training rows are the caller's to split.
     """
-    if not model.scope.masked:
-        raise ValueError("influence needs a run with instance masks (scope other than 'none')")
     estimator = estimator_named(method).resolve(model.scope, model.keep_prob)
     if not estimator.applies_to(model.scope):
         raise ConfigError(f"influence method {estimator.name!r} does not apply to scope '{model.scope}'")
@@ -183,5 +186,6 @@ def influence_blocks(
         progress=progress or NullProgress(),
         processes=processes,
         train_rows=train_rows,
+        train_labels=train_labels,
     )
     yield from estimator.blocks(task)

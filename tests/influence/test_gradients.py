@@ -1,0 +1,174 @@
+"""Projected per-row gradients and the Gauss-Newton preconditioner, against naive per-row loops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import make_rows, random_batch, tiny_encoder, write_rows
+from tests.test_cli import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
+from tod_clean.encoding import encode_texts
+from tod_clean.influence.gradients import DEFAULT_DAMPING, ProjectedGradients, layer_moments, precondition
+from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.run.rundir import RunDir
+from tod_clean.scopes import Scope
+
+
+def _model(arch: str = "bert") -> TodClassifier:
+    encoder = tiny_encoder(arch, dropout=0.0)
+    # keep_prob 0.3: the full network must not depend on it (no instance mask in these gradients)
+    return TodClassifier(encoder, 3, scope=Scope.parse("head"), keep_prob=0.3, mask_seed=4).eval()
+
+
+def _naive(
+    model: TodClassifier, gradients: ProjectedGradients, batch: dict, labels: torch.Tensor
+) -> torch.Tensor:
+    """One backward pass per row: every layer's full weight gradient, projected as the docstring says."""
+    rows = []
+    for r in range(len(labels)):
+        single = {name: value[r : r + 1] for name, value in batch.items()}
+        model.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(single), labels[r : r + 1], reduction="sum")
+        weights = [layer.module.weight for layer in gradients.layers]
+        grads = torch.autograd.grad(loss, weights)
+        parts = []
+        for layer, grad in zip(gradients.layers, grads, strict=True):
+            full = grad.double()  # [out, in]
+            if layer.project_out is not None:
+                full = layer.project_out.double().T @ full
+            if layer.project_in is not None:
+                full = full @ layer.project_in.double()
+            parts.append(full.reshape(-1))
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)
+
+
+def test_projected_gradients_match_a_per_row_loop() -> None:
+    model = _model()
+    batch = random_batch(4, 9, seed=3)
+    labels = torch.tensor([0, 2, 1, 2])
+    gradients = ProjectedGradients(model, model, batch, labels, k=5)
+    # every linear layer on the path (the tiny BERT's pooler is unused by the classifier)
+    assert len(gradients.layers) == 2 * 6 + 2
+    assert all(
+        "pooler" not in name
+        for name, m in model.named_modules()
+        for layer in gradients.layers
+        if m is layer.module
+    )
+    batched = gradients(batch, labels).double()
+    naive = _naive(model, gradients, batch, labels)
+    assert batched.shape == naive.shape == (4, gradients.width)
+    torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-6)
+
+
+def test_a_side_narrower_than_k_is_kept_whole() -> None:
+    model = _model()
+    batch = random_batch(2, 7, seed=5)
+    labels = torch.tensor([1, 0])
+    gradients = ProjectedGradients(model, model, batch, labels, k=8)
+    classifier = next(layer for layer in gradients.layers if layer.module is model.classifier)
+    assert classifier.project_out is None  # 3 classes < k
+    assert classifier.stop - classifier.start == 3 * 8
+
+
+def test_precondition_solves_each_layer_block_against_a_naive_inverse() -> None:
+    model = _model()
+    batch = random_batch(6, 9, seed=7)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    gradients = ProjectedGradients(model, model, batch, labels, k=3)
+    train = gradients(batch, labels)
+    moments, count = layer_moments(iter([train[:4], train[4:]]), gradients.layers)
+    assert count == 6
+    values = torch.randn(2, gradients.width, generator=torch.Generator().manual_seed(0))
+    damping = 0.37
+    out = precondition(values, moments, count, gradients.layers, damping).double()
+    for layer in gradients.layers:
+        block = train[:, layer.start : layer.stop].double()
+        mean = sum(torch.outer(row, row) for row in block) / 6
+        lam = damping * torch.trace(mean) / len(mean)
+        expected = values[:, layer.start : layer.stop].double() @ torch.linalg.inv(
+            mean + lam * torch.eye(len(mean), dtype=torch.float64)
+        )
+        torch.testing.assert_close(out[:, layer.start : layer.stop], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("scope", ["head", "none"])
+def test_gauss_newton_scores_a_run_as_a_naive_loop_does(
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+    scope: str,
+) -> None:
+    train_rows, val_rows = make_rows(9), make_rows(4, offset=20)
+    train = write_rows(tmp_path / "train.jsonl", train_rows)
+    val = write_rows(tmp_path / "val.jsonl", val_rows)
+    masks = ["--keep-prob", "0.3"] if scope != "none" else []  # the full network must not depend on it
+    run = train_run(tmp_path, train, model_args, "--scope", scope, *masks)
+    matrix_path = tmp_path / "matrix.npy"
+    ok(
+        invoke(
+            "score",
+            "--run",
+            run,
+            "--val",
+            val,
+            "--influence",
+            "gauss-newton",
+            "--matrix",
+            matrix_path,
+            "--quiet",
+        )
+    )
+    assert json.loads((run / "scores.json").read_text())["influence_method"] == "gauss-newton"
+
+    folder = RunDir(run)
+    info = folder.read_complete_info()
+    model = folder.load_model(info).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    tokenizer = folder.load_tokenizer()
+
+    def encoded(rows: list[dict[str, str]]) -> tuple[dict, torch.Tensor]:
+        batch = encode_texts(tokenizer, [row["text"] for row in rows], None, info.train.max_length)
+        labels = torch.tensor([info.labels.index(row["label"]) for row in rows])
+        return batch.batch(np.arange(len(rows))), labels
+
+    train_batch, train_labels = encoded(train_rows)
+    val_batch, val_labels = encoded(val_rows)
+    probe = {name: value[:4] for name, value in train_batch.items()}
+    gradients = ProjectedGradients(model, model, probe, train_labels[:4])
+    g_train = _naive(model, gradients, train_batch, train_labels)
+    g_val = _naive(model, gradients, val_batch, val_labels)
+    expected = torch.zeros(len(train_rows), len(val_rows), dtype=torch.float64)
+    for layer in gradients.layers:
+        a, b = g_train[:, layer.start : layer.stop], g_val[:, layer.start : layer.stop]
+        mean = a.T @ a / len(a)
+        lam = DEFAULT_DAMPING * torch.trace(mean) / len(mean)
+        expected += a @ torch.linalg.inv(mean + lam * torch.eye(len(mean), dtype=torch.float64)) @ b.T
+    expected /= len(train_rows)
+    matrix = torch.from_numpy(np.load(matrix_path)).double()
+    scale = expected.abs().max()
+    torch.testing.assert_close(matrix / scale, expected / scale, rtol=0, atol=2e-4)
+    influence = pd.read_parquet(run / "scores.parquet")["influence"].to_numpy()
+    np.testing.assert_allclose(influence, expected.mean(1).numpy(), rtol=0, atol=2e-4 * float(scale))
+
+
+def test_gauss_newton_is_refused_with_a_shard(
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+) -> None:
+    train = write_rows(tmp_path / "train.jsonl", make_rows(6))
+    val = write_rows(tmp_path / "val.jsonl", make_rows(3, offset=20))
+    run = train_run(tmp_path, train, model_args, "--scope", "head")
+    out = tmp_path / "part.parquet"
+    result = invoke(
+        "score", "--run", run, "--val", val, "--influence", "gauss-newton", "--shard", "1/2", "-o", out
+    )
+    assert result.exit_code != 0
+    assert "--influence gauss-newton fits its preconditioner on every training row" in result.output
+    assert not out.exists()

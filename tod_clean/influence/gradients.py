@@ -1,0 +1,284 @@
+"""Per-row loss gradients of a trained network, projected, and the influence estimators built on them.
+
+The gradient of one row's loss with respect to a linear layer's weight is ``sum_t d_t x_t^T``: the outer
+products, over the row's tokens t, of the gradient d_t at the layer's output and the layer's input x_t.
+Each layer's gradient is projected by two fixed Gaussian matrices, ``P_out^T (sum_t d_t x_t^T) P_in``
+(the factored projection of LoGra: Choe et al. 2024, "What is Your Data Worth to GPT?"), to ``k x k``
+numbers, computed as ``sum_t (P_out^T d_t)(P_in^T x_t)^T`` without forming the full gradient. A row's
+projected gradient is those blocks side by side: ``width = sum over layers of k_out * k_in`` numbers.
+
+Two estimators use them (positive = the training row lowers the validation row's loss):
+
+- ``gradient``: ``g_train . g_val``, gradient similarity (TracIn at the last checkpoint: Pruthi et al.
+  2020);
+- ``gauss-newton``: ``g_train^T (G_l + lambda_l I)^{-1} g_val`` per layer l, where ``G_l`` is the mean of
+  ``g g^T`` of layer l's block over the training rows and ``lambda_l = damping * trace(G_l) / k^2``: a
+  block-diagonal Gauss-Newton influence function (Koh and Liang 2017) in the projected space, as TRAK
+  (Park et al. 2023) computes it with one model.
+
+Every linear layer on the path to the logits is used (a layer whose output gets no gradient, such as a
+BERT pooler that the classifier does not read, is left out); layers narrower than ``k`` keep that side
+whole. Memory: the preconditioned validation gradients ``[V, width]`` and one block of training rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tod_clean.encoding import EncodedRows, sorted_batches
+from tod_clean.errors import ConfigError
+from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, InfluenceTask
+from tod_clean.scopes import Scope
+
+DEFAULT_PROJECTION = 16  # k: each linear layer's gradient becomes at most k x k numbers
+DEFAULT_DAMPING = 0.1  # lambda_l as a fraction of the mean eigenvalue of layer l's Gauss-Newton block
+PROJECTION_SEED = 0
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One linear layer's part of a projected gradient: columns ``start:stop``, and its projections
+    (None: that side is kept whole)."""
+
+    module: nn.Linear
+    project_in: torch.Tensor | None
+    project_out: torch.Tensor | None
+    start: int
+    stop: int
+
+
+class ProjectedGradients:
+    """Projected per-row loss gradients of ``model``'s linear layers (see the module docstring).
+
+    ``forward(batch)`` must return logits ``[B, C]``; rows must not interact (no batch statistics), so that
+    the gradient of the summed loss at a layer's output holds each row's own gradient.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+        probe: dict[str, torch.Tensor],
+        probe_labels: torch.Tensor,
+        *,
+        k: int = DEFAULT_PROJECTION,
+        seed: int = PROJECTION_SEED,
+    ) -> None:
+        self.model = model
+        self.forward = forward
+        device = probe_labels.device
+        candidates = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        used = self._layers_with_gradient(candidates, probe, probe_labels)
+        generator = torch.Generator().manual_seed(seed)
+        layers, start = [], 0
+        for module in candidates:
+            if module not in used:
+                continue
+            project_in = self._projection(module.in_features, k, generator, device)
+            project_out = self._projection(module.out_features, k, generator, device)
+            width = (module.in_features if project_in is None else k) * (
+                module.out_features if project_out is None else k
+            )
+            layers.append(Layer(module, project_in, project_out, start, start + width))
+            start += width
+        self.layers: list[Layer] = layers
+        self.width = start
+
+    @staticmethod
+    def _projection(
+        size: int, k: int, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor | None:
+        if size <= k:
+            return None
+        return (torch.randn(size, k, generator=generator) / k**0.5).to(device)
+
+    def _captured(
+        self, modules: list[nn.Linear]
+    ) -> tuple[list[Any], dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]]:
+        captured: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def capture(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            captured[module] = (args[0], output)
+
+        return [m.register_forward_hook(capture) for m in modules], captured
+
+    def _layers_with_gradient(
+        self, modules: list[nn.Linear], batch: dict[str, torch.Tensor], labels: torch.Tensor
+    ) -> set[nn.Module]:
+        handles, captured = self._captured(modules)
+        try:
+            with torch.enable_grad():
+                loss = self._loss(batch, labels)
+                outputs = [captured[m][1] for m in modules if m in captured]
+                grads = torch.autograd.grad(loss, outputs, allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        present = [m for m in modules if m in captured]
+        return {m for m, g in zip(present, grads, strict=True) if g is not None}
+
+    def _loss(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        logits = self.forward(batch).float()
+        return nn.functional.cross_entropy(logits, labels, reduction="sum")
+
+    def __call__(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B, width]``: each row's projected gradient of its own cross-entropy."""
+        modules = [layer.module for layer in self.layers]
+        handles, captured = self._captured(modules)
+        try:
+            with torch.enable_grad():
+                loss = self._loss(batch, labels)
+                grads = torch.autograd.grad(loss, [captured[m][1] for m in modules])
+        finally:
+            for handle in handles:
+                handle.remove()
+        out = torch.empty(len(labels), self.width, device=labels.device)
+        for layer, d in zip(self.layers, grads, strict=True):
+            x = captured[layer.module][0].detach().float()
+            d = d.float()
+            if x.dim() == 2:  # the head: one position per row
+                x, d = x[:, None], d[:, None]
+            if layer.project_in is not None:
+                x = x @ layer.project_in
+            if layer.project_out is not None:
+                d = d @ layer.project_out
+            out[:, layer.start : layer.stop] = torch.einsum("bto,bti->boi", d, x).reshape(len(labels), -1)
+        return out
+
+
+def layer_moments(gradients: Iterator[torch.Tensor], layers: list[Layer]) -> tuple[list[torch.Tensor], int]:
+    """Per layer, the sum over rows of ``g g^T`` of its block (float64), and the number of rows."""
+    sums: list[torch.Tensor] | None = None
+    count = 0
+    for block in gradients:
+        block = block.double()
+        if sums is None:
+            sums = [
+                torch.zeros(
+                    layer.stop - layer.start,
+                    layer.stop - layer.start,
+                    dtype=torch.float64,
+                    device=block.device,
+                )
+                for layer in layers
+            ]
+        for total, layer in zip(sums, layers, strict=True):
+            part = block[:, layer.start : layer.stop]
+            total += part.T @ part
+        count += len(block)
+    if sums is None:
+        raise ValueError("no training rows")
+    return sums, count
+
+
+def precondition(
+    values: torch.Tensor, moments: list[torch.Tensor], count: int, layers: list[Layer], damping: float
+) -> torch.Tensor:
+    """``values`` ``[R, width]`` with each layer's block multiplied by ``(G_l + lambda_l I)^{-1}``
+    (``G_l = moments[l] / count``), float32."""
+    out = torch.empty_like(values, dtype=torch.float32)
+    for moment, layer in zip(moments, layers, strict=True):
+        mean = moment / count
+        size = len(mean)
+        lam = damping * torch.trace(mean) / size
+        if lam <= 0:  # a layer with no gradient on any row: its block adds nothing
+            out[:, layer.start : layer.stop] = 0.0
+            continue
+        system = mean + lam * torch.eye(size, dtype=mean.dtype, device=mean.device)
+        part = values[:, layer.start : layer.stop].double()
+        out[:, layer.start : layer.stop] = torch.linalg.solve(system, part.T).T.float()
+    return out
+
+
+def _grads_enabled(model: nn.Module) -> list[tuple[nn.Parameter, bool]]:
+    """Turn on ``requires_grad`` for every parameter (frozen ones too: the gradients here are of the
+    trained network, not of what training updated), returning the previous flags."""
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(True)
+    return flags
+
+
+def _contiguous_blocks(rows: int, block_rows: int) -> Iterator[np.ndarray]:
+    for start in range(0, rows, block_rows):
+        yield np.arange(start, min(start + block_rows, rows))
+
+
+class GaussNewtonInfluence(InfluenceEstimator):
+    """``--influence gauss-newton``: a block-diagonal Gauss-Newton influence function of projected
+    gradients of the run's full network (see the module docstring). Any scope, masked or not.
+
+    Influence of training row i on validation row z: ``g_i^T (G + lambda I)^{-1} g_z / N`` per layer
+    block, summed: the first-order change of z's loss when i is left out of N rows. Two passes over the
+    training rows (the preconditioner needs all of them before any block), one over the validation rows.
+    """
+
+    name = "gauss-newton"
+    needs_all_rows = True
+    projection = DEFAULT_PROJECTION
+    damping = DEFAULT_DAMPING
+
+    def applies_to(self, scope: Scope) -> bool:
+        return True
+
+    def blocks(self, task: InfluenceTask) -> Iterator[InfluenceBlock]:
+        model, device = task.model, task.device
+        train = task.train_encoded()
+        if task.train_labels is None:
+            raise ConfigError(
+                "this influence method needs the training rows' labels, which this command lacks"
+            )
+        train_labels = torch.as_tensor(task.train_labels)
+        val_labels = torch.as_tensor(task.val_labels)
+        rows, val_rows = len(train), len(task.val_encoded)
+        flags = _grads_enabled(model)
+        try:
+            probe = np.arange(min(4, rows))
+            gradients = ProjectedGradients(
+                model,
+                model,
+                train.batch(probe, device),
+                train_labels[probe].to(device),
+                k=self.projection,
+            )
+            task.progress.start("influence (gauss-newton)", 2 * rows + val_rows)
+
+            def of(
+                encoded: EncodedRows, labels: torch.Tensor, batches: list[np.ndarray]
+            ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                for indices in batches:
+                    values = gradients(encoded.batch(indices, device), labels[indices].to(device))
+                    task.progress.advance(len(indices))
+                    yield indices, values
+
+            batches = sorted_batches(train.lengths, task.batch_size)
+            moments, count = layer_moments(
+                (values for _, values in of(train, train_labels, batches)), gradients.layers
+            )
+            val = torch.empty(val_rows, gradients.width, device=device)
+            for indices, values in of(
+                task.val_encoded, val_labels, sorted_batches(task.val_encoded.lengths, task.batch_size)
+            ):
+                val[torch.as_tensor(indices, device=device)] = values
+            # (G + lambda I)^{-1} g_z / N: precondition the validation side once (G is symmetric)
+            preconditioned_val = precondition(val, moments, count, gradients.layers, self.damping) / count
+            block_rows = max(1, int(task.chunk_mib * 2**20) // (4 * max(val_rows, gradients.width)))
+            for block in _contiguous_blocks(rows, block_rows):
+                values = torch.empty(len(block), val_rows, device=device)
+                for indices, grads in of(
+                    train.subset(block),
+                    train_labels[block],
+                    sorted_batches(train.lengths[block], task.batch_size),
+                ):
+                    values[torch.as_tensor(indices, device=device)] = grads @ preconditioned_val.T
+                yield InfluenceBlock(int(block[0]), np.arange(val_rows), values)
+            task.progress.finish()
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
