@@ -170,6 +170,8 @@ def influence_blocks(
     With several ``processes`` every one of them must iterate; the training rows are the caller's to split.
     """
     estimator = estimator_named(method).resolve(model.scope, model.keep_prob)
+    if not model.scope.masked and not estimator.applies_to(model.scope):
+        raise ValueError("influence needs a run with instance masks (scope other than 'none')")
     if not estimator.applies_to(model.scope):
         raise ConfigError(f"influence method {estimator.name!r} does not apply to scope '{model.scope}'")
     model.eval()
