@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import get_scheduler
 
 from tod_clean.config import TrainConfig, resolve_model
 from tod_clean.device import autocast_dtype, pick_device
@@ -37,21 +34,17 @@ from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes
 from tod_clean.progress import NullProgress, Progress
 from tod_clean.run.rundir import (
-    CHECKPOINT_DIR,
     TOKENS_DIR,
-    WEIGHTS,
     RunDir,
     RunInfo,
     TrainFile,
     build_classifier,
     first_line,
-    load_tensor_file,
-    save_tensors,
     stdin_copy_name,
-    write_json,
 )
-from tod_clean.scopes.adapters import lora_parameters
 from tod_clean.scopes.architecture import hidden_size_of
+from tod_clean.training.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
+from tod_clean.training.optim import log_priors, make_optimizer, make_scheduler, set_trainable
 
 log = logging.getLogger(__name__)
 
@@ -255,125 +248,6 @@ def encode_instances(
         cache_dir=cache_dir,
         write_cache=write_cache,
     )
-
-
-def make_optimizer(model: TodClassifier, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with the encoder, LoRA adapters and head at their own learning rates; no decay on biases
-    and norms."""
-    head = [model.head_dense, model.classifier]
-    head_ids = {id(p) for module in head for p in module.parameters()}
-    adapter_ids = {id(p) for p in lora_parameters(model.encoder)}
-    rates = {
-        "encoder": config.learning_rate,
-        "head": config.head_learning_rate,
-        "lora": config.lora_learning_rate,
-    }
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for parameter in model.parameters():
-        if not parameter.requires_grad:
-            continue
-        part = "head" if id(parameter) in head_ids else "lora" if id(parameter) in adapter_ids else "encoder"
-        groups.setdefault((part, parameter.ndim >= 2), []).append(parameter)
-    param_groups = [
-        {"params": params, "lr": rates[part], "weight_decay": config.weight_decay if decay else 0.0}
-        for (part, decay), params in sorted(groups.items())
-    ]
-    return torch.optim.AdamW(param_groups)
-
-
-def set_trainable(model: TodClassifier, config: TrainConfig) -> None:
-    """Freeze what ``config`` says: layers below the masks (``below``), or everything but the parameters
-    that belong to one mask unit (``unmasked``, and always in the lora scope)."""
-    if config.freeze == "below":
-        for parameter in model.lower_parameters():
-            parameter.requires_grad_(False)
-    elif config.separated:
-        separated = {id(p) for p in model.separated_parameters()}
-        for parameter in model.parameters():
-            parameter.requires_grad_(id(parameter) in separated)
-
-
-def log_priors(labels: np.ndarray, num_labels: int) -> torch.Tensor:
-    """Log class frequencies ``[C]`` float32 of int64 ``labels`` (a class with no row counts as half a row)."""
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    counts[counts == 0] = 0.5
-    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
-
-
-# ---- optimizer state as safetensors + JSON (no pickle) ------------------------------------------
-
-
-def _epoch_folder(run: RunDir, epoch: int) -> Path:
-    return run.file(CHECKPOINT_DIR) / f"epoch-{epoch}"
-
-
-def _save_checkpoint(
-    run: RunDir, model: TodClassifier, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
-) -> None:
-    """Weights, optimizer, scheduler and RNG state of the end of ``epoch``, in a folder of its own.
-
-    config.json names an epoch only after its folder is complete, and older folders are removed only
-    after that: an interruption at any moment leaves a consistent checkpoint to resume from.
-    """
-    folder = _epoch_folder(run, epoch)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(folder / WEIGHTS, dict(model.state_dict()), metadata={"format": "pt"})
-    state = optimizer.state_dict()
-    tensors = {"rng.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    for index, values in state["state"].items():
-        for name, value in values.items():
-            tensors[f"state.{index}.{name}"] = torch.as_tensor(value)
-    save_tensors(folder / "optimizer.safetensors", tensors)
-    write_json(
-        folder / "state.json",
-        {"epoch": epoch, "param_groups": state["param_groups"], "scheduler": scheduler.state_dict()},
-    )
-
-
-def _remove_checkpoints(run: RunDir, *, keep: int | None = None) -> None:
-    folder = run.file(CHECKPOINT_DIR)
-    if keep is None:
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    for old in folder.glob("epoch-*"):
-        if old.name != f"epoch-{keep}":
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(
-    run: RunDir, model: TodClassifier, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
-) -> None:
-    import json
-
-    folder = _epoch_folder(run, epoch)
-    if not folder.is_dir():
-        raise RunDirError(f"{folder}: missing; the checkpoint to resume from is gone (train a new run)")
-    state_file = folder / "state.json"
-    try:
-        meta = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RunDirError(f"{state_file}: cannot read the checkpoint to resume from ({error})") from None
-    tensors = load_tensor_file(folder / "optimizer.safetensors")
-    weights = load_tensor_file(folder / WEIGHTS)
-    # A checkpoint that parses but does not fit this run (edited, or from another run) must not crash.
-    try:
-        if int(meta["epoch"]) != epoch:
-            raise RunDirError(f"{state_file}: holds epoch {meta['epoch']}, expected {epoch}")
-        model.load_state_dict(weights)
-        per_param: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("state."):
-                _, index, name = key.split(".", 2)
-                per_param.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
-        scheduler.load_state_dict(meta["scheduler"])
-        torch.set_rng_state(tensors["rng.cpu"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise RunDirError(f"{folder}: checkpoint does not fit this run ({first_line(error)})") from None
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
 
 
 @dataclass
@@ -592,18 +466,10 @@ def _fit(
     keys = torch.as_tensor(instances.instance_keys)
     mode = MaskMode.EXPOSED if model.scope.masked else MaskMode.FULL
 
-    batches_per_epoch = math.ceil(len(instances) / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
     optimizer = make_optimizer(model, config)
-    scheduler = get_scheduler(
-        "linear",
-        optimizer,
-        num_warmup_steps=int(config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    scheduler = make_scheduler(optimizer, config, len(instances))
     if start_epoch > 1:
-        _load_checkpoint(run, model, optimizer, scheduler, start_epoch - 1)
+        load_checkpoint(run, model, optimizer, scheduler, start_epoch - 1)
         log.info("resuming %s at epoch %d", run.path, start_epoch)
 
     for epoch in range(start_epoch, config.epochs + 1):
@@ -658,11 +524,11 @@ def _fit(
 
         def save_epoch(epoch: int = epoch) -> None:
             if epoch < config.epochs:
-                _save_checkpoint(run, model, optimizer, scheduler, epoch)
+                save_checkpoint(run, model, optimizer, scheduler, epoch)
             run.save_weights(model)  # the latest weights, for users; --resume reads the checkpoint folder
             record_epoch()
             run.write_info(info)
-            _remove_checkpoints(run, keep=None if epoch == config.epochs else epoch)
+            remove_checkpoints(run, keep=None if epoch == config.epochs else epoch)
 
         processes.main_first(save_epoch)  # only the main process writes the run directory
         if not processes.is_main:
