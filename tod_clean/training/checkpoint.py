@@ -10,13 +10,12 @@ from typing import Any
 
 import torch
 
-from tod_clean.errors import RunDirError
+from tod_clean.errors import RunDirError, first_line
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.run.rundir import (
     CHECKPOINT_DIR,
     WEIGHTS,
     RunDir,
-    first_line,
     load_tensor_file,
     save_tensors,
     write_json,
