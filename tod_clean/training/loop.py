@@ -1,4 +1,9 @@
-"""Fine-tuning with turn-over dropout: every row trains only its instance's exposed sub-network."""
+"""Fine-tuning with turn-over dropout: every row trains only its instance's exposed sub-network.
+
+``train`` starts a run (checks, model, run folder) and ``resume`` continues one; both hand over to the
+epoch loop, ``_fit``: length-grouped batches, the forward and backward pass, gradient accumulation, the
+per-epoch metrics, the weights and checkpoint saved after each epoch.
+"""
 
 from __future__ import annotations
 
