@@ -235,7 +235,7 @@ def train_config(**options: Any) -> Any:
 def train_run(
     data_path: Path, run_path: Path, config: Any, on_epoch_end: Any = None, *, reuse: bool = False
 ) -> tuple[Any, Timer]:
-    """Train through ``tod_clean.train.train``; return (TrainResult, wall/CPU time).
+    """Train through ``tod_clean.training.loop.train``; return (TrainResult, wall/CPU time).
 
     With ``reuse``, a complete run directory trained with the same options on the same file is kept and
     its recorded time returned instead (result ``None``): lets an interrupted benchmark pick up where it
@@ -243,7 +243,7 @@ def train_run(
     """
     from tod_clean.io.inputs import read_table
     from tod_clean.run.rundir import RunDir
-    from tod_clean.train import train
+    from tod_clean.training.loop import train
 
     quiet_transformers()
     if reuse and (saved := reusable_run(data_path, run_path, config)) is not None:

@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
     from tod_clean.processes import current_processes
     from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
-    from tod_clean.train import train
+    from tod_clean.training.loop import train
 
     quiet_transformers()
     processes = current_processes(args.device)

@@ -101,7 +101,7 @@ def own_path(data: Path, work: Path, max_length: int) -> dict[str, Any]:
     from tod_clean.config import DataColumns
     from tod_clean.instances import instances_from_table, training_labels
     from tod_clean.io.inputs import read_table
-    from tod_clean.train import encode_instances
+    from tod_clean.training.loop import encode_instances
 
     tokenizer = tokenizer_of()
     started = time.perf_counter()
@@ -157,7 +157,7 @@ def imports(kind: str) -> dict[str, Any]:
     if kind == "own":
         import tod_clean.instances  # noqa: F401
         import tod_clean.io.inputs  # noqa: F401
-        import tod_clean.train  # noqa: F401
+        import tod_clean.training.loop  # noqa: F401
     else:
         import datasets  # noqa: F401
     tokenizer_of()

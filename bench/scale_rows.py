@@ -115,7 +115,7 @@ def train_phase(data: Path, run: Path, args: argparse.Namespace) -> None:
     from tod_clean.io.inputs import read_table
     from tod_clean.run.rundir import RunDir
 
-    train_module = importlib.import_module("tod_clean.train")  # the package exports a function of that name
+    train_module = importlib.import_module("tod_clean.training.loop")
     batches = math.ceil(args.slice / args.batch_size)
     full_epoch = train_module.length_grouped_batches
     train_module.length_grouped_batches = lambda *a, **k: full_epoch(*a, **k)[
@@ -271,7 +271,7 @@ def main() -> None:
         args.model = str(tiny_model())
     options = ["--slice", str(args.slice), "--model", args.model]
     options += ["--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-    imports = "import torch, transformers, tod_clean.train, tod_clean.score, tod_clean.filter, tod_clean.cli"
+    imports = "import torch, transformers, tod_clean.training.loop, tod_clean.score, tod_clean.filter, tod_clean.cli"
     results: dict[str, Any] = {
         "machine": machine(),
         "args": {**vars(args), "code": str(args.code.resolve())},

@@ -42,7 +42,7 @@ def frame_run(
 
 def test_package_exports_the_api_functions_not_the_submodules() -> None:
     import tod_clean.filter  # noqa: F401 - importing the submodules must not rebind the names
-    import tod_clean.train  # noqa: F401
+    import tod_clean.training.loop  # noqa: F401
 
     assert callable(tod_clean.train) and callable(tod_clean.filter)
     assert tod_clean.train.__module__ == "tod_clean.api"
@@ -55,12 +55,12 @@ def test_import_is_light_and_later_submodule_imports_keep_the_api_names() -> Non
     ``train`` and ``filter`` the API's functions."""
     check = (
         "import sys, tod_clean\n"
-        "loaded = [m for m in ('tod_clean.train', 'transformers', 'peft') if m in sys.modules]\n"
+        "loaded = [m for m in ('tod_clean.training.loop', 'transformers', 'peft') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
-        "import tod_clean.train, tod_clean.filter\n"
-        "from tod_clean.train import TrainResult\n"
+        "import tod_clean.training.loop, tod_clean.filter\n"
+        "from tod_clean.training.loop import TrainResult\n"
         "assert tod_clean.train.__module__ == tod_clean.filter.__module__ == 'tod_clean.api'\n"
-        "assert sys.modules['tod_clean.train'].TrainResult is TrainResult\n"
+        "assert sys.modules['tod_clean.training.loop'].TrainResult is TrainResult\n"
     )
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr

@@ -186,7 +186,7 @@ def test_train_refuses_to_overwrite_a_run(
 def test_interrupted_run_resumes_to_the_same_model(
     tmp_path: Path, tiny_model_dir: Path, model_args: list[str]
 ) -> None:
-    from tod_clean.train import train
+    from tod_clean.training.loop import train
 
     train_file = write_rows(tmp_path / "train.jsonl", make_rows(12))
     config = TrainConfig(
@@ -231,7 +231,7 @@ def test_interrupted_run_resumes_to_the_same_model(
 
 
 def test_resume_refuses_a_changed_file(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from tod_clean.train import train
+    from tod_clean.training.loop import train
 
     train_file = write_rows(tmp_path / "train.jsonl", make_rows(8))
     config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=4, max_length=16, device="cpu")

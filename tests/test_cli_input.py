@@ -243,7 +243,7 @@ def interrupted_run(tmp_path: Path, tiny_model_dir: Path) -> Path:
     from tod_clean.config import TrainConfig
     from tod_clean.io.inputs import read_table
     from tod_clean.run.rundir import RunDir
-    from tod_clean.train import train
+    from tod_clean.training.loop import train
 
     train_file = write_rows(tmp_path / "train.jsonl", make_rows(8))
     config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=4, max_length=16, device="cpu")

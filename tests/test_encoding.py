@@ -19,7 +19,7 @@ from tod_clean.io.columns import check_texts
 from tod_clean.io.inputs import read_table
 from tod_clean.run.rundir import TOKENS_DIR, RunDir
 from tod_clean.score import score_run
-from tod_clean.train import train
+from tod_clean.training.loop import train
 
 TEXTS = POSITIVE + NEGATIVE + ["word " * 40]  # the last one is truncated
 PAIRS = list(reversed(TEXTS))

@@ -159,7 +159,7 @@ def test_train_refuses_a_read_only_place_before_loading_the_model(
         raise AssertionError("the model loaded before the run folder was checked")
 
     # the module (tod_clean.train is also the package's train function)
-    monkeypatch.setattr(importlib.import_module("tod_clean.train"), "load_pretrained", no_model)
+    monkeypatch.setattr(importlib.import_module("tod_clean.training.loop"), "load_pretrained", no_model)
     for run, shown in ((read_only / "run", str(read_only)), (read_only, "the folder")):
         line = user_error(invoke("train", scored.train, "--run", run, *model_args, "-q"))
         assert line == f"error: {run}: cannot write the run there ({shown} is not writable)"

@@ -13,7 +13,7 @@ from tests.conftest import make_rows, tiny_encoder, write_rows
 from tests.test_cli import invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
-from tod_clean.run.rundir import build_classifier
+from tod_clean.modeling.loading import build_classifier
 
 
 @pytest.fixture

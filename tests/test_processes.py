@@ -34,7 +34,7 @@ from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.processes import Processes, current_processes, local_rows
 from tod_clean.run.rundir import RunDir
 from tod_clean.scopes import Scope
-from tod_clean.train import share_of_loss
+from tod_clean.training.loop import share_of_loss
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
@@ -294,7 +294,7 @@ def test_training_with_two_processes_matches_one(folder: Path, one_process_run: 
 
 
 def test_an_interrupted_run_resumes_with_two_processes(folder: Path, one_process_run: Path) -> None:
-    from tod_clean.train import train
+    from tod_clean.training.loop import train
 
     run = folder / "run-resumed"
     config = TrainConfig(

@@ -591,7 +591,7 @@ def test_sigterm_is_an_interruption_and_leaves_no_temporary_files(
 
 def test_sigterm_after_an_epoch_keeps_a_resumable_run(tmp_path: Path, tiny_model_dir: Path) -> None:
     from tod_clean.cli import _sigterm_as_interrupt
-    from tod_clean.train import train
+    from tod_clean.training.loop import train
 
     train_file = write_rows(tmp_path / "train.jsonl", make_rows(8))
     config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=4, max_length=16, device="cpu")

@@ -12,7 +12,7 @@ import sys
 from typer.testing import CliRunner
 from tod_clean.cli import app
 result = CliRunner().invoke(app, sys.argv[1:])
-print(result.exit_code, "peft" in sys.modules, "tod_clean.train" in sys.modules)
+print(result.exit_code, "peft" in sys.modules, "tod_clean.training.loop" in sys.modules)
 print(result.output)
 """
 

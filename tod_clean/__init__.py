@@ -22,13 +22,13 @@ from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
 
 
 class _Package(types.ModuleType):
-    """The package's ``train`` and ``filter`` are the API's functions. Submodules of the same names exist
-    (``from tod_clean.train import ...``), and importing one makes the import system set it as the
-    package attribute of its name: that assignment is dropped, so the names stay the functions whenever
-    the submodules load (they load on first use: ``import tod_clean`` stays light)."""
+    """The package's ``filter`` is the API's function. A submodule of the same name exists
+    (``from tod_clean.filter import ...``), and importing it makes the import system set it as the
+    package attribute of its name: that assignment is dropped, so the name stays the function whenever
+    the submodule loads (it loads on first use: ``import tod_clean`` stays light)."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in {"train", "filter"} and isinstance(value, types.ModuleType):
+        if name == "filter" and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -42,3 +42,9 @@ class OptionError(ConfigError):
     def spelled(self, spell: Callable[[str], str]) -> ConfigError:
         """The same error with every option named by ``spell(keyword)``."""
         return ConfigError(self._text(spell))
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (other libraries' messages run over many lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

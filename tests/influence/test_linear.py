@@ -32,7 +32,7 @@ from tod_clean.influence.gather import influence
 from tod_clean.influence.linear import linear_influence_blocks
 from tod_clean.masks import MaskMode, apply_mask, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.run.rundir import build_classifier
+from tod_clean.modeling.loading import build_classifier
 
 SCOPES = ["head", "layers:1", "layers:2", "ffn:1", "ffn:2", "lora"]
 AUTO_LINEAR = [

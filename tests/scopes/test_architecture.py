@@ -28,10 +28,9 @@ from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.run.rundir import build_classifier
+from tod_clean.modeling.loading import build_classifier, load_pretrained
 from tod_clean.scopes import FFN_SITE_BASE, HEAD_SITE, LAYER_SITE_BASE, LORA_SITE_BASE
 from tod_clean.scopes.architecture import find_layer_list
-from tod_clean.train import load_pretrained
 
 KEYS = torch.tensor([987654321, -5])
 # DeBERTa-v3 (deberta-v2 with share_att_key) too: LoRA on its query/key also sees the shared position

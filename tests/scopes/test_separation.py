@@ -22,9 +22,11 @@ from tod_clean.config import TrainConfig
 from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.run.rundir import RunDir, build_classifier
+from tod_clean.modeling.loading import build_classifier
+from tod_clean.run.rundir import RunDir
 from tod_clean.scopes import FFN_SITE_BASE, HEAD_SITE, LORA_SITE_BASE
-from tod_clean.train import log_priors, make_optimizer, set_trainable, train
+from tod_clean.training.loop import train
+from tod_clean.training.optim import log_priors, make_optimizer, set_trainable
 
 NUM_LABELS = 3
 KEY = 123456789

@@ -42,7 +42,7 @@ from tod_clean.progress import NamedProgress, Progress
 from tod_clean.run.rundir import RunDir, stdin_copy_name
 from tod_clean.score import save_scores, score_run
 from tod_clean.signals import SIGNALS
-from tod_clean.train import train
+from tod_clean.training.loop import train
 
 
 @dataclass

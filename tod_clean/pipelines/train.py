@@ -17,7 +17,7 @@ from tod_clean.progress import Progress
 from tod_clean.run.rundir import RunDir, RunInfo
 
 if TYPE_CHECKING:
-    from tod_clean.train import TrainResult
+    from tod_clean.training.loop import TrainResult
 
 
 def train_config(
@@ -51,7 +51,7 @@ def train(
     # A missing column is reported before training's imports (transformers, peft: seconds) load.
     columns = config.columns
     table.require_columns([columns.text_col, columns.text_pair_col, columns.label_col, columns.id_col])
-    from tod_clean.train import train as train_run
+    from tod_clean.training.loop import train as train_run
 
     train_path = os.fspath(data) if is_path(data) else STDIN
     return train_run(config, table, run, train_path=train_path, overwrite=overwrite, progress=progress)
@@ -74,7 +74,7 @@ def resume(
     """
     info = run.read_info()
     _refuse_changed_options(info, options or {}, spell)
-    from tod_clean.train import resume as resume_run
+    from tod_clean.training.loop import resume as resume_run
 
     instead = "give the same rows as a file: tod-clean train FILE --resume"
     return resume_run(run_data(info, data, stdin_format, instead=instead), run, progress=progress)

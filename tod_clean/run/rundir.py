@@ -42,10 +42,11 @@ from safetensors.torch import load_file, save_file
 from tod_clean import __version__
 from tod_clean.config import TrainConfig
 from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
-from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.errors import ConfigError, RunDirError, first_line
 from tod_clean.io.formats import FORMATS
 from tod_clean.io.paths import atomic_output, check_distinct_outputs, stream_kind
 from tod_clean.modeling.classifier import TodClassifier
+from tod_clean.modeling.loading import build_classifier
 from tod_clean.scopes import Scope
 
 CONFIG = "config.json"
@@ -446,12 +447,6 @@ class RunDir:
         return tokenizer
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (other libraries' messages run over many lines)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file, with one clear error when it is missing, truncated or not safetensors."""
     if not path.is_file():
@@ -460,19 +455,3 @@ def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (OSError, ValueError, SafetensorError) as error:
         raise RunDirError(f"{path}: damaged or not a safetensors file ({first_line(error)})") from None
-
-
-def build_classifier(encoder: torch.nn.Module, config: TrainConfig, num_labels: int) -> TodClassifier:
-    assert config.mask_seed is not None and config.keep_prob is not None  # set by __post_init__
-    return TodClassifier(
-        encoder,
-        num_labels,
-        scope=config.parsed_scope,
-        keep_prob=config.keep_prob,
-        mask_seed=config.mask_seed,
-        pooling=config.pooling,
-        head_dim=config.head_dim,
-        mask_scheme=config.mask_scheme,
-        mask_groups=config.mask_groups,
-        lora=config.lora,
-    )

@@ -15,7 +15,7 @@ from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.io.inputs import read_table
 from tod_clean.run.rundir import RunDir
-from tod_clean.train import train
+from tod_clean.training.loop import train
 
 
 def _initial_state(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -80,7 +80,7 @@ def test_freeze_options_are_checked(scope: str, freeze: str, message: str) -> No
 
 def test_resume_ignores_a_half_written_later_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
     """An interruption while epoch 2's checkpoint was being written leaves epoch 1's intact and named."""
-    from tod_clean.train import resume
+    from tod_clean.training.loop import resume
 
     data = write_rows(tmp_path / "train.jsonl", make_rows(12))
     config = TrainConfig(model=str(tiny_model_dir), epochs=3, batch_size=4, max_length=16, device="cpu")
@@ -144,7 +144,7 @@ def test_learning_rate_schedule_warms_up_then_decays_and_is_checkpointed(
 ) -> None:
     """transformers' "linear" schedule: lr * s / w for the w warm-up steps, then lr * (T - s) / (T - w).
     The checkpoint keeps its state as JSON, and --resume continues it."""
-    from tod_clean.train import resume
+    from tod_clean.training.loop import resume
 
     data = write_rows(tmp_path / "train.jsonl", make_rows(12))
     config = TrainConfig(
