@@ -31,8 +31,8 @@ from tod_clean.errors import ConfigError
 from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.processes import Processes, current_processes, local_rows
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.processes import Processes, current_processes, local_rows
 from tod_clean.scopes import Scope
 from tod_clean.train import share_of_loss
 

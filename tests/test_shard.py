@@ -19,7 +19,7 @@ import pytest
 import tod_clean.score
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401
-from tod_clean.shard import Shard
+from tod_clean.runtime.shard import Shard
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = ROOT / "scripts" / "slurm_score_array.sh"

@@ -18,7 +18,6 @@ from torch import nn
 from transformers import get_scheduler
 
 from tod_clean.config import TrainConfig, resolve_model
-from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import (
     TOKENIZER_FILES,
     EncodedRows,
@@ -34,8 +33,6 @@ from tod_clean.io.paths import atomic_output, stream_kind, write_failure
 from tod_clean.io.table import Table
 from tod_clean.masks import MaskMode
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.processes import Processes, current_processes
-from tod_clean.progress import NullProgress, Progress
 from tod_clean.run.rundir import (
     CHECKPOINT_DIR,
     TOKENS_DIR,
@@ -50,6 +47,9 @@ from tod_clean.run.rundir import (
     stdin_copy_name,
     write_json,
 )
+from tod_clean.runtime.device import autocast_dtype, pick_device
+from tod_clean.runtime.processes import Processes, current_processes
+from tod_clean.runtime.progress import NullProgress, Progress
 from tod_clean.scopes.adapters import lora_parameters
 from tod_clean.scopes.architecture import hidden_size_of
 
