@@ -120,8 +120,8 @@ class Processes:
         on the CPU, in every process. ``local`` holds this process's block, ``[stop - start, ...]``."""
         if not self.several:
             return local.cpu()
-        sizes = [Shard(index, self.count).rows(num_rows) for index in range(self.count)]
-        sizes = [stop - start for start, stop in sizes]
+        blocks = [Shard(index, self.count).rows(num_rows) for index in range(self.count)]
+        sizes = [stop - start for start, stop in blocks]
         if local.shape[0] != sizes[self.index]:
             raise ValueError(
                 f"process {self.index} holds {local.shape[0]} rows, expected {sizes[self.index]}"
