@@ -104,6 +104,7 @@ def run_script_command(command: str, env: dict[str, str]) -> None:
     ok(invoke(*args))
 
 
+@pytest.mark.slow
 def test_slurm_script_scores_shards_and_merges_into_the_run(sharded: SimpleNamespace, tmp_path: Path) -> None:
     run = Path(shutil.copytree(sharded.run, tmp_path / "run"))
     (run / "scores.parquet").unlink()
