@@ -59,10 +59,10 @@ def worker(args: argparse.Namespace) -> None:
     """One process of a measurement (every process of a launch runs this; the main one writes the timing)."""
     from common import quiet_transformers, train_config
 
-    from tod_clean.device import pick_device
     from tod_clean.io.inputs import read_table
-    from tod_clean.processes import current_processes
     from tod_clean.run.rundir import RunDir
+    from tod_clean.runtime.device import pick_device
+    from tod_clean.runtime.processes import current_processes
     from tod_clean.score import score_run
     from tod_clean.training.loop import train
 

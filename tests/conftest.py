@@ -72,6 +72,16 @@ NEGATIVE = [
 ]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def make_rows(n: int, *, offset: int = 0, id_prefix: str = "r") -> list[dict[str, Any]]:
     """``n`` rows ``{"id", "text", "label"}`` alternating positive/negative, with unique ids and texts."""
     rows = []

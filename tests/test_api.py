@@ -49,6 +49,7 @@ def test_package_exports_the_api_functions_not_the_submodules() -> None:
     assert tod_clean.filter.__module__ == "tod_clean.api"
 
 
+@pytest.mark.slow
 def test_import_is_light_and_later_submodule_imports_keep_the_api_names() -> None:
     """In a fresh process ``import tod_clean`` loads neither training (transformers, peft) nor the
     ``train`` submodule; importing the submodules afterwards, for the first time, keeps the package's

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_rows, write_rows
 from tod_clean.cli import app
+
+pytestmark = pytest.mark.e2e
 
 
 def test_minilm_train_score_filter(tmp_path: Path) -> None:
@@ -80,6 +83,7 @@ def test_minilm_train_score_filter(tmp_path: Path) -> None:
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 
 
+@pytest.mark.slow
 def test_minilm_finds_the_planted_label_errors_of_the_sample_data(tmp_path: Path) -> None:
     """The demo's 320 reviews hold 10 deliberately wrong labels: after the default 2-epoch run, most of
     them must be among the 16 rows (5%) that ``hidden_loss`` and ``full_loss`` rank worst, and filtering

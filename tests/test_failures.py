@@ -274,6 +274,8 @@ def test_a_hub_model_not_cached_in_offline_mode_is_one_line(
     )
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_hub_model_with_the_hub_unreachable_is_one_line_without_retries(
     tmp_path: Path, scored: SimpleNamespace
 ) -> None:

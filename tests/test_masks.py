@@ -189,7 +189,7 @@ def test_masks_leave_their_inputs_unchanged() -> None:
     assert torch.equal(activations, copy)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_masks_identical_on_cuda() -> None:
     keys = torch.tensor(KEYS, dtype=torch.int64)
     for site in (0, 1001, 2001):

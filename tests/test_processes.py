@@ -31,8 +31,8 @@ from tod_clean.errors import ConfigError
 from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.processes import Processes, current_processes, local_rows
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.processes import Processes, current_processes, local_rows
 from tod_clean.scopes import Scope
 from tod_clean.training.loop import share_of_loss
 
@@ -258,6 +258,8 @@ def _assert_same_frames(got: pd.DataFrame, expected: pd.DataFrame) -> None:
             assert got[column].tolist() == expected[column].tolist(), column
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_training_with_two_processes_matches_one(folder: Path, one_process_run: Path) -> None:
     run = folder / "run-2"
     launch(
@@ -293,6 +295,8 @@ def test_training_with_two_processes_matches_one(folder: Path, one_process_run: 
     _assert_same_frames(pd.read_csv(folder / "run-2.csv"), pd.read_csv(folder / "run-1.csv"))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_with_two_processes(folder: Path, one_process_run: Path) -> None:
     from tod_clean.training.loop import train
 
@@ -326,6 +330,8 @@ def test_an_interrupted_run_resumes_with_two_processes(folder: Path, one_process
     _assert_same_weights(run, one_process_run)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_scoring_with_two_processes_matches_one(folder: Path, one_process_run: Path) -> None:
     """Linear influence: the gate gradients of the validation rows are split too; the matrix is gathered."""
     run = one_process_run
@@ -346,6 +352,8 @@ def test_scoring_with_two_processes_matches_one(folder: Path, one_process_run: P
     _assert_same_frames(pd.read_parquet(run / "scores.parquet"), expected)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_explaining_with_two_processes_matches_one(folder: Path, one_process_run: Path) -> None:
     """Exact influence of an ffn scope: the (training row, validation row) pairs are split by training row."""
     options = ["--run", one_process_run, "--val", folder / "val.jsonl", "--influence", "exact", "--top", "3"]
@@ -366,6 +374,8 @@ def test_explaining_with_two_processes_matches_one(folder: Path, one_process_run
     _assert_same_frames(got, expected)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_head_scope_scoring_with_two_processes_matches_one(folder: Path) -> None:
     """The head scope's GEMM path: the validation rows' head features are computed half per process."""
     run = folder / "run-head"

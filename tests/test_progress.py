@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tod_clean.cli import LogProgress, RichProgress, progress_for
-from tod_clean.progress import NullProgress
+from tod_clean.runtime.progress import NullProgress
 
 
 class FakeClock:

@@ -156,6 +156,7 @@ def test_report_escapes_training_text_and_wraps_long_text(head_run: SimpleNamesp
     assert LONG_WORD in page  # kept whole in the hover title
 
 
+@pytest.mark.slow
 def test_report_by_drop_and_max_explained(head_run: SimpleNamespace, tmp_path: Path) -> None:
     out, folder = outputs(tmp_path)
     result = ok(

@@ -450,6 +450,8 @@ def test_output_to_a_fifo_is_written_through(fresh: SimpleNamespace) -> None:
     assert len(received) == 1 and len(received[0].splitlines()) == 10
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_output_to_dev_stdout(fresh: SimpleNamespace) -> None:
     """``--out /dev/stdout`` writes what ``--out -`` writes (the format of the input, CSV for scores)."""
     env = {**os.environ, "PYTHONPATH": str(Path(tod_clean.io.paths.__file__).parents[2])}

@@ -19,7 +19,7 @@ import pytest
 import tod_clean.score
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401
-from tod_clean.shard import Shard
+from tod_clean.runtime.shard import Shard
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = ROOT / "scripts" / "slurm_score_array.sh"
@@ -104,6 +104,7 @@ def run_script_command(command: str, env: dict[str, str]) -> None:
     ok(invoke(*args))
 
 
+@pytest.mark.slow
 def test_slurm_script_scores_shards_and_merges_into_the_run(sharded: SimpleNamespace, tmp_path: Path) -> None:
     run = Path(shutil.copytree(sharded.run, tmp_path / "run"))
     (run / "scores.parquet").unlink()

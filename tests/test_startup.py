@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 PROBE = """
 import sys
 from typer.testing import CliRunner

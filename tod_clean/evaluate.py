@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import DataColumns
-from tod_clean.device import pick_device
 from tod_clean.instances import instances_from_table
 from tod_clean.io.table import Table
-from tod_clean.progress import Progress
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.device import pick_device
+from tod_clean.runtime.progress import Progress
 
 
 @dataclass

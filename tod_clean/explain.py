@@ -19,17 +19,17 @@ import pandas as pd
 import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
-from tod_clean.device import pick_device
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.influence.base import influence_blocks, resolve_influence_method
 from tod_clean.instances import instances_from_table
 from tod_clean.io.table import Table
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.processes import Processes, current_processes
-from tod_clean.progress import Progress
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.device import pick_device
+from tod_clean.runtime.processes import Processes, current_processes
+from tod_clean.runtime.progress import Progress
 from tod_clean.score import check_train_file
 
 

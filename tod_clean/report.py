@@ -36,8 +36,8 @@ from tod_clean.io.formats.hub import is_hub_ref
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
-from tod_clean.progress import Progress
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.runtime.progress import Progress
 from tod_clean.signals import LABEL_SIGNALS, SIGNALS, SIGNALS_BY_NAME, SIGNED_SIGNALS, WORSE_WHEN_LOWER
 
 log = logging.getLogger(__name__)

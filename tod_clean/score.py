@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
-from tod_clean.device import pick_device
 from tod_clean.encoding import encode_texts
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
@@ -30,11 +29,12 @@ from tod_clean.instances import Instances, instances_from_table
 from tod_clean.io.frames import frame_bytes
 from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
-from tod_clean.processes import Processes, current_processes
-from tod_clean.progress import Progress
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
-from tod_clean.shard import SHARD_KEY, Shard, shard_record
+from tod_clean.runtime.device import pick_device
+from tod_clean.runtime.processes import Processes, current_processes
+from tod_clean.runtime.progress import Progress
+from tod_clean.runtime.shard import SHARD_KEY, Shard, shard_record
 
 
 @dataclass
@@ -73,7 +73,7 @@ def score_run(
     ``before_work``, if given, is called once the inputs are validated and before the model loads (the
     caller's last checks, which should not pre-empt the inputs' own errors).
 
-    With ``shard``, only that shard's block of rows (see ``tod_clean.shard``): the frame has no ``rank``
+    With ``shard``, only that shard's block of rows (see ``tod_clean.runtime.shard``): the frame has no ``rank``
     and records the shard in its attrs (Parquet schema metadata).
 
     The outputs (``matrix_path`` writable, no matrix with ``shard``) are checked where the options enter,

@@ -239,6 +239,7 @@ def test_head_influence_of_shards_equals_the_whole() -> None:
     assert_within_rounding(one_training_block, whole)
 
 
+@pytest.mark.slow
 def test_head_influence_of_small_shards_equals_the_whole() -> None:
     """Shards with few training rows, scored with other thread counts than the whole (as on the mixed
     nodes of a SLURM array), equal the whole within float32 rounding: the blocks depend on the budget and

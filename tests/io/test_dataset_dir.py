@@ -168,6 +168,7 @@ def test_evaluate_and_explain_read_dataset_folders(tmp_path: Path, dict_dir: Pat
     assert {row["train_id"] for row in rows} <= {r["id"] for r in make_rows(12)}
 
 
+@pytest.mark.slow
 def test_cleanse_on_a_dataset_folder(tmp_path: Path, dict_dir: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "out"
     args = ["cleanse", dict_dir, "--split", "train", "--test", dict_dir, "--test-split", "validation"]

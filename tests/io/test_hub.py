@@ -163,6 +163,7 @@ def test_not_cached_is_one_line_and_writes_nothing(
     assert sorted(path.name for path in hub_cache.iterdir()) == ["plainset", "someone___reviews"]
 
 
+@pytest.mark.slow
 def test_cli_train_score_filter_explain_evaluate_report_on_hf(
     hub_cache: Path, tmp_path: Path, tiny_model_dir: Path
 ) -> None:

@@ -99,6 +99,7 @@ def write_rows(path: Path, count: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="peak memory is read from /proc")
 def test_200k_rows_read_tokenise_and_filter_in_bounded_memory(
     tmp_path: Path, minilm_tokenizer_path: str
@@ -108,7 +109,7 @@ def test_200k_rows_read_tokenise_and_filter_in_bounded_memory(
     out = tmp_path / "kept.jsonl"
     env = {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",
     }

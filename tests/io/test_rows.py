@@ -329,6 +329,7 @@ field_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters
     block=st.integers(1, 9),
     chunk=st.integers(1, 4),
 )
+@pytest.mark.slow
 def test_any_csv_streams_as_it_reads(
     rows: list[tuple[str, str]], ends: list[str], blank: set[int], block: int, chunk: int
 ) -> None:
@@ -349,6 +350,7 @@ def test_any_csv_streams_as_it_reads(
     block=st.integers(1, 9),
     chunk=st.integers(1, 4),
 )
+@pytest.mark.slow
 def test_any_json_lines_stream_as_they_read(
     rows: list[dict[str, str]], ends: list[str], ensure_ascii: bool, block: int, chunk: int
 ) -> None:
@@ -383,6 +385,7 @@ json_value = st.one_of(
     ),
     data=st.data(),
 )
+@pytest.mark.slow
 def test_frame_at_gives_the_whole_frames_dtypes(rows: list[dict[str, Any]], data: st.DataObject) -> None:
     """The dropped rows' report must look as if cut from a frame of every row (1 and a missing value
     make float64; True and 1 make object; ...)."""

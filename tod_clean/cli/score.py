@@ -20,9 +20,9 @@ from tod_clean.cli.options import (
 from tod_clean.config import ScoreConfig
 from tod_clean.io import STDIN
 from tod_clean.pipelines import score as pipeline
-from tod_clean.processes import is_main_process
 from tod_clean.run.rundir import RunDir
-from tod_clean.shard import Shard
+from tod_clean.runtime.processes import is_main_process
+from tod_clean.runtime.shard import Shard
 
 
 @app.command("score")

@@ -21,8 +21,8 @@ from tod_clean.cli.options import (
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.io import STDIN
 from tod_clean.pipelines import train as pipeline
-from tod_clean.processes import launched_count
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.processes import launched_count
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -37,8 +37,8 @@ from tod_clean.config import INFLUENCE_METHODS
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.processes import Processes
-from tod_clean.progress import NullProgress, Progress
+from tod_clean.runtime.processes import Processes
+from tod_clean.runtime.progress import NullProgress, Progress
 from tod_clean.scopes import Scope
 
 

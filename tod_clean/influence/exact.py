@@ -11,7 +11,7 @@ import torch
 from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, InfluenceTask
 from tod_clean.influence.head_gemm import head_features, head_influence_blocks
 from tod_clean.influence.pairs import pair_influence_blocks
-from tod_clean.processes import Processes
+from tod_clean.runtime.processes import Processes
 
 
 class ExactInfluence(InfluenceEstimator):

@@ -16,8 +16,8 @@ from tod_clean.encoding import EncodedRows
 from tod_clean.influence.base import influence_blocks
 from tod_clean.io.paths import atomic_output
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.processes import Processes
-from tod_clean.shard import Shard
+from tod_clean.runtime.processes import Processes
+from tod_clean.runtime.shard import Shard
 
 
 @contextmanager

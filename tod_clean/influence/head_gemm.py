@@ -24,7 +24,7 @@ from tod_clean.influence.base import InfluenceBlock
 from tod_clean.influence.passes import autocast
 from tod_clean.masks import MASK_SCHEME, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.progress import NullProgress, Progress
+from tod_clean.runtime.progress import NullProgress, Progress
 from tod_clean.scopes import HEAD_SITE
 
 

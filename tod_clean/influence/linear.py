@@ -19,8 +19,8 @@ from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, Influen
 from tod_clean.influence.passes import autocast, nll
 from tod_clean.masks import MaskMode, instance_masks
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.processes import Processes
-from tod_clean.progress import NullProgress, Progress
+from tod_clean.runtime.processes import Processes
+from tod_clean.runtime.progress import NullProgress, Progress
 
 
 @dataclass

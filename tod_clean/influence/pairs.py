@@ -13,7 +13,7 @@ from tod_clean.influence.base import InfluenceBlock
 from tod_clean.influence.passes import autocast, nll
 from tod_clean.masks import MaskMode
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.progress import Progress
+from tod_clean.runtime.progress import Progress
 from tod_clean.scopes.architecture import hidden_size_of
 
 

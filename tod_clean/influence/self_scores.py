@@ -17,7 +17,7 @@ from tod_clean.encoding import EncodedRows, window_batches
 from tod_clean.influence.passes import autocast, nll
 from tod_clean.masks import MaskMode
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.progress import NullProgress, Progress
+from tod_clean.runtime.progress import NullProgress, Progress
 
 
 @dataclass

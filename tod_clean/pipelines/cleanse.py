@@ -38,8 +38,8 @@ from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.io.table import Table
 from tod_clean.io.writers import deliver, write_subset
-from tod_clean.progress import NamedProgress, Progress
 from tod_clean.run.rundir import RunDir, stdin_copy_name
+from tod_clean.runtime.progress import NamedProgress, Progress
 from tod_clean.score import save_scores, score_run
 from tod_clean.signals import SIGNALS
 from tod_clean.training.loop import train

@@ -9,8 +9,8 @@ from tod_clean.evaluate import Evaluation, evaluate_run
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs, check_suffix
 from tod_clean.io.writers import deliver
-from tod_clean.progress import Progress
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.progress import Progress
 
 
 def evaluate(

@@ -13,9 +13,9 @@ from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.io.table import Table
 from tod_clean.io.writers import output_format
-from tod_clean.processes import is_main_process
-from tod_clean.progress import Progress
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.processes import is_main_process
+from tod_clean.runtime.progress import Progress
 
 
 @dataclass

@@ -12,8 +12,8 @@ from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.pipelines.inputs import Data, is_path
 from tod_clean.pipelines.outputs import check_frame_destination, save_frame
 from tod_clean.predict import predict_run
-from tod_clean.progress import Progress
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.progress import Progress
 
 
 def predict(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tod_clean.device import pick_device
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
-from tod_clean.progress import Progress
 from tod_clean.report import (
     FIGURES,
     Report,
@@ -19,6 +17,8 @@ from tod_clean.report import (
     write_report,
 )
 from tod_clean.run.rundir import RunDir
+from tod_clean.runtime.device import pick_device
+from tod_clean.runtime.progress import Progress
 
 
 def report(

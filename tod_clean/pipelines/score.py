@@ -15,11 +15,11 @@ from tod_clean.io.table import Table
 from tod_clean.io.writers import save_npy
 from tod_clean.pipelines.inputs import Data, path_of, run_data
 from tod_clean.pipelines.outputs import check_frame_destination, save_frame
-from tod_clean.processes import is_main_process
-from tod_clean.progress import Progress
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir
+from tod_clean.runtime.processes import is_main_process
+from tod_clean.runtime.progress import Progress
+from tod_clean.runtime.shard import Shard
 from tod_clean.score import ScoreResult, save_scores, score_run
-from tod_clean.shard import Shard
 
 
 def score(

@@ -13,8 +13,8 @@ from tod_clean.errors import ConfigError
 from tod_clean.io import STDIN
 from tod_clean.io.inputs import to_table
 from tod_clean.pipelines.inputs import Data, is_path, known_options, run_data
-from tod_clean.progress import Progress
 from tod_clean.run.rundir import RunDir, RunInfo
+from tod_clean.runtime.progress import Progress
 
 if TYPE_CHECKING:
     from tod_clean.training.loop import TrainResult

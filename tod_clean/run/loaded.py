@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from tod_clean.device import autocast_dtype
 from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
 from tod_clean.instances import Instances
 from tod_clean.modeling.classifier import TodClassifier
-from tod_clean.progress import NullProgress, Progress
 from tod_clean.run.rundir import RunDir, RunInfo
+from tod_clean.runtime.device import autocast_dtype
+from tod_clean.runtime.progress import NullProgress, Progress
 
 
 @torch.no_grad()

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from tod_clean.config import TrainConfig
-from tod_clean.device import autocast_dtype, pick_device
 from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
 from tod_clean.errors import RunDirError, TodCleanError
 from tod_clean.instances import Instances, instances_from_table, training_labels
@@ -31,9 +30,10 @@ from tod_clean.io.table import Table
 from tod_clean.masks import MaskMode
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.modeling.loading import build_classifier, check_max_length, load_pretrained
-from tod_clean.processes import Processes, current_processes
-from tod_clean.progress import NullProgress, Progress
 from tod_clean.run.rundir import TOKENS_DIR, RunDir, RunInfo, TrainFile, stdin_copy_name
+from tod_clean.runtime.device import autocast_dtype, pick_device
+from tod_clean.runtime.processes import Processes, current_processes
+from tod_clean.runtime.progress import NullProgress, Progress
 from tod_clean.scopes.architecture import hidden_size_of
 from tod_clean.training.checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from tod_clean.training.optim import log_priors, make_optimizer, make_scheduler, set_trainable

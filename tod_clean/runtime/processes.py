@@ -9,7 +9,7 @@ How the work is split, so that results do not depend on N:
 
 - training: every process draws the same global batch order (seeded by seed and epoch only) and takes rows
   ``[index::count]`` of each global batch (``local_rows``); gradients are all-reduced by DDP;
-- scoring: process K of N takes the block of rows ``--shard K/N`` would (``tod_clean.shard.Shard``), and the
+- scoring: process K of N takes the block of rows ``--shard K/N`` would (``tod_clean.runtime.shard.Shard``), and the
   blocks are gathered in process order, so the gathered arrays are the one-process arrays.
 
 Only the main process (index 0) writes files; the others compute and wait.
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from tod_clean.errors import ConfigError, TodCleanError
-from tod_clean.shard import Shard
+from tod_clean.runtime.shard import Shard
 
 # Environment variables that launchers set to the number of processes (torchrun: WORLD_SIZE; mpirun,
 # which accelerate uses for several CPU machines: the others).
@@ -120,8 +120,8 @@ class Processes:
         on the CPU, in every process. ``local`` holds this process's block, ``[stop - start, ...]``."""
         if not self.several:
             return local.cpu()
-        sizes = [Shard(index, self.count).rows(num_rows) for index in range(self.count)]
-        sizes = [stop - start for start, stop in sizes]
+        blocks = [Shard(index, self.count).rows(num_rows) for index in range(self.count)]
+        sizes = [stop - start for start, stop in blocks]
         if local.shape[0] != sizes[self.index]:
             raise ValueError(
                 f"process {self.index} holds {local.shape[0]} rows, expected {sizes[self.index]}"

@@ -1,16 +1,13 @@
-"""Sharded scoring without a launcher: ``score --shard K/N`` scores one contiguous block of training rows,
-``merge`` puts the parts back together as the scores one ``score`` would have written.
+"""``merge``: the parts written by ``score --shard K/N`` put back together as the scores one ``score`` would
+have written.
 
-Shards are counted from 0 (``--shard 0/4`` .. ``--shard 3/4``, as ``$SLURM_ARRAY_TASK_ID`` counts with
-``--array=0-3``); shard K of N holds rows ``[K*R//N, (K+1)*R//N)`` of the R training rows. A part is a
-Parquet file whose schema metadata records the run fingerprint, the training file's sha256, the
-validation file's sha256 and the shard with its rows. Parts carry no ``rank``: it depends on every row, so
-``merge`` computes it over all of them.
+A part is a Parquet file whose schema metadata records the run fingerprint, the training file's sha256, the
+validation file's sha256 and the shard with its rows (``tod_clean.runtime.shard``). Parts carry no
+``rank``: it depends on every row, so ``merge`` computes it over all of them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,54 +19,7 @@ from tod_clean.errors import ConfigError, InputError, RunDirError
 from tod_clean.filter import SCORES_ORIGIN, read_scores, with_rank
 from tod_clean.io.formats import format_of
 from tod_clean.run.rundir import RunInfo
-
-# The DataFrame.attrs key (kept in Parquet schema metadata) describing the shard a part holds.
-SHARD_KEY = "tod_clean_shard"
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` of ``count`` (0-based): one contiguous block of training rows."""
-
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        """``"K/N"`` with 0 <= K < N."""
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-        if match is None:
-            raise ConfigError(
-                f"--shard must be K/N with whole numbers, shards counted from 0 (0/4 .. 3/4), got {text!r}"
-            )
-        index, count = int(match.group(1)), int(match.group(2))
-        if count < 1:
-            raise ConfigError(f"--shard {text}: the number of shards must be 1 or more")
-        if index >= count:
-            raise ConfigError(f"--shard {text}: shards are counted from 0, so K must be 0 to {count - 1}")
-        return cls(index, count)
-
-    def rows(self, num_rows: int) -> tuple[int, int]:
-        """``(start, stop)``: the block of ``num_rows`` training rows this shard holds."""
-        return self.index * num_rows // self.count, (self.index + 1) * num_rows // self.count
-
-    def check_rows(self, num_rows: int) -> tuple[int, int]:
-        """``rows(num_rows)``, refusing a shard that would hold no rows (more shards than rows)."""
-        start, stop = self.rows(num_rows)
-        if start == stop:
-            raise ConfigError(
-                f"--shard {self}: {num_rows} training rows leave this shard no rows; use at most {num_rows} shards"
-            )
-        return start, stop
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def shard_record(shard: Shard, num_rows: int, meta: dict[str, Any]) -> dict[str, Any]:
-    """What a part records about itself (besides the scores origin): the shard, its rows, what scored it."""
-    start, stop = shard.rows(num_rows)
-    return {"index": shard.index, "count": shard.count, "start": start, "stop": stop, "meta": meta}
+from tod_clean.runtime.shard import SHARD_KEY, Shard
 
 
 @dataclass
@@ -153,7 +103,7 @@ def merge_shards(paths: Sequence[str], info: RunInfo | None = None) -> tuple[pd.
     first = parts[0]
     run = info.fingerprint if info is not None else first.origin.get("run")
     train_sha = info.train_file.sha256 if info is not None else first.origin.get("train_sha256")
-    num_rows = info.train_file.rows if info is not None else first.origin.get("rows")
+    num_rows: Any = info.train_file.rows if info is not None else first.origin.get("rows")
     against = f"the run's ({info.train_file.path})" if info is not None else f"{first.source}'s"
     by_index: dict[int, _Part] = {}
     for part in parts:
