@@ -18,7 +18,6 @@ from PIL import Image
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, ok, train_run, user_error
-from tod_clean.filter import worst_first
 from tod_clean.report import (
     ClassCount,
     Distribution,
@@ -28,6 +27,7 @@ from tod_clean.report import (
     render_html,
     report_figures,
 )
+from tod_clean.selection import worst_first
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LONG_WORD = "x" * 400

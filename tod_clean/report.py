@@ -30,7 +30,6 @@ import pandas as pd
 from tod_clean import __version__
 from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
 from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
-from tod_clean.filter import check_drop_options, filter_table, match_scores
 from tod_clean.io.columns import label_key
 from tod_clean.io.formats.hub import is_hub_ref
 from tod_clean.io.inputs import read_table
@@ -38,6 +37,7 @@ from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
 from tod_clean.progress import Progress
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
+from tod_clean.selection import check_drop_options, filter_table, match_scores
 from tod_clean.signals import LABEL_SIGNALS, SIGNALS, SIGNALS_BY_NAME, SIGNED_SIGNALS, WORSE_WHEN_LOWER
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from tod_clean.errors import ConfigError, InputError, RunDirError
-from tod_clean.filter import SCORES_ORIGIN, read_scores, with_rank
 from tod_clean.io.formats import format_of
 from tod_clean.run.rundir import RunInfo
+from tod_clean.selection import SCORES_ORIGIN, read_scores, with_rank
 
 # The DataFrame.attrs key (kept in Parquet schema metadata) describing the shard a part holds.
 SHARD_KEY = "tod_clean_shard"
