@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, ok, train_run, user_error
-from tod_clean.report import (
+from tod_clean.report.content import (
     ClassCount,
     Distribution,
     ReportContent,

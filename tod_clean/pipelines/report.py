@@ -8,7 +8,7 @@ from tod_clean.device import pick_device
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.progress import Progress
-from tod_clean.report import (
+from tod_clean.report.content import (
     FIGURES,
     Report,
     ReportConfig,

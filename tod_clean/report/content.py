@@ -825,7 +825,7 @@ def _templates() -> Any:
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("tod_clean", "templates"),
+        loader=jinja2.PackageLoader("tod_clean.report", "templates"),
         autoescape=True,  # every value; the template marks nothing safe
         undefined=jinja2.StrictUndefined,  # a misspelt field is an error, not an empty string
         keep_trailing_newline=True,
