@@ -18,15 +18,9 @@ from PIL import Image
 
 from tests.conftest import make_rows, write_rows
 from tests.test_cli import invoke, ok, train_run, user_error
-from tod_clean.report.content import (
-    ClassCount,
-    Distribution,
-    ReportContent,
-    figures_folder,
-    page_view,
-    render_html,
-    report_figures,
-)
+from tod_clean.report.content import ClassCount, Distribution, ReportContent
+from tod_clean.report.figures import report_figures
+from tod_clean.report.render import figures_folder, page_view, render_html
 from tod_clean.selection import worst_first
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,25 +1,15 @@
-"""One self-contained HTML page about a scored run: what was trained, how the scores are distributed, which
-rows the filter would drop (per class and one by one), and why the model errs on validation rows.
+"""What the report of a scored run says, as plain data: the run's header, the rows flagged (exactly as
+``filter`` would drop them), each score column's distribution and cut-off, the class counts, the table of
+flagged rows and the explained validation errors.
 
-The page embeds its figures as base64 PNG data URIs and its CSS inline: no script, no external URL, so it
-opens anywhere and can be mailed as one file. The same PNGs are also written beside it for reuse. Every
-piece of user text (file names, labels, training and validation texts) is HTML-escaped.
-
-The work is split so each part can be called and tested alone: :func:`report_content` gathers plain data
-(the one step that may run the model, for the explanations), :func:`report_figures` draws it,
-:func:`page_view` turns both into the plain values the page shows, and :func:`render_html` renders them with
-the Jinja2 template ``templates/report.html.j2`` (autoescaped; the CSS is ``templates/report.css``).
+:func:`report_content` gathers it (the one step that may run the model, for the explanations);
+:func:`load_run_scores` and :func:`recorded_val_table` read what ``score`` saved in the run.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
-import functools
-import io
 import logging
 import textwrap
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tod_clean import __version__
 from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
-from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
+from tod_clean.errors import ConfigError, RunDirError, TodCleanError
 from tod_clean.io.columns import label_key
 from tod_clean.io.formats.hub import is_hub_ref
 from tod_clean.io.inputs import read_table
-from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
 from tod_clean.progress import Progress
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
 from tod_clean.selection import check_drop_options, filter_table, match_scores
-from tod_clean.signals import LABEL_SIGNALS, SIGNALS, SIGNALS_BY_NAME, SIGNED_SIGNALS, WORSE_WHEN_LOWER
+from tod_clean.signals import LABEL_SIGNALS, SIGNALS, WORSE_WHEN_LOWER
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +34,6 @@ log = logging.getLogger(__name__)
 DISTRIBUTION_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
 # Score columns shown in the table of flagged rows, when present (and the ranking column in any case).
 TABLE_SCORE_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
-PER_CLASS_FIGURE = "flagged_per_class"
-FIGURES = (*SIGNALS, PER_CLASS_FIGURE)  # every figure a report may write (and remove when it has none)
-MAX_CLASSES_SHOWN = 40
-HTML_SUFFIXES = (".html", ".htm")
-
-_KEPT_COLOR = "#8fb3d9"
-_FLAGGED_COLOR = "#d62728"
-_CUTOFF_COLOR = "#222222"
 
 
 @dataclass
@@ -167,36 +147,7 @@ class ReportContent:
         return 0 if self.explanations is None else int(self.explanations["val_row"].nunique())
 
 
-@dataclass
-class Report:
-    """The page and its figures (name -> PNG bytes), ready to write."""
-
-    html: str
-    figures: dict[str, bytes]
-    content: ReportContent
-
-
 # ---- inputs -----------------------------------------------------------------------------------------
-
-
-def figures_folder(out: str | Path) -> Path:
-    """Where the PNGs of ``report.html`` go: ``report_files/`` beside it."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}_files")
-
-
-def check_report_destination(out: str | Path) -> None:
-    """Refuse an output that is not an .html file in an existing folder, before any work is done."""
-    path = Path(out)
-    if str(out) == "-" or path.suffix.lower() not in HTML_SUFFIXES:
-        raise InputError(f"{out}: the report is an HTML page; give a path ending in .html")
-    if not path.parent.is_dir():
-        raise InputError(f"{out}: the folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"{out}: is a folder, expected a file name for the report")
-    folder = figures_folder(path)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder}: exists and is not a folder; the report's figures go there")
 
 
 def load_run_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -256,17 +207,6 @@ def _cutoff(values: np.ndarray, order: np.ndarray, count: int) -> float | None:
     if count <= 0 or count >= len(values):
         return None
     return float((values[order[count - 1]] + values[order[count]]) / 2)
-
-
-def _format_number(value: Any, *, signed: bool = False) -> str:
-    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
-        return "—"
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        if abs(number) >= 1e4:
-            return f"{number:.4g}"
-        return f"{number:+.4f}" if signed else f"{number:.4f}"
-    return str(value)
 
 
 def _shown_path(path: str) -> str:
@@ -489,407 +429,3 @@ def _add_explanations(
     content.explanations = result.frame[result.frame["val_row"].isin(first)].reset_index(drop=True)
     if result.explained > len(first):
         content.explain_summary += f" The first {len(first)} are explained (--max-explained)."
-
-
-# ---- figures ----------------------------------------------------------------------------------------
-
-
-def _png(figure: Any) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _new_figure(width: float, height: float) -> Any:
-    # The object-oriented API with an Agg canvas: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def distribution_figure(distribution: Distribution, flagged: np.ndarray, by: str) -> bytes:
-    """A histogram of one score column, flagged rows stacked in red; the cut-off as a dashed line."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    values = distribution.values
-    finite = np.isfinite(values)
-    figure = _new_figure(5.6, 3.1)
-    axes = figure.add_subplot()
-    bins = np.histogram_bin_edges(values[finite], bins=40) if finite.any() else 10
-    axes.hist(
-        [values[finite & ~flagged], values[finite & flagged]],
-        bins=bins,
-        stacked=True,
-        color=[_KEPT_COLOR, _FLAGGED_COLOR],
-        label=["kept", f"flagged by {by}"],
-    )
-    if distribution.cutoff is not None:
-        axes.axvline(
-            distribution.cutoff,
-            color=_CUTOFF_COLOR,
-            linestyle="--",
-            linewidth=1.2,
-            label=f"cut-off {distribution.cutoff:.4g}",
-        )
-    if flagged.any() and flagged.sum() < 0.05 * len(flagged):
-        # a few flagged rows stay visible next to tall bins; ticks as plain counts (1, 10, 100)
-        axes.set_yscale("symlog", linthresh=1)
-        axes.set_ylim(bottom=0)
-        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.set_title(distribution.column, fontsize=11, loc="left")
-    signal = SIGNALS_BY_NAME.get(distribution.column)
-    axes.set_xlabel(distribution.column if signal is None else signal.meaning, fontsize=8.5)
-    axes.set_ylabel("training rows", fontsize=9)
-    if axes.get_yscale() == "linear":
-        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.tick_params(labelsize=8)
-    axes.legend(fontsize=8, frameon=False)
-    axes.grid(axis="y", alpha=0.3)
-    return _png(figure)
-
-
-def _plain(text: str) -> str:
-    """Text for matplotlib, which would read a pair of ``$`` as mathematics (and fail on bad formulas)."""
-    return text.replace("$", r"\$")
-
-
-def per_class_figure(classes: Sequence[ClassCount], by: str, drop: float | str) -> bytes:
-    """Class sizes with the flagged rows of each class, and each class's flagged share.
-
-    With more than ``MAX_CLASSES_SHOWN`` classes only those with the most flagged rows are drawn.
-    """
-    title = "rows per class"
-    if len(classes) > MAX_CLASSES_SHOWN:
-        classes = sorted(classes, key=lambda c: (-c.flagged, -c.rows))[:MAX_CLASSES_SHOWN]
-        title += f" ({MAX_CLASSES_SHOWN} with the most flagged rows)"
-    labels = [_plain(shorten(c.label, 24)) for c in classes]
-    sizes = np.array([c.rows for c in classes])
-    flagged = np.array([c.flagged for c in classes])
-    share = np.divide(flagged, sizes, out=np.zeros(len(classes)), where=sizes > 0) * 100
-    overall = flagged.sum() / max(sizes.sum(), 1) * 100
-    figure = _new_figure(11.0, max(2.4, 0.42 * len(classes) + 1.3))
-    left, right = figure.subplots(1, 2, sharey=True)
-    positions = np.arange(len(classes))
-    left.barh(positions, sizes, color=_KEPT_COLOR, label="rows in class")
-    left.barh(positions, flagged, color=_FLAGGED_COLOR, label=f"flagged by {by}")
-    for y, (size, count) in enumerate(zip(sizes, flagged, strict=True)):
-        left.text(size, y, f" {count} of {size}", va="center", fontsize=8)
-    left.set_yticks(positions, labels, fontsize=9)
-    left.invert_yaxis()
-    left.set_xlim(0, sizes.max() * 1.22 if len(sizes) and sizes.max() > 0 else 1)
-    left.set_title(title, fontsize=11, loc="left")
-    right.barh(positions, share, color=_FLAGGED_COLOR)
-    right.axvline(
-        overall, color=_CUTOFF_COLOR, linestyle="--", linewidth=1.2, label=f"all rows {overall:.2f}%"
-    )
-    for y, value in enumerate(share):
-        right.text(value, y, f" {value:.1f}%", va="center", fontsize=8)
-    right.set_xlim(0, max(share.max() if len(share) else 0, overall, 1e-9) * 1.3)
-    criterion = drop if isinstance(drop, str) else f"--drop {drop}"
-    right.set_title(f"share of the class flagged ({criterion})", fontsize=11, loc="left")
-    right.set_xlabel("% of the class's rows", fontsize=8.5)
-    left.set_xlabel("training rows", fontsize=8.5)
-    figure.legend(loc="outside lower center", ncols=3, fontsize=8.5, frameon=False)
-    for axes in (left, right):
-        axes.tick_params(axis="x", labelsize=8)
-        axes.grid(axis="x", alpha=0.3)
-    return _png(figure)
-
-
-def report_figures(content: ReportContent) -> dict[str, bytes]:
-    """PNG bytes per figure name: one histogram per score column and the per-class chart."""
-    figures = {d.column: distribution_figure(d, content.flagged, content.by) for d in content.distributions}
-    figures[PER_CLASS_FIGURE] = per_class_figure(content.classes, content.by, content.flagged_by)
-    return figures
-
-
-# ---- HTML: a plain-data view of the page, rendered by templates/report.html.j2 -------------------------
-
-TEMPLATE = "report.html.j2"
-TEXT_IN_TABLE = 220  # characters of a training text shown in a table cell (the whole text on hover)
-TEXT_OF_VAL_ROW = 600
-
-
-@dataclass
-class CellView:
-    """One table cell: the shown text, its CSS classes and an optional hover title."""
-
-    text: str
-    css: str = ""
-    title: str | None = None
-
-
-@dataclass
-class RowView:
-    cells: list[CellView]
-    flagged: bool = False
-
-
-@dataclass
-class TableView:
-    head: list[CellView]
-    rows: list[RowView]
-    css: str = ""
-
-
-@dataclass
-class FigureView:
-    """An embedded figure: a ``data:image/png;base64,...`` URI and its alt text."""
-
-    src: str
-    alt: str
-
-
-@dataclass
-class NeighbourView:
-    """A training row that hurt or helped an explained validation row."""
-
-    kind: str  # "hurt" or "helped"
-    rank: str
-    name: str
-    label: str
-    influence: str
-    text: str
-
-
-@dataclass
-class ExplainedView:
-    """A misclassified validation row and the training rows that explain it."""
-
-    name: str
-    label: str
-    pred: str
-    prob: str
-    text: str
-    neighbours: list[NeighbourView]
-
-
-@dataclass
-class PageView:
-    """Everything the template shows, as strings, numbers and lists: no markup."""
-
-    title: str
-    header: list[tuple[str, str]]
-    num_flagged: int
-    total: int
-    share: str
-    worse_when: str
-    by: str
-    drop: str
-    notes: list[str]
-    has_influence: bool
-    distribution_figures: list[FigureView]
-    per_class_figure: FigureView | None
-    class_table: TableView
-    top_table: TableView
-    explain_summary: str | None
-    explain_note: str | None
-    explained: list[ExplainedView]
-    version: str
-    generated: str
-
-
-def _figure(png: bytes, alt: str) -> FigureView:
-    return FigureView("data:image/png;base64," + base64.b64encode(png).decode("ascii"), alt)
-
-
-def _cell(column: str, value: Any, by: str) -> CellView:
-    by_class = ["by"] if column == by else []
-    if column == "text":
-        return CellView(
-            shorten(value, TEXT_IN_TABLE), "text", str(value) if len(str(value)) > TEXT_IN_TABLE else None
-        )
-    if column in ("label", "hidden_pred", "full_pred", "train_label"):
-        return CellView(str(value), " ".join([*by_class, "label"]), str(value))
-    if column in ("id", "train"):
-        return CellView(str(value), " ".join([*by_class, "key"]), str(value))
-    if isinstance(value, (bool, np.bool_)):
-        return CellView("yes" if value else "")
-    numeric = isinstance(value, (int, float, np.integer, np.floating))
-    if column.startswith("%"):
-        shown = "—" if np.isnan(value) else f"{value:.2f}"
-    else:
-        shown = _format_number(value, signed=column in SIGNED_SIGNALS)
-    return CellView(shown, " ".join([*by_class, *(["num"] if numeric else [])]))
-
-
-def table_view(frame: pd.DataFrame, by: str, *, flag_column: str | None = None, css: str = "") -> TableView:
-    """A frame as a table: numbers right-aligned and formatted, the ranking column ``by`` highlighted,
-    rows whose ``flag_column`` is true marked flagged."""
-    head = []
-    for column in frame.columns:
-        dtype = frame[column].dtype
-        numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-        head.append(
-            CellView(str(column), " ".join(n for n, on in (("by", column == by), ("num", numeric)) if on))
-        )
-    rows = [
-        RowView(
-            [_cell(str(c), record[c], by) for c in frame.columns],
-            flag_column is not None and bool(record[flag_column]),
-        )
-        for record in frame.to_dict(orient="records")
-    ]
-    return TableView(head, rows, css)
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not pd.isna(value)
-
-
-def _both_texts(row: Any, column: str) -> str:
-    """An explained row's text and, for sentence pairs, its second text (``explain``'s ``<column>_pair``)."""
-    pair = row.get(f"{column}_pair")
-    return str(row[column]) if not _present(pair) else f"{row[column]} ‖ {pair}"
-
-
-def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
-    if explanations is None:
-        return []
-    views = []
-    for val_row, group in explanations.groupby("val_row", sort=False):
-        first = group.iloc[0]
-        neighbours = [
-            NeighbourView(
-                kind=str(row.kind),
-                rank=str(row["rank"]),
-                name=str(row.train_id if _present(row.train_id) else row.train_row),
-                label=str(row.train_label),
-                influence=f"{row.influence:+.4f}",
-                text=shorten(_both_texts(row, "train_text"), TEXT_IN_TABLE),
-            )
-            for _, row in group.iterrows()
-        ]
-        views.append(
-            ExplainedView(
-                name=f"id {first.val_id}" if _present(first.val_id) else f"row {val_row}",
-                label=str(first.val_label),
-                pred=str(first.val_pred),
-                prob=f"{first.val_prob:.2f}",
-                text=shorten(_both_texts(first, "val_text"), TEXT_OF_VAL_ROW),
-                neighbours=neighbours,
-            )
-        )
-    return views
-
-
-def page_view(
-    content: ReportContent, figures: dict[str, bytes], *, title: str = "tod-clean report"
-) -> PageView:
-    """The data the page shows, from the gathered content and the drawn figures."""
-    total = len(content.flagged)
-    class_table = pd.DataFrame(
-        {
-            "label": [c.label for c in content.classes],
-            "rows": [c.rows for c in content.classes],
-            "flagged": [c.flagged for c in content.classes],
-            "% flagged": [100 * c.flagged / c.rows if c.rows else float("nan") for c in content.classes],
-        }
-    )
-    return PageView(
-        title=title,
-        header=[(name, str(value)) for name, value in content.header],
-        num_flagged=content.num_flagged,
-        total=total,
-        share=f"{content.num_flagged / max(total, 1):.2%}",
-        worse_when=content.worse_when,
-        by=content.by,
-        drop=content.flagged_by,
-        notes=list(content.notes),
-        has_influence=any(d.column == "influence" for d in content.distributions),
-        distribution_figures=[
-            _figure(figures[d.column], f"histogram of {d.column}")
-            for d in content.distributions
-            if d.column in figures
-        ],
-        per_class_figure=(
-            _figure(figures[PER_CLASS_FIGURE], "flagged rows per class")
-            if PER_CLASS_FIGURE in figures
-            else None
-        ),
-        class_table=table_view(class_table, "", css="compact"),
-        top_table=table_view(content.top_rows, content.by, flag_column="flagged"),
-        explain_summary=content.explain_summary,
-        explain_note=content.explain_note,
-        explained=_explained_views(content.explanations),
-        version=__version__,
-        generated=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    )
-
-
-@functools.cache
-def _templates() -> Any:
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("tod_clean.report", "templates"),
-        autoescape=True,  # every value; the template marks nothing safe
-        undefined=jinja2.StrictUndefined,  # a misspelt field is an error, not an empty string
-        keep_trailing_newline=True,
-    )
-
-
-def render_html(content: ReportContent, figures: dict[str, bytes], *, title: str = "tod-clean report") -> str:
-    """The self-contained page: inline CSS, figures as data URIs, all user text escaped."""
-    return _templates().get_template(TEMPLATE).render(page=page_view(content, figures, title=title))
-
-
-# ---- the whole report -------------------------------------------------------------------------------
-
-
-def build_report(
-    run: RunDir,
-    config: ReportConfig,
-    *,
-    scores: tuple[pd.DataFrame, dict[str, Any]] | None = None,
-    train_table: Table | None = None,
-    val_table: Table | None = None,
-    device: str = "auto",
-    progress: Progress | None = None,
-) -> Report:
-    """The report of a scored run; without ``val_table`` the validation file recorded by ``score`` is used.
-
-    ``scores`` is what :func:`load_run_scores` returns (loaded here when not given).
-    """
-    frame, meta = scores if scores is not None else load_run_scores(run)
-    val_note = None
-    explicit = val_table is not None
-    if val_table is None:
-        val_table, val_note = recorded_val_table(meta)
-    content = report_content(
-        run,
-        config,
-        scores=frame,
-        meta=meta,
-        train_table=train_table,
-        val_table=val_table,
-        val_note=val_note,
-        val_explicit=explicit,
-        device=device,
-        progress=progress,
-    )
-    figures = report_figures(content)
-    return Report(render_html(content, figures), figures, content)
-
-
-def write_report(report: Report, out: str | Path) -> Path:
-    """Write the figures to ``<stem>_files/`` and then the page, each atomically; returns the folder.
-
-    Figures of an earlier report that this one does not have (e.g. ``influence.png``) are removed, so the
-    folder always matches the page.
-    """
-    out = Path(out)
-    folder = figures_folder(out)
-    folder.mkdir(exist_ok=True)
-    for name, png in report.figures.items():
-        with atomic_output(folder / f"{name}.png") as tmp:
-            tmp.write_bytes(png)
-    for name in FIGURES:
-        if name not in report.figures:
-            (folder / f"{name}.png").unlink(missing_ok=True)
-    with atomic_output(out) as tmp:
-        tmp.write_text(report.html, encoding="utf-8")
-    return folder
