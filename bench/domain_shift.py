@@ -52,9 +52,9 @@ PAPER = {"no cleansing": (77.0, 0.9), "random 1%": (76.8, 1.1), "cleansing 1%": 
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    from tod_clean.filter import drop_count_for, rows_to_drop
     from tod_clean.io.inputs import read_table
     from tod_clean.io.writers import write_subset
+    from tod_clean.selection import drop_count_for, rows_to_drop
 
     movies = movie_reviews(args.datasets)
     products = product_reviews(args.datasets)

@@ -271,7 +271,7 @@ def main() -> None:
         args.model = str(tiny_model())
     options = ["--slice", str(args.slice), "--model", args.model]
     options += ["--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-    imports = "import torch, transformers, tod_clean.training.loop, tod_clean.score, tod_clean.filter, tod_clean.cli"
+    imports = "import torch, transformers, tod_clean.training.loop, tod_clean.score, tod_clean.selection, tod_clean.cli"
     results: dict[str, Any] = {
         "machine": machine(),
         "args": {**vars(args), "code": str(args.code.resolve())},

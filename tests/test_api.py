@@ -17,9 +17,9 @@ import pytest
 import tod_clean
 from tests.conftest import make_rows, write_rows
 from tod_clean.errors import ConfigError, InputError, RunDirError
-from tod_clean.filter import worst_first
 from tod_clean.io.inputs import read_table, to_table
 from tod_clean.io.writers import subset_bytes
+from tod_clean.selection import worst_first
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = {"batch_size": 4, "max_length": 16, "device": "cpu"}
@@ -41,7 +41,7 @@ def frame_run(
 
 
 def test_package_exports_the_api_functions_not_the_submodules() -> None:
-    import tod_clean.filter  # noqa: F401 - importing the submodules must not rebind the names
+    import tod_clean.selection  # noqa: F401 - importing the submodules must not rebind the names
     import tod_clean.training.loop  # noqa: F401
 
     assert callable(tod_clean.train) and callable(tod_clean.filter)
@@ -58,7 +58,7 @@ def test_import_is_light_and_later_submodule_imports_keep_the_api_names() -> Non
         "import sys, tod_clean\n"
         "loaded = [m for m in ('tod_clean.training.loop', 'transformers', 'peft') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
-        "import tod_clean.training.loop, tod_clean.filter\n"
+        "import tod_clean.training.loop, tod_clean.selection\n"
         "from tod_clean.training.loop import TrainResult\n"
         "assert tod_clean.train.__module__ == tod_clean.filter.__module__ == 'tod_clean.api'\n"
         "assert sys.modules['tod_clean.training.loop'].TrainResult is TrainResult\n"

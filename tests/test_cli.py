@@ -23,9 +23,9 @@ from tests.conftest import make_rows, write_rows
 from tod_clean import __version__
 from tod_clean.cli import app
 from tod_clean.config import TrainConfig
-from tod_clean.filter import rows_to_drop
 from tod_clean.io.inputs import read_table
 from tod_clean.run.rundir import RunDir
+from tod_clean.selection import rows_to_drop
 
 SCORE_COLUMNS = [
     "row",

@@ -511,7 +511,7 @@ def test_unusual_labels_round_trip_through_score_and_filter(
     for fmt in ("csv", "jsonl", "parquet"):
         scores = tmp_path / f"scores.{fmt}"
         ok(invoke("score", "--run", run, "--out", scores, "-q"))
-        from tod_clean.filter import read_scores
+        from tod_clean.selection import read_scores
 
         assert read_scores(str(scores))["label"].tolist() == [row["label"] for row in rows]
         kept = tmp_path / f"kept.{train_format}"

@@ -176,7 +176,7 @@ def test_explain_refuses_a_run_without_masks(
 
 def test_explain_shows_both_texts_of_sentence_pairs(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
     """The second text of each pair is in the -o file, in the terminal and in the report's explanations."""
-    from tod_clean.report import _explained_views
+    from tod_clean.report.render import _explained_views
 
     train_rows = [dict(r, second=f"zebra{i}") for i, r in enumerate(make_rows(10))]
     train = write_rows(tmp_path / "train.jsonl", train_rows)

@@ -8,10 +8,10 @@ import numpy as np
 
 from tests.influence.test_exact import TRAIN_KEYS, TRAIN_LABELS, TRAIN_TEXTS, VAL_LABELS, encoded, make_model  # noqa: F401 (fixture)
 from tod_clean.encoding import EncodedRows
-from tod_clean.filter import worst_first
 from tod_clean.influence.gather import influence
 from tod_clean.influence.self_scores import self_scores
 from tod_clean.score import scores_frame
+from tod_clean.selection import worst_first
 
 
 def test_scores_frame_columns_and_rank(

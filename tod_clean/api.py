@@ -22,7 +22,6 @@ import pandas as pd
 
 from tod_clean.config import ScoreConfig
 from tod_clean.errors import ConfigError
-from tod_clean.filter import read_scores
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
 from tod_clean.io.inputs import is_dataset
 from tod_clean.pipelines import filter as filtering
@@ -31,6 +30,7 @@ from tod_clean.pipelines import train as training
 from tod_clean.pipelines.inputs import Data, known_options
 from tod_clean.run.rundir import SCORES, RunDir, RunInfo
 from tod_clean.score import load_scores
+from tod_clean.selection import read_scores
 
 D = TypeVar("D")
 

@@ -21,7 +21,6 @@ import torch
 from tod_clean.config import DataColumns, ScoreConfig
 from tod_clean.encoding import encode_texts
 from tod_clean.errors import ConfigError, RunDirError
-from tod_clean.filter import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
 from tod_clean.influence.base import estimator_named, resolve_influence_method
 from tod_clean.influence.gather import gather_matrix, influence
 from tod_clean.influence.self_scores import SELF_WINDOW_ROWS, SelfScores, self_scores
@@ -35,6 +34,7 @@ from tod_clean.runtime.device import pick_device
 from tod_clean.runtime.processes import Processes, current_processes
 from tod_clean.runtime.progress import Progress
 from tod_clean.runtime.shard import SHARD_KEY, Shard, shard_record
+from tod_clean.selection import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
 
 
 @dataclass

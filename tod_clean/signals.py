@@ -27,7 +27,7 @@ class Signal:
     ``meaning``: the sentence reports show for it. ``worse``: the end that marks a row to remove.
     ``needs_validation``: scored only with a validation set. ``needs_masks``: scored only by a run with
     instance masks (a scope other than ``none``). ``label_error``: says how wrong the row's own label looks,
-    so it is ranked within the row's class (see ``tod_clean.filter.class_badness``); the others measure a
+    so it is ranked within the row's class (see ``tod_clean.selection.class_badness``); the others measure a
     harm comparable across classes. ``signed``: its sign means something (shown with one).
     """
 

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from tests.conftest import make_rows
 from tod_clean.cli import app
 from tod_clean.errors import InputError
-from tod_clean.filter import SCORES_ORIGIN, read_scores
 from tod_clean.io.formats.dataset_dir import is_dataset_dir
 from tod_clean.io.frames import FRAME_MARKER, frame_output_format
 from tod_clean.io.inputs import read_table
 from tod_clean.run.rundir import RunDir
+from tod_clean.selection import SCORES_ORIGIN, read_scores
 
 datasets = pytest.importorskip("datasets")
 

@@ -44,7 +44,7 @@ from tod_clean.config import DataColumns, TrainConfig
 from tod_clean.io.inputs import read_table
 from tod_clean.io.writers import write_subset
 from tod_clean.encoding import encode_texts
-from tod_clean.filter import filter_table
+from tod_clean.selection import filter_table
 from tod_clean.instances import instances_from_table, training_labels
 from tod_clean.run.rundir import RunInfo, TrainFile
 

@@ -68,7 +68,7 @@ def report_command(
     setup(quiet)
     from_stdin_as = stdin_format_for(stdin_format, val, train)
     from tod_clean.pipelines import report as pipeline
-    from tod_clean.report import ReportConfig
+    from tod_clean.report.content import ReportConfig
 
     config = ReportConfig(
         by=by,

@@ -28,7 +28,6 @@ import numpy as np
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
-from tod_clean.filter import check_drop_options, filter_table
 from tod_clean.instances import instances_from_table, training_labels
 from tod_clean.io import STDIN
 from tod_clean.io.columns import label_codes
@@ -41,6 +40,7 @@ from tod_clean.io.writers import deliver, write_subset
 from tod_clean.run.rundir import RunDir, stdin_copy_name
 from tod_clean.runtime.progress import NamedProgress, Progress
 from tod_clean.score import save_scores, score_run
+from tod_clean.selection import check_drop_options, filter_table
 from tod_clean.signals import SIGNALS
 from tod_clean.training.loop import train
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from tod_clean.errors import ConfigError
-from tod_clean.filter import FilterResult, filter_table, read_scores
 from tod_clean.io.frames import frame_bytes
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.io.table import Table
@@ -16,6 +15,7 @@ from tod_clean.io.writers import check_subset_destination, deliver, output_forma
 from tod_clean.pipelines.inputs import Data, is_path, path_of, run_data
 from tod_clean.run.rundir import SCORES, RunDir
 from tod_clean.score import load_scores
+from tod_clean.selection import FilterResult, filter_table, read_scores
 
 
 @dataclass
@@ -48,7 +48,7 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
     ``data`` given as ``-`` is read in ``stdin_format`` (default JSON Lines). Without ``drop``,
     ``drop_count`` or ``threshold``, 1% is dropped; without ``by``, rows are ranked by ``full_loss``.
     Label-error signals are ranked within each class and every class keeps a row unless
-    ``allow_empty_class`` (see ``tod_clean.filter.select_rows``). A dataset's (a ``save_to_disk``
+    ``allow_empty_class`` (see ``tod_clean.selection.select_rows``). A dataset's (a ``save_to_disk``
     folder's or an ``hf:`` dataset's) kept rows are written as a ``save_to_disk`` folder.
     """
     if drop is None and drop_count is None and threshold is None:

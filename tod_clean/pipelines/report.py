@@ -6,14 +6,13 @@ from pathlib import Path
 
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
-from tod_clean.report import (
-    FIGURES,
+from tod_clean.report.content import ReportConfig, load_run_scores
+from tod_clean.report.figures import FIGURES
+from tod_clean.report.render import (
     Report,
-    ReportConfig,
     build_report,
     check_report_destination,
     figures_folder,
-    load_run_scores,
     write_report,
 )
 from tod_clean.run.rundir import RunDir

@@ -7,27 +7,18 @@ import json
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from tests.conftest import make_rows, write_rows
+from tests.report.test_render import assert_self_contained
 from tests.test_cli import invoke, ok, train_run, user_error
-from tod_clean.filter import worst_first
-from tod_clean.report import (
-    ClassCount,
-    Distribution,
-    ReportContent,
-    figures_folder,
-    page_view,
-    render_html,
-    report_figures,
-)
+from tod_clean.report.render import figures_folder
+from tod_clean.selection import worst_first
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LONG_WORD = "x" * 400
@@ -72,28 +63,6 @@ def head_run(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) ->
 def outputs(folder: Path) -> tuple[Path, Path]:
     out = folder / "report.html"
     return out, figures_folder(out)
-
-
-class TagCollector(HTMLParser):
-    """The tags of a page and their src/href attributes, as a browser parses them (escaped text is text)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[str] = []
-        self.sources: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        self.sources += [value or "" for name, value in attrs if name in ("src", "href", "srcset", "action")]
-
-
-def assert_self_contained(page: str) -> None:
-    assert "http://" not in page and "https://" not in page
-    parser = TagCollector()
-    parser.feed(page)
-    assert all(source.startswith("data:") for source in parser.sources), parser.sources
-    assert parser.sources, "no embedded figure"
-    assert not {"script", "link", "iframe", "object", "embed"} & set(parser.tags)
 
 
 def assert_png(path: Path) -> None:
@@ -321,34 +290,6 @@ def test_by_a_column_the_run_does_not_have(tmp_path: Path, model_args: list[str]
     )
 
 
-# ---- the HTML builder alone --------------------------------------------------------------------------
-
-
-def tiny_content(text: str, label: str) -> ReportContent:
-    flagged = np.array([True, False, False])
-    return ReportContent(
-        header=[("training file", f"{label}.jsonl")],
-        by="full_loss",
-        drop=0.3,
-        flagged=flagged,
-        distributions=[Distribution("full_loss", np.array([2.0, 0.5, 0.1]), cutoff=1.25)],
-        classes=[ClassCount(label, 2, 1), ClassCount("b", 1, 0)],
-        top_rows=pd.DataFrame(
-            {"#": [1], "row": [0], "label": [label], "full_loss": [2.0], "flagged": [True], "text": [text]}
-        ),
-        notes=[f"note about {label}"],
-    )
-
-
-def test_render_html_escapes_user_text() -> None:
-    content = tiny_content("<script>alert(1)</script>", '"><img src=x onerror=alert(2)> $x_{1$')
-    page = render_html(content, report_figures(content))
-    assert "<script" not in page.lower()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<img src=x" not in page and "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
-    assert_self_contained(page)
-
-
 # ---- in a real browser ---------------------------------------------------------------------------------
 
 
@@ -357,7 +298,7 @@ def test_report_renders_in_chromium(head_run: SimpleNamespace, tmp_path: Path) -
     out, _ = outputs(tmp_path)
     ok(invoke("report", "--run", head_run.run, "--out", out, "-q"))
     png = tmp_path / "shot.png"
-    script = Path(__file__).parents[1] / "scripts" / "render_report.py"
+    script = Path(__file__).parents[2] / "scripts" / "render_report.py"
     done = subprocess.run(
         [sys.executable, str(script), str(out), str(png), "--height", "900"],
         capture_output=True,
@@ -369,21 +310,3 @@ def test_report_renders_in_chromium(head_run: SimpleNamespace, tmp_path: Path) -
         assert image.size == (1280, 900)
         colors = image.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colors is None or len(colors) > 50  # a page with text and figures, not a blank screen
-
-
-def test_page_view_holds_plain_values_and_the_template_escapes_them() -> None:
-    """The Python side hands the template raw text (no markup, no escaping); the template escapes it."""
-    content = tiny_content("<b>x</b> & y", "a<b")
-    figures = report_figures(content)
-    view = page_view(content, figures)
-    text_cell = view.top_table.rows[0].cells[-1]
-    assert text_cell.text == "<b>x</b> & y" and text_cell.css == "text"
-    assert view.top_table.rows[0].flagged
-    assert [c.text for c in view.class_table.head] == ["label", "rows", "flagged", "% flagged"]
-    assert view.per_class_figure is not None and view.per_class_figure.src.startswith(
-        "data:image/png;base64,"
-    )
-    assert view.share == "33.33%" and view.notes == ["note about a<b"]
-    page = render_html(content, figures)
-    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page and "<b>x</b>" not in page
-    assert 'title="a&lt;b"' in page  # attribute values too

@@ -17,8 +17,11 @@ from typer.testing import CliRunner
 from tod_clean.cli import app
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError, InputError
-from tod_clean.filter import badness as signal_badness
-from tod_clean.filter import (
+from tod_clean.io.inputs import read_table
+from tod_clean.io.rows import sha256_of_file
+from tod_clean.run.rundir import RunDir, RunInfo, TrainFile
+from tod_clean.selection import badness as signal_badness
+from tod_clean.selection import (
     check_scores,
     class_badness,
     class_warnings,
@@ -27,9 +30,6 @@ from tod_clean.filter import (
     select_rows,
     worst_first,
 )
-from tod_clean.io.inputs import read_table
-from tod_clean.io.rows import sha256_of_file
-from tod_clean.run.rundir import RunDir, RunInfo, TrainFile
 from tod_clean.signals import SIGNALS, WORSE_WHEN_HIGHER, WORSE_WHEN_LOWER
 
 # Few distinct values, so ties are common.
