@@ -17,15 +17,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tod_clean"
 
 # Floors, lowest first. Flat modules not yet moved into their package stand on their destination's floor.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "runtime"),
+    ("errors", "version", "runtime"),
     ("io",),
     # scopes: config parses scope strings with scopes.base; scopes name the model only under TYPE_CHECKING
     ("config", "masks", "instances", "encoding", "signals", "scopes"),
     ("modeling",),
     # train: the training core (the floor of training)
-    ("influence", "training", "train", "run", "explain", "evaluate", "predict", "score"),
-    # merge: puts score parts together (reads them as filter does)
-    ("selection", "filter", "report", "merge"),
+    ("influence", "training", "run", "explain", "evaluate", "predict"),
+    # score: a run's rows scored in memory, ranked as selection ranks them; merge: puts score parts together
+    ("selection", "report", "score", "merge"),
     ("pipelines",),
     ("api", "cli", "__init__", "__main__"),
 ]

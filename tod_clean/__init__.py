@@ -10,12 +10,10 @@ The Python API (see README, "Python API")::
     clean_df = tod_clean.filter(train_df, scores, drop=0.01)
 """
 
-__version__ = "0.1.0"
-
-# Imported after __version__ (the modules below read it).
-import tod_clean.influence  # noqa: E402, F401  (registers the influence estimators ScoreConfig accepts)
-from tod_clean.api import Run, filter, train  # noqa: E402, A004
-from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError  # noqa: E402
+import tod_clean.influence  # noqa: F401  (registers the influence estimators ScoreConfig accepts)
+from tod_clean.api import Run, filter, train  # noqa: A004
+from tod_clean.errors import ConfigError, InputError, RunDirError, TodCleanError
+from tod_clean.version import __version__
 
 __all__ = [
     "ConfigError",

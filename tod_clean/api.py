@@ -29,7 +29,7 @@ from tod_clean.pipelines import score as scoring
 from tod_clean.pipelines import train as training
 from tod_clean.pipelines.inputs import Data, known_options
 from tod_clean.run.rundir import SCORES, RunDir, RunInfo
-from tod_clean.score import load_scores
+from tod_clean.run.scores import load_scores
 from tod_clean.selection import read_scores
 
 D = TypeVar("D")

@@ -27,10 +27,10 @@ from tod_clean.io.table import Table
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
+from tod_clean.run.scores import check_train_file
 from tod_clean.runtime.device import pick_device
 from tod_clean.runtime.processes import Processes, current_processes
 from tod_clean.runtime.progress import Progress
-from tod_clean.score import check_train_file
 
 
 @dataclass

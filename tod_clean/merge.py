@@ -18,8 +18,9 @@ import pandas as pd
 from tod_clean.errors import ConfigError, InputError, RunDirError
 from tod_clean.io.formats import format_of
 from tod_clean.run.rundir import RunInfo
+from tod_clean.run.scores import SCORES_ORIGIN
 from tod_clean.runtime.shard import SHARD_KEY, Shard
-from tod_clean.selection import SCORES_ORIGIN, read_scores, with_rank
+from tod_clean.selection import read_scores, with_rank
 
 
 @dataclass

@@ -20,21 +20,20 @@ import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
 from tod_clean.encoding import encode_texts
-from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.errors import ConfigError
 from tod_clean.influence.base import estimator_named, resolve_influence_method
 from tod_clean.influence.gather import gather_matrix, influence
 from tod_clean.influence.self_scores import SELF_WINDOW_ROWS, SelfScores, self_scores
 from tod_clean.instances import Instances, instances_from_table
-from tod_clean.io.frames import frame_bytes
-from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
 from tod_clean.run.loaded import LoadedRun
-from tod_clean.run.rundir import SCORES, SCORES_META, TOKENS_DIR, RunDir, RunInfo
+from tod_clean.run.rundir import TOKENS_DIR, RunDir
+from tod_clean.run.scores import SCORES_ORIGIN, check_train_file, save_scores_frame, scores_origin
 from tod_clean.runtime.device import pick_device
 from tod_clean.runtime.processes import Processes, current_processes
 from tod_clean.runtime.progress import Progress
 from tod_clean.runtime.shard import SHARD_KEY, Shard, shard_record
-from tod_clean.selection import SCORES_ORIGIN, check_scores_origin, default_signal, scores_origin, with_rank
+from tod_clean.selection import default_signal, with_rank
 
 
 @dataclass
@@ -43,15 +42,6 @@ class ScoreResult:
     meta: dict[str, Any]
     self_scores: SelfScores
     influence: np.ndarray | None
-
-
-def check_train_file(table: Table, info: RunInfo) -> None:
-    if table.sha256 != info.train_file.sha256:
-        raise RunDirError(
-            f"{table.source}: differs from the file this run was trained on ({info.train_file.path}: "
-            f"sha256 {info.train_file.sha256[:12]}..., this file {table.sha256[:12]}...); "
-            "score the training data unchanged, or train a new run"
-        )
 
 
 def score_run(
@@ -297,39 +287,3 @@ def scores_frame(
 def save_scores(run: RunDir, result: ScoreResult) -> None:
     """Keep the scores in the run directory, where ``filter`` finds them."""
     save_scores_frame(run, result.frame, result.meta)
-
-
-def save_scores_frame(run: RunDir, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """Write ``frame`` as the run's scores.parquet and ``meta`` as its scores.json.
-
-    Both files are written in full before either replaces the old one, so a failure keeps the old pair.
-    """
-    import json
-
-    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
-    with atomic_output(run.file(SCORES)) as scores_tmp, atomic_output(run.file(SCORES_META)) as meta_tmp:
-        scores_tmp.write_bytes(frame_bytes(frame, "parquet"))
-        meta_tmp.write_text(text, encoding="utf-8")
-
-
-def load_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The scores saved by the last ``score`` of this run."""
-    import json
-
-    info = run.read_info()
-    path = run.file(SCORES)
-    if not path.is_file():
-        raise RunDirError(f"{run.path}: has no scores yet; run 'tod-clean score --run {run.path}' first")
-    try:
-        meta = json.loads(run.file(SCORES_META).read_text(encoding="utf-8"))
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as error:
-        raise RunDirError(
-            f"{path}: cannot read the saved scores ({error}); run 'tod-clean score' again"
-        ) from None
-    if meta.get("train_sha256") != info.train_file.sha256:
-        raise RunDirError(f"{path}: belongs to another training file than this run's; score the run again")
-    # Scores of the run this folder held before a 'train --overwrite' (a 'score' that finished after it, or
-    # files copied in) name that run: every reader of the saved scores refuses them, the API's included.
-    check_scores_origin(frame, info, str(path))
-    return frame, meta

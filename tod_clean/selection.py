@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from tod_clean.io.frames import read_frame_dataset
 from tod_clean.io.inputs import read_table
 from tod_clean.io.table import Table
 from tod_clean.run.rundir import RunInfo
+from tod_clean.run.scores import check_scores_origin
 from tod_clean.signals import DEFAULT_SIGNAL, LABEL_SIGNALS, SIGNALS, WORSE_WHEN_LOWER
 
 # A class that loses more than this multiple of the overall dropped share (and at least
@@ -255,47 +255,6 @@ def rows_to_drop(
         allow_empty_class=allow_empty_class,
     )
     return np.sort(selection.dropped)
-
-
-# The DataFrame.attrs key (kept in Parquet schema metadata) naming the run and training file of scores.
-SCORES_ORIGIN = "tod_clean_scores"
-
-
-def scores_origin(info: RunInfo) -> dict[str, Any]:
-    """What ``score`` records about the scores it writes: the run's fingerprint and training file."""
-    return {"run": info.fingerprint, "train_sha256": info.train_file.sha256, "rows": info.train_file.rows}
-
-
-def check_scores_origin(scores: pd.DataFrame, info: RunInfo, source: str) -> None:
-    """Refuse scores written for another run or another training file.
-
-    Parquet scores name their run; every format must hold one row per training row, numbered 0..N-1.
-    Labels and ids, when the scores have them, are compared with the table row by row in ``match_scores``.
-    """
-    origin = scores.attrs.get(SCORES_ORIGIN)
-    if isinstance(origin, dict):
-        if origin.get("train_sha256") != info.train_file.sha256:
-            raise RunDirError(
-                f"{source}: scores of another training file (sha256 {str(origin.get('train_sha256'))[:12]}..., "
-                f"this run's {info.train_file.sha256[:12]}...); score this run again"
-            )
-        if origin.get("run") != info.fingerprint:
-            raise RunDirError(
-                f"{source}: scores of another run of the same training file (run fingerprint "
-                f"{str(origin.get('run'))[:12]}..., this run's {info.fingerprint[:12]}...); score this run again"
-            )
-    if "row" not in scores.columns:
-        raise InputError(
-            f"{source}: not a scores file written by 'tod-clean score' (no column 'row'; "
-            f"columns found: {', '.join(map(str, scores.columns))})"
-        )
-    rows = pd.to_numeric(scores["row"], errors="coerce").to_numpy(dtype=np.float64)
-    expected = np.arange(info.train_file.rows, dtype=np.float64)
-    if len(rows) != info.train_file.rows or not np.array_equal(np.sort(rows), expected):
-        raise InputError(
-            f"{source}: holds {len(rows)} score rows, but the run was trained on {info.train_file.rows} rows "
-            f"({info.train_file.path}); these scores belong to another file or run"
-        )
 
 
 def _check_aligned(

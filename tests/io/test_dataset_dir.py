@@ -20,7 +20,8 @@ from tod_clean.io.formats.dataset_dir import is_dataset_dir
 from tod_clean.io.frames import FRAME_MARKER, frame_output_format
 from tod_clean.io.inputs import read_table
 from tod_clean.run.rundir import RunDir
-from tod_clean.selection import SCORES_ORIGIN, read_scores
+from tod_clean.run.scores import SCORES_ORIGIN
+from tod_clean.selection import read_scores
 
 datasets = pytest.importorskip("datasets")
 

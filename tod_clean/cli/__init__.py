@@ -30,11 +30,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tod_clean import __version__
 from tod_clean.errors import TodCleanError
 from tod_clean.runtime.processes import MainProcessError, is_main_process, launched_count
 from tod_clean.runtime.progress import NullProgress
 from tod_clean.runtime.progress import Progress as ProgressSink
+from tod_clean.version import __version__
 
 # No emoji codes: a path such as hf:x or a text like :smile: is printed as written, not as an emoji.
 # soft_wrap: message lines are not broken at the console's width (80 columns when stderr is a log file,

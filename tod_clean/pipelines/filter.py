@@ -14,7 +14,7 @@ from tod_clean.io.table import Table
 from tod_clean.io.writers import check_subset_destination, deliver, output_format, write_subset, writes_folder
 from tod_clean.pipelines.inputs import Data, is_path, path_of, run_data
 from tod_clean.run.rundir import SCORES, RunDir
-from tod_clean.score import load_scores
+from tod_clean.run.scores import load_scores
 from tod_clean.selection import FilterResult, filter_table, read_scores
 
 

@@ -14,7 +14,7 @@ from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.merge import merge_shards
 from tod_clean.pipelines.outputs import check_frame_destination, save_frame
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir
-from tod_clean.score import save_scores_frame
+from tod_clean.run.scores import save_scores_frame
 
 
 def merge(

@@ -152,7 +152,7 @@ class ReportContent:
 
 def load_run_scores(run: RunDir) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The scores saved in the run directory by ``score``, with a message that says how to get them."""
-    from tod_clean.score import load_scores
+    from tod_clean.run.scores import load_scores
 
     run.read_info()
     if not run.file(SCORES).is_file() or not run.file(SCORES_META).is_file():

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tod_clean import __version__
 from tod_clean.errors import InputError
 from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
@@ -31,6 +30,7 @@ from tod_clean.report.figures import FIGURES, PER_CLASS_FIGURE, report_figures
 from tod_clean.run.rundir import RunDir
 from tod_clean.runtime.progress import Progress
 from tod_clean.signals import SIGNED_SIGNALS
+from tod_clean.version import __version__
 
 HTML_SUFFIXES = (".html", ".htm")
 

@@ -39,7 +39,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from tod_clean import __version__
 from tod_clean.config import TrainConfig
 from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
 from tod_clean.errors import ConfigError, RunDirError, first_line
@@ -48,6 +47,7 @@ from tod_clean.io.paths import atomic_output, check_distinct_outputs, stream_kin
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.modeling.loading import build_classifier
 from tod_clean.scopes import Scope
+from tod_clean.version import __version__
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
