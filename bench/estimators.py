@@ -343,16 +343,22 @@ def main() -> None:
     matrices: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     for method in args.methods:
-        cache = folder / f"matrix-{method.replace(' ', '_')}-{args.base}-k{args.k}-d{args.damping}.npy"
+        # "NAME@SCOPE": the method on a run of that scope instead of --base (to compare across runs)
+        name, _, base_scope = method.partition("@")
+        base_scope = base_scope or args.base
+        cache = folder / f"matrix-{name.replace(' ', '_')}-{base_scope}-k{args.k}-d{args.damping}.npy"
+        timing = cache.with_suffix(".seconds")
+        computed = False
         with timed() as timer:
-            if method == "random":
+            if name == "random":
                 matrix = np.random.default_rng([args.seed, 17]).standard_normal((args.rows, args.val_rows))
             elif args.reuse and cache.exists():
                 matrix = np.load(cache)
             else:
-                base, _, repeat = method.partition(" x")
+                timing.unlink(missing_ok=True)
+                base, _, repeat = name.partition(" x")
                 runs = int(repeat) if repeat else 1
-                scope = "head" if base.startswith("tod") else args.base
+                scope = "head" if base.startswith("tod") else base_scope
                 parts = []
                 for r in range(runs):
                     if base.startswith("tod"):
@@ -363,6 +369,13 @@ def main() -> None:
                     print(f"{method}: part {r + 1}/{runs}", flush=True)
                 matrix = np.mean(parts, axis=0)
                 np.save(cache, matrix)
+                computed = True
+        if computed:
+            timing.write_text(f"{timer.wall}\n")  # the computing run's wall time (with training new runs)
+        # a matrix computed before timings were kept: NaN (its time is in that run's log)
+        timer.wall = (
+            float(timing.read_text()) if timing.exists() else (0.0 if name == "random" else float("nan"))
+        )
         matrices[method] = matrix
         seconds[method] = timer.wall
         value, error = lds(matrix, subsets, losses)

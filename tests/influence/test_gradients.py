@@ -158,7 +158,7 @@ def test_gauss_newton_scores_a_run_as_a_naive_loop_does(
     np.testing.assert_allclose(influence, expected.mean(1).numpy(), rtol=0, atol=2e-4 * float(scale))
 
 
-def test_gauss_newton_is_refused_with_a_shard(
+def test_gauss_newton_is_refused_with_a_shard_and_by_explain(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
 ) -> None:
@@ -172,3 +172,9 @@ def test_gauss_newton_is_refused_with_a_shard(
     assert result.exit_code != 0
     assert "--influence gauss-newton fits its preconditioner on every training row" in result.output
     assert not out.exists()
+    # explain has no training texts and labels to give it: one clear line, no output
+    explained = tmp_path / "explained.csv"
+    result = invoke("explain", "--run", run, "--val", val, "--influence", "gauss-newton", "-o", explained)
+    assert result.exit_code != 0
+    assert "needs the training rows' texts" in result.output
+    assert not explained.exists()
