@@ -17,6 +17,10 @@ from tod_clean.cli.options import (
     DeviceOption,
     InfluenceOption,
     StdinFormatOption,
+    ValLabelColOption,
+    ValSplitOption,
+    ValTextColOption,
+    ValTextPairColOption,
     stdin_format_for,
 )
 from tod_clean.config import ScoreConfig
@@ -65,16 +69,10 @@ def explain_command(
         str | None, typer.Option(help="The training file, if it moved (sha256 is checked).")
     ] = None,
     stdin_format: StdinFormatOption = None,
-    val_split: Annotated[
-        str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
-    ] = None,
-    val_text_col: Annotated[
-        str | None, typer.Option(help="Text column of --val (default: training's).")
-    ] = None,
-    val_text_pair_col: Annotated[str | None, typer.Option(help="Second text column of --val.")] = None,
-    val_label_col: Annotated[
-        str | None, typer.Option(help="Label column of --val (default: training's).")
-    ] = None,
+    val_split: ValSplitOption = None,
+    val_text_col: ValTextColOption = None,
+    val_text_pair_col: ValTextPairColOption = None,
+    val_label_col: ValLabelColOption = None,
     val_id_col: Annotated[
         str | None, typer.Option(help="Id column of --val (default: training's, if present).")
     ] = None,

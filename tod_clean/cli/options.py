@@ -132,3 +132,11 @@ BatchSizeOption = _score_field("batch_size")
 INFERENCE_BATCH_SIZE: int = ScoreConfig.batch_size
 DeviceOption = Annotated[str, typer.Option(help=TrainConfig.__dataclass_fields__["device"].metadata["help"])]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+# The validation set's split and columns (score, explain; report takes the split).
+ValSplitOption = Annotated[
+    str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
+]
+ValTextColOption = Annotated[str | None, typer.Option(help="Text column of --val (default: training's).")]
+ValTextPairColOption = Annotated[str | None, typer.Option(help="Second text column of --val.")]
+ValLabelColOption = Annotated[str | None, typer.Option(help="Label column of --val (default: training's).")]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tod_clean.cli import app, console, handle_errors, progress_for, setup
-from tod_clean.cli.options import StdinFormatOption, stdin_format_for
+from tod_clean.cli.options import StdinFormatOption, ValSplitOption, stdin_format_for
 from tod_clean.run.rundir import RunDir
 from tod_clean.signals import SIGNALS
 
@@ -53,9 +53,7 @@ def report_command(
         str | None,
         typer.Option("--influence", help="exact, linear or auto for the explanations (default: as scored)."),
     ] = None,
-    val_split: Annotated[
-        str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
-    ] = None,
+    val_split: ValSplitOption = None,
     train: Annotated[str | None, typer.Option(help="The training file, if it moved.")] = None,
     stdin_format: StdinFormatOption = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (for the explanations).")] = "auto",

@@ -15,6 +15,10 @@ from tod_clean.cli.options import (
     InfluenceOption,
     QuietOption,
     StdinFormatOption,
+    ValLabelColOption,
+    ValSplitOption,
+    ValTextColOption,
+    ValTextPairColOption,
     stdin_format_for,
 )
 from tod_clean.config import ScoreConfig
@@ -64,16 +68,10 @@ def score_command(
             "head/layers/ffn, whose shared encoder learns every row, and anti-learned in lora: see README)."
         ),
     ] = None,
-    val_split: Annotated[
-        str | None, typer.Option(help="Split of --val (a DatasetDict folder or an hf: dataset).")
-    ] = None,
-    val_text_col: Annotated[
-        str | None, typer.Option(help="Text column of --val (default: training's).")
-    ] = None,
-    val_text_pair_col: Annotated[str | None, typer.Option(help="Second text column of --val.")] = None,
-    val_label_col: Annotated[
-        str | None, typer.Option(help="Label column of --val (default: training's).")
-    ] = None,
+    val_split: ValSplitOption = None,
+    val_text_col: ValTextColOption = None,
+    val_text_pair_col: ValTextPairColOption = None,
+    val_label_col: ValLabelColOption = None,
     influence: InfluenceOption = "auto",
     shard: Annotated[
         str | None,
