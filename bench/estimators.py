@@ -34,20 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    DEFAULT_DATASETS,
     RESULTS,
-    WORK,
-    flip_labels,
     machine,
-    movie_reviews,
-    split_rest,
-    stratified_subset,
     timed,
     train_config,
     train_run,
-    write_splits,
 )
-from lds import lds, tod_clean_matrix  # noqa: E402
+from lds import add_setting_arguments, lds, setting_splits, tod_clean_matrix  # noqa: E402
 
 
 def projected_gradients(
@@ -286,13 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
-    parser.add_argument("--rows", type=int, default=1000)
-    parser.add_argument("--val-rows", type=int, default=200)
-    parser.add_argument("--noise", type=float, default=0.1)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    add_setting_arguments(parser)
     parser.add_argument("--truth", default="none")
     parser.add_argument("--k", type=int, default=16, help="projection size per side of each linear layer")
     parser.add_argument("--damping", type=float, default=0.1)
@@ -308,11 +295,7 @@ def main() -> None:
     parser.add_argument("--name", default="estimators")
     args = parser.parse_args()
 
-    source = movie_reviews(args.datasets)
-    train_rows, _ = flip_labels(stratified_subset(source, args.rows, args.seed), args.noise, args.seed)
-    val_rows = stratified_subset(split_rest(source, train_rows), args.val_rows, args.seed + 1)
-    folder = WORK / f"lds-{args.rows}-{args.seed}"
-    train_path, val_path = write_splits(folder, train=train_rows, val=val_rows)
+    _, _, folder, train_path, val_path = setting_splits(args)
     recipe = {"epochs": args.epochs, "device": "auto", "max_length": args.max_length}
     truth = np.load(RESULTS / f"lds-truth-{args.rows}-{args.seed}-{args.truth}.npz")
     subsets, losses = truth["subsets"], truth["losses"]

@@ -181,18 +181,34 @@ def _run_seconds(run_path: Path) -> float:
         return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that fix the data and recipe of the setting (and so of its saved ground truth)."""
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--val-rows", type=int, default=200)
     parser.add_argument("--noise", type=float, default=0.1)
-    parser.add_argument("--subsets", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def setting_splits(args: argparse.Namespace) -> tuple[list[dict[str, Any]], np.ndarray, Path, Path, Path]:
+    """The setting's training rows (labels flipped), which were flipped, its work folder and the written
+    training and validation files: the same for every script that uses this ground truth."""
+    source = movie_reviews(args.datasets)
+    train_rows, flipped = flip_labels(stratified_subset(source, args.rows, args.seed), args.noise, args.seed)
+    val_rows = stratified_subset(split_rest(source, train_rows), args.val_rows, args.seed + 1)
+    folder = WORK / f"lds-{args.rows}-{args.seed}"
+    train_path, val_path = write_splits(folder, train=train_rows, val=val_rows)
+    return train_rows, flipped, folder, train_path, val_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_setting_arguments(parser)
+    parser.add_argument("--subsets", type=int, default=30)
     parser.add_argument("--truth", nargs="+", default=["none"], choices=["none", "lora-plain"])
     parser.add_argument(
         "--methods",
@@ -211,11 +227,7 @@ def main() -> None:
     if args.quick:
         args.rows, args.val_rows, args.subsets, name = 200, 40, 6, "lds-quick"
 
-    source = movie_reviews(args.datasets)
-    train_rows, flipped = flip_labels(stratified_subset(source, args.rows, args.seed), args.noise, args.seed)
-    val_rows = stratified_subset(split_rest(source, train_rows), args.val_rows, args.seed + 1)
-    folder = WORK / f"lds-{args.rows}-{args.seed}"
-    train_path, val_path = write_splits(folder, train=train_rows, val=val_rows)
+    train_rows, flipped, folder, train_path, val_path = setting_splits(args)
     recipe = {"epochs": args.epochs, "seed": args.seed, "device": args.device, "max_length": args.max_length}
 
     rng = np.random.default_rng([args.seed, 4242])
