@@ -20,12 +20,13 @@ FLOORS: list[tuple[str, ...]] = [
     ("errors", "version", "runtime"),
     ("io",),
     # scopes: config parses scope strings with scopes.base; scopes name the model only under TYPE_CHECKING
-    ("config", "masks", "instances", "encoding", "signals", "scopes"),
+    ("config", "masks", "instances", "encoding", "signals", "scopes", "lds"),
     ("modeling",),
     # train: the training core (the floor of training)
     ("influence", "training", "run", "explain", "evaluate", "predict"),
     # score: a run's rows scored in memory, ranked as selection ranks them; merge: puts score parts together
-    ("selection", "report", "score", "merge"),
+    # check: the LDS of a run's estimators against models retrained on halves (trains and scores)
+    ("selection", "report", "score", "merge", "check"),
     ("pipelines",),
     ("api", "cli", "__init__", "__main__"),
 ]

@@ -98,11 +98,14 @@ def test_precondition_solves_each_layer_block_against_a_naive_inverse() -> None:
         torch.testing.assert_close(out[:, layer.start : layer.stop], expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("scope", ["head", "none"])
-def test_gauss_newton_scores_a_run_as_a_naive_loop_does(
+@pytest.mark.parametrize(
+    ("scope", "method"), [("head", "gauss-newton"), ("none", "gauss-newton"), ("head", "gradient")]
+)
+def test_gradient_estimators_score_a_run_as_a_naive_loop_does(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
     scope: str,
+    method: str,
 ) -> None:
     train_rows, val_rows = make_rows(9), make_rows(4, offset=20)
     train = write_rows(tmp_path / "train.jsonl", train_rows)
@@ -118,13 +121,13 @@ def test_gauss_newton_scores_a_run_as_a_naive_loop_does(
             "--val",
             val,
             "--influence",
-            "gauss-newton",
+            method,
             "--matrix",
             matrix_path,
             "--quiet",
         )
     )
-    assert json.loads((run / "scores.json").read_text())["influence_method"] == "gauss-newton"
+    assert json.loads((run / "scores.json").read_text())["influence_method"] == method
 
     folder = RunDir(run)
     info = folder.read_complete_info()
@@ -147,10 +150,14 @@ def test_gauss_newton_scores_a_run_as_a_naive_loop_does(
     expected = torch.zeros(len(train_rows), len(val_rows), dtype=torch.float64)
     for layer in gradients.layers:
         a, b = g_train[:, layer.start : layer.stop], g_val[:, layer.start : layer.stop]
+        if method == "gradient":
+            expected += a @ b.T
+            continue
         mean = a.T @ a / len(a)
         lam = DEFAULT_DAMPING * torch.trace(mean) / len(mean)
         expected += a @ torch.linalg.inv(mean + lam * torch.eye(len(mean), dtype=torch.float64)) @ b.T
-    expected /= len(train_rows)
+    if method == "gauss-newton":
+        expected /= len(train_rows)
     matrix = torch.from_numpy(np.load(matrix_path)).double()
     scale = expected.abs().max()
     torch.testing.assert_close(matrix / scale, expected / scale, rtol=0, atol=2e-4)
@@ -178,3 +185,41 @@ def test_gauss_newton_is_refused_with_a_shard_and_by_explain(
     assert result.exit_code != 0
     assert "needs the training rows' texts" in result.output
     assert not explained.exists()
+
+
+def test_gradient_similarity_scores_each_shard_as_the_whole_run_does(
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+) -> None:
+    """``gradient`` needs no pass over every training row: a shard's rows get the values they get when
+    all rows are scored in one process."""
+    train = write_rows(tmp_path / "train.jsonl", make_rows(10))
+    val = write_rows(tmp_path / "val.jsonl", make_rows(3, offset=20))
+    run = train_run(tmp_path, train, model_args, "--scope", "head", "--keep-prob", "0.7")
+    whole = tmp_path / "whole.parquet"
+    ok(invoke("score", "--run", run, "--val", val, "--influence", "gradient", "-o", whole, "--quiet"))
+    expected = pd.read_parquet(whole).set_index("row")["influence"]
+    parts = []
+    for shard in ("0/2", "1/2"):
+        part = tmp_path / f"part-{shard[0]}.parquet"
+        ok(
+            invoke(
+                "score",
+                "--run",
+                run,
+                "--val",
+                val,
+                "--influence",
+                "gradient",
+                "--shard",
+                shard,
+                "-o",
+                part,
+                "--quiet",
+            )
+        )
+        parts.append(pd.read_parquet(part).set_index("row")["influence"])
+    merged = pd.concat(parts)
+    assert sorted(merged.index) == sorted(expected.index)
+    scale = float(expected.abs().max())
+    np.testing.assert_allclose(merged.loc[expected.index], expected, rtol=0, atol=1e-5 * scale)

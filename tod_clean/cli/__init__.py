@@ -250,10 +250,21 @@ def main() -> None:
 
 
 # Each subcommand lives in its own module and registers itself on ``app``.
-from tod_clean.cli import cleanse, evaluate, explain, filter, merge, predict, report, score, train  # noqa: E402, F401, A004
+from tod_clean.cli import check, cleanse, evaluate, explain, filter, merge, predict, report, score, train  # noqa: E402, F401, A004
 
 # ``--help`` lists the commands in the order of the workflow, not alphabetically; others follow.
-WORKFLOW = ("train", "score", "filter", "explain", "predict", "evaluate", "report", "cleanse", "merge")
+WORKFLOW = (
+    "train",
+    "score",
+    "filter",
+    "explain",
+    "check",
+    "predict",
+    "evaluate",
+    "report",
+    "cleanse",
+    "merge",
+)
 app.registered_commands.sort(
     key=lambda info: WORKFLOW.index(info.name) if info.name in WORKFLOW else len(WORKFLOW)
 )

@@ -7,8 +7,8 @@
 - ``pairs``: the exact path of deeper scopes, forward passes over (instance, validation row) pairs
 - ``self_scores``: every training row's full, exposed and hidden losses and probabilities
 - ``gather``: the blocks summed into the ``influence`` column, the matrix file, several processes' matrix
-- ``gradients``: projected per-row gradients of the trained network and ``gauss-newton``, the influence
-  function built on them (any scope)
+- ``gradients``: projected per-row gradients of the trained network, and the estimators built on them
+  (any scope): ``gradient`` (their similarity) and ``gauss-newton`` (an influence function)
 - ``passes``: the autocast context and per-row loss the passes share
 """
 

@@ -210,22 +210,23 @@ def _contiguous_blocks(rows: int, block_rows: int) -> Iterator[np.ndarray]:
         yield np.arange(start, min(start + block_rows, rows))
 
 
-class GaussNewtonInfluence(InfluenceEstimator):
-    """``--influence gauss-newton``: a block-diagonal Gauss-Newton influence function of projected
-    gradients of the run's full network (see the module docstring). Any scope, masked or not.
+class ProjectedGradientInfluence(InfluenceEstimator):
+    """Influence ``g_i^T M g_z`` from the projected gradients of the run's full network (see the module
+    docstring), for any scope, masked or not. A subclass says what ``M`` is by turning the validation
+    gradients ``[V, width]`` into the matrix each training row's gradient is multiplied by
+    (``validation_side``), and whether that needs a pass over every training row first."""
 
-    Influence of training row i on validation row z: ``g_i^T (G + lambda I)^{-1} g_z / N`` per layer
-    block, summed: the first-order change of z's loss when i is left out of N rows. Two passes over the
-    training rows (the preconditioner needs all of them before any block), one over the validation rows.
-    """
-
-    name = "gauss-newton"
-    needs_all_rows = True
     projection = DEFAULT_PROJECTION
-    damping = DEFAULT_DAMPING
+    passes_over_train = 1
 
     def applies_to(self, scope: Scope) -> bool:
         return True
+
+    def validation_side(
+        self, val: torch.Tensor, layers: list[Layer], train_gradients: Callable[[], Iterator[torch.Tensor]]
+    ) -> torch.Tensor:
+        """float32 ``[V, width]``: what each training row's gradient is multiplied by."""
+        raise NotImplementedError
 
     def blocks(self, task: InfluenceTask) -> Iterator[InfluenceBlock]:
         model, device = task.model, task.device
@@ -247,7 +248,7 @@ class GaussNewtonInfluence(InfluenceEstimator):
                 train_labels[probe].to(device),
                 k=self.projection,
             )
-            task.progress.start("influence (gauss-newton)", 2 * rows + val_rows)
+            task.progress.start(f"influence ({self.name})", self.passes_over_train * rows + val_rows)
 
             def of(
                 encoded: EncodedRows, labels: torch.Tensor, batches: list[np.ndarray]
@@ -257,17 +258,17 @@ class GaussNewtonInfluence(InfluenceEstimator):
                     task.progress.advance(len(indices))
                     yield indices, values
 
-            batches = sorted_batches(train.lengths, task.batch_size)
-            moments, count = layer_moments(
-                (values for _, values in of(train, train_labels, batches)), gradients.layers
-            )
             val = torch.empty(val_rows, gradients.width, device=device)
             for indices, values in of(
                 task.val_encoded, val_labels, sorted_batches(task.val_encoded.lengths, task.batch_size)
             ):
                 val[torch.as_tensor(indices, device=device)] = values
-            # (G + lambda I)^{-1} g_z / N: precondition the validation side once (G is symmetric)
-            preconditioned_val = precondition(val, moments, count, gradients.layers, self.damping) / count
+
+            def train_gradients() -> Iterator[torch.Tensor]:
+                batches = sorted_batches(train.lengths, task.batch_size)
+                return (values for _, values in of(train, train_labels, batches))
+
+            val_side = self.validation_side(val, gradients.layers, train_gradients)
             block_rows = max(1, int(task.chunk_mib * 2**20) // (4 * max(val_rows, gradients.width)))
             for block in _contiguous_blocks(rows, block_rows):
                 values = torch.empty(len(block), val_rows, device=device)
@@ -276,9 +277,44 @@ class GaussNewtonInfluence(InfluenceEstimator):
                     train_labels[block],
                     sorted_batches(train.lengths[block], task.batch_size),
                 ):
-                    values[torch.as_tensor(indices, device=device)] = grads @ preconditioned_val.T
+                    values[torch.as_tensor(indices, device=device)] = grads @ val_side.T
                 yield InfluenceBlock(int(block[0]), np.arange(val_rows), values)
             task.progress.finish()
         finally:
             for parameter, flag in flags:
                 parameter.requires_grad_(flag)
+
+
+class GradientSimilarity(ProjectedGradientInfluence):
+    """``--influence gradient``: gradient similarity ``g_i . g_z`` of the projected gradients over every
+    linear layer (TracIn at the last checkpoint, Pruthi et al. 2020, with LoGra's projection). One pass
+    over the training rows, each row's value its own: works with ``--shard`` and several processes."""
+
+    name = "gradient"
+
+    def validation_side(
+        self, val: torch.Tensor, layers: list[Layer], train_gradients: Callable[[], Iterator[torch.Tensor]]
+    ) -> torch.Tensor:
+        return val
+
+
+class GaussNewtonInfluence(ProjectedGradientInfluence):
+    """``--influence gauss-newton``: a block-diagonal Gauss-Newton influence function of projected
+    gradients of the run's full network (see the module docstring). Any scope, masked or not.
+
+    Influence of training row i on validation row z: ``g_i^T (G + lambda I)^{-1} g_z / N`` per layer
+    block, summed: the first-order change of z's loss when i is left out of N rows. Two passes over the
+    training rows (the preconditioner needs all of them before any block), one over the validation rows.
+    """
+
+    name = "gauss-newton"
+    needs_all_rows = True
+    passes_over_train = 2
+    damping = DEFAULT_DAMPING
+
+    def validation_side(
+        self, val: torch.Tensor, layers: list[Layer], train_gradients: Callable[[], Iterator[torch.Tensor]]
+    ) -> torch.Tensor:
+        moments, count = layer_moments(train_gradients(), layers)
+        # (G + lambda I)^{-1} g_z / N: precondition the validation side once (G is symmetric)
+        return precondition(val, moments, count, layers, self.damping) / count

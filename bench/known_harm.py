@@ -1,0 +1,311 @@
+"""Benchmark 13: does removing rows by a ranking pay where the harm is known? (issue 18, item 4)
+
+A training set with planted harm, per seed:
+
+- ``--harm flip``: 1,000 rt_polarity rows with 10% of their labels flipped;
+- ``--harm offdomain``: 900 rt_polarity rows plus 100 TREC questions (off-domain: no sentiment) given
+  random sentiment labels.
+
+Validation: 200 clean held-out movie reviews (the set influence is measured on); test: 2,000 other
+held-out movie reviews. One tod-clean run (``--scope head``, the default) and one ordinary fine-tune
+(``none``) on the harmed set give the rankings:
+
+- ``gauss-newton``: mean ``--influence gauss-newton`` influence on the validation set (lowest first);
+- ``tod influence``: the default turn-over-dropout influence (``--influence auto``, lowest first);
+- ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``
+  is ``filter``'s default ranking);
+- ``training loss``: the ordinary fine-tune's loss on its own training rows (highest first, per class);
+- ``random``.
+
+For each ranking and each fraction (1, 2, 5, 10%) the worst rows are removed with ``tod_clean.selection``
+(the code ``filter`` runs) and an ordinary fine-tune retrained with the same seed; its test accuracy is
+compared per seed (paired t-test and sign counts) to random removal, to removal by training loss and to no
+removal. Also reported: the share of planted rows among the removed.
+
+    python bench/known_harm.py --reuse                    # flip, seeds 0-4 (~15 min per seed, 2 cores)
+    python bench/known_harm.py --harm offdomain --reuse
+    python bench/known_harm.py --report-only
+
+With ``--reuse`` every finished run, ranking and arm is kept, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    DEFAULT_DATASETS,
+    LABELS,
+    RESULTS,
+    WORK,
+    evaluate,
+    flip_labels,
+    machine,
+    mean_std,
+    movie_reviews,
+    read_jsonl,
+    save_json,
+    split_rest,
+    stratified_subset,
+    train_config,
+    train_run,
+    write_splits,
+)
+
+RANKINGS = ("gauss-newton", "tod influence", "hidden_loss", "full_loss", "training loss", "random")
+# the column each ranking reads, and the run (tod-clean "tod" or ordinary "plain") that scores it
+COLUMNS = {
+    "gauss-newton": ("influence", "tod", "gauss-newton"),
+    "tod influence": ("influence", "tod", None),
+    "hidden_loss": ("hidden_loss", "tod", None),
+    "full_loss": ("full_loss", "tod", None),
+    "training loss": ("full_loss", "plain", None),
+}
+
+
+def harmed_rows(args: argparse.Namespace, seed: int) -> tuple[list[dict], np.ndarray, list[dict], list[dict]]:
+    """(training rows, planted mask, validation rows, test rows) of one seed."""
+    movies = movie_reviews(args.datasets)
+    clean = stratified_subset(movies, args.rows, seed)
+    rest = split_rest(movies, clean)
+    val_rows = stratified_subset(rest, args.val_rows, seed + 100)
+    test_rows = split_rest(rest, val_rows)[: args.test_rows]
+    planted_count = int(round(args.harm_fraction * args.rows))
+    if args.harm == "flip":
+        train_rows, planted = flip_labels(clean, args.harm_fraction, seed)
+        return train_rows, planted, val_rows, test_rows
+    questions = read_jsonl(args.datasets / "trec.jsonl")
+    rng = np.random.default_rng([seed, 31337])
+    picked = rng.choice(len(questions), size=planted_count, replace=False)
+    off = [
+        {"id": questions[i]["id"], "text": questions[i]["text"], "label": LABELS[rng.integers(2)]}
+        for i in picked
+    ]
+    mixed = clean[: args.rows - planted_count] + off
+    order = rng.permutation(len(mixed))
+    train_rows = [mixed[i] for i in order]
+    planted = np.array([row["id"].startswith("trec-") for row in train_rows])
+    return train_rows, planted, val_rows, test_rows
+
+
+def signal(
+    folder: Path,
+    name: str,
+    run_path: Path,
+    train_path: Path,
+    val_path: Path | None,
+    method: str | None,
+    reuse: bool,
+) -> np.ndarray:
+    """One score column of a run, kept in ``folder/signal-NAME.json``."""
+    from tod_clean.config import ScoreConfig
+    from tod_clean.io.inputs import read_table
+    from tod_clean.run.rundir import RunDir
+    from tod_clean.score import score_run
+
+    saved_path = folder / f"signal-{name.replace(' ', '_')}.json"
+    if reuse and saved_path.is_file():
+        return np.array(json.loads(saved_path.read_text(encoding="utf-8"))["values"])
+    column, _, _ = COLUMNS[name]
+    options = {"influence_method": method} if method else {}
+    result = score_run(
+        RunDir(run_path),
+        read_table(str(train_path)),
+        val_table=read_table(str(val_path)) if val_path is not None else None,
+        config=ScoreConfig(**options),
+    )
+    values = result.frame[column].to_numpy(dtype=np.float64)
+    saved_path.write_text(json.dumps({"values": values.tolist()}), encoding="utf-8")
+    return values
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    from tod_clean.io.inputs import read_table
+    from tod_clean.io.writers import write_subset
+    from tod_clean.selection import drop_count_for, rows_to_drop
+
+    train_rows, planted, val_rows, test_rows = harmed_rows(args, seed)
+    folder = WORK / f"known-harm-{args.harm}-{args.rows}-{seed}"
+    train_path, val_path, test_path = write_splits(folder, train=train_rows, val=val_rows, test=test_rows)
+    recipe = {"epochs": args.epochs, "seed": seed, "max_length": args.max_length, "device": args.device}
+    runs = {"tod": folder / "run-tod", "plain": folder / "run-plain"}
+    train_run(train_path, runs["tod"], train_config(scope="head", **recipe), reuse=args.reuse)
+    train_run(train_path, runs["plain"], train_config(scope="none", **recipe), reuse=args.reuse)
+
+    table = read_table(str(train_path))
+    classes = np.array([LABELS.index(row["label"]) for row in train_rows])
+    orders: dict[str, np.ndarray] = {}
+    for name in RANKINGS:
+        if name == "random":
+            continue
+        column, run, method = COLUMNS[name]
+        needs_val = column == "influence"
+        values = signal(
+            folder, name, runs[run], train_path, val_path if needs_val else None, method, args.reuse
+        )
+        orders[name] = values
+
+    def retrain(arm: str, dropped: np.ndarray) -> dict[str, Any]:
+        arm_path = folder / f"arm-{arm.replace(' ', '_')}.json"
+        removed_ids = [train_rows[i]["id"] for i in dropped]
+        if args.reuse and arm_path.is_file():
+            saved = json.loads(arm_path.read_text(encoding="utf-8"))
+            if saved["removed_ids"] == removed_ids:
+                return saved
+        keep = np.setdiff1d(np.arange(len(table)), dropped)
+        kept_path = folder / f"train-{arm.replace(' ', '_')}.jsonl"
+        write_subset(table, keep.tolist(), str(kept_path))
+        run_path = folder / f"run-{arm.replace(' ', '_')}"
+        _, timer = train_run(kept_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse)
+        evaluation, _ = evaluate(run_path, test_path)
+        result = {
+            "removed": int(len(dropped)),
+            "planted_removed": int(planted[dropped].sum()),
+            "accuracy": evaluation.accuracy,
+            "loss": evaluation.loss,
+            "train_seconds": timer.wall,
+            "removed_ids": removed_ids,
+        }
+        print(
+            f"{args.harm} seed {seed} {arm}: removed {len(dropped)} ({result['planted_removed']} planted), "
+            f"accuracy {evaluation.accuracy:.4f}",
+            flush=True,
+        )
+        arm_path.write_text(json.dumps(result, default=float), encoding="utf-8")
+        # the retrained run is not needed again: its weights are the bulk of the work folder
+        for weights in run_path.glob("*.safetensors"):
+            weights.unlink()
+        return result
+
+    arms = {"no removal": retrain("none", np.array([], dtype=np.int64))}
+    for fraction in args.fractions:
+        count = drop_count_for(len(table), fraction)
+        for name in RANKINGS:
+            if name == "random":
+                rng = np.random.default_rng([seed, 1234, count])
+                dropped = np.sort(rng.choice(len(table), count, replace=False))
+            else:
+                column = COLUMNS[name][0]
+                dropped = rows_to_drop(orders[name], by=column, count=count, classes=classes)
+            arms[f"{name} {fraction:g}"] = retrain(f"{name} {fraction:g}", dropped)
+    return {"seed": seed, "planted": int(planted.sum()), "rows": len(train_rows), "arms": arms}
+
+
+def paired(seeds: list[dict], arm: str, baseline: str) -> tuple[np.ndarray, float]:
+    """Per-seed accuracy differences (points) of ``arm`` minus ``baseline`` and the paired t-test p."""
+    from scipy.stats import ttest_rel
+
+    a = np.array([100 * s["arms"][arm]["accuracy"] for s in seeds])
+    b = np.array([100 * s["arms"][baseline]["accuracy"] for s in seeds])
+    diff = a - b
+    p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and diff.std() > 0 else float("nan")
+    return diff, p
+
+
+def report(name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = json.loads((RESULTS / f"{name}.json").read_text())
+    seeds, config = results["seeds"], results["config"]
+    fractions = config["fractions"]
+    base = mean_std([100 * s["arms"]["no removal"]["accuracy"] for s in seeds])
+    lines = [
+        f"Harm `{config['harm']}`: {seeds[0]['rows']} training rows, {seeds[0]['planted']} planted; "
+        f"{len(seeds)} seeds ({', '.join(str(s['seed']) for s in seeds)}); test {config['test_rows']} "
+        f"held-out movie reviews; ordinary fine-tunes retrained, {config['epochs']} epochs, max length "
+        f"{config['max_length']}. No removal: {base[0]:.2f} ± {base[1]:.2f} %.",
+        "",
+        "Test accuracy (%, mean ± sd over seeds) and planted rows among the removed (mean):",
+        "",
+        "| ranking | " + " | ".join(f"{f:.0%} removed" for f in fractions) + " |",
+        "|---|" + "---|" * len(fractions),
+    ]
+    for ranking in RANKINGS:
+        cells = []
+        for f in fractions:
+            arm = f"{ranking} {f:g}"
+            m, s = mean_std([100 * x["arms"][arm]["accuracy"] for x in seeds])
+            hit = np.mean(
+                [x["arms"][arm]["planted_removed"] / max(1, x["arms"][arm]["removed"]) for x in seeds]
+            )
+            cells.append(f"{m:.2f} ± {s:.2f} ({hit:.0%} planted)")
+        lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Paired per seed (accuracy points, mean difference; seeds won/lost; paired t-test p):",
+        "",
+        "| ranking | baseline | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
+        "|---|---|" + "---|" * len(fractions),
+    ]
+    for ranking in RANKINGS[:-1]:
+        for baseline in ("random", "training loss", "no removal"):
+            if baseline == ranking:
+                continue
+            cells = []
+            for f in fractions:
+                other = "no removal" if baseline == "no removal" else f"{baseline} {f:g}"
+                diff, p = paired(seeds, f"{ranking} {f:g}", other)
+                cells.append(f"{diff.mean():+.2f} ({(diff > 0).sum()}/{(diff < 0).sum()}, p {p:.3f})")
+            lines.append(f"| {ranking} | {baseline} | " + " | ".join(cells) + " |")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    fig, axis = plt.subplots(figsize=(6.5, 4.2))
+    xs = [0.0] + [100 * f for f in fractions]
+    for ranking in RANKINGS:
+        means = [base[0]] + [
+            mean_std([100 * x["arms"][f"{ranking} {f:g}"]["accuracy"] for x in seeds])[0] for f in fractions
+        ]
+        axis.plot(xs, means, "-o", label=ranking, markersize=4)
+    axis.set_xlabel("training rows removed (%)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title(f"known harm ({config['harm']}, {len(seeds)} seeds, mean)")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    print((RESULTS / f"{name}.md").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
+    parser.add_argument("--harm", choices=("flip", "offdomain"), default="flip")
+    parser.add_argument("--harm-fraction", type=float, default=0.1)
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--val-rows", type=int, default=200)
+    parser.add_argument("--test-rows", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="300 rows, one seed, 5%% and 10%% (< 10 min)")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs, rankings and arms")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--name", help="results name (default: known_harm-HARM)")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.seeds, args.fractions, args.test_rows, args.val_rows = 300, [0], [0.05, 0.1], 300, 60
+    name = args.name or f"known_harm-{args.harm}" + ("-quick" if args.quick else "")
+    if not args.report_only:
+        seeds = []
+        for seed in args.seeds:
+            seeds.append(run_seed(args, seed))
+            config = {k: v for k, v in vars(args).items() if k not in ("datasets", "reuse", "name")}
+            save_json(name, {"config": config, "machine": machine(), "seeds": seeds})
+    report(name)
+
+
+if __name__ == "__main__":
+    main()
