@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.masks import MASK_SCHEME, MASK_SCHEMES
@@ -74,20 +75,28 @@ class DataColumns:
     )
 
 
-def columns_like(
-    trained: DataColumns,
-    text_col: str | None = None,
-    text_pair_col: str | None = None,
-    label_col: str | None = None,
-    id_col: str | None = None,
-) -> DataColumns:
-    """Columns of another data file: each one given, else the training file's column of that role."""
-    return DataColumns(
-        text_col=text_col or trained.text_col,
-        text_pair_col=text_pair_col or trained.text_pair_col,
-        label_col=label_col or trained.label_col,
-        id_col=id_col,
-    )
+@dataclass(frozen=True)
+class ColumnChoice:
+    """The columns a caller named for a data file other than the training one; None: the training file's
+    column of that role (the id column: only where the data has it)."""
+
+    text_col: str | None = None
+    text_pair_col: str | None = None
+    label_col: str | None = None
+    id_col: str | None = None
+
+    def like(self, trained: DataColumns, found: Collection[str] = ()) -> DataColumns:
+        """The columns to read: each one given, else ``trained``'s of that role; the id column defaults to
+        training's only when ``found`` (the data's column names) holds it."""
+        return DataColumns(
+            text_col=self.text_col or trained.text_col,
+            text_pair_col=self.text_pair_col or trained.text_pair_col,
+            label_col=self.label_col or trained.label_col,
+            id_col=self.id_col or (trained.id_col if trained.id_col in found else None),
+        )
+
+
+AS_TRAINED = ColumnChoice()  # no column named: each one the training file's
 
 
 @dataclass
@@ -265,6 +274,15 @@ class TrainConfig:
 INFLUENCE_METHODS: dict[str, Any] = {}
 
 
+class InfluenceOptions(TypedDict):
+    """A ``ScoreConfig``'s options of ``tod_clean.influence.influence_blocks``, as keywords."""
+
+    batch_size: int
+    chunk_mib: int
+    pair_batch: int
+    method: str
+
+
 @dataclass
 class ScoreConfig:
     """Options of ``score``: inference batch size, the memory budget of the batched influence path, and
@@ -298,3 +316,11 @@ class ScoreConfig:
                 f"influence method must be one of {', '.join(INFLUENCE_METHODS)}, "
                 f"got {self.influence_method!r}"
             )
+
+    def influence_options(self) -> InfluenceOptions:
+        return InfluenceOptions(
+            batch_size=self.batch_size,
+            chunk_mib=self.chunk_mib,
+            pair_batch=self.pair_batch,
+            method=self.influence_method,
+        )

@@ -83,12 +83,9 @@ def top_influences(
         train_keys[first_row:stop],
         val_encoded,
         val_labels,
-        batch_size=config.batch_size,
-        chunk_mib=config.chunk_mib,
-        pair_batch=config.pair_batch,
+        **config.influence_options(),
         device=device,
         amp_dtype=amp_dtype,
-        method=config.influence_method,
         progress=progress if processes.is_main else None,
         processes=processes,
     ):
