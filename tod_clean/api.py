@@ -100,8 +100,8 @@ class Run:
             val_columns=ColumnChoice(val_text_col, val_text_pair_col, val_label_col),
             config=ScoreConfig(**known_options(ScoreConfig, options)),
             device=device,
-            out=out,
-            pred_probs=pred_probs,
+            out=None if out is None else os.fspath(out),
+            pred_probs=None if pred_probs is None else os.fspath(pred_probs),
             overwrite=overwrite,
         )
         frame = result.frame
@@ -178,7 +178,7 @@ def train(
     Returns the finished run.
     """
     config = training.train_config(**options)
-    training.train(config, data, RunDir(run), split=split, overwrite=overwrite)
+    training.train(config, data, RunDir(Path(run)), split=split, overwrite=overwrite)
     return Run(run)
 
 

@@ -92,7 +92,7 @@ def score_run(
     if matrix_path is not None and val_table is None:
         raise ConfigError(f"{spelled('matrix')} needs a validation set ({spelled('val')})")
     if val_table is not None:
-        estimator = estimator_named(config.influence_method).resolve(info.scope, info.train.keep_prob)
+        estimator = estimator_named(config.influence_method).resolve(info.scope, info.keep_prob)
         if not estimator.applies_to(info.scope):
             raise ConfigError(
                 f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
@@ -184,11 +184,11 @@ def score_run(
         "val_rows": 0 if val_table is None else len(val_table),
         "rank_by": default_signal(list(frame.columns)),
         "scope": str(info.scope),
-        "keep_prob": info.train.keep_prob,
+        "keep_prob": info.keep_prob,
         # exact or linear: how the influence column was computed (None without a validation set)
         "influence_method": None
         if val_table is None
-        else resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method),
+        else resolve_influence_method(info.scope, info.keep_prob, config.influence_method),
     }
     if shard is not None:
         frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tod_clean.config import AS_TRAINED, ColumnChoice, ScoreConfig
+from tod_clean.config import AS_TRAINED, ColumnChoice, HurtFrom, ScoreConfig
 from tod_clean.errors import spelled
 from tod_clean.explain import ExplainResult, explain_run
 from tod_clean.io.frames import write_frame
@@ -38,7 +38,7 @@ def explain(
     errors_only: bool = False,
     index: Sequence[int] | None = None,
     id_: str | None = None,
-    hurt_from: str = "wrong",
+    hurt_from: str = HurtFrom.WRONG.value,
     config: ScoreConfig | None = None,
     device: str = "auto",
     out: str | None = None,

@@ -119,6 +119,12 @@ class RunInfo:
     def scope(self) -> Scope:
         return self.train.parsed_scope
 
+    @property
+    def keep_prob(self) -> float:
+        """The keep probability the run trained with (``TrainConfig`` resolves a None)."""
+        assert self.train.keep_prob is not None
+        return self.train.keep_prob
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tod_clean_version": self.version,

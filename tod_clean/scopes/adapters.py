@@ -68,7 +68,7 @@ def add_lora_adapters(encoder: nn.Module, layers: nn.ModuleList, settings: LoraS
     names = target_module_names(encoder, layers, settings.targets)
     config = LoraConfig(
         r=settings.rank,
-        lora_alpha=settings.alpha,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft annotates an int; scaling takes any float
         lora_dropout=0.0,
         bias="none",
         target_modules=names,

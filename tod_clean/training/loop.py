@@ -321,8 +321,8 @@ def _fit(
         progress.finish()
         seconds = time.perf_counter() - started
         if processes.several:  # the epoch's loss over every row, as one process would report it
-            loss_sum, rows_seen = processes.sum([loss_sum, float(rows_seen)])
-            rows_seen = int(round(rows_seen))
+            loss_sum, total_rows = processes.sum([loss_sum, float(rows_seen)])
+            rows_seen = int(round(total_rows))
         metrics = {
             "epoch": epoch,
             "train_loss": loss_sum / rows_seen,
