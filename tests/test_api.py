@@ -153,11 +153,11 @@ def test_api_refuses_what_the_cli_refuses(
         tod_clean.train(frame, run=tmp_path / "r", lr=0.1)
     with pytest.raises(ConfigError, match=r"unknown option 'chunk'"):
         run.score(chunk=3)
-    with pytest.raises(RunDirError, match=r"already holds a run; pass --overwrite"):
+    with pytest.raises(RunDirError, match=r"already holds a run; pass overwrite=True"):
         tod_clean.train(frame, run=run.path)
     with pytest.raises(InputError, match=r"<DataFrame>: row 2, column 'text': expected text, found missing"):
         tod_clean.train(frame.assign(text=["a", "b", None, *frame["text"][3:]]), run=tmp_path / "r")
-    with pytest.raises(ConfigError, match=r"give exactly one of --drop, --drop-count, --threshold"):
+    with pytest.raises(ConfigError, match=r"give exactly one of drop, drop_count, threshold"):
         tod_clean.filter(frame, run, drop=0.1, drop_count=2)
     bare = run.scores
     bare.attrs.clear()
@@ -224,13 +224,64 @@ def test_api_checks_outputs_like_the_cli(tmp_path: Path, tiny_model_dir: Path) -
     path = write_rows(tmp_path / "train.jsonl", make_rows(12))
     original = path.read_bytes()
     run = tod_clean.train(path, run=tmp_path / "run", model=str(tiny_model_dir), epochs=1, **FAST)
-    with pytest.raises(InputError, match=r"--pred-probs would overwrite the training file"):
+    with pytest.raises(InputError, match=r"pred_probs would overwrite the training file"):
         run.score(pred_probs=path)
     scores = run.score(out=tmp_path / "scores")  # no extension: a save_to_disk folder, as score --out
     assert tod_clean.filter(path, tmp_path / "scores", run=run, drop_count=2).shape[0] == 10
-    with pytest.raises(InputError, match=r"--out would overwrite the training file"):
+    with pytest.raises(InputError, match=r"out would overwrite the training file"):
         tod_clean.filter(path, scores, drop_count=2, out=path)
     assert path.read_bytes() == original
+
+
+def test_api_errors_name_options_by_their_keywords(
+    frame_run: tuple[tod_clean.Run, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Each kind of core message that names an option names it as a Python caller spells it: the keyword,
+    the keyword given a value, or a switch turned on (the CLI's flags are pinned by the CLI tests)."""
+    run, frame = frame_run
+    with pytest.raises(ConfigError, match=r"^drop_count must be 0 or more, got -1$"):
+        tod_clean.filter(frame, run, drop_count=-1)
+    with pytest.raises(ConfigError, match=r"^by=nope: cannot rank by it; choose one of: "):
+        tod_clean.filter(frame, run, by="nope")
+    with pytest.raises(
+        ConfigError, match=r"would empty a class: .*; drop fewer, or pass allow_empty_class=True$"
+    ):
+        tod_clean.filter(frame, run, drop_count=12)
+    with pytest.raises(InputError, match=r"pred_probs writes the class probabilities as a NumPy \.npy file"):
+        run.score(pred_probs=tmp_path / "probs.txt")
+    with pytest.raises(
+        ConfigError, match=r"^device 'nonsense' is not a device; use cpu, cuda, cuda:N or auto$"
+    ):
+        run.predict(frame, device="nonsense")
+    missing = tmp_path / "no-model"
+    with pytest.raises(ConfigError, match=rf"^model={re.escape(str(missing))}: no such folder$"):
+        tod_clean.train(frame, run=tmp_path / "r", model=str(missing))
+    copy = tod_clean.Run(shutil.copytree(run.path, tmp_path / "copy"))  # the shared run keeps its scores
+    copy.score(val=frame.iloc[:4], overwrite=True)
+    with pytest.raises(
+        ConfigError, match=r"holds the influence of every training row on .*: pass overwrite=True"
+    ):
+        copy.score()
+    assert not (tmp_path / "r").exists()
+
+
+def test_option_spelling_is_the_flag_outside_the_api() -> None:
+    from tod_clean.errors import keywords, spelled, switched_on
+
+    assert (spelled("drop_count"), spelled("train", "FILE"), switched_on("overwrite")) == (
+        "--drop-count",
+        "--train FILE",
+        "--overwrite",
+    )
+    assert spelled("influence_method", "exact", flag="--influence") == "--influence exact"
+    with keywords():
+        assert (spelled("drop_count"), spelled("train", "FILE"), switched_on("overwrite")) == (
+            "drop_count",
+            "train=FILE",
+            "overwrite=True",
+        )
+        assert spelled("influence_method", flag="--influence") == "influence_method"
+    assert spelled("drop_count") == "--drop-count"
 
 
 def test_run_scores_refuses_scores_a_later_training_made_stale(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -513,5 +513,5 @@ def test_api_filter_keeps_the_class_floor_unless_allowed(
         train, str(scores), run=str(run), drop_count=4, by="influence", allow_empty_class=True
     )
     assert set(kept["label"]) == {"common"} and len(kept) == 36
-    with pytest.raises(ConfigError, match=r"^--drop-count 39 would empty a class: at most 38 of 40 rows"):
+    with pytest.raises(ConfigError, match=r"^drop_count=39 would empty a class: at most 38 of 40 rows"):
         tod_clean.filter(train, str(scores), run=str(run), drop_count=39)

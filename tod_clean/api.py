@@ -3,7 +3,8 @@
 The same work as the command line, from a notebook, through the same implementation
 (``tod_clean.pipelines``): data may be a path (a data file, a ``save_to_disk`` folder, an ``hf:NAME[/CONFIG]``
 dataset in the local Hugging Face cache), a ``pandas.DataFrame`` or a ``datasets.Dataset``; options are the fields of ``TrainConfig`` and ``ScoreConfig``, validated there;
-mistakes raise the ``TodCleanError`` family with the CLI's messages.
+mistakes raise the ``TodCleanError`` family with the CLI's messages, naming options by their keywords
+(``drop_count``, not ``--drop-count``).
 
 In-memory training data is kept in the run as ``train.jsonl`` (the file a run also keeps for data read
 from standard input): its canonical JSON Lines form (see ``tod_clean.io.inputs.to_table``), whose sha256 is
@@ -20,8 +21,8 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from tod_clean.config import ScoreConfig
-from tod_clean.errors import ConfigError
+from tod_clean.config import ColumnChoice, ScoreConfig
+from tod_clean.errors import ConfigError, keywords
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
 from tod_clean.io.inputs import is_dataset
 from tod_clean.pipelines import filter as filtering
@@ -55,10 +56,12 @@ class Run:
         return str(self.path)
 
     @property
+    @keywords()
     def info(self) -> RunInfo:
         """The run's ``config.json``: options (``info.train``), labels, training file, epochs' metrics."""
         return self._dir.read_info()
 
+    @keywords()
     def score(
         self,
         val: Data | None = None,
@@ -94,19 +97,18 @@ class Run:
             train=train,
             val=val,
             val_split=val_split,
-            val_text_col=val_text_col,
-            val_text_pair_col=val_text_pair_col,
-            val_label_col=val_label_col,
+            val_columns=ColumnChoice(val_text_col, val_text_pair_col, val_label_col),
             config=ScoreConfig(**known_options(ScoreConfig, options)),
             device=device,
-            out=out,
-            pred_probs=pred_probs,
+            out=None if out is None else os.fspath(out),
+            pred_probs=None if pred_probs is None else os.fspath(pred_probs),
             overwrite=overwrite,
         )
         frame = result.frame
         frame.attrs[RUN_PATH] = str(self.path.resolve())
         return frame
 
+    @keywords()
     def predict(
         self,
         data: Data,
@@ -140,10 +142,7 @@ class Run:
             self._dir,
             data,
             split=split,
-            text_col=text_col,
-            text_pair_col=text_pair_col,
-            label_col=label_col,
-            id_col=id_col,
+            columns=ColumnChoice(text_col, text_pair_col, label_col, id_col),
             labels=labels,
             out=out,
             batch_size=batch_size,
@@ -151,6 +150,7 @@ class Run:
         )
 
     @property
+    @keywords()
     def scores(self) -> pd.DataFrame:
         """The scores saved by the run's last ``score`` (a RunDirError if it has none)."""
         frame = load_scores(self._dir)[0]
@@ -158,6 +158,7 @@ class Run:
         return frame
 
 
+@keywords()
 def train(
     data: Data,
     *,
@@ -177,10 +178,11 @@ def train(
     Returns the finished run.
     """
     config = training.train_config(**options)
-    training.train(config, data, RunDir(run), split=split, overwrite=overwrite)
+    training.train(config, data, RunDir(Path(run)), split=split, overwrite=overwrite)
     return Run(run)
 
 
+@keywords()
 def filter(  # noqa: A001 - the verb of the CLI command, on purpose
     data: D,
     scores: Run | pd.DataFrame | str | os.PathLike[str],

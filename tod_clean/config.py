@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.masks import MASK_SCHEME, MASK_SCHEMES
@@ -32,7 +34,57 @@ def resolve_model(name: str) -> str:
     return default_model_path() if name == DEFAULT_MODEL else name
 
 
-FREEZE_MODES = ("none", "below", "unmasked")
+class Choice(str, Enum):
+    """The fixed values of an option, declared once: its help text and its check list them from here.
+    A ``str`` mixin (``enum.StrEnum`` needs Python 3.11): a member equals its text, and configs keep the
+    text itself, so config.json holds plain strings."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def values(cls) -> list[str]:
+        return [str(member.value) for member in cls]
+
+    @classmethod
+    def listed(cls, *, quoted: bool = False) -> str:
+        """The values for a message: ``fp32, bf16 or auto`` (``quoted``: ``'mean' or 'cls'``)."""
+        values = [repr(value) if quoted else value for value in cls.values()]
+        return f"{', '.join(values[:-1])} or {values[-1]}"
+
+    @classmethod
+    def check(cls, name: str, value: object, problem: str) -> str:
+        """``value`` as plain text if it is one of the values, else an ``OptionError`` on ``name``."""
+        if value not in cls.values():
+            raise OptionError(name, problem.format(value=value))
+        return str(value)
+
+
+class Pooling(Choice):
+    MEAN = "mean"
+    CLS = "cls"
+
+
+class Freeze(Choice):
+    NONE = "none"
+    BELOW = "below"
+    UNMASKED = "unmasked"
+
+
+class Precision(Choice):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    AUTO = "auto"
+
+
+class HurtFrom(Choice):
+    """Which training rows ``explain`` may name as hurting a validation row."""
+
+    WRONG = "wrong"
+    ANY = "any"
+
+
+FREEZE_MODES = tuple(Freeze.values())
 
 # The float fields of TrainConfig, checked to be finite numbers.
 FLOAT_OPTIONS = ("keep_prob", "learning_rate", "head_learning_rate", "weight_decay", "warmup_ratio")
@@ -74,20 +126,28 @@ class DataColumns:
     )
 
 
-def columns_like(
-    trained: DataColumns,
-    text_col: str | None = None,
-    text_pair_col: str | None = None,
-    label_col: str | None = None,
-    id_col: str | None = None,
-) -> DataColumns:
-    """Columns of another data file: each one given, else the training file's column of that role."""
-    return DataColumns(
-        text_col=text_col or trained.text_col,
-        text_pair_col=text_pair_col or trained.text_pair_col,
-        label_col=label_col or trained.label_col,
-        id_col=id_col,
-    )
+@dataclass(frozen=True)
+class ColumnChoice:
+    """The columns a caller named for a data file other than the training one; None: the training file's
+    column of that role (the id column: only where the data has it)."""
+
+    text_col: str | None = None
+    text_pair_col: str | None = None
+    label_col: str | None = None
+    id_col: str | None = None
+
+    def like(self, trained: DataColumns, found: Collection[str] = ()) -> DataColumns:
+        """The columns to read: each one given, else ``trained``'s of that role; the id column defaults to
+        training's only when ``found`` (the data's column names) holds it."""
+        return DataColumns(
+            text_col=self.text_col or trained.text_col,
+            text_pair_col=self.text_pair_col or trained.text_pair_col,
+            label_col=self.label_col or trained.label_col,
+            id_col=self.id_col or (trained.id_col if trained.id_col in found else None),
+        )
+
+
+AS_TRAINED = ColumnChoice()  # no column named: each one the training file's
 
 
 @dataclass
@@ -123,12 +183,12 @@ class TrainConfig:
     grad_accum: int = option("Batches accumulated per optimizer step.", default=1)
     seed: int = option("Seed of initialisation, data order and dropout.", default=0)
     mask_seed: int | None = option("Seed of the instance-mask hash (default: --seed).", default=None)
-    pooling: str = option("Pooling of token states: mean or cls.", default="mean")
+    pooling: str = option(f"Pooling of token states: {Pooling.listed()}.", default=Pooling.MEAN.value)
     head_dim: int | None = option("Hidden units of the head (default: encoder width).", default=None)
     freeze: str = option(
         "none; below: embeddings and layers under the first masked one; unmasked: train only "
         "parameters that belong to one mask unit (head; feed-forward units of ffn:K).",
-        default="none",
+        default=Freeze.NONE.value,
     )
     lora_rank: int = option("Rank (masked units) of each LoRA adapter (scope lora).", default=16)
     lora_alpha: float = option("LoRA scaling numerator (adapters add B A x * alpha/rank).", default=16.0)
@@ -142,7 +202,7 @@ class TrainConfig:
         "LoRA adapters' learning rate (AdamW).", flag="--lora-lr", default=1e-3
     )
     device: str = option("cpu, cuda, cuda:N or auto.", default="auto")
-    precision: str = option("fp32, bf16 or auto (bf16 on CUDA).", default="auto")
+    precision: str = option(f"{Precision.listed()} (bf16 on CUDA).", default=Precision.AUTO.value)
     # Set by tod-clean, not an option: runs keep the version of the instance-mask hash they trained with.
     mask_scheme: int = MASK_SCHEME
 
@@ -189,17 +249,20 @@ class TrainConfig:
             raise OptionError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise OptionError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        if self.pooling not in ("mean", "cls"):
-            raise OptionError("pooling", f"must be 'mean' or 'cls', got {self.pooling!r}")
+        self.pooling = Pooling.check(
+            "pooling", self.pooling, f"must be {Pooling.listed(quoted=True)}, got {{value!r}}"
+        )
         if self.head_dim is not None and self.head_dim < 1:
             raise OptionError("head_dim", f"must be a positive integer, got {self.head_dim}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise OptionError("precision", f"must be fp32, bf16 or auto, got {self.precision!r}")
-        if self.freeze not in FREEZE_MODES:
-            raise OptionError("freeze", f"must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
-        if self.freeze == "below" and not scope.freeze_below:
+        self.precision = Precision.check(
+            "precision", self.precision, f"must be {Precision.listed()}, got {{value!r}}"
+        )
+        self.freeze = Freeze.check(
+            "freeze", self.freeze, f"must be one of {', '.join(Freeze.values())}, got {{value!r}}"
+        )
+        if self.freeze == Freeze.BELOW and not scope.freeze_below:
             raise OptionError("freeze", "below needs a layers:K or ffn:K scope")
-        if self.freeze == "unmasked" and not scope.freeze_unmasked:
+        if self.freeze == Freeze.UNMASKED and not scope.freeze_unmasked:
             raise OptionError(
                 "freeze",
                 "unmasked needs the head or an ffn:K scope (the lora scope always trains only its "
@@ -246,7 +309,7 @@ class TrainConfig:
     def separated(self) -> bool:
         """Whether only parameters that belong to one mask unit train (so no hidden sub-network learns
         its instance through any parameter): the lora scope, and head or ffn:K with --freeze unmasked."""
-        return self.parsed_scope.separated or self.freeze == "unmasked"
+        return self.parsed_scope.separated or self.freeze == Freeze.UNMASKED
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -263,6 +326,15 @@ class TrainConfig:
 # when its class is defined (``tod_clean.influence.base.ESTIMATORS`` is this dict), and ``import tod_clean``
 # loads the built-in ones (exact, linear, auto).
 INFLUENCE_METHODS: dict[str, Any] = {}
+
+
+class InfluenceOptions(TypedDict):
+    """A ``ScoreConfig``'s options of ``tod_clean.influence.influence_blocks``, as keywords."""
+
+    batch_size: int
+    chunk_mib: int
+    pair_batch: int
+    method: str
 
 
 @dataclass
@@ -299,3 +371,11 @@ class ScoreConfig:
                 f"influence method must be one of {', '.join(INFLUENCE_METHODS)}, "
                 f"got {self.influence_method!r}"
             )
+
+    def influence_options(self) -> InfluenceOptions:
+        return InfluenceOptions(
+            batch_size=self.batch_size,
+            chunk_mib=self.chunk_mib,
+            pair_batch=self.pair_batch,
+            method=self.influence_method,
+        )

@@ -7,7 +7,9 @@ exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 
 class TodCleanError(Exception):
@@ -42,6 +44,36 @@ class OptionError(ConfigError):
     def spelled(self, spell: Callable[[str], str]) -> ConfigError:
         """The same error with every option named by ``spell(keyword)``."""
         return ConfigError(self._text(spell))
+
+
+# True while the Python API's entry points run: errors then name options by their keywords.
+_KEYWORDS: ContextVar[bool] = ContextVar("tod_clean_keywords", default=False)
+
+
+@contextmanager
+def keywords() -> Iterator[None]:
+    """Name options by their Python keywords (``drop_count``) in the errors raised inside; the Python API's
+    entry points run in it (a decorator too: ``@keywords()``). Outside, errors name command-line flags."""
+    token = _KEYWORDS.set(True)
+    try:
+        yield
+    finally:
+        _KEYWORDS.reset(token)
+
+
+def spelled(name: str, value: str | None = None, *, flag: str | None = None) -> str:
+    """The option ``name`` (a keyword: ``drop_count``) as its caller spells it, for messages: the
+    command-line flag (``--drop-count``; ``flag`` where it is not ``--`` and the dashed keyword), or the
+    keyword inside ``keywords()``. With ``value``: the option given it (``--train FILE``, ``train=FILE``)."""
+    if _KEYWORDS.get():
+        return name if value is None else f"{name}={value}"
+    spelling = flag or "--" + name.replace("_", "-")
+    return spelling if value is None else f"{spelling} {value}"
+
+
+def switched_on(name: str) -> str:
+    """The switch ``name`` turned on, as its caller spells it: ``--overwrite``, or ``overwrite=True``."""
+    return spelled(name, "True") if _KEYWORDS.get() else spelled(name)
 
 
 def first_line(error: BaseException) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tod_clean.config import DataColumns, ScoreConfig
+from tod_clean.config import DataColumns, HurtFrom, ScoreConfig
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.influence.base import influence_blocks, resolve_influence_method
@@ -65,8 +65,8 @@ def top_influences(
     With several ``processes``, each searches its block of training rows (``Processes.rows``) and the
     candidates of all are merged: every process returns the same result.
     """
-    if hurt_from not in ("wrong", "any"):
-        raise ConfigError(f"hurt_from must be 'wrong' or 'any', got {hurt_from!r}")
+    if hurt_from not in HurtFrom.values():
+        raise ConfigError(f"hurt_from must be {HurtFrom.listed(quoted=True)}, got {hurt_from!r}")
     config = config or ScoreConfig()
     processes = processes or Processes()
     first_row, stop = processes.rows(len(train_keys))
@@ -83,12 +83,9 @@ def top_influences(
         train_keys[first_row:stop],
         val_encoded,
         val_labels,
-        batch_size=config.batch_size,
-        chunk_mib=config.chunk_mib,
-        pair_batch=config.pair_batch,
+        **config.influence_options(),
         device=device,
         amp_dtype=amp_dtype,
-        method=config.influence_method,
         progress=progress if processes.is_main else None,
         processes=processes,
     ):
@@ -98,7 +95,7 @@ def top_influences(
         values = block.values.T.float().cpu()  # [v, n]
         rows = torch.arange(start, start + n).expand(len(val_index), n)
         block_labels = train_labels_t[start : start + n][None, :]
-        if hurt_from == "wrong":
+        if hurt_from == HurtFrom.WRONG:
             wrong = predicted_t[val_index] != true_t[val_index]
             allowed = torch.where(
                 wrong[:, None],
@@ -234,7 +231,7 @@ def explain_run(
         selected = selected[predicted[selected] != val.labels[selected]]
     if max_rows is not None:
         selected = selected[:max_rows]
-    method = resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method)
+    method = resolve_influence_method(info.scope, info.keep_prob, config.influence_method)
     # sentence pairs: each text's second text in a column after it
     columns = _columns(train.text_pairs is not None, val.text_pairs is not None)
     if len(selected) == 0:
@@ -267,20 +264,22 @@ def explain_run(
                 records.append(
                     {
                         "val_row": int(val_row),
-                        "val_id": None if val.ids is None else val.ids[val_row],
-                        "val_label": names[val.labels[val_row]],
-                        "val_pred": names[predicted[val_row]],
+                        "val_id": None if val.ids is None else val.ids[int(val_row)],
+                        "val_label": names[int(val.labels[val_row])],
+                        "val_pred": names[int(predicted[val_row])],
                         "val_prob": float(probs[val_row, val.labels[val_row]]),
                         "kind": kind,
                         "rank": rank,
                         "train_row": int(train_row),
                         "train_id": None if train.ids is None else train.ids[train_row],
-                        "train_label": names[train.labels[train_row]],
+                        "train_label": names[int(train.labels[train_row])],
                         "influence": float(value),
-                        "train_text": train.texts[train_row],
-                        "train_text_pair": None if train.text_pairs is None else train.text_pairs[train_row],
-                        "val_text": val.texts[val_row],
-                        "val_text_pair": None if val.text_pairs is None else val.text_pairs[val_row],
+                        "train_text": train.texts[int(train_row)],
+                        "train_text_pair": None
+                        if train.text_pairs is None
+                        else train.text_pairs[int(train_row)],
+                        "val_text": val.texts[int(val_row)],
+                        "val_text_pair": None if val.text_pairs is None else val.text_pairs[int(val_row)],
                     }
                 )
     frame = pd.DataFrame(records, columns=columns)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import Enum
+from typing import Protocol, TypedDict
 
 import torch
 
@@ -34,6 +35,39 @@ _LANE_SALT = 0x85EBCA6B
 
 MASK_SCHEME = 2  # the scheme new runs use
 MASK_SCHEMES = (1, 2)
+
+
+class MaskOptions(TypedDict):
+    """The settings that draw instance masks, as keywords (``TodClassifier``, ``head_influence_blocks``)."""
+
+    keep_prob: float
+    mask_seed: int
+    mask_scheme: int
+    mask_groups: int
+
+
+class DrawsMasks(Protocol):
+    """Anything that holds the mask settings: a ``TrainConfig`` (resolved) or a ``TodClassifier``."""
+
+    @property
+    def keep_prob(self) -> float | None: ...
+    @property
+    def mask_seed(self) -> int | None: ...
+    @property
+    def mask_scheme(self) -> int: ...
+    @property
+    def mask_groups(self) -> int: ...
+
+
+def mask_options(source: DrawsMasks) -> MaskOptions:
+    """``source``'s mask settings, to pass on as keywords (its keep_prob and mask_seed resolved)."""
+    assert source.keep_prob is not None and source.mask_seed is not None
+    return MaskOptions(
+        keep_prob=source.keep_prob,
+        mask_seed=source.mask_seed,
+        mask_scheme=source.mask_scheme,
+        mask_groups=source.mask_groups,
+    )
 
 
 class MaskMode(str, Enum):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tod_clean.config import DataColumns, columns_like
+from tod_clean.config import AS_TRAINED, DataColumns
 from tod_clean.instances import instances_from_table
 from tod_clean.io.table import Table
 from tod_clean.run.loaded import LoadedRun
@@ -47,10 +47,7 @@ def predict_run(
     ignore it).
     """
     info = run.read_complete_info()
-    columns = columns or columns_like(
-        info.train.columns,
-        id_col=info.train.columns.id_col if info.train.columns.id_col in table.columns else None,
-    )
+    columns = columns or AS_TRAINED.like(info.train.columns, table.columns)
     if labels is None:
         labels = columns.label_col in table.columns
     instances = instances_from_table(table, columns, info.labels if labels else None)

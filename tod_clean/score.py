@@ -20,7 +20,7 @@ import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
 from tod_clean.encoding import encode_texts
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, spelled
 from tod_clean.influence.base import estimator_named, resolve_influence_method
 from tod_clean.influence.gather import gather_matrix, influence
 from tod_clean.influence.self_scores import SELF_WINDOW_ROWS, SelfScores, self_scores
@@ -90,17 +90,18 @@ def score_run(
     if val_table is not None:
         val_instances = instances_from_table(val_table, val_columns or columns, info.labels, with_keys=False)
     if matrix_path is not None and val_table is None:
-        raise ConfigError("--matrix needs a validation set (--val)")
+        raise ConfigError(f"{spelled('matrix')} needs a validation set ({spelled('val')})")
     if val_table is not None:
-        estimator = estimator_named(config.influence_method).resolve(info.scope, info.train.keep_prob)
+        estimator = estimator_named(config.influence_method).resolve(info.scope, info.keep_prob)
         if not estimator.applies_to(info.scope):
             raise ConfigError(
                 f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
             )
         if estimator.needs_all_rows and (shard is not None or processes.several):
             raise ConfigError(
-                f"--influence {estimator.name} fits its preconditioner on every training row, so it runs in "
-                "one process over all rows: not with --shard or under several processes"
+                f"{spelled('influence_method', estimator.name, flag='--influence')} fits its preconditioner on "
+                f"every training row, so it runs in one process over all rows: not with {spelled('shard')} or "
+                "under several processes"
             )
     if before_work is not None:
         before_work()
@@ -150,12 +151,9 @@ def score_run(
                 mine.instance_keys,
                 val_encoded,
                 val_instances.labels,
-                batch_size=config.batch_size,
-                chunk_mib=config.chunk_mib,
-                pair_batch=config.pair_batch,
+                **config.influence_options(),
                 device=torch_device,
                 amp_dtype=amp_dtype,
-                method=config.influence_method,
                 matrix_path=own_matrix if processes.several else matrix_path,
                 progress=progress if processes.is_main else None,
                 processes=processes,
@@ -186,11 +184,11 @@ def score_run(
         "val_rows": 0 if val_table is None else len(val_table),
         "rank_by": default_signal(list(frame.columns)),
         "scope": str(info.scope),
-        "keep_prob": info.train.keep_prob,
+        "keep_prob": info.keep_prob,
         # exact or linear: how the influence column was computed (None without a validation set)
         "influence_method": None
         if val_table is None
-        else resolve_influence_method(info.scope, info.train.keep_prob, config.influence_method),
+        else resolve_influence_method(info.scope, info.keep_prob, config.influence_method),
     }
     if shard is not None:
         frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tod_clean.errors import ConfigError, InputError, RunDirError
+from tod_clean.errors import ConfigError, InputError, RunDirError, spelled, switched_on
 from tod_clean.io.columns import check_header, check_ids, check_labels, label_codes, label_key
 from tod_clean.io.formats import format_of
 from tod_clean.io.formats.dataset_dir import is_dataset_dir
@@ -38,9 +39,9 @@ def default_signal(columns: list[str]) -> str:
 def default_note(columns: list[str]) -> str:
     """The line the commands print when they rank by the default signal: which one, and why."""
     advice = (
-        "pass --by influence to rank by harm to the validation set"
+        f"pass {spelled('by', 'influence')} to rank by harm to the validation set"
         if "influence" in columns
-        else "pass --by to rank by another signal (influence needs scores on a validation set)"
+        else f"pass {spelled('by')} to rank by another signal (influence needs scores on a validation set)"
     )
     return (
         f"ranking by {DEFAULT_SIGNAL} within each class (the default: the signal measured best at finding "
@@ -117,7 +118,7 @@ def with_rank(frame: pd.DataFrame) -> pd.DataFrame:
 def drop_count_for(num_rows: int, fraction: float) -> int:
     """Rows dropped by a fraction: rounded half up, so 1% of 250 rows is 3."""
     if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
-        raise ConfigError(f"--drop must be a fraction between 0 and 1 (exclusive), got {fraction}")
+        raise ConfigError(f"{spelled('drop')} must be a fraction between 0 and 1 (exclusive), got {fraction}")
     exact = Decimal(str(fraction)) * num_rows  # decimal, so 0.29 x 50 is 14.5, not 14.4999...
     return min(num_rows, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
 
@@ -125,25 +126,20 @@ def drop_count_for(num_rows: int, fraction: float) -> int:
 def check_drop_options(
     *, by: str | None, fraction: float | None, count: int | None, threshold: float | None
 ) -> None:
-    """Refuse a bad ``--by`` or anything but exactly one valid drop criterion, before any work."""
-    given = [
-        name
-        for name, value in (("--drop", fraction), ("--drop-count", count), ("--threshold", threshold))
-        if value is not None
-    ]
+    """Refuse a bad ``by`` or anything but exactly one valid drop criterion, before any work."""
+    criteria = {spelled("drop"): fraction, spelled("drop_count"): count, spelled("threshold"): threshold}
+    given = [name for name, value in criteria.items() if value is not None]
     if len(given) != 1:
-        raise ConfigError(
-            f"give exactly one of --drop, --drop-count, --threshold (got {', '.join(given) or 'none'})"
-        )
+        raise ConfigError(f"give exactly one of {', '.join(criteria)} (got {', '.join(given) or 'none'})")
     if by is not None and by not in SIGNALS:
-        raise ConfigError(f"--by {by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
+        raise ConfigError(f"{spelled('by', by)}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
     if fraction is not None:
         drop_count_for(1, fraction)
     if threshold is not None and not math.isfinite(threshold):
         # NaN compares false with every score (nothing dropped); an infinite threshold drops all or none
-        raise ConfigError(f"--threshold must be a finite number, got {threshold}")
+        raise ConfigError(f"{spelled('threshold')} must be a finite number, got {threshold}")
     if count is not None and count < 0:
-        raise ConfigError(f"--drop-count must be 0 or more, got {count}")
+        raise ConfigError(f"{spelled('drop_count')} must be 0 or more, got {count}")
 
 
 @dataclass
@@ -159,10 +155,10 @@ class Selection:
 def _criterion(fraction: float | None, count: int | None, threshold: float | None, rows: int) -> str:
     """The drop criterion as the user spelled it, for messages."""
     if threshold is not None:
-        return f"--threshold {threshold}"
+        return spelled("threshold", str(threshold))
     if fraction is not None:
-        return f"--drop {fraction} ({drop_count_for(rows, fraction)} of {rows} rows)"
-    return f"--drop-count {count}"
+        return f"{spelled('drop', str(fraction))} ({drop_count_for(rows, fraction)} of {rows} rows)"
+    return spelled("drop_count", str(count))
 
 
 def select_rows(
@@ -211,7 +207,7 @@ def select_rows(
     assert count is not None
     if not 0 <= count <= len(scores):
         raise ConfigError(
-            f"--drop-count must be between 0 and the number of rows ({len(scores)}), got {count}"
+            f"{spelled('drop_count')} must be between 0 and the number of rows ({len(scores)}), got {count}"
         )
     if not floor:
         return Selection(order, order[:count], [])
@@ -221,7 +217,7 @@ def select_rows(
         raise ConfigError(
             f"{_criterion(fraction, count, None, len(scores))} would empty a class: at most "
             f"{len(droppable)} of {len(scores)} rows can be dropped while each of the "
-            f"{len(order) - len(droppable)} classes keeps a row; drop fewer, or pass --allow-empty-class"
+            f"{len(order) - len(droppable)} classes keeps a row; drop fewer, or pass {switched_on('allow_empty_class')}"
         )
     dropped = droppable[:count]
     spared = []
@@ -234,27 +230,9 @@ def select_rows(
     return Selection(order, dropped, spared)
 
 
-def rows_to_drop(
-    scores: np.ndarray,
-    *,
-    by: str,
-    fraction: float | None = None,
-    count: int | None = None,
-    threshold: float | None = None,
-    classes: np.ndarray | None = None,
-    allow_empty_class: bool = False,
-) -> np.ndarray:
-    """Sorted indices of the rows ``select_rows`` drops."""
-    selection = select_rows(
-        scores,
-        by=by,
-        fraction=fraction,
-        count=count,
-        threshold=threshold,
-        classes=classes,
-        allow_empty_class=allow_empty_class,
-    )
-    return np.sort(selection.dropped)
+def rows_to_drop(scores: np.ndarray, **criterion: Any) -> np.ndarray:
+    """Sorted indices of the rows ``select_rows(scores, **criterion)`` drops."""
+    return np.sort(select_rows(scores, **criterion).dropped)
 
 
 def _check_aligned(
@@ -312,7 +290,7 @@ def match_scores(
     if id_col is None or "id" not in scores.columns:
         raise RunDirError(
             f"{table.source}: differs from the file the run was trained on ({info.train_file.path}); rows can be "
-            "matched only in that unchanged file, or by id when the run was trained with --id-col"
+            f"matched only in that unchanged file, or by id when the run was trained with {spelled('id_col')}"
         )
     position = {label_key(value): index for index, value in enumerate(scores["id"])}
     rows = []
@@ -412,9 +390,9 @@ def class_warnings(
             continue
         part = f"class {name!r} loses {loss} of {size} rows ({loss / size:.2%})"
         if emptied:
-            part += ": emptied (--allow-empty-class)"
+            part += f": emptied ({switched_on('allow_empty_class')})"
         elif code in spared:
-            part += ": its last row kept (pass --allow-empty-class to drop it)"
+            part += f": its last row kept (pass {switched_on('allow_empty_class')} to drop it)"
         parts.append(part)
     if not parts:
         return []
@@ -443,9 +421,11 @@ def filter_table(
     note = None if by is not None else default_note(list(aligned.columns))
     by = by or default_signal(list(aligned.columns))
     if by not in SIGNALS:
-        raise ConfigError(f"--by {by}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
+        raise ConfigError(f"{spelled('by', by)}: cannot rank by it; choose one of: {', '.join(SIGNALS)}")
     if by not in aligned.columns:
-        raise ConfigError(f"--by {by}: no such score column; columns found: {', '.join(aligned.columns)}")
+        raise ConfigError(
+            f"{spelled('by', by)}: no such score column; columns found: {', '.join(aligned.columns)}"
+        )
     values = aligned[by].to_numpy(dtype=np.float64)
     check_scores(values, by, scores_source)
     known = table_classes(table, aligned, info.train.columns.label_col)

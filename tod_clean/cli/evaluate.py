@@ -18,6 +18,7 @@ from tod_clean.cli.options import (
     StdinFormatOption,
     stdin_format_for,
 )
+from tod_clean.config import ColumnChoice
 from tod_clean.run.rundir import RunDir
 
 
@@ -60,9 +61,7 @@ def evaluate_command(
         data_file,
         split=split,
         stdin_format=from_stdin_as,
-        text_col=text_col,
-        text_pair_col=text_pair_col,
-        label_col=label_col,
+        columns=ColumnChoice(text_col, text_pair_col, label_col),
         out=out,
         batch_size=batch_size,
         device=device,

@@ -23,7 +23,7 @@ from tod_clean.cli.options import (
     ValTextPairColOption,
     stdin_format_for,
 )
-from tod_clean.config import ScoreConfig
+from tod_clean.config import ColumnChoice, ScoreConfig
 from tod_clean.run.rundir import RunDir
 
 
@@ -91,10 +91,7 @@ def explain_command(
         val,
         train=train,
         val_split=val_split,
-        val_text_col=val_text_col,
-        val_text_pair_col=val_text_pair_col,
-        val_label_col=val_label_col,
-        val_id_col=val_id_col,
+        val_columns=ColumnChoice(val_text_col, val_text_pair_col, val_label_col, val_id_col),
         top=top,
         errors_only=errors_only,
         index=index,

@@ -16,6 +16,7 @@ from tod_clean.cli.options import (
     StdinFormatOption,
     stdin_format_for,
 )
+from tod_clean.config import ColumnChoice
 from tod_clean.io import STDIN
 from tod_clean.run.rundir import RunDir
 
@@ -80,10 +81,7 @@ def predict_command(
         data_file,
         split=split,
         stdin_format=from_stdin_as,
-        text_col=text_col,
-        text_pair_col=text_pair_col,
-        label_col=label_col,
-        id_col=id_col,
+        columns=ColumnChoice(text_col, text_pair_col, label_col, id_col),
         labels=labels,
         out=out,
         batch_size=batch_size,

@@ -21,7 +21,7 @@ from tod_clean.cli.options import (
     ValTextPairColOption,
     stdin_format_for,
 )
-from tod_clean.config import ScoreConfig
+from tod_clean.config import ColumnChoice, ScoreConfig
 from tod_clean.io import STDIN
 from tod_clean.pipelines import score as pipeline
 from tod_clean.run.rundir import RunDir
@@ -99,9 +99,7 @@ def score_command(
         train=train,
         val=val,
         val_split=val_split,
-        val_text_col=val_text_col,
-        val_text_pair_col=val_text_pair_col,
-        val_label_col=val_label_col,
+        val_columns=ColumnChoice(val_text_col, val_text_pair_col, val_label_col),
         config=ScoreConfig(batch_size=batch_size, influence_method=influence),
         device=device,
         out=out,
@@ -110,7 +108,6 @@ def score_command(
         shard=shard,
         stdin_format=stdin_format_for(stdin_format, train, val),
         overwrite=overwrite,
-        overwrite_option="--overwrite",
         progress=progress_for(quiet),
     )
     if not is_main_process():

@@ -11,6 +11,7 @@ import torch
 from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, InfluenceTask
 from tod_clean.influence.head_gemm import head_features, head_influence_blocks
 from tod_clean.influence.pairs import pair_influence_blocks
+from tod_clean.masks import mask_options
 from tod_clean.runtime.processes import Processes
 
 
@@ -37,10 +38,7 @@ class ExactInfluence(InfluenceEstimator):
                 model.classifier.weight.detach().float(),
                 model.classifier.bias.detach().float(),
                 torch.as_tensor(task.train_keys, device=device),
-                keep_prob=model.keep_prob,
-                mask_seed=model.mask_seed,
-                mask_scheme=model.mask_scheme,
-                mask_groups=model.mask_groups,
+                **mask_options(model),
                 chunk_mib=task.chunk_mib,
                 progress=task.progress,
             )

@@ -74,7 +74,7 @@ def head_influence_blocks(
     mask_seed: int,
     mask_scheme: int = MASK_SCHEME,
     mask_groups: int = 0,
-    chunk_mib: int = 256,
+    chunk_mib: float = 256,
     block_shape: tuple[int, int] | None = None,
     progress: Progress | None = None,
 ) -> Iterator[InfluenceBlock]:
@@ -134,12 +134,13 @@ def head_influence_blocks(
             keys = train_keys[start : start + chunk]
             n = len(keys)
             masks = masks_buffer[:n]
-            run(
-                n,
-                lambda rows, keys=keys, masks=masks: _float_masks(
+
+            def fill_masks(rows: slice, keys: torch.Tensor = keys, masks: torch.Tensor = masks) -> None:
+                _float_masks(
                     keys[rows], mask_seed, width, keep_prob, mask_scheme, mask_groups, out=masks[rows]
-                ),
-            )
+                )
+
+            run(n, fill_masks)
             for val_rows in val_ranges:
                 v = val_rows[1] - val_rows[0]
                 targets = only_targets or targets_of(val_rows)
@@ -150,19 +151,25 @@ def head_influence_blocks(
                     else product_buffer[: n * (num_classes - 1) * v].view(n, -1)
                 )
                 sums = sums_buffer[:n]
-                run(
-                    n,
-                    lambda rows, masks=masks, targets=targets, values=values, product=product, sums=sums: (
-                        _head_block_influence(
-                            masks[rows],
-                            targets,
-                            keep_prob,
-                            out=values[rows],
-                            product=None if product is None else product[rows],
-                            row_sums=sums[rows],
-                        )
-                    ),
-                )
+
+                def block_influence(
+                    rows: slice,
+                    masks: torch.Tensor = masks,
+                    targets: list[tuple[torch.Tensor | None, _HeadTargets]] = targets,
+                    values: torch.Tensor = values,
+                    product: torch.Tensor | None = product,
+                    sums: torch.Tensor = sums,
+                ) -> None:
+                    _head_block_influence(
+                        masks[rows],
+                        targets,
+                        keep_prob,
+                        out=values[rows],
+                        product=None if product is None else product[rows],
+                        row_sums=sums[rows],
+                    )
+
+                run(n, block_influence)
                 yield InfluenceBlock(start, np.arange(*val_rows), values, sums)
                 progress.advance(n * v)
     progress.finish()
@@ -461,6 +468,7 @@ def _half_ratio(
     float32's range where the plain formula's are (``c/E = exp(h)``).
     """
     exposed = torch.add(targets.exposed_offset, raw, alpha=2.0, out=raw).exp_()
+    assert targets.constant is not None  # set for two classes at p = 1/2, the only use of this path
     hidden_sum = torch.div(targets.constant, exposed, out=buffer).add_(one)
     return torch.div(hidden_sum, exposed.add_(one), out=out)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +36,11 @@ class SelfScores:
 
     def rows(self, start: int, stop: int) -> SelfScores:
         """The scores of rows ``start .. stop - 1``."""
-        return SelfScores(
-            *(
-                None if (values := getattr(self, field.name)) is None else values[start:stop]
-                for field in dataclasses.fields(self)
-            )
-        )
+        sliced: dict[str, Any] = {
+            field.name: None if (values := getattr(self, field.name)) is None else values[start:stop]
+            for field in dataclasses.fields(self)
+        }
+        return dataclasses.replace(self, **sliced)
 
     @property
     def self_influence(self) -> np.ndarray | None:

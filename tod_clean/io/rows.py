@@ -29,7 +29,7 @@ import operator
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,7 +59,7 @@ class MemoryBytes:
     def __len__(self) -> int:
         return len(self.data)
 
-    def blocks(self) -> Iterator[bytes]:
+    def blocks(self) -> Generator[bytes, None, None]:
         yield self.data
 
     def read(self, start: int, stop: int) -> bytes:
@@ -123,7 +123,7 @@ class FileBytes:
         elif digest.hexdigest() != self.sha256:
             raise self.changed()
 
-    def blocks(self) -> Iterator[bytes]:
+    def blocks(self) -> Generator[bytes, None, None]:
         """Every byte, ``BLOCK`` at a time; the sha256 is taken (first pass) or checked (later ones)."""
         digest = hashlib.sha256()
         with self._open() as handle:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tod_clean.config import Pooling
 from tod_clean.errors import ConfigError, OptionError
 from tod_clean.masks import MASK_SCHEME, MaskMode, apply_mask, instance_masks
 from tod_clean.modeling import split_forward
@@ -225,7 +226,7 @@ class TodClassifier(nn.Module):
     # forward passes
 
     def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "cls":
+        if self.pooling == Pooling.CLS:
             return last_hidden[:, 0]
         weights = attention_mask.to(last_hidden.dtype).unsqueeze(-1)
         return (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)

@@ -13,7 +13,8 @@ from torch import nn
 
 from tod_clean.config import TrainConfig, resolve_model
 from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
-from tod_clean.errors import ConfigError, first_line
+from tod_clean.errors import ConfigError, first_line, spelled
+from tod_clean.masks import mask_options
 from tod_clean.modeling.classifier import TodClassifier
 
 
@@ -52,21 +53,21 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
                 encoder, tokenizer, loading = load(local_files_only=False)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
-            f"--model {model_name}: cannot load an encoder and tokenizer ({first_line(error)})"
+            f"{spelled('model', model_name)}: cannot load an encoder and tokenizer ({first_line(error)})"
         ) from None
     check_encoder_weights(model_name, loading)
     size = empty_vocabulary(tokenizer)
     if size is not None:
         where = f"the folder {path}" if local else "the hub repository"
         raise ConfigError(
-            f"--model {model_name}: no tokenizer files in {where} (none of {TOKENIZER_FILES}); the "
+            f"{spelled('model', model_name)}: no tokenizer files in {where} (none of {TOKENIZER_FILES}); the "
             f"tokenizer would know only its {size} special tokens, so every word would be unknown: save the "
             "model's tokenizer there too (tokenizer.save_pretrained)"
         )
     embedded = getattr(getattr(encoder, "config", None), "vocab_size", None)
     if isinstance(embedded, int) and len(tokenizer) > embedded:
         raise ConfigError(
-            f"--model {model_name}: its tokenizer has {len(tokenizer)} tokens, but the encoder embeds only "
+            f"{spelled('model', model_name)}: its tokenizer has {len(tokenizer)} tokens, but the encoder embeds only "
             f"{embedded} (vocab_size in its config.json): the tokenizer belongs to another model"
         )
     return encoder, tokenizer
@@ -82,7 +83,7 @@ def check_hub_reachable(model_name: str) -> None:
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
-    not_cached = f"--model {model_name}: neither a local folder nor in the local Hugging Face cache"
+    not_cached = f"{spelled('model', model_name)}: neither a local folder nor in the local Hugging Face cache"
     if constants.is_offline_mode():
         raise ConfigError(
             f"{not_cached}, and HF_HUB_OFFLINE is set; give a local model folder, or download the model "
@@ -119,12 +120,12 @@ def check_encoder_weights(model_name: str, loading: dict[str, Any]) -> None:
     missing = sorted(name for name in loading["missing_keys"] if not name.startswith("pooler."))
     if mismatched:
         raise ConfigError(
-            f"--model {model_name}: {len(mismatched)} weights have other shapes than its config.json says "
+            f"{spelled('model', model_name)}: {len(mismatched)} weights have other shapes than its config.json says "
             f"(first: {mismatched[0]})"
         )
     if missing:
         raise ConfigError(
-            f"--model {model_name}: {len(missing)} encoder weights are missing from the checkpoint "
+            f"{spelled('model', model_name)}: {len(missing)} encoder weights are missing from the checkpoint "
             f"(first: {missing[0]}); it does not match its config.json"
         )
 
@@ -145,19 +146,21 @@ def check_model_folder(model_name: str, path: str) -> bool:
         )
         if looks_like_hub_name:
             return False
-        raise ConfigError(f"--model {model_name}: no such folder")
+        raise ConfigError(f"{spelled('model', model_name)}: no such folder")
     if not folder.is_dir():
-        raise ConfigError(f"--model {model_name}: not a folder; give a model folder or a hub name")
+        raise ConfigError(f"{spelled('model', model_name)}: not a folder; give a model folder or a hub name")
     if not (folder / "config.json").is_file():
-        raise ConfigError(f"--model {model_name}: not a model folder (no config.json)")
+        raise ConfigError(f"{spelled('model', model_name)}: not a model folder (no config.json)")
     if not any(folder.glob("*.safetensors")):
         pickled = [name for name in PICKLE_WEIGHTS if (folder / name).is_file()]
         if pickled:
             raise ConfigError(
-                f"--model {model_name}: holds only pickle weights ({pickled[0]}), which tod-clean does not "
+                f"{spelled('model', model_name)}: holds only pickle weights ({pickled[0]}), which tod-clean does not "
                 "load; convert them to model.safetensors (model.save_pretrained(folder) does)"
             )
-        raise ConfigError(f"--model {model_name}: no model weights (model.safetensors) in the folder")
+        raise ConfigError(
+            f"{spelled('model', model_name)}: no model weights (model.safetensors) in the folder"
+        )
     return True
 
 
@@ -186,29 +189,25 @@ def check_max_length(config: TrainConfig, encoder: nn.Module, tokenizer: Any) ->
     floor = max(MIN_MAX_LENGTH, special + (2 if pair else 1))
     if config.max_length < floor:
         raise ConfigError(
-            f"--max-length {config.max_length}: too short; {special} of the tokens go to special tokens, "
+            f"{spelled('max_length', str(config.max_length))}: too short; {special} of the tokens go to special tokens, "
             f"use at least {floor}"
         )
     limit = position_limit(encoder, tokenizer)
     if limit is not None and config.max_length > limit:
         raise ConfigError(
-            f"--max-length {config.max_length}: the model {config.model} takes at most {limit} tokens per row"
+            f"{spelled('max_length', str(config.max_length))}: the model {config.model} takes at most {limit} tokens per row"
         )
 
 
 def build_classifier(encoder: nn.Module, config: TrainConfig, num_labels: int) -> TodClassifier:
     """The classifier ``config`` describes (scope, masks, pooling, head, LoRA) on ``encoder``, with a head
     of ``num_labels`` classes."""
-    assert config.mask_seed is not None and config.keep_prob is not None  # set by __post_init__
     return TodClassifier(
         encoder,
         num_labels,
         scope=config.parsed_scope,
-        keep_prob=config.keep_prob,
-        mask_seed=config.mask_seed,
         pooling=config.pooling,
         head_dim=config.head_dim,
-        mask_scheme=config.mask_scheme,
-        mask_groups=config.mask_groups,
         lora=config.lora,
+        **mask_options(config),  # keep_prob and mask_seed resolved by __post_init__
     )

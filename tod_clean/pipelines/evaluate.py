@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tod_clean.config import columns_like
+from tod_clean.config import AS_TRAINED, ColumnChoice
+from tod_clean.errors import spelled
 from tod_clean.evaluate import Evaluation, evaluate_run
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs, check_suffix
@@ -19,9 +20,7 @@ def evaluate(
     *,
     split: str | None = None,
     stdin_format: str | None = None,
-    text_col: str | None = None,
-    text_pair_col: str | None = None,
-    label_col: str | None = None,
+    columns: ColumnChoice = AS_TRAINED,
     out: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
@@ -30,14 +29,14 @@ def evaluate(
     """Evaluate the run on ``data`` (a path; ``-``: standard input in ``stdin_format``; columns default to
     training's); write the metrics as JSON to ``out`` (``-``: stdout), checked before any work."""
     trained = run.read_complete_info().train.columns
-    check_distinct_outputs({**run.own_files(), "the data file": data}, {"--out": out})
+    check_distinct_outputs({**run.own_files(), "the data file": data}, {spelled("out"): out})
     if out is not None:
         check_destination(out)
-        check_suffix(out, "--out", ".json", "the metrics as JSON")
+        check_suffix(out, spelled("out"), ".json", "the metrics as JSON")
     result = evaluate_run(
         run,
         read_table(data, split=split, stdin_format=stdin_format),
-        columns=columns_like(trained, text_col, text_pair_col, label_col),
+        columns=columns.like(trained),
         batch_size=batch_size,
         device=device,
         progress=progress,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tod_clean.config import ScoreConfig, columns_like
+from tod_clean.config import AS_TRAINED, ColumnChoice, HurtFrom, ScoreConfig
+from tod_clean.errors import spelled
 from tod_clean.explain import ExplainResult, explain_run
 from tod_clean.io.frames import write_frame
 from tod_clean.io.inputs import read_table
@@ -32,15 +33,12 @@ def explain(
     *,
     train: str | None = None,
     val_split: str | None = None,
-    val_text_col: str | None = None,
-    val_text_pair_col: str | None = None,
-    val_label_col: str | None = None,
-    val_id_col: str | None = None,
+    val_columns: ColumnChoice = AS_TRAINED,
     top: int = 5,
     errors_only: bool = False,
     index: Sequence[int] | None = None,
     id_: str | None = None,
-    hurt_from: str = "wrong",
+    hurt_from: str = HurtFrom.WRONG.value,
     config: ScoreConfig | None = None,
     device: str = "auto",
     out: str | None = None,
@@ -52,19 +50,18 @@ def explain(
     (checked before any work). Columns of ``val`` default to training's (its id column if present)."""
     info = run.read_complete_info()
     train_path = train or info.train_source()
-    check_distinct_outputs({**run.own_files(), "--val": val, "the training file": train_path}, {"--out": out})
+    check_distinct_outputs(
+        {**run.own_files(), spelled("val"): val, "the training file": train_path}, {spelled("out"): out}
+    )
     if out is not None:
         check_destination(out)
         output_format(out, "csv")
     val_table = read_table(val, split=val_split, stdin_format=stdin_format)
-    trained = info.train.columns
-    id_col = val_id_col or (trained.id_col if trained.id_col in val_table.columns else None)
-    columns = columns_like(trained, val_text_col, val_text_pair_col, val_label_col, id_col)
     result = explain_run(
         run,
         read_table(train_path, split=info.train_file.split, stdin_format=stdin_format),
         val_table,
-        val_columns=columns,
+        val_columns=val_columns.like(info.train.columns, val_table.columns),
         k=top,
         errors_only=errors_only,
         val_rows=index,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, spelled
 from tod_clean.io.frames import frame_bytes
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.io.table import Table
@@ -61,8 +61,8 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
     train_path = info.train_file.path if data is None else path_of(data)
     scores_path = None if scores is None or isinstance(scores, pd.DataFrame) else os.fspath(scores)
     check_distinct_outputs(
-        {**run.own_files(), "the training file": train_path, "--scores": scores_path},
-        {"--out": out, "--removed": removed},
+        {**run.own_files(), "the training file": train_path, spelled("scores"): scores_path},
+        {spelled("out"): out, spelled("removed"): removed},
     )
     if out is not None and train_path is not None and not writes_folder(train_path):
         check_destination(out)  # a dataset's kept rows go to a folder, checked below

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any
 
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, spelled
 from tod_clean.io.inputs import to_table
 from tod_clean.io.table import Table
 from tod_clean.run.rundir import RunInfo
@@ -34,12 +34,15 @@ def known_options(config: type, options: dict[str, Any], *, reserved: tuple[str,
 
 
 def run_data(
-    info: RunInfo, data: Data | None, stdin_format: str | None = None, *, instead: str = "pass --train FILE"
+    info: RunInfo, data: Data | None, stdin_format: str | None = None, *, instead: str | None = None
 ) -> Table:
     """The run's training rows: ``data`` when given (a path read with the run's split, stdin in
     ``stdin_format``), else its file (a copy of stdin is read by its extension: train.csv is CSV;
     ``instead`` says how to give the rows when that file was a pipe: see ``RunInfo.train_source``)."""
     if data is None:
-        return to_table(info.train_source(instead=instead), split=info.train_file.split)
+        return to_table(
+            info.train_source(instead=instead or f"pass {spelled('train', 'FILE')}"),
+            split=info.train_file.split,
+        )
     split = info.train_file.split if is_path(data) else None
     return to_table(data, split=split, stdin_format=stdin_format)

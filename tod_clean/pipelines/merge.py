@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, spelled
 from tod_clean.io.frames import frame_output_format
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.merge import merge_shards
@@ -24,7 +24,9 @@ def merge(
     into one frame, ranked over all rows; write it to ``out`` and save it as ``run``'s scores (at least
     one of them), both checked before any work. Returns the frame and the scores' metadata."""
     if out is None and run is None:
-        raise ConfigError("give --out FILE, --run RUN (save as the run's scores) or both")
+        raise ConfigError(
+            f"give {spelled('out', 'FILE')}, {spelled('run', 'RUN')} (save as the run's scores) or both"
+        )
     info = run.read_complete_info() if run is not None else None
     if out is not None:
         frame_output_format(out)  # refuse an unsupported extension before the work
@@ -35,7 +37,7 @@ def merge(
     )
     own = {} if run is None else run.own_files(exclude=(SCORES, SCORES_META))
     check_distinct_outputs(
-        {**own, **{f"the part {part}": part for part in parts}}, {"--out": out, **run_copy}
+        {**own, **{f"the part {part}": part for part in parts}}, {spelled("out"): out, **run_copy}
     )
     if out is not None:
         check_frame_destination(out)

@@ -6,7 +6,8 @@ import os
 
 import pandas as pd
 
-from tod_clean.config import columns_like
+from tod_clean.config import AS_TRAINED, ColumnChoice
+from tod_clean.errors import spelled
 from tod_clean.io.inputs import to_table
 from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.pipelines.inputs import Data, is_path
@@ -22,10 +23,7 @@ def predict(
     *,
     split: str | None = None,
     stdin_format: str | None = None,
-    text_col: str | None = None,
-    text_pair_col: str | None = None,
-    label_col: str | None = None,
-    id_col: str | None = None,
+    columns: ColumnChoice = AS_TRAINED,
     labels: bool | None = None,
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
@@ -37,24 +35,27 @@ def predict(
     extension, a ``save_to_disk`` folder for a name without one, ``-`` for CSV on stdout), checked before
     any work. Returns the frame.
 
-    A column given here must be in the data (``label_col`` makes the rows labeled unless
+    A column given in ``columns`` must be in the data (a ``label_col`` makes the rows labeled unless
     ``labels=False``); the others default to training's (its label and id columns when present).
     """
     info = run.read_complete_info()
     path = os.fspath(data) if is_path(data) else None
     out = None if out is None else os.fspath(out)
-    check_distinct_outputs({**run.own_files(), "the data file": path}, {"--out": out})
+    check_distinct_outputs({**run.own_files(), "the data file": path}, {spelled("out"): out})
     if out is not None:
         check_frame_destination(out)
     table = to_table(data, split=split, stdin_format=stdin_format)
     trained = info.train.columns
-    if label_col is not None and labels is not False:
+    if columns.label_col is not None and labels is not False:
         labels = True
-    if id_col is None and trained.id_col in table.columns:
-        id_col = trained.id_col
-    columns = columns_like(trained, text_col, text_pair_col, label_col, id_col)
     frame = predict_run(
-        run, table, columns=columns, labels=labels, batch_size=batch_size, device=device, progress=progress
+        run,
+        table,
+        columns=columns.like(trained, table.columns),
+        labels=labels,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
     )
     if out is not None:
         save_frame(frame, out)

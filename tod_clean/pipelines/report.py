@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tod_clean.errors import spelled
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.report.content import ReportConfig, load_run_scores
@@ -44,10 +45,10 @@ def report(
     check_distinct_outputs(
         {
             **run.own_files(),
-            "--val": val or scores[1].get("val_file"),
+            spelled("val"): val or scores[1].get("val_file"),
             "the training file": train or info.train_file.path,
         },
-        {"--out": out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
+        {spelled("out"): out, **{f"the figure {name}.png": figures / f"{name}.png" for name in FIGURES}},
     )
     val_table = read_table(val, split=val_split, stdin_format=stdin_format) if val is not None else None
     train_table = read_table(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tod_clean.config import ScoreConfig, columns_like
-from tod_clean.errors import ConfigError
+from tod_clean.config import AS_TRAINED, ColumnChoice, ScoreConfig
+from tod_clean.errors import ConfigError, spelled, switched_on
 from tod_clean.io import STDIN
 from tod_clean.io.frames import frame_output_format
 from tod_clean.io.inputs import to_table
@@ -28,9 +28,7 @@ def score(
     train: Data | None = None,
     val: Data | None = None,
     val_split: str | None = None,
-    val_text_col: str | None = None,
-    val_text_pair_col: str | None = None,
-    val_label_col: str | None = None,
+    val_columns: ColumnChoice = AS_TRAINED,
     config: ScoreConfig | None = None,
     device: str = "auto",
     out: str | Path | None = None,
@@ -39,7 +37,6 @@ def score(
     shard: str | None = None,
     stdin_format: str | None = None,
     overwrite: bool = False,
-    overwrite_option: str = "overwrite=True",
     progress: Progress | None = None,
 ) -> ScoreResult:
     """Score a finished run's training rows (``train``: its data when the recorded file moved) and, with
@@ -49,7 +46,7 @@ def score(
 
     Every output is checked against the inputs and for writability before any work. Saved scores that
     hold influence on another validation set (or any, when ``val`` is None) are replaced only with
-    ``overwrite`` (``overwrite_option`` names it in the error: the caller's spelling).
+    ``overwrite``.
     """
     info = run.read_complete_info()
     part = Shard.parse(shard) if shard is not None else None
@@ -57,13 +54,13 @@ def score(
         part.check_rows(info.train_file.rows)
         if out is None or str(out) == STDIN or frame_output_format(out) != "parquet":
             raise ConfigError(
-                f"--shard {shard} needs --out PART.parquet: a shard is written to its own Parquet file "
+                f"{spelled('shard', shard)} needs {spelled('out', 'PART.parquet')}: a shard is written to its own Parquet file "
                 "(never into the run), for 'tod-clean merge'"
             )
         if matrix is not None or pred_probs is not None:
             raise ConfigError(
-                f"--shard {shard}: --matrix and --pred-probs cover every training row; score without --shard "
-                "to write them"
+                f"{spelled('shard', shard)}: {spelled('matrix')} and {spelled('pred_probs')} cover every training row; "
+                f"score without {spelled('shard')} to write them"
             )
     if out is not None:
         frame_output_format(out)  # refuse an unsupported extension before the work
@@ -78,20 +75,20 @@ def score(
         {
             **run.own_files(exclude=(SCORES, SCORES_META) if part is None else ()),
             "the training file": train_path,
-            "--val": path_of(val),
+            spelled("val"): path_of(val),
         },
-        {"--out": out, "--matrix": matrix, "--pred-probs": pred_probs, **run_copy},
+        {spelled("out"): out, spelled("matrix"): matrix, spelled("pred_probs"): pred_probs, **run_copy},
     )
     if out is not None:
         check_frame_destination(out)
     for dest in (matrix, pred_probs, *run_copy.values()):
         if dest is not None:
             check_destination(dest)
-    check_suffix(matrix, "--matrix", ".npy", "the influence matrix as a NumPy .npy file")
-    check_suffix(pred_probs, "--pred-probs", ".npy", "the class probabilities as a NumPy .npy file")
+    check_suffix(matrix, spelled("matrix"), ".npy", "the influence matrix as a NumPy .npy file")
+    check_suffix(pred_probs, spelled("pred_probs"), ".npy", "the class probabilities as a NumPy .npy file")
     if pred_probs is not None and not info.scope.masked:
         raise ConfigError(
-            f"{run.path}: trained with scope '{info.scope}', so it has no hidden sub-networks for --pred-probs"
+            f"{run.path}: trained with scope '{info.scope}', so it has no hidden sub-networks for {spelled('pred_probs')}"
         )
     train_table = run_data(info, train, stdin_format)
     val_table = to_table(val, split=val_split, stdin_format=stdin_format) if val is not None else None
@@ -99,7 +96,7 @@ def score(
         run,
         train_table,
         val_table=val_table,
-        val_columns=columns_like(info.train.columns, val_text_col, val_text_pair_col, val_label_col),
+        val_columns=val_columns.like(info.train.columns),
         config=config,
         device=device,
         matrix_path=matrix,
@@ -107,7 +104,7 @@ def score(
         progress=progress,
         before_work=None
         if part is not None or overwrite
-        else lambda: _check_saved_scores_replaceable(run, val_table, overwrite_option),
+        else lambda: _check_saved_scores_replaceable(run, val_table),
     )
     if not is_main_process():
         return result  # under accelerate launch every process holds the gathered scores; the main one writes
@@ -122,7 +119,7 @@ def score(
     return result
 
 
-def _check_saved_scores_replaceable(run: RunDir, val_table: Table | None, overwrite_option: str) -> None:
+def _check_saved_scores_replaceable(run: RunDir, val_table: Table | None) -> None:
     """Refuse to replace saved scores that hold influence on a validation set this scoring does not use:
     a quick look (``score -o - | head``) must not destroy an earlier, longer result."""
     if not run.file(SCORES).is_file() or not run.file(SCORES_META).is_file():
@@ -143,5 +140,5 @@ def _check_saved_scores_replaceable(run: RunDir, val_table: Table | None, overwr
     now = "without a validation set" if val_table is None else f"on {val_table.ref or val_table.source}"
     raise ConfigError(
         f"{run.file(SCORES)}: holds the influence of every training row on {saved_val}; scoring {now} "
-        f"would replace it: pass {overwrite_option} to replace it, or score another run directory"
+        f"would replace it: pass {switched_on('overwrite')} to replace it, or score another run directory"
     )

@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from tod_clean.config import TrainConfig
 from tod_clean.encoding import TOKENIZER_FILES, empty_vocabulary
-from tod_clean.errors import ConfigError, RunDirError, first_line
+from tod_clean.errors import ConfigError, RunDirError, first_line, spelled, switched_on
 from tod_clean.io.formats import FORMATS
 from tod_clean.io.paths import atomic_output, check_distinct_outputs, stream_kind
 from tod_clean.modeling.classifier import TodClassifier
@@ -119,6 +119,12 @@ class RunInfo:
     def scope(self) -> Scope:
         return self.train.parsed_scope
 
+    @property
+    def keep_prob(self) -> float:
+        """The keep probability the run trained with (``TrainConfig`` resolves a None)."""
+        assert self.train.keep_prob is not None
+        return self.train.keep_prob
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tod_clean_version": self.version,
@@ -166,15 +172,16 @@ class RunInfo:
             world_size=int(values.get("world_size", 1)),
         )
 
-    def train_source(self, *, instead: str = "pass the same rows as a file with --train FILE") -> str:
+    def train_source(self, *, instead: str | None = None) -> str:
         """The recorded training data, to read again (score, filter, resume...). Refuses, instead of
         blocking on it forever, data that came from a pipe or a device: it can be read only once.
-        ``instead`` says how the caller gives the data another way."""
+        ``instead`` says how the caller gives the data another way (default: as a file, by ``train``)."""
         path = self.train_file.path
         kind = stream_kind(path)
         if kind is not None:
             raise RunDirError(
-                f"{path}: this run was trained on {kind}, which cannot be read again; {instead}"
+                f"{path}: this run was trained on {kind}, which cannot be read again; "
+                + (instead or f"pass the same rows as a file with {spelled('train', 'FILE')}")
             )
         return path
 
@@ -360,7 +367,7 @@ class RunDir:
 
     def _how_to_continue(self) -> str:
         """What a user can do about an existing run: --resume is offered only where it would work."""
-        replace = "pass --overwrite to replace it"
+        replace = f"pass {switched_on('overwrite')} to replace it"
         try:
             info = self.read_info()
         except RunDirError:

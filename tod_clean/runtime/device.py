@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, spelled
 
 
 def pick_device(name: str) -> torch.device:
@@ -14,9 +14,13 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+        raise ConfigError(
+            f"{spelled('device')} {name!r} is not a device; use cpu, cuda, cuda:N or auto"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r} asked for, but CUDA is not available on this machine")
+        raise ConfigError(
+            f"{spelled('device')} {name!r} asked for, but CUDA is not available on this machine"
+        )
     return device
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tod_clean.errors import ConfigError, TodCleanError
+from tod_clean.errors import ConfigError, TodCleanError, spelled
 from tod_clean.runtime.shard import Shard
 
 # Environment variables that launchers set to the number of processes (torchrun: WORLD_SIZE; mpirun,
@@ -215,11 +215,13 @@ def current_processes(device: str = "auto") -> Processes:
         return _launched
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(
-            f"--device {device}: under accelerate launch each process takes its own GPU; "
-            "use --device auto, cuda or cpu"
+            f"{spelled('device', device)}: under accelerate launch each process takes its own GPU; "
+            f"use {spelled('device')} auto, cuda or cpu"
         )
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r} asked for, but CUDA is not available on this machine")
+        raise ConfigError(
+            f"{spelled('device')} {device!r} asked for, but CUDA is not available on this machine"
+        )
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 

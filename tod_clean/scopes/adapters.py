@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, spelled
 
 if TYPE_CHECKING:
     from tod_clean.scopes.lora import LoraSettings
@@ -49,7 +49,7 @@ def target_module_names(encoder: nn.Module, layers: nn.ModuleList, targets: Sequ
         if missing:
             available = sorted({n.rpartition(".")[2] for n in target_module_names(encoder, layers)})
             raise ConfigError(
-                f"--lora-targets: no linear layer named {', '.join(missing)} in the encoder's layers; "
+                f"{spelled('lora_targets')}: no linear layer named {', '.join(missing)} in the encoder's layers; "
                 f"names found: {', '.join(available)}"
             )
     if not names:
@@ -68,7 +68,7 @@ def add_lora_adapters(encoder: nn.Module, layers: nn.ModuleList, settings: LoraS
     names = target_module_names(encoder, layers, settings.targets)
     config = LoraConfig(
         r=settings.rank,
-        lora_alpha=settings.alpha,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft annotates an int; scaling takes any float
         lora_dropout=0.0,
         bias="none",
         target_modules=names,

@@ -65,7 +65,8 @@ class LoraScope(AdapterScope):
         for module in model.encoder.modules():
             bias = getattr(module, "disentangled_attention_bias", None)
             if callable(bias):
-                module.disentangled_attention_bias = _without_adapters(bias, shared)
+                # a method replaced on the instance (nn.Module types its attributes as tensors or modules)
+                module.disentangled_attention_bias = _without_adapters(bias, shared)  # type: ignore[assignment]
 
     def mask_sites(self, model: TodClassifier) -> list[tuple[int, int]]:
         adapters = [

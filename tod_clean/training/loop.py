@@ -21,7 +21,7 @@ from torch import nn
 
 from tod_clean.config import TrainConfig
 from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
-from tod_clean.errors import RunDirError, TodCleanError
+from tod_clean.errors import RunDirError, TodCleanError, spelled
 from tod_clean.instances import Instances, instances_from_table, training_labels
 from tod_clean.io import STDIN
 from tod_clean.io.formats.hub import is_hub_ref
@@ -100,10 +100,11 @@ def train(
     stdin_copy = stdin_copy_name(table.format) if from_stdin else None  # kept in the format it came in
     if not from_stdin and stream_kind(train_path) is not None:
         log.warning(
-            "%s is %s: score, filter and --resume cannot read it again and will need the rows as a file "
-            "(--train FILE)",
+            "%s is %s: score, filter and %s cannot read it again and will need the rows as a file (%s)",
             train_path,
             stream_kind(train_path),
+            spelled("resume"),
+            spelled("train", "FILE"),
         )
 
     def check_run_folder() -> None:
@@ -320,8 +321,8 @@ def _fit(
         progress.finish()
         seconds = time.perf_counter() - started
         if processes.several:  # the epoch's loss over every row, as one process would report it
-            loss_sum, rows_seen = processes.sum([loss_sum, float(rows_seen)])
-            rows_seen = int(round(rows_seen))
+            loss_sum, total_rows = processes.sum([loss_sum, float(rows_seen)])
+            rows_seen = int(round(total_rows))
         metrics = {
             "epoch": epoch,
             "train_loss": loss_sum / rows_seen,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from tod_clean.config import TrainConfig
+from tod_clean.config import Freeze, TrainConfig
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.scopes.adapters import lora_parameters
 
@@ -43,7 +43,7 @@ def make_optimizer(model: TodClassifier, config: TrainConfig) -> torch.optim.Opt
 def set_trainable(model: TodClassifier, config: TrainConfig) -> None:
     """Freeze what ``config`` says: layers below the masks (``below``), or everything but the parameters
     that belong to one mask unit (``unmasked``, and always in the lora scope)."""
-    if config.freeze == "below":
+    if config.freeze == Freeze.BELOW:
         for parameter in model.lower_parameters():
             parameter.requires_grad_(False)
     elif config.separated:

@@ -123,6 +123,7 @@ def locate(ref: str) -> CachedDataset:
     """The cached configuration an ``hf:`` reference names; an InputError when it is not cached."""
     parts = parse_ref(ref)
     cache = datasets_cache()
+    candidates: list[tuple[str, str | None]]
     if len(parts) == 3:
         candidates = [(f"{parts[0]}/{parts[1]}", parts[2])]
     elif len(parts) == 2:
