@@ -142,7 +142,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     table = read_table(str(train_path))
     classes = np.array([LABELS.index(row["label"]) for row in train_rows])
     orders: dict[str, np.ndarray] = {}
-    for name in RANKINGS:
+    for name in args.rankings:
         if name == "random":
             continue
         column, run, method = COLUMNS[name]
@@ -187,7 +187,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     arms = {"no removal": retrain("none", np.array([], dtype=np.int64))}
     for fraction in args.fractions:
         count = drop_count_for(len(table), fraction)
-        for name in RANKINGS:
+        for name in args.rankings:
             if name == "random":
                 rng = np.random.default_rng([seed, 1234, count])
                 dropped = np.sort(rng.choice(len(table), count, replace=False))
@@ -199,9 +199,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 
 def paired(seeds: list[dict], arm: str, baseline: str) -> tuple[np.ndarray, float]:
-    """Per-seed accuracy differences (points) of ``arm`` minus ``baseline`` and the paired t-test p."""
+    """Per-seed accuracy differences (points) of ``arm`` minus ``baseline`` and the paired t-test p, over
+    the seeds that ran both."""
     from scipy.stats import ttest_rel
 
+    seeds = [s for s in seeds if arm in s["arms"] and baseline in s["arms"]]
     a = np.array([100 * s["arms"][arm]["accuracy"] for s in seeds])
     b = np.array([100 * s["arms"][baseline]["accuracy"] for s in seeds])
     diff = a - b
@@ -255,6 +257,9 @@ def report(name: str) -> None:
             for f in fractions:
                 other = "no removal" if baseline == "no removal" else f"{baseline} {f:g}"
                 diff, p = paired(seeds, f"{ranking} {f:g}", other)
+                if len(diff) == 0:
+                    cells.append("-")
+                    continue
                 cells.append(f"{diff.mean():+.2f} ({(diff > 0).sum()}/{(diff < 0).sum()}, p {p:.3f})")
             lines.append(f"| {ranking} | {baseline} | " + " | ".join(cells) + " |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -262,6 +267,8 @@ def report(name: str) -> None:
     fig, axis = plt.subplots(figsize=(6.5, 4.2))
     xs = [0.0] + [100 * f for f in fractions]
     for ranking in RANKINGS:
+        if not all(f"{ranking} {f:g}" in x["arms"] for x in seeds for f in fractions):
+            continue  # plotted only where every seed ran it
         means = [base[0]] + [
             mean_std([100 * x["arms"][f"{ranking} {f:g}"]["accuracy"] for x in seeds])[0] for f in fractions
         ]
@@ -287,6 +294,9 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1])
+    parser.add_argument(
+        "--rankings", nargs="+", choices=RANKINGS, default=list(RANKINGS), help="the rankings to retrain by"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--device", default="auto")

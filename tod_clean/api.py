@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from tod_clean.check import CheckResult
 from tod_clean.config import ColumnChoice, ScoreConfig
 from tod_clean.errors import ConfigError, keywords
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
 from tod_clean.io.inputs import is_dataset
+from tod_clean.pipelines import check as checking
 from tod_clean.pipelines import filter as filtering
 from tod_clean.pipelines import score as scoring
 from tod_clean.pipelines import train as training
@@ -107,6 +109,46 @@ class Run:
         frame = result.frame
         frame.attrs[RUN_PATH] = str(self.path.resolve())
         return frame
+
+    @keywords()
+    def check(
+        self,
+        val: Data,
+        *,
+        halves: int = 20,
+        methods: list[str] | None = None,
+        train: Data | None = None,
+        val_text_col: str | None = None,
+        val_text_pair_col: str | None = None,
+        val_label_col: str | None = None,
+        val_split: str | None = None,
+        out: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+        shard: str | None = None,
+        overwrite: bool = False,
+        device: str = "auto",
+    ) -> CheckResult:
+        """Measure how well each influence estimator predicts retraining on this data, as ``tod-clean
+        check`` does: ``halves`` ordinary models retrained on random halves of the training rows, each
+        estimator's LDS on ``val`` with its 95% bootstrap interval. ``methods``: the estimators (default:
+        every one that applies to the run). The check's folder is ``out`` (default ``RUN/check``); a rerun
+        resumes from the halves measured there. ``result.best`` is the estimator to rank by (None when
+        none beats a random matrix); ``result.to_dict()`` holds every figure.
+        """
+        return checking.check(
+            self._dir,
+            val=val,
+            train=train,
+            val_split=val_split,
+            val_columns=ColumnChoice(val_text_col, val_text_pair_col, val_label_col),
+            out=None if out is None else os.fspath(out),
+            halves=halves,
+            seed=seed,
+            methods=methods,
+            shard=shard,
+            overwrite=overwrite,
+            device=device,
+        )
 
     @keywords()
     def predict(

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import DataColumns, ScoreConfig
-from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.errors import ConfigError, RunDirError, spelled, switched_on
 from tod_clean.evaluate import evaluate_run
 from tod_clean.influence.base import ESTIMATORS
 from tod_clean.instances import instances_from_table
@@ -136,7 +136,7 @@ def applicable_estimators(info: RunInfo) -> list[str]:
             continue  # forward passes over every pair: hours beyond the head scope (BENCHMARKS section 6)
         names.append(name)
     if info.scope.masked and "auto" in ESTIMATORS:
-        resolved = ESTIMATORS["auto"].resolve(info.scope, info.train.keep_prob).name
+        resolved = ESTIMATORS["auto"].resolve(info.scope, info.keep_prob).name
         if resolved not in names:
             names.insert(0, resolved)
     return names
@@ -192,8 +192,8 @@ def _open_folder(folder: Path, plan: dict[str, Any], overwrite: bool) -> None:
             return
         if not overwrite:
             raise RunDirError(
-                f"{folder}: holds a check of other data or another recipe; pass --overwrite to replace it, "
-                "or --out another folder"
+                f"{folder}: holds a check of other data or another recipe; pass {switched_on('overwrite')} to "
+                f"replace it, or {spelled('out')} another folder"
             )
         for path in folder.glob("half-*"):
             if path.is_dir():
@@ -202,7 +202,9 @@ def _open_folder(folder: Path, plan: dict[str, Any], overwrite: bool) -> None:
                 path.unlink()
         (folder / RESULT).unlink(missing_ok=True)
     elif folder.exists() and any(folder.iterdir()):
-        raise RunDirError(f"{folder}: exists and is not a check folder; give --out an empty or new folder")
+        raise RunDirError(
+            f"{folder}: exists and is not a check folder; give {spelled('out')} an empty or new folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(plan_path, plan)
 
@@ -283,16 +285,20 @@ def check_run(
     check_train_file(train_table, info)
     if halves < MIN_HALVES:
         raise ConfigError(
-            f"--halves {halves}: the LDS needs at least {MIN_HALVES} retrained halves (20 or more "
+            f"{spelled('halves', str(halves))}: the LDS needs at least {MIN_HALVES} retrained halves (20 or more "
             "for a useful interval)"
         )
     available = applicable_estimators(info)
     chosen = list(methods) if methods else available
     for name in chosen:
         if name not in ESTIMATORS and name != RANDOM:
-            raise ConfigError(f"--influence {name}: choose from {', '.join([*available, RANDOM])}")
+            raise ConfigError(
+                f"{spelled('methods', name, flag='--influence')}: choose from {', '.join([*available, RANDOM])}"
+            )
         if name in ESTIMATORS and not ESTIMATORS[name].applies_to(info.scope):
-            raise ConfigError(f"--influence {name} does not apply to a run of scope '{info.scope}'")
+            raise ConfigError(
+                f"{spelled('methods', name, flag='--influence')} does not apply to a run of scope '{info.scope}'"
+            )
     columns = val_columns or info.train.columns
     # the labels must be the run's: a half model that never saw a class could not be measured on it
     instances_from_table(val_table, columns, info.labels, with_keys=False)
@@ -329,7 +335,7 @@ def check_run(
         truth_seconds=float(seconds.sum()),
         folder=str(folder),
     )
-    if pending:
+    if pending or shard is not None:
         return result
 
     matrices: dict[str, np.ndarray] = {}

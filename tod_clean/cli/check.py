@@ -22,7 +22,7 @@ from tod_clean.cli.options import (
     ValTextPairColOption,
     stdin_format_for,
 )
-from tod_clean.config import ScoreConfig
+from tod_clean.config import ColumnChoice, ScoreConfig
 from tod_clean.run.rundir import RunDir
 
 
@@ -95,9 +95,7 @@ def check_command(
         val=val,
         train=train,
         val_split=val_split,
-        val_text_col=val_text_col,
-        val_text_pair_col=val_text_pair_col,
-        val_label_col=val_label_col,
+        val_columns=ColumnChoice(val_text_col, val_text_pair_col, val_label_col),
         out=out,
         halves=halves,
         seed=seed,
@@ -111,11 +109,15 @@ def check_command(
     )
     if quiet:
         return
-    if result.pending:
+    if shard is not None or result.pending:
+        still = (
+            f"still to train: {', '.join(str(m) for m in result.pending[:10])}"
+            f"{' ...' if len(result.pending) > 10 else ''}; run check again"
+            if result.pending
+            else "every half is measured; run check again"
+        )
         console.print(
-            f"measured {result.measured} of {result.halves} halves; still to train: "
-            f"{', '.join(str(m) for m in result.pending[:10])}{' ...' if len(result.pending) > 10 else ''}; "
-            "run check again without --shard once every shard is done",
+            f"measured {result.measured} of {result.halves} halves; {still} without --shard for the result",
             highlight=False,
             markup=False,
         )

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tod_clean.check import CheckResult, check_run
-from tod_clean.config import ScoreConfig, columns_like
-from tod_clean.errors import ConfigError
+from tod_clean.config import AS_TRAINED, ColumnChoice, ScoreConfig
+from tod_clean.errors import ConfigError, spelled
 from tod_clean.io.inputs import to_table
 from tod_clean.io.paths import check_distinct_outputs
 from tod_clean.pipelines.inputs import Data, path_of, run_data
@@ -24,9 +24,7 @@ def check(
     val: Data,
     train: Data | None = None,
     val_split: str | None = None,
-    val_text_col: str | None = None,
-    val_text_pair_col: str | None = None,
-    val_label_col: str | None = None,
+    val_columns: ColumnChoice = AS_TRAINED,
     out: str | Path | None = None,
     halves: int = 20,
     seed: int = 0,
@@ -46,14 +44,16 @@ def check(
     """
     info = run.read_complete_info()
     if val is None:
-        raise ConfigError("check needs --val: the validation rows whose losses the halves are measured on")
+        raise ConfigError(
+            f"check needs {spelled('val')}: the validation rows whose losses the halves are measured on"
+        )
     folder = Path(out) if out is not None else run.path / CHECK_FOLDER
     check_distinct_outputs(
         {
             "the training file": info.train_file.path if train is None else path_of(train),
             "--val": path_of(val),
         },
-        {"--out": str(folder)},
+        {spelled("out"): str(folder)},
     )
     part = Shard.parse(shard) if shard is not None else None
     train_table = run_data(info, train, stdin_format)
@@ -63,7 +63,7 @@ def check(
         train_table,
         val_table,
         folder=folder,
-        val_columns=columns_like(info.train.columns, val_text_col, val_text_pair_col, val_label_col),
+        val_columns=val_columns.like(info.train.columns),
         halves=halves,
         seed=seed,
         methods=methods,

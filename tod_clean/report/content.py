@@ -129,6 +129,9 @@ class ReportContent:
     criterion: str | None = None  # as filter's options spell it; None: --drop DROP
     ranking_note: str | None = None  # which signal was ranked by and why, when none was chosen
     warnings: list[str] = field(default_factory=list)  # classes that lose a disproportionate share
+    # the run's check (RUN/check/check.json): one row per estimator, and the sentence that sums it up
+    check_rows: pd.DataFrame | None = None
+    check_summary: str | None = None
 
     @property
     def flagged_by(self) -> str:
@@ -365,6 +368,7 @@ def report_content(
             )
             + ": nothing is flagged; the table lists the rows closest to the cut."
         )
+    _add_check(content, run)
     # Explanations use the method the scores were computed with, unless the report asks for another.
     method = config.influence_method or meta.get("influence_method") or "auto"
     _add_explanations(
@@ -429,3 +433,33 @@ def _add_explanations(
     content.explanations = result.frame[result.frame["val_row"].isin(first)].reset_index(drop=True)
     if result.explained > len(first):
         content.explain_summary += f" The first {len(first)} are explained (--max-explained)."
+
+
+def _add_check(content: ReportContent, run: RunDir) -> None:
+    """The result of ``tod-clean check`` in the run's default check folder, when there is one."""
+    from tod_clean.check import RANDOM, load_check
+
+    saved = load_check(run.path / "check")
+    if saved is None:
+        return
+    estimators = saved["estimators"]
+    content.check_rows = pd.DataFrame(
+        {
+            "estimator": [e["name"] for e in estimators],
+            "LDS": [e["lds"] for e in estimators],
+            "95% low": [e["low"] for e in estimators],
+            "95% high": [e["high"] for e in estimators],
+            "vs highest": [e["difference"] for e in estimators],
+            "beats random": [
+                "-" if e["name"] == RANDOM else ("yes" if e["beats_random"] else "no") for e in estimators
+            ],
+        }
+    )
+    best = next((e for e in estimators if e.get("beats_random")), None)
+    scope = f"{saved['halves']} {saved['truth_scope']} fine-tunes on random halves, {saved['val_rows']} validation rows"
+    content.check_summary = (
+        f"Measured by retraining ({scope}): rank by --influence {best['name']} (LDS {best['lds']:.3f})."
+        if best is not None
+        else f"Measured by retraining ({scope}): no estimator beats a random matrix on this data; do not rank "
+        "by influence here."
+    )

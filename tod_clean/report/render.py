@@ -162,6 +162,8 @@ class PageView:
     explained: list[ExplainedView]
     version: str
     generated: str
+    check_table: TableView | None = None
+    check_summary: str | None = None
 
 
 def _figure(png: bytes, alt: str) -> FigureView:
@@ -287,6 +289,8 @@ def page_view(
         explain_summary=content.explain_summary,
         explain_note=content.explain_note,
         explained=_explained_views(content.explanations),
+        check_table=None if content.check_rows is None else table_view(content.check_rows, "", css="compact"),
+        check_summary=content.check_summary,
         version=__version__,
         generated=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
