@@ -265,14 +265,13 @@ def paired_difference(
     samples: int = 300,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """LDS(a) - LDS(b) and its 95% paired bootstrap interval over the retrained subsets."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(samples):
-        pick = rng.integers(0, len(subsets), len(subsets))
-        values.append(lds(a, subsets[pick], losses[pick])[0] - lds(b, subsets[pick], losses[pick])[0])
-    low, high = np.percentile(values, [2.5, 97.5])
-    return lds(a, subsets, losses)[0] - lds(b, subsets, losses)[0], float(low), float(high)
+    """LDS(a) - LDS(b) and its 95% paired bootstrap interval over the retrained subsets (the same
+    resampled subsets for both: ``tod_clean.lds.bootstrap_lds``, as ``tod-clean check`` computes it)."""
+    from tod_clean.lds import bootstrap_lds, interval
+
+    values = bootstrap_lds({"a": a, "b": b}, subsets, losses, samples=samples, seed=seed)
+    low, high = interval(values["a"] - values["b"])
+    return lds(a, subsets, losses)[0] - lds(b, subsets, losses)[0], low, high
 
 
 def main() -> None:

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from tod_clean.lds import bootstrap_lds, interval, lds  # noqa: F401 (lds: used by estimators.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DEFAULT_DATASETS,
@@ -117,41 +119,16 @@ def gradient_similarity_matrix(run_path: Path, train_path: Path, val_path: Path)
     return gradients(train_path) @ gradients(val_path).T
 
 
-def lds(matrix: np.ndarray, subsets: np.ndarray, losses: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error over validation rows of the Spearman correlation, over subsets, between
-    predicted loss ``-sum_{i in S} matrix[i, z]`` and measured loss. ``subsets`` bool [M, N], ``losses``
-    [M, V]. A validation row whose predictions or losses do not vary counts 0.
-
-    Vectorized: the Pearson correlation of the ranks (average ranks for ties) per column, which is
-    Spearman's rho as ``scipy.stats.spearmanr`` computes it."""
-    from scipy.stats import rankdata
-
-    predicted = -(subsets.astype(np.float64) @ matrix)  # [M, V]
-    a = rankdata(predicted, axis=0)
-    b = rankdata(losses, axis=0)
-    a -= a.mean(0)
-    b -= b.mean(0)
-    denominator = np.sqrt((a * a).sum(0) * (b * b).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = np.where(denominator > 0, (a * b).sum(0) / denominator, 0.0)
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
-
-
 def lds_interval(
     matrix: np.ndarray, subsets: np.ndarray, losses: np.ndarray, *, samples: int = 300, seed: int = 0
 ) -> tuple[float, float]:
-    """95% bootstrap interval of the LDS over the retrained subsets (resampled with replacement).
+    """95% bootstrap interval of the LDS over the retrained subsets (``tod_clean.lds``, as ``tod-clean
+    check`` computes it).
 
     The standard error over validation rows understates the uncertainty: every validation row shares the
     same M subsets, and a different draw of subsets moves all rows together (blocks of 10 subsets gave LDS
     values 0.3 apart in one run)."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(samples):
-        pick = rng.integers(0, len(subsets), len(subsets))
-        values.append(lds(matrix, subsets[pick], losses[pick])[0])
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
+    return interval(bootstrap_lds({"m": matrix}, subsets, losses, samples=samples, seed=seed)["m"])
 
 
 def _truth_recipe(args: argparse.Namespace) -> dict[str, Any]:
