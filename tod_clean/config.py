@@ -26,6 +26,9 @@ def default_model_path() -> str:
 
 
 DEFAULT_MODEL = "minilm"  # shorthand resolved by ``resolve_model``
+# The embedded from-scratch image classifier (tod_clean.modeling.vision), what --model's default means for
+# image rows: no pretrained vision weights ship offline.
+DEFAULT_IMAGE_MODEL = "tiny-resnet"
 
 
 def resolve_model(name: str) -> str:
@@ -64,7 +67,8 @@ def comma_list(text: str) -> list[str]:
 
 @dataclass
 class DataColumns:
-    """Which columns of a data file hold the text, the optional second text, the label and the id."""
+    """Which columns of a data file hold the text, the optional second text, the label and the id; or,
+    for images, the image column (``image_col``: set when the rows are images, and ``text_col`` unused)."""
 
     text_col: str = option("Column holding the text.", default="text")
     text_pair_col: str | None = option("Optional second text column (pairs).", default=None)
@@ -72,6 +76,17 @@ class DataColumns:
     id_col: str | None = option(
         "Unique id column: instance keys hash it, so masks survive reordering.", default=None
     )
+    image_col: str | None = option(
+        "Column holding images: a path to an image file (relative to the data file's folder) or image "
+        "bytes / a datasets Image feature. Found by itself in an image folder (DIR/<label>/<file>) or a "
+        "table without the text column.",
+        default=None,
+    )
+
+    @property
+    def images(self) -> bool:
+        """Whether the rows are images (then ``image_col`` holds them, and ``text_col`` is not read)."""
+        return self.image_col is not None
 
 
 def columns_like(
@@ -80,6 +95,7 @@ def columns_like(
     text_pair_col: str | None = None,
     label_col: str | None = None,
     id_col: str | None = None,
+    image_col: str | None = None,
 ) -> DataColumns:
     """Columns of another data file: each one given, else the training file's column of that role."""
     return DataColumns(
@@ -87,6 +103,7 @@ def columns_like(
         text_pair_col=text_pair_col or trained.text_pair_col,
         label_col=label_col or trained.label_col,
         id_col=id_col,
+        image_col=image_col or trained.image_col,
     )
 
 
@@ -140,6 +157,11 @@ class TrainConfig:
     )
     lora_learning_rate: float = option(
         "LoRA adapters' learning rate (AdamW).", flag="--lora-lr", default=1e-3
+    )
+    augment: bool = option(
+        "Images: a random crop (padded by 1/8 of the side) and a horizontal flip of each training image, "
+        "new every epoch; never when scoring.",
+        default=False,
     )
     device: str = option("cpu, cuda, cuda:N or auto.", default="auto")
     precision: str = option("fp32, bf16 or auto (bf16 on CUDA).", default="auto")
