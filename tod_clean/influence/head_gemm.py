@@ -41,7 +41,7 @@ def head_features(
     for indices in sorted_batches(encoded.lengths, batch_size):
         batch = encoded.batch(indices, device)
         with autocast(device, amp_dtype):
-            pooled = model.pool(model.encode_lower(batch), batch["attention_mask"])
+            pooled = model.pool(model.encode_lower(batch), batch.get("attention_mask"))
             features[torch.as_tensor(indices, device=device)] = model.head_features(pooled).float()
     return features
 

@@ -46,7 +46,7 @@ def pair_influence_blocks(
         with autocast(device, amp_dtype):
             lower = model.encode_lower(batch)
             if pooled_only:
-                lower = model.pool(lower, batch["attention_mask"])
+                lower = model.pool(lower, batch.get("attention_mask"))
         chunk = max(1, pair_batch // width)
         for start in range(0, num_train, chunk):
             keys = keys_all[start : start + chunk]
