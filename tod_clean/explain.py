@@ -205,7 +205,9 @@ def explain_run(
     if val_columns is None:
         trained = info.train.columns
         id_col = trained.id_col if trained.id_col in val_table.columns else None
-        val_columns = DataColumns(trained.text_col, trained.text_pair_col, trained.label_col, id_col)
+        val_columns = DataColumns(
+            trained.text_col, trained.text_pair_col, trained.label_col, id_col, image_col=trained.image_col
+        )
     val = instances_from_table(val_table, val_columns, info.labels)
     selected = np.arange(len(val))
     if val_id is not None:
@@ -277,9 +279,9 @@ def explain_run(
                         "train_id": None if train.ids is None else train.ids[train_row],
                         "train_label": names[train.labels[train_row]],
                         "influence": float(value),
-                        "train_text": train.texts[train_row],
+                        "train_text": train.shown(train_row),
                         "train_text_pair": None if train.text_pairs is None else train.text_pairs[train_row],
-                        "val_text": val.texts[val_row],
+                        "val_text": val.shown(val_row),
                         "val_text_pair": None if val.text_pairs is None else val.text_pairs[val_row],
                     }
                 )

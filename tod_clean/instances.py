@@ -44,6 +44,14 @@ class Instances:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def shown(self, row: int) -> str:
+        """Row ``row`` as outputs show it: its text, or its image's name (its path as written, or a note that
+        the cell holds the image's bytes)."""
+        if self.images is not None:
+            return self.images.label(self.images[row])
+        assert self.texts is not None
+        return self.texts[row]
+
     def rows(self, start: int, stop: int) -> Instances:
         """The instances of rows ``start .. stop - 1`` (their keys unchanged: masks do not move)."""
         return Instances(

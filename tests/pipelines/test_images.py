@@ -49,6 +49,12 @@ def test_image_folder_train_score_filter_manifest_and_train_again(tmp_path: Path
     scored = ok(invoke("score", "--run", run, "--val", val, "-o", "-", "-q"))
     frame = pd.read_csv(io.StringIO(scored.output))
     assert len(frame) == 18 and frame["influence"].notna().all() and frame["self_influence"].notna().all()
+    # explain and report name the images (thumbnails are not built yet)
+    ok(invoke("explain", "--run", run, "--val", val, "--out", tmp_path / "explained.csv", "-q"))
+    explained = pd.read_csv(tmp_path / "explained.csv")
+    assert explained["train_text"].str.match(r"^(red|green|blue)/\d{3}\.png$").all()
+    ok(invoke("report", "--run", run, "--val", val, "--out", tmp_path / "report.html", "-q"))
+    assert "green/" in (tmp_path / "report.html").read_text(encoding="utf-8")
     kept = tmp_path / "out" / "kept.csv"
     kept.parent.mkdir()
     ok(invoke("filter", "--run", run, "--drop-count", "3", "--out", kept, "-q"))
