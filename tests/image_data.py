@@ -88,3 +88,35 @@ def tiny_resnet(folder: Path, *, seed: int = 0) -> Path:
     ResNetModel(config).save_pretrained(str(folder))
     ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(str(folder))
     return folder
+
+
+def tiny_deit(folder: Path, *, seed: int = 0) -> Path:
+    """A random 2-layer DeiT for 32 x 32 images (a CLS and a distillation token) and its processor."""
+    import torch
+    from transformers import DeiTConfig, DeiTModel, ViTImageProcessorPil
+
+    torch.manual_seed(seed)
+    config = DeiTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+    )
+    DeiTModel(config).save_pretrained(str(folder))
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    return folder
+
+
+def tiny_convnext(folder: Path, *, seed: int = 0) -> Path:
+    """A random ConvNeXt of two small stages and its image processor."""
+    import torch
+    from transformers import ConvNextConfig, ConvNextImageProcessorPil, ConvNextModel
+
+    torch.manual_seed(seed)
+    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)).save_pretrained(
+        str(folder)
+    )
+    ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(str(folder))
+    return folder

@@ -15,7 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.image_data import csv_of_paths, image_folder, parquet_of_images, tiny_resnet, tiny_vit
+from tests.image_data import (
+    csv_of_paths,
+    image_folder,
+    parquet_of_images,
+    tiny_convnext,
+    tiny_deit,
+    tiny_resnet,
+    tiny_vit,
+)
 from tests.influence.test_exact import naive_pairs
 from tests.test_cli import invoke, ok, user_error
 from tod_clean.io.images import ImageColumn
@@ -201,3 +209,13 @@ def test_head_batched_influence_equals_the_per_pair_loop_on_images(tmp_path: Pat
         n = block.values.shape[0]
         matrix[block.train_start : block.train_start + n, block.val_index] = block.values.numpy()
     np.testing.assert_allclose(matrix, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [tiny_deit, tiny_convnext], ids=["deit", "convnext"])
+def test_other_vision_encoders_train_and_score(tmp_path: Path, make: object) -> None:
+    photos = image_folder(tmp_path / "photos", per_class=2)
+    model = make(tmp_path / "model")  # type: ignore[operator]
+    run = tmp_path / "run"
+    ok(invoke("train", photos, "--model", model, "--run", run, "--epochs", "1", "-q"))
+    scored = ok(invoke("score", "--run", run, "--val", photos, "-o", "-", "-q"))
+    assert len(pd.read_csv(io.StringIO(scored.output))) == 6
