@@ -20,7 +20,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("errors", "version", "runtime"),
     ("io",),
     # scopes: config parses scope strings with scopes.base; scopes name the model only under TYPE_CHECKING
-    ("config", "masks", "instances", "encoding", "signals", "scopes", "lds"),
+    # pixels: images as model inputs (what encoding is to texts); model_inputs: either, for the instances
+    ("config", "masks", "instances", "encoding", "pixels", "model_inputs", "signals", "scopes", "lds"),
     ("modeling",),
     # train: the training core (the floor of training)
     ("influence", "training", "run", "explain", "evaluate", "predict"),

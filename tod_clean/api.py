@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from tod_clean.check import CheckResult
 from tod_clean.config import ColumnChoice, ScoreConfig
 from tod_clean.errors import ConfigError, keywords
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT
@@ -34,6 +33,9 @@ from tod_clean.pipelines.inputs import Data, known_options
 from tod_clean.run.rundir import SCORES, RunDir, RunInfo
 from tod_clean.run.scores import load_scores
 from tod_clean.selection import read_scores
+
+if TYPE_CHECKING:
+    from tod_clean.check import CheckResult
 
 D = TypeVar("D")
 

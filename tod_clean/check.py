@@ -58,6 +58,7 @@ _SUFFIX = {
     "tsv": ".tsv",
     "parquet": ".parquet",
     "dataset": "",
+    "imagefolder": ".csv",  # a manifest of the half's images (paths relative to it), as filter writes
 }
 
 

@@ -28,6 +28,9 @@ def default_model_path() -> str:
 
 
 DEFAULT_MODEL = "minilm"  # shorthand resolved by ``resolve_model``
+# The embedded from-scratch image classifier (tod_clean.modeling.vision), what --model's default means for
+# image rows: no pretrained vision weights ship offline.
+DEFAULT_IMAGE_MODEL = "tiny-resnet"
 
 
 def resolve_model(name: str) -> str:
@@ -116,7 +119,8 @@ def comma_list(text: str) -> list[str]:
 
 @dataclass
 class DataColumns:
-    """Which columns of a data file hold the text, the optional second text, the label and the id."""
+    """Which columns of a data file hold the text, the optional second text, the label and the id; or,
+    for images, the image column (``image_col``: set when the rows are images, and ``text_col`` unused)."""
 
     text_col: str = option("Column holding the text.", default="text")
     text_pair_col: str | None = option("Optional second text column (pairs).", default=None)
@@ -124,6 +128,17 @@ class DataColumns:
     id_col: str | None = option(
         "Unique id column: instance keys hash it, so masks survive reordering.", default=None
     )
+    image_col: str | None = option(
+        "Column holding images: a path to an image file (relative to the data file's folder) or image "
+        "bytes / a datasets Image feature. Found by itself in an image folder (DIR/<label>/<file>) or a "
+        "table without the text column.",
+        default=None,
+    )
+
+    @property
+    def images(self) -> bool:
+        """Whether the rows are images (then ``image_col`` holds them, and ``text_col`` is not read)."""
+        return self.image_col is not None
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,7 @@ class ColumnChoice:
     text_pair_col: str | None = None
     label_col: str | None = None
     id_col: str | None = None
+    image_col: str | None = None
 
     def like(self, trained: DataColumns, found: Collection[str] = ()) -> DataColumns:
         """The columns to read: each one given, else ``trained``'s of that role; the id column defaults to
@@ -144,6 +160,7 @@ class ColumnChoice:
             text_pair_col=self.text_pair_col or trained.text_pair_col,
             label_col=self.label_col or trained.label_col,
             id_col=self.id_col or (trained.id_col if trained.id_col in found else None),
+            image_col=self.image_col or trained.image_col,
         )
 
 
@@ -200,6 +217,11 @@ class TrainConfig:
     )
     lora_learning_rate: float = option(
         "LoRA adapters' learning rate (AdamW).", flag="--lora-lr", default=1e-3
+    )
+    augment: bool = option(
+        "Images: a random crop (padded by 1/8 of the side) and a horizontal flip of each training image, "
+        "new every epoch; never when scoring.",
+        default=False,
     )
     device: str = option("cpu, cuda, cuda:N or auto.", default="auto")
     precision: str = option(f"{Precision.listed()} (bf16 on CUDA).", default=Precision.AUTO.value)

@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 
 from tod_clean.config import DataColumns, HurtFrom, ScoreConfig
-from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.influence.base import influence_blocks, resolve_influence_method
 from tod_clean.instances import instances_from_table
 from tod_clean.io.table import Table
+from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import RunDir
@@ -46,7 +46,7 @@ def top_influences(
     model: TodClassifier,
     train_keys: np.ndarray,
     train_labels: np.ndarray,
-    val_encoded: EncodedRows,
+    val_encoded: Encoded,
     val_labels: np.ndarray,
     val_predicted: np.ndarray,
     *,
@@ -202,7 +202,9 @@ def explain_run(
     if val_columns is None:
         trained = info.train.columns
         id_col = trained.id_col if trained.id_col in val_table.columns else None
-        val_columns = DataColumns(trained.text_col, trained.text_pair_col, trained.label_col, id_col)
+        val_columns = DataColumns(
+            trained.text_col, trained.text_pair_col, trained.label_col, id_col, image_col=trained.image_col
+        )
     val = instances_from_table(val_table, val_columns, info.labels)
     selected = np.arange(len(val))
     if val_id is not None:
@@ -274,11 +276,11 @@ def explain_run(
                         "train_id": None if train.ids is None else train.ids[train_row],
                         "train_label": names[int(train.labels[train_row])],
                         "influence": float(value),
-                        "train_text": train.texts[int(train_row)],
+                        "train_text": train.shown(int(train_row)),
                         "train_text_pair": None
                         if train.text_pairs is None
                         else train.text_pairs[int(train_row)],
-                        "val_text": val.texts[int(val_row)],
+                        "val_text": val.shown(int(val_row)),
                         "val_text_pair": None if val.text_pairs is None else val.text_pairs[int(val_row)],
                     }
                 )

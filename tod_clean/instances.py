@@ -1,7 +1,9 @@
-"""Training and validation instances: texts, label ids and instance keys taken from a validated table."""
+"""Training and validation instances: texts or images, label ids and instance keys taken from a validated
+table; and the image column of a table, found when the options do not name it."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import unicodedata
 from collections.abc import Sequence
@@ -10,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from tod_clean.config import DataColumns
-from tod_clean.errors import InputError
+from tod_clean.config import DEFAULT_IMAGE_MODEL, DEFAULT_MODEL, DataColumns, TrainConfig
+from tod_clean.errors import InputError, OptionError
 from tod_clean.io.columns import LabelCodes, check_ids, check_texts, label_codes, label_names_of
+from tod_clean.io.images import ImageColumn, check_images, find_image_column
 from tod_clean.io.table import Table
 from tod_clean.masks import MASK_SCHEME, key_from_id
 
@@ -24,20 +27,65 @@ class Instances:
     """N rows ready for the model.
 
     ``texts``, ``text_pairs``, ``ids``: the validated columns' values, read from the table when used
-    (``tod_clean.io.table.ColumnView``; plain lists work too);
+    (``tod_clean.io.table.ColumnView``; plain lists work too); ``texts`` is None for images;
+    ``images``: the validated image column (``tod_clean.io.images.ImageColumn``), None for texts;
     ``labels``: int64 ``[N]`` class indices into the run's label list (-1 where the table has no labels);
     ``instance_keys``: int64 ``[N]`` the row number, or a hash of the id column's value;
     ``ids``: the id column's values, if one was given.
     """
 
-    texts: Sequence[str]
+    texts: Sequence[str] | None
     text_pairs: Sequence[str] | None
     labels: np.ndarray
     instance_keys: np.ndarray
     ids: Sequence[Any] | None
+    images: ImageColumn | None = None
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.labels)
+
+    def shown(self, row: int) -> str:
+        """Row ``row`` as outputs show it: its text, or its image's name (its path as written, or a note that
+        the cell holds the image's bytes)."""
+        if self.images is not None:
+            return self.images.label(self.images[row])
+        assert self.texts is not None
+        return self.texts[row]
+
+    def rows(self, start: int, stop: int) -> Instances:
+        """The instances of rows ``start .. stop - 1`` (their keys unchanged: masks do not move)."""
+        return Instances(
+            None if self.texts is None else self.texts[start:stop],
+            None if self.text_pairs is None else self.text_pairs[start:stop],
+            self.labels[start:stop],
+            self.instance_keys[start:stop],
+            None if self.ids is None else self.ids[start:stop],
+            None if self.images is None else self.images[start:stop],
+        )
+
+
+def resolve_columns(table: Table, columns: DataColumns) -> DataColumns:
+    """``columns`` with the image column found, when the rows are images the options did not name: an
+    image column is looked for when ``image_col`` is unset and the table has no ``text_col``, or when
+    ``image_col`` (the training data's) is not a column of this table (say, an image folder's ``image``)."""
+    if columns.images and columns.image_col in table.columns:
+        return columns
+    if not columns.images and columns.text_col in table.columns:
+        return columns
+    found = find_image_column(table) if len(table) else None
+    return columns if found is None else dataclasses.replace(columns, image_col=found)
+
+
+def for_table(config: TrainConfig, table: Table) -> TrainConfig:
+    """``config`` for training on ``table``: its image column found (see ``resolve_columns``) and, for
+    images, the default model the embedded image classifier; ``--augment`` refused for texts."""
+    columns = resolve_columns(table, config.columns)
+    model = DEFAULT_IMAGE_MODEL if columns.images and config.model == DEFAULT_MODEL else config.model
+    if config.augment and not columns.images:
+        raise OptionError("augment", "transforms images; these rows are texts (no image column)")
+    if columns == config.columns and model == config.model:
+        return config
+    return dataclasses.replace(config, columns=columns, model=model)
 
 
 def instance_keys_of(
@@ -150,15 +198,25 @@ def instances_from_table(
     with_keys: bool = True,
     mask_scheme: int = MASK_SCHEME,
 ) -> Instances:
-    """Validate the text, pair, label and id columns of ``table`` and build its instances.
+    """Validate the text (or image), pair, label and id columns of ``table`` and build its instances.
 
-    With ``label_names=None`` the table has no labels to read (``labels`` is all -1).
+    With ``label_names=None`` the table has no labels to read (``labels`` is all -1). Images are each
+    decoded once here, so a bad one is refused before any work (``tod_clean.io.images``).
     """
-    table.require_columns([columns.text_col, columns.text_pair_col])
+    columns = resolve_columns(table, columns) if columns.images else columns
+    if columns.images:
+        table.require_columns([columns.image_col])
+    else:
+        table.require_columns([columns.text_col, columns.text_pair_col])
     if label_names is not None:
         table.require_columns([columns.label_col])
-    texts = check_texts(table, columns.text_col)
-    pairs = check_texts(table, columns.text_pair_col) if columns.text_pair_col else None
+    texts = images = pairs = None
+    if columns.images:
+        assert columns.image_col is not None
+        images = check_images(table, columns.image_col)
+    else:
+        texts = check_texts(table, columns.text_col)
+        pairs = check_texts(table, columns.text_pair_col) if columns.text_pair_col else None
     if label_names is None:
         labels = np.full(len(table), -1, dtype=np.int64)
     else:
@@ -167,4 +225,4 @@ def instances_from_table(
         keys, ids = instance_keys_of(table, columns.id_col, mask_scheme)
     else:
         keys, ids = np.arange(len(table), dtype=np.int64), None
-    return Instances(texts, pairs, labels, keys, ids)
+    return Instances(texts, pairs, labels, keys, ids, images)

@@ -19,13 +19,13 @@ import pandas as pd
 import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
-from tod_clean.encoding import encode_texts
 from tod_clean.errors import ConfigError, spelled
 from tod_clean.influence.base import estimator_named, resolve_influence_method
 from tod_clean.influence.gather import gather_matrix, influence
 from tod_clean.influence.self_scores import SELF_WINDOW_ROWS, SelfScores, self_scores
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.io.table import Table
+from tod_clean.model_inputs import encode_instances
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import TOKENS_DIR, RunDir
 from tod_clean.run.scores import SCORES_ORIGIN, check_train_file, save_scores_frame, scores_origin
@@ -123,9 +123,7 @@ def score_run(
     )
     span = _rows_of(all_instances, span_start, span_stop)
     # the span's rows of the training tokens (tokens/, as train kept them; tokenised when missing)
-    span_encoded = encode_texts(
-        tokenizer, span.texts, span.text_pairs, max_length, cache_dir=run.file(TOKENS_DIR)
-    )
+    span_encoded = encode_instances(tokenizer, span, max_length, cache_dir=run.file(TOKENS_DIR))
     scores = self_scores(
         model,
         span_encoded,
@@ -139,7 +137,7 @@ def score_run(
     ).rows(own_start - span_start, own_stop - span_start)
     influence_values = None
     if val_instances is not None:
-        val_encoded = encode_texts(tokenizer, val_instances.texts, val_instances.text_pairs, max_length)
+        val_encoded = encode_instances(tokenizer, val_instances, max_length)
         with ExitStack() as stack:
             own_matrix: Path | None = None
             if processes.several and matrix_path is not None and len(mine) > 0:
@@ -231,13 +229,7 @@ def _gather_scores(
 
 def _rows_of(instances: Instances, start: int, stop: int) -> Instances:
     """The instances of training rows ``start .. stop - 1`` (their keys unchanged: masks do not move)."""
-    return Instances(
-        instances.texts[start:stop],
-        None if instances.text_pairs is None else instances.text_pairs[start:stop],
-        instances.labels[start:stop],
-        instances.instance_keys[start:stop],
-        None if instances.ids is None else instances.ids[start:stop],
-    )
+    return instances.rows(start, stop)
 
 
 def scores_frame(

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from tod_clean.config import INFLUENCE_METHODS
-from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError
+from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.runtime.processes import Processes
 from tod_clean.runtime.progress import NullProgress, Progress
@@ -76,7 +76,7 @@ class InfluenceTask:
 
     model: TodClassifier
     train_keys: np.ndarray
-    val_encoded: EncodedRows
+    val_encoded: Encoded
     val_labels: np.ndarray
     device: torch.device
     batch_size: int = 64
@@ -85,10 +85,10 @@ class InfluenceTask:
     amp_dtype: torch.dtype | None = None
     progress: Progress = field(default_factory=NullProgress)
     processes: Processes | None = None
-    train_rows: Callable[[], EncodedRows] | None = None
+    train_rows: Callable[[], Encoded] | None = None
     train_labels: np.ndarray | None = None
 
-    def train_encoded(self) -> EncodedRows:
+    def train_encoded(self) -> Encoded:
         """The training rows' tokens, in the order of ``train_keys`` (encoded on first request)."""
         if self.train_rows is None:
             raise ConfigError(
@@ -149,7 +149,7 @@ def resolve_influence_method(scope: Scope, keep_prob: float, method: str) -> str
 def influence_blocks(
     model: TodClassifier,
     train_keys: np.ndarray,
-    val_encoded: EncodedRows,
+    val_encoded: Encoded,
     val_labels: np.ndarray,
     *,
     batch_size: int = 64,
@@ -160,7 +160,7 @@ def influence_blocks(
     method: str = "auto",
     progress: Progress | None = None,
     processes: Processes | None = None,
-    train_rows: Callable[[], EncodedRows] | None = None,
+    train_rows: Callable[[], Encoded] | None = None,
     train_labels: np.ndarray | None = None,
 ) -> Iterator[InfluenceBlock]:
     """The train x validation influence matrix, block by block, never whole in memory.

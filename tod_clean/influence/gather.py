@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from tod_clean.encoding import EncodedRows
 from tod_clean.influence.base import influence_blocks
 from tod_clean.io.paths import atomic_output
+from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.runtime.processes import Processes
 from tod_clean.runtime.shard import Shard
@@ -36,7 +36,7 @@ def matrix_writer(path: str | Path | None, shape: tuple[int, int]) -> Iterator[n
 def influence(
     model: TodClassifier,
     train_keys: np.ndarray,
-    val_encoded: EncodedRows,
+    val_encoded: Encoded,
     val_labels: np.ndarray,
     *,
     matrix_path: str | Path | None = None,

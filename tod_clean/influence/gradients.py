@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tod_clean.encoding import EncodedRows, sorted_batches
+from tod_clean.encoding import sorted_batches
 from tod_clean.errors import ConfigError
 from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, InfluenceTask
+from tod_clean.model_inputs import Encoded
 from tod_clean.scopes import Scope
 
 DEFAULT_PROJECTION = 16  # k: each linear layer's gradient becomes at most k x k numbers
@@ -251,7 +252,7 @@ class ProjectedGradientInfluence(InfluenceEstimator):
             task.progress.start(f"influence ({self.name})", self.passes_over_train * rows + val_rows)
 
             def of(
-                encoded: EncodedRows, labels: torch.Tensor, batches: list[np.ndarray]
+                encoded: Encoded, labels: torch.Tensor, batches: list[np.ndarray]
             ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
                 for indices in batches:
                     values = gradients(encoded.batch(indices, device), labels[indices].to(device))

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from tod_clean.encoding import EncodedRows, sorted_batches
+from tod_clean.encoding import sorted_batches
 from tod_clean.influence.base import InfluenceBlock
 from tod_clean.influence.passes import autocast
 from tod_clean.masks import MASK_SCHEME, instance_masks
+from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.runtime.progress import NullProgress, Progress
 from tod_clean.scopes import HEAD_SITE
@@ -30,7 +31,7 @@ from tod_clean.scopes import HEAD_SITE
 
 def head_features(
     model: TodClassifier,
-    encoded: EncodedRows,
+    encoded: Encoded,
     *,
     batch_size: int,
     device: torch.device,
@@ -41,7 +42,7 @@ def head_features(
     for indices in sorted_batches(encoded.lengths, batch_size):
         batch = encoded.batch(indices, device)
         with autocast(device, amp_dtype):
-            pooled = model.pool(model.encode_lower(batch), batch["attention_mask"])
+            pooled = model.pool(model.encode_lower(batch), batch.get("attention_mask"))
             features[torch.as_tensor(indices, device=device)] = model.head_features(pooled).float()
     return features
 

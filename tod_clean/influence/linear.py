@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tod_clean.encoding import EncodedRows, sorted_batches
+from tod_clean.encoding import sorted_batches
 from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, InfluenceTask
 from tod_clean.influence.passes import autocast, nll
 from tod_clean.masks import MaskMode, instance_masks
+from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.runtime.processes import Processes
 from tod_clean.runtime.progress import NullProgress, Progress
@@ -34,7 +35,7 @@ class GateGradients:
 
 def gate_gradients(
     model: TodClassifier,
-    encoded: EncodedRows,
+    encoded: Encoded,
     labels: np.ndarray,
     *,
     batch_size: int = 64,
@@ -89,7 +90,7 @@ def gate_deltas(model: TodClassifier, train_keys: torch.Tensor, sites: list[tupl
 def linear_influence_blocks(
     model: TodClassifier,
     train_keys: np.ndarray,
-    val_encoded: EncodedRows,
+    val_encoded: Encoded,
     val_labels: np.ndarray,
     *,
     batch_size: int = 64,

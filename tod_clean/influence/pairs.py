@@ -8,10 +8,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from tod_clean.encoding import EncodedRows, sorted_batches
+from tod_clean.encoding import sorted_batches
 from tod_clean.influence.base import InfluenceBlock
 from tod_clean.influence.passes import autocast, nll
 from tod_clean.masks import MaskMode
+from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.runtime.progress import Progress
 from tod_clean.scopes.architecture import hidden_size_of
@@ -20,7 +21,7 @@ from tod_clean.scopes.architecture import hidden_size_of
 def pair_influence_blocks(
     model: TodClassifier,
     train_keys: np.ndarray,
-    val_encoded: EncodedRows,
+    val_encoded: Encoded,
     val_labels: np.ndarray,
     batch_size: int,
     pair_batch: int,
@@ -46,7 +47,7 @@ def pair_influence_blocks(
         with autocast(device, amp_dtype):
             lower = model.encode_lower(batch)
             if pooled_only:
-                lower = model.pool(lower, batch["attention_mask"])
+                lower = model.pool(lower, batch.get("attention_mask"))
         chunk = max(1, pair_batch // width)
         for start in range(0, num_train, chunk):
             keys = keys_all[start : start + chunk]

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tod_clean.encoding import EncodedRows, window_batches
+from tod_clean.encoding import window_batches
 from tod_clean.influence.passes import autocast, nll
 from tod_clean.masks import MaskMode
+from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.runtime.progress import NullProgress, Progress
 
@@ -56,7 +57,7 @@ SELF_WINDOW_ROWS = 1024
 @torch.no_grad()
 def self_scores(
     model: TodClassifier,
-    encoded: EncodedRows,
+    encoded: Encoded,
     labels: np.ndarray,
     instance_keys: np.ndarray,
     *,

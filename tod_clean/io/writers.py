@@ -22,7 +22,10 @@ from tod_clean.io import STDIN
 from tod_clean.io.formats import FORMATS, format_of
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT, is_dataset_dir
 from tod_clean.io.formats.hub import is_hub_ref
+from tod_clean.io.formats.image_folder import IMAGE_COLUMN, LABEL_COLUMN
 from tod_clean.io.formats.parquet import ParquetRows
+from tod_clean.io.images import IMAGE_FOLDER_FORMAT
+from tod_clean.io.manifest import check_manifest_destination, manifest_bytes
 from tod_clean.io.paths import (
     atomic_output,
     check_destination,
@@ -102,6 +105,9 @@ def check_subset_destination(table: Table, dest: str) -> None:
         check_dataset_destination(table, dest)
         return
     check_destination(dest)
+    if table.format == IMAGE_FOLDER_FORMAT:
+        check_manifest_destination(table, dest)
+        return
     if dest != STDIN:
         out_format = output_format(dest, table.format)
         line_json = not table.json_array and {out_format, table.format} <= {"jsonl", "json"}
@@ -117,11 +123,15 @@ def write_subset(
     """Write the rows at ``indices`` unchanged, in the table's format, to ``dest`` or stdout (``-``).
 
     Rows stream to a temporary file (for stdout too) that becomes the output only when complete: a
-    failure, or an input file that changed meanwhile, leaves no partial output.
+    failure, or an input file that changed meanwhile, leaves no partial output. An image folder's rows are
+    written as a CSV manifest of the kept images (``tod_clean.io.manifest``); no image is touched.
     """
     check_subset_destination(table, dest)
     if table.format == DATASET_FORMAT:
         write_dataset_subset(table, indices, dest)
+        return
+    if table.format == IMAGE_FOLDER_FORMAT:
+        deliver(dest, manifest_bytes(table, indices, dest, IMAGE_COLUMN, LABEL_COLUMN), stdout)
         return
     if dest == STDIN:
         with tempfile.TemporaryFile(prefix="tod-clean-") as spool:

@@ -28,7 +28,7 @@ from tod_clean.modeling import split_forward
 from tod_clean.scopes import HEAD_SITE, LoraSettings, Scope
 from tod_clean.scopes.architecture import check_architecture, find_layer_list, hidden_size_of, layer_count_of
 
-ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 
 
 @dataclass
@@ -225,9 +225,18 @@ class TodClassifier(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # forward passes
 
-    def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    @property
+    def images(self) -> bool:
+        """Whether the encoder reads images (``pixel_values``) rather than token ids."""
+        return "pixel_values" in self._encoder_inputs
+
+    def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """``[B, hidden]`` from ``[B, T, hidden]``: the first token (cls), or the mean over the tokens the
+        attention mask keeps (every token when it is None: images, whose tokens are all real)."""
         if self.pooling == Pooling.CLS:
             return last_hidden[:, 0]
+        if attention_mask is None:
+            return last_hidden.mean(1)
         weights = attention_mask.to(last_hidden.dtype).unsqueeze(-1)
         return (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
@@ -246,9 +255,14 @@ class TodClassifier(nn.Module):
             return self.classifier(self.mask(features.float(), HEAD_SITE))
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The encoder's last hidden states ``[B, T, hidden]`` from the inputs it takes in ``batch``."""
+        """The encoder's last hidden states ``[B, T, hidden]`` from the inputs it takes in ``batch``; a
+        convolutional vision encoder's feature map ``[B, C, h, w]`` comes as its ``h * w`` positions
+        ``[B, h * w, C]``, so mean pooling is its global average pooling."""
         inputs = {k: v for k, v in batch.items() if k in self._encoder_inputs}
-        return self.encoder(**inputs).last_hidden_state
+        hidden = self.encoder(**inputs).last_hidden_state
+        if hidden.dim() == 4:
+            hidden = hidden.flatten(2).transpose(1, 2)
+        return hidden
 
     def forward(
         self,
@@ -258,7 +272,7 @@ class TodClassifier(nn.Module):
     ) -> torch.Tensor:
         with self.masking(instance_keys, mode):
             last_hidden = self.encode(batch)
-            pooled = self.pool(last_hidden, batch["attention_mask"])
+            pooled = self.pool(last_hidden, batch.get("attention_mask"))
             return self.classify(self.head_features(pooled))
 
     # ----------------------------------------------------------------------------------------------

@@ -89,10 +89,10 @@ def forward_upper(
     with model.masking(instance_keys, mode, rows):
         split = model.split_layer
         if split == model.num_layers:
-            return from_pooled(model, model.pool(lower, batch["attention_mask"]))
+            return from_pooled(model, model.pool(lower, batch.get("attention_mask")))
         lower = model.scope.mask_cached(model, lower, split)
         last_hidden = run_layers_from(model, split, lower, batch)
-        return model.classify(model.head_features(model.pool(last_hidden, batch["attention_mask"])))
+        return model.classify(model.head_features(model.pool(last_hidden, batch.get("attention_mask"))))
 
 
 def from_pooled(model: TodClassifier, pooled: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tod_clean.check import CheckResult, check_run
 from tod_clean.config import AS_TRAINED, ColumnChoice, ScoreConfig
 from tod_clean.errors import ConfigError, spelled
 from tod_clean.io.inputs import to_table
@@ -14,6 +14,9 @@ from tod_clean.pipelines.inputs import Data, path_of, run_data
 from tod_clean.run.rundir import RunDir
 from tod_clean.runtime.progress import Progress
 from tod_clean.runtime.shard import Shard
+
+if TYPE_CHECKING:  # check trains models: imported when a check runs, so `import tod_clean` stays light
+    from tod_clean.check import CheckResult
 
 CHECK_FOLDER = "check"
 
@@ -42,6 +45,8 @@ def check(
     With ``shard`` (``K/N``) only that shard's halves are trained (several machines or processes share the
     work in one folder); a later call without it computes the estimators once every half is measured.
     """
+    from tod_clean.check import check_run
+
     info = run.read_complete_info()
     if val is None:
         raise ConfigError(

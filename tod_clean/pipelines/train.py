@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tod_clean.config import DataColumns, TrainConfig, comma_list
 from tod_clean.errors import ConfigError
+from tod_clean.instances import for_table
 from tod_clean.io import STDIN
 from tod_clean.io.inputs import to_table
 from tod_clean.pipelines.inputs import Data, is_path, known_options, run_data
@@ -26,12 +27,19 @@ def train_config(
     text_pair_col: str | None = None,
     label_col: str = "label",
     id_col: str | None = None,
+    image_col: str | None = None,
     **options: Any,
 ) -> TrainConfig:
     """A ``TrainConfig`` from the column names and any other of its fields by name (``lora_targets`` may be
     comma-separated text); ranges are checked by ``TrainConfig`` itself."""
     options = known_options(TrainConfig, options, reserved=("columns", "mask_scheme"))
-    columns = DataColumns(text_col=text_col, text_pair_col=text_pair_col, label_col=label_col, id_col=id_col)
+    columns = DataColumns(
+        text_col=text_col,
+        text_pair_col=text_pair_col,
+        label_col=label_col,
+        id_col=id_col,
+        image_col=image_col,
+    )
     return TrainConfig(columns=columns, **options)
 
 
@@ -48,9 +56,14 @@ def train(
     """Train a new run on ``data`` (in-memory rows are kept in the run as ``train.jsonl``; rows from stdin,
     read in ``stdin_format``, as ``train.<format>``)."""
     table = to_table(data, split=split, stdin_format=stdin_format)
-    # A missing column is reported before training's imports (transformers, peft: seconds) load.
+    # An image column found by itself is recorded in the run's config; a missing column is reported
+    # before training's imports (transformers, peft: seconds) load.
+    config = for_table(config, table)
     columns = config.columns
-    table.require_columns([columns.text_col, columns.text_pair_col, columns.label_col, columns.id_col])
+    table.require_columns(
+        [columns.image_col if columns.images else columns.text_col, columns.text_pair_col]
+        + [columns.label_col, columns.id_col]
+    )
     from tod_clean.training.loop import train as train_run
 
     train_path = os.fspath(data) if is_path(data) else STDIN

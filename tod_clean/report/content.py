@@ -19,8 +19,10 @@ import pandas as pd
 
 from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
 from tod_clean.errors import ConfigError, RunDirError, TodCleanError
+from tod_clean.instances import resolve_columns
 from tod_clean.io.columns import label_key
 from tod_clean.io.formats.hub import is_hub_ref
+from tod_clean.io.images import ImageColumn
 from tod_clean.io.inputs import read_table
 from tod_clean.io.table import Table
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
@@ -197,7 +199,11 @@ def shorten(text: str, width: int) -> str:
 
 
 def _texts(table: Table, info: RunInfo) -> list[str]:
+    """Each training row as the report shows it: its text (and pair), or its image's name."""
     columns = info.train.columns
+    if columns.images:
+        images = ImageColumn(table, resolve_columns(table, columns).image_col or "")
+        return [images.label(value) for value in images]
     texts = [str(value) for value in table.column(columns.text_col)]
     if columns.text_pair_col is not None and columns.text_pair_col in table.columns:
         pairs = table.column(columns.text_pair_col)

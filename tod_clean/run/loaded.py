@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tod_clean.encoding import EncodedRows, encode_texts, sorted_batches
+from tod_clean.encoding import sorted_batches
 from tod_clean.instances import Instances
+from tod_clean.model_inputs import Encoded, encode_instances
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.run.rundir import RunDir, RunInfo
 from tod_clean.runtime.device import autocast_dtype
@@ -20,7 +21,7 @@ from tod_clean.runtime.progress import NullProgress, Progress
 @torch.no_grad()
 def predict_probs(
     model: TodClassifier,
-    encoded: EncodedRows,
+    encoded: Encoded,
     *,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
@@ -46,7 +47,7 @@ def predict_probs(
 @dataclass
 class LoadedRun:
     """A finished run's trained model opened for inference: the model (``probs`` runs its full network, no
-    instance mask), its tokenizer and ``max_length``, the device, the autocast dtype of the run's precision
+    instance mask), its tokenizer (or image processor: ``tokenizer`` is the preprocessor) and ``max_length``, the device, the autocast dtype of the run's precision
     there, and the class labels in the model's order."""
 
     model: TodClassifier
@@ -60,18 +61,18 @@ class LoadedRun:
     def open(cls, run: RunDir, info: RunInfo, device: torch.device) -> LoadedRun:
         return cls(
             model=run.load_model(info, device),
-            tokenizer=run.load_tokenizer(),
+            tokenizer=run.load_preprocessor(info),
             device=device,
             amp_dtype=autocast_dtype(info.train.precision, device),
             max_length=info.train.max_length,
             labels=info.labels,
         )
 
-    def encode(self, instances: Instances) -> EncodedRows:
-        return encode_texts(self.tokenizer, instances.texts, instances.text_pairs, self.max_length)
+    def encode(self, instances: Instances) -> Encoded:
+        return encode_instances(self.tokenizer, instances, self.max_length)
 
     def probs(
-        self, encoded: EncodedRows, *, batch_size: int = 64, progress: Progress | None = None
+        self, encoded: Encoded, *, batch_size: int = 64, progress: Progress | None = None
     ) -> np.ndarray:
         """Class probabilities float32 ``[N, C]`` of ``encoded``'s rows, in row order."""
         return predict_probs(

@@ -8,7 +8,8 @@ Layout::
                             per-epoch metrics and status
       model.safetensors     weights of the whole classifier (encoder + head), written at every epoch
       encoder/config.json   the encoder architecture, to rebuild it with no download
-      tokenizer/            the tokenizer files
+      tokenizer/            the tokenizer files (text runs)
+      image_processor/      the image processor's preprocessor_config.json (image runs)
       checkpoint/epoch-N/   weights, optimizer, scheduler and RNG state of the last finished epoch, for
                             --resume (safetensors + JSON); removed when training completes
       train.<format>        a copy of the training data when it came from standard input, in its format
@@ -53,6 +54,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 ENCODER_DIR = "encoder"
 TOKENIZER_DIR = "tokenizer"
+IMAGE_PROCESSOR_DIR = "image_processor"
 CHECKPOINT_DIR = "checkpoint"
 STDIN_COPY = "train.jsonl"  # the copy of JSON Lines from stdin (the only kind before --stdin-format)
 # The copy of standard input in each format: its extension says how score and filter read it back.
@@ -69,6 +71,7 @@ OWN_FILES = (
     WEIGHTS,
     ENCODER_DIR,
     TOKENIZER_DIR,
+    IMAGE_PROCESSOR_DIR,
     CHECKPOINT_DIR,
     SCORES,
     SCORES_META,
@@ -390,12 +393,14 @@ class RunDir:
 
     # ---- model ----------------------------------------------------------------------------------
 
-    def save_model(self, model: TodClassifier, tokenizer: Any) -> None:
+    def save_model(self, model: TodClassifier, preprocessor: Any) -> None:
+        """The encoder's config, the preprocessor (a tokenizer, or an image processor for a model that reads
+        images) and the weights."""
         encoder_dir = self.file(ENCODER_DIR)
         encoder_dir.mkdir(exist_ok=True)
         encoder_config: Any = model.encoder.config
         encoder_config.to_json_file(str(encoder_dir / "config.json"))
-        tokenizer.save_pretrained(str(self.file(TOKENIZER_DIR)))
+        preprocessor.save_pretrained(str(self.file(IMAGE_PROCESSOR_DIR if model.images else TOKENIZER_DIR)))
         self.save_weights(model)
 
     def save_weights(self, model: TodClassifier) -> None:
@@ -433,6 +438,22 @@ class RunDir:
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         return model.to(device).eval()
+
+    def load_preprocessor(self, info: RunInfo) -> Any:
+        """What turns the run's rows into model inputs: its image processor for images, else its tokenizer."""
+        if not info.train.columns.images:
+            return self.load_tokenizer()
+        from tod_clean.modeling.vision import load_image_processor
+
+        folder = self.file(IMAGE_PROCESSOR_DIR)
+        if not (folder / "preprocessor_config.json").is_file():
+            raise RunDirError(
+                f"{folder / 'preprocessor_config.json'}: missing; the run directory is incomplete"
+            )
+        try:
+            return load_image_processor(folder)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunDirError(f"{folder}: cannot load the image processor ({first_line(error)})") from None
 
     def load_tokenizer(self) -> Any:
         from transformers import AutoTokenizer

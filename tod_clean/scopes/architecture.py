@@ -38,6 +38,14 @@ def config_int(config: Any, *names: str) -> int:
 
 
 def hidden_size_of(encoder: nn.Module) -> int:
+    """Width of the encoder's last hidden states (a convolutional encoder's: its last stage's channels)."""
+    stages = getattr(encoder.config, "hidden_sizes", None)
+    if (
+        not isinstance(getattr(encoder.config, "hidden_size", None), int)
+        and isinstance(stages, list)
+        and stages
+    ):
+        return int(stages[-1])
     return config_int(encoder.config, "hidden_size", "dim", "d_model")
 
 
@@ -47,6 +55,10 @@ def intermediate_size_of(encoder: nn.Module) -> int:
 
 
 def layer_count_of(encoder: nn.Module) -> int:
+    """The encoder's number of layers (a convolutional encoder's: its stages)."""
+    stages = getattr(encoder.config, "depths", None)
+    if not isinstance(getattr(encoder.config, "num_hidden_layers", None), int) and isinstance(stages, list):
+        return len(stages)
     return config_int(encoder.config, "num_hidden_layers", "n_layers", "num_layers")
 
 

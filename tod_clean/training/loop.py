@@ -20,16 +20,19 @@ import torch
 from torch import nn
 
 from tod_clean.config import TrainConfig
-from tod_clean.encoding import EncodedRows, encode_texts, length_grouped_batches
+from tod_clean.encoding import length_grouped_batches
 from tod_clean.errors import RunDirError, TodCleanError, spelled
-from tod_clean.instances import Instances, instances_from_table, training_labels
+from tod_clean.instances import Instances, for_table, instances_from_table, training_labels
 from tod_clean.io import STDIN
 from tod_clean.io.formats.hub import is_hub_ref
 from tod_clean.io.paths import atomic_output, stream_kind, write_failure
 from tod_clean.io.table import Table
 from tod_clean.masks import MaskMode
+from tod_clean.model_inputs import Encoded
+from tod_clean.model_inputs import encode_instances as encode_inputs
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.modeling.loading import build_classifier, check_max_length, load_pretrained
+from tod_clean.pixels import PIXELS, augment
 from tod_clean.run.rundir import TOKENS_DIR, RunDir, RunInfo, TrainFile, stdin_copy_name
 from tod_clean.runtime.device import autocast_dtype, pick_device
 from tod_clean.runtime.processes import Processes, current_processes
@@ -50,17 +53,11 @@ def encode_instances(
     *,
     cache_dir: Path | None = None,
     write_cache: bool = True,
-) -> EncodedRows:
-    """Token ids of the instances; kept in ``cache_dir`` (a run's tokens/) for score to reuse (read from
-    there only, without ``write_cache``)."""
-    return encode_texts(
-        tokenizer,
-        instances.texts,
-        instances.text_pairs,
-        max_length,
-        cache_dir=cache_dir,
-        write_cache=write_cache,
-    )
+) -> Encoded:
+    """Token ids of the instances (pixel values for images, with an image processor as ``tokenizer``);
+    token ids are kept in ``cache_dir`` (a run's tokens/) for score to reuse (read from there only,
+    without ``write_cache``)."""
+    return encode_inputs(tokenizer, instances, max_length, cache_dir=cache_dir, write_cache=write_cache)
 
 
 @dataclass
@@ -93,6 +90,7 @@ def train(
     processes = processes or current_processes(config.device)
     progress = (progress or NullProgress()) if processes.is_main else NullProgress()
     pick_device(config.device)  # refuse a missing device before writing anything
+    config = for_table(config, table)  # an image column found by itself, the default image model
     torch.manual_seed(config.seed)
     labels = training_labels(table, config.columns.label_col)
     instances = instances_from_table(table, config.columns, labels, mask_scheme=config.mask_scheme)
@@ -112,8 +110,13 @@ def train(
         run.check_outputs({"the training file": train_path})
 
     processes.main_first(check_run_folder)
-    encoder, tokenizer = load_pretrained(config.model)
-    check_max_length(config, encoder, tokenizer)
+    if config.columns.images:
+        from tod_clean.modeling.vision import load_vision
+
+        encoder, tokenizer = load_vision(config.model)  # the image processor stands where a tokenizer does
+    else:
+        encoder, tokenizer = load_pretrained(config.model)
+        check_max_length(config, encoder, tokenizer)
     model = build_classifier(encoder, config, len(labels))
     if config.separated:
         # The classifier bias is shared by every sub-network, so it cannot train without leaking each row
@@ -208,7 +211,7 @@ def resume(
         table, info.train.columns, info.labels, mask_scheme=info.train.mask_scheme
     )
     model = run.load_model(info)
-    tokenizer = run.load_tokenizer()
+    tokenizer = run.load_preprocessor(info)
     info.world_size = processes.count
     try:
         return _fit(
@@ -243,6 +246,11 @@ def share_of_loss(
 def _dropout_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of process ``index``'s standard-dropout noise in ``epoch`` (several processes only)."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def _augment_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch``'s image augmentation (crops and flips; ``--augment``)."""
+    return int(np.random.SeedSequence([seed, epoch, 0xA06]).generate_state(1)[0])
 
 
 def _fit(
@@ -291,6 +299,10 @@ def _fit(
         if processes.several:  # each process its own standard-dropout noise (instance masks are hashed)
             torch.manual_seed(_dropout_seed(config.seed, epoch, processes.index))
         batches = length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
+        # augmentation draws from its own generator, seeded per epoch: a resumed run sees the same crops
+        augmenting = (
+            torch.Generator().manual_seed(_augment_seed(config.seed, epoch)) if config.augment else None
+        )
         progress.start(f"epoch {epoch}/{config.epochs}", len(instances))
         started = time.perf_counter()
         loss_sum, rows_seen = 0.0, 0
@@ -299,6 +311,8 @@ def _fit(
             indices, rows = processes.take(global_batch)
             step = number % config.grad_accum == 0 or number == len(batches)
             batch = encoded.batch(indices, device)
+            if augmenting is not None:
+                batch[PIXELS] = augment(batch[PIXELS].cpu(), augmenting).to(device)
             with contextlib.nullcontext() if step else processes.no_sync(forward):
                 with torch.autocast(
                     device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None

@@ -3,6 +3,7 @@
 - ``jsonl``: JSON Lines; ``json_array``: JSON arrays (a ``.json`` file without one is JSON Lines);
   ``delimited``: CSV and TSV; ``parquet``: Parquet; ``lines``: what the line-based readers share.
 - ``dataset_dir``: ``save_to_disk`` folders; ``hub``: ``hf:`` datasets in the local Hugging Face cache.
+- ``image_folder``: image folders (``DIR/<label>/<file>``).
 - ``base``: what a reader implements (how to add a format).
 
 The registry is the two tuples below; their order is the order formats are named in messages and the
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from tod_clean.errors import InputError
 from tod_clean.io import STDIN
-from tod_clean.io.formats import dataset_dir, delimited, hub, json_array, jsonl, parquet
+from tod_clean.io.formats import dataset_dir, delimited, hub, image_folder, json_array, jsonl, parquet
 from tod_clean.io.formats.base import DatasetSource, FileFormat
 
 FILE_FORMATS: dict[str, FileFormat] = {
@@ -23,7 +24,7 @@ FILE_FORMATS: dict[str, FileFormat] = {
     for file_format in (jsonl.JSONL, json_array.JSON, delimited.CSV, delimited.TSV, parquet.PARQUET)
 }
 # tried before the file formats, in this order
-DATASET_SOURCES: tuple[DatasetSource, ...] = (hub.HUB, dataset_dir.DATASET_DIR)
+DATASET_SOURCES: tuple[DatasetSource, ...] = (hub.HUB, dataset_dir.DATASET_DIR, image_folder.IMAGE_FOLDER)
 # file suffix -> format name
 FORMATS = {file_format.suffix: name for name, file_format in FILE_FORMATS.items()}
 
