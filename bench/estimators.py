@@ -312,8 +312,8 @@ def main() -> None:
     def method_matrix(method: str, run_path: Path) -> np.ndarray:
         if method.startswith("tod"):
             return tod_clean_matrix(run_path, train_path, val_path, None)
-        if method == "gauss-newton":  # tod-clean's own estimator (score --influence gauss-newton)
-            return tod_clean_matrix(run_path, train_path, val_path, "gauss-newton")
+        if method in ("gauss-newton", "gradient"):  # tod-clean's own estimators (score --influence ...)
+            return tod_clean_matrix(run_path, train_path, val_path, method)
         modules = method.split()[1]
         if method.startswith("ekfac"):
             return ekfac_matrix(run_path, train_path, val_path, modules=modules)
