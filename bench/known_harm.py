@@ -195,6 +195,12 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                 column = COLUMNS[name][0]
                 dropped = rows_to_drop(orders[name], by=column, count=count, classes=classes)
             arms[f"{name} {fraction:g}"] = retrain(f"{name} {fraction:g}", dropped)
+    # arms of rankings left out of this invocation, finished by an earlier one, are reported too
+    for name in RANKINGS:
+        for fraction in args.fractions if name not in args.rankings else []:
+            saved_path = folder / f"arm-{name.replace(' ', '_')}_{fraction:g}.json"
+            if saved_path.is_file():
+                arms[f"{name} {fraction:g}"] = json.loads(saved_path.read_text(encoding="utf-8"))
     return {"seed": seed, "planted": int(planted.sum()), "rows": len(train_rows), "arms": arms}
 
 
@@ -236,11 +242,16 @@ def report(name: str) -> None:
         cells = []
         for f in fractions:
             arm = f"{ranking} {f:g}"
-            m, s = mean_std([100 * x["arms"][arm]["accuracy"] for x in seeds])
+            ran = [x for x in seeds if arm in x["arms"]]
+            if not ran:
+                cells.append("-")
+                continue
+            m, s = mean_std([100 * x["arms"][arm]["accuracy"] for x in ran])
             hit = np.mean(
-                [x["arms"][arm]["planted_removed"] / max(1, x["arms"][arm]["removed"]) for x in seeds]
+                [x["arms"][arm]["planted_removed"] / max(1, x["arms"][arm]["removed"]) for x in ran]
             )
-            cells.append(f"{m:.2f} ± {s:.2f} ({hit:.0%} planted)")
+            note = "" if len(ran) == len(seeds) else f"; {len(ran)} seed{'s' if len(ran) > 1 else ''}"
+            cells.append(f"{m:.2f} ± {s:.2f} ({hit:.0%} planted{note})")
         lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
     lines += [
         "",

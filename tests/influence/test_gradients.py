@@ -99,14 +99,24 @@ def test_precondition_solves_each_layer_block_against_a_naive_inverse() -> None:
 
 
 @pytest.mark.parametrize(
-    ("scope", "method"), [("head", "gauss-newton"), ("none", "gauss-newton"), ("head", "gradient")]
+    ("scope", "method", "kept"),
+    [
+        ("head", "gauss-newton", True),
+        ("head", "gauss-newton", False),  # the training rows' gradients recomputed for the scoring
+        ("none", "gauss-newton", True),
+        ("head", "gradient", False),
+    ],
 )
 def test_gradient_estimators_score_a_run_as_a_naive_loop_does(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
     scope: str,
     method: str,
+    kept: bool,
 ) -> None:
+    if not kept:
+        monkeypatch.setattr("tod_clean.influence.gradients.CACHE_BUDGETS", 0)
     train_rows, val_rows = make_rows(9), make_rows(4, offset=20)
     train = write_rows(tmp_path / "train.jsonl", train_rows)
     val = write_rows(tmp_path / "val.jsonl", val_rows)
