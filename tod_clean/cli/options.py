@@ -132,6 +132,10 @@ BatchSizeOption = _score_field("batch_size")
 INFERENCE_BATCH_SIZE: int = ScoreConfig.batch_size
 DeviceOption = Annotated[str, typer.Option(help=TrainConfig.__dataclass_fields__["device"].metadata["help"])]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+MovedTrainOption = Annotated[
+    str | None,
+    typer.Option(help="The training file, if it moved (must be unchanged: sha256 is checked)."),
+]
 
 # The validation set's split and columns (score, explain; report takes the split).
 ValSplitOption = Annotated[

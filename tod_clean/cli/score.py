@@ -13,6 +13,7 @@ from tod_clean.cli.options import (
     BatchSizeOption,
     DeviceOption,
     InfluenceOption,
+    MovedTrainOption,
     QuietOption,
     StdinFormatOption,
     ValLabelColOption,
@@ -51,10 +52,7 @@ def score_command(
             "extension, or ending in /), or - for CSV on stdout.",
         ),
     ] = None,
-    train: Annotated[
-        str | None,
-        typer.Option(help="The training file, if it moved (must be unchanged: sha256 is checked)."),
-    ] = None,
+    train: MovedTrainOption = None,
     stdin_format: StdinFormatOption = None,
     matrix: Annotated[
         Path | None, typer.Option(help="Also write the train x validation influence matrix (float32 .npy).")
