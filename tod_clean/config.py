@@ -376,9 +376,10 @@ class ScoreConfig:
         "How influence is computed: exact (each pair's hidden and exposed losses), linear (their first-order "
         "estimate from one backward pass per validation row: fast in layers:K, ffn:K and lora), auto "
         "(exact for head; for deeper scopes the method the README's measurement supports), gradient "
-        "(gradient similarity of the trained network's projected gradients, any scope) or gauss-newton "
+        "(gradient similarity of the trained network's projected gradients, any scope), gauss-newton "
         "(an influence function of the same gradients, any scope: best measured agreement with "
-        "retraining, BENCHMARKS section 12; one process, two gradient passes over the rows).",
+        "retraining, BENCHMARKS section 12; one process, two gradient passes over the rows) or ekfac "
+        "(EK-FAC influence functions through kronfluence, an optional dependency: see README).",
         flag="--influence",
         default="auto",
     )

@@ -9,6 +9,7 @@
 - ``gather``: the blocks summed into the ``influence`` column, the matrix file, several processes' matrix
 - ``gradients``: projected per-row gradients of the trained network, and the estimators built on them
   (any scope): ``gradient`` (their similarity) and ``gauss-newton`` (an influence function)
+- ``ekfac``: EK-FAC influence functions of the trained network through kronfluence (optional dependency)
 - ``passes``: the autocast context and per-row loss the passes share
 """
 
@@ -16,3 +17,4 @@
 # before it defines itself.
 from tod_clean.influence import auto, exact, linear  # noqa: F401, I001
 from tod_clean.influence import gradients  # noqa: F401, E402
+from tod_clean.influence import ekfac  # noqa: F401, E402
