@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from cleanlab.filter import find_label_issues
 
+from tests.cli.test_train import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 
 
 def test_pred_probs_feed_cleanlab(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811

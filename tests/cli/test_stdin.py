@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.cli.test_train import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
 from tod_clean.io.inputs import read_table
 
 

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import transformers
 
+from tests.cli.test_train import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
 
 
 @pytest.fixture(scope="module")
