@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers
 
-from tests.cli.test_train import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
+from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
 from tod_clean.encoding import encode_texts
 from tod_clean.explain import top_influences

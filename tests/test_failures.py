@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 
 import tod_clean.io.writers
 import tod_clean.run.rundir
-from tests.cli.test_train import invoke, ok, user_error
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
 from tests.test_safety import snapshot, temporary_files
 

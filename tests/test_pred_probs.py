@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from cleanlab.filter import find_label_issues
 
-from tests.cli.test_train import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
+from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
 
 

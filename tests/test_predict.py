@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.cli.test_train import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401  (fixture)
+from tests.cli.conftest import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
 from tod_clean.api import Run
 from tod_clean.errors import InputError

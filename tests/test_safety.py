@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 import tod_clean.io.paths
-from tests.cli.test_train import copy_run, invoke, ok, user_error
+from tests.cli.conftest import copy_run, invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
 from tod_clean.config import TrainConfig
 from tod_clean.errors import InputError

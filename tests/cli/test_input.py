@@ -2,7 +2,6 @@
 out of the model's range, --resume with changed options, damaged runs and models, unusual labels and ids.
 Each must give one clear error line (exit 1) or the right answer, never a traceback or a silent wrong one."""
 
-# ruff: noqa: F811 - pytest fixtures imported from test_cli are parameters here
 from __future__ import annotations
 
 import json
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import transformers
 
-from tests.cli.test_train import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli.test_train import invoke, ok, user_error
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, tiny_encoder, write_rows
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError

@@ -21,7 +21,7 @@ import torch
 import transformers
 from torch import nn
 
-from tests.cli.test_train import invoke, model_args, ok, train_run, user_error  # noqa: F401 (fixture)
+from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401 (fixture)
 from tests.conftest import make_rows, write_rows
 from tests.influence.test_exact import NUM_LABELS, TRAIN_KEYS, VAL_LABELS, encoded, naive_pairs  # noqa: F401
 from tod_clean.config import ScoreConfig, TrainConfig

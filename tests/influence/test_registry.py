@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.cli.test_train import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
+from tests.cli.conftest import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
 from tests.conftest import make_rows, write_rows
 from tod_clean.config import ScoreConfig
 from tod_clean.encoding import EncodedRows, encode_texts

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_train import invoke, ok, user_error
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
 from tod_clean.errors import InputError
 from tod_clean.io.formats.dataset_dir import is_dataset_dir

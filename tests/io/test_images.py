@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli.test_train import invoke, user_error
+from tests.cli.conftest import invoke, user_error
 from tests.image_data import COLOURS, csv_of_paths, image_folder, parquet_of_images, png_bytes, square
 from tod_clean.config import DataColumns
 from tod_clean.errors import InputError

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.cli.test_train import invoke, ok, user_error
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.io.inputs import read_table

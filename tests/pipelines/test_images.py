@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.cli.test_train import invoke, ok, user_error
+from tests.cli.conftest import invoke, ok, user_error
 from tests.image_data import (
     csv_of_paths,
     image_folder,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.cli.test_train import invoke, ok, train_run, user_error
+from tests.cli.conftest import invoke, ok, train_run, user_error
 from tests.conftest import make_rows, write_rows
 from tests.report.test_render import assert_self_contained
 from tod_clean.report.render import figures_folder

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import tod_clean.score
-from tests.cli.test_train import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401
+from tests.cli.conftest import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401
 from tests.conftest import make_rows, write_rows
 from tod_clean.runtime.shard import Shard
 

@@ -22,7 +22,7 @@ import torch
 import transformers
 from torch import nn
 
-from tests.cli.test_train import invoke, ok, user_error
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_config, tiny_encoder, write_rows
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.cli.test_train import invoke, ok, user_error
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
 
 
