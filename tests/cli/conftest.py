@@ -105,6 +105,33 @@ def copy_run(run: Path, dest: Path) -> Path:
     return Path(shutil.copytree(run, dest / "run-copy"))
 
 
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) -> SimpleNamespace:
+    """Runs ``a`` and ``b`` on the same 16-row file (seeds 0 and 1), ``c`` on another 16-row file whose
+    labels start the other way round, ``ids`` keyed by id and ``other_ids`` on the same labels with other
+    ids; each scored without a validation set."""
+    folder = tmp_path_factory.mktemp("runs")
+    train = write_rows(folder / "train.jsonl", make_rows(16))
+    other = write_rows(folder / "other.jsonl", make_rows(16, offset=1))
+    same_labels = write_rows(folder / "same_labels.jsonl", make_rows(16, id_prefix="x"))
+    runs = {}
+    for name, data, extra in (
+        ("a", train, []),
+        ("b", train, ["--seed", "1"]),
+        ("c", other, []),
+        ("ids", train, ["--id-col", "id"]),
+        ("other_ids", same_labels, ["--id-col", "id"]),
+    ):
+        runs[name] = folder / name
+        ok(invoke("train", data, "--run", runs[name], *model_args, *extra))
+        ok(invoke("score", "--run", runs[name], "--quiet"))
+    return SimpleNamespace(folder=folder, train=train, **runs)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
 def classes_of(scores: pd.DataFrame) -> np.ndarray:
     return pd.factorize(scores["label"].astype(str))[0]
 

@@ -1,6 +1,6 @@
 """``filter`` on runs of a tiny random BERT: the kept rows byte for byte in the training file's format,
 --removed, each criterion and signal, scores files, reordered files matched by id, and bad input (one clear
-error line, nothing written)."""
+error line, nothing written), among it scores of another run or file."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
 import pytest
 
 from tests.cli.conftest import copy_run, default_order, invoke, ok, train_run, user_error, worst_rows
@@ -239,4 +242,114 @@ def test_filter_failure_leaves_no_removed_file(jsonl_run: SimpleNamespace, tmp_p
         "kept.csv",
         "jsonl",
         absent=(out, removed),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--threshold", "nan"], "--threshold must be a finite number, got nan"),
+        (["--threshold", "inf"], "--threshold must be a finite number, got inf"),
+        (["--threshold", "-inf"], "--threshold must be a finite number, got -inf"),
+        (["--drop", "nan"], "--drop must be a fraction between 0 and 1 (exclusive), got nan"),
+        (["--drop", "inf"], "--drop must be a fraction between 0 and 1 (exclusive), got inf"),
+    ],
+)
+def test_filter_refuses_non_finite_numbers(two_runs: SimpleNamespace, args: list[str], needle: str) -> None:
+    user_error(invoke("filter", "--run", two_runs.a, *args, "-q"), needle)
+
+
+# ---- scores of another run or file ------------------------------------------------------------------
+
+
+def test_scores_of_another_run_of_the_same_file_are_refused(
+    two_runs: SimpleNamespace, tmp_path: Path
+) -> None:
+    scores = tmp_path / "b.parquet"
+    ok(invoke("score", "--run", two_runs.b, "--out", scores, "--quiet"))
+    out = tmp_path / "kept.jsonl"
+    user_error(
+        invoke("filter", "--run", two_runs.a, "--scores", scores, "--drop-count", "2", "-o", out, "-q"),
+        str(scores),
+        "another run",
+        absent=(out,),
+    )
+    ok(invoke("filter", "--run", two_runs.b, "--scores", scores, "--drop-count", "2", "-o", out, "-q"))
+    assert len(out.read_text().splitlines()) == 14
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_scores_of_another_file_with_as_many_rows_are_refused(
+    two_runs: SimpleNamespace, tmp_path: Path, fmt: str
+) -> None:
+    scores = tmp_path / f"c.{fmt}"
+    ok(invoke("score", "--run", two_runs.c, "--out", scores, "--quiet"))
+    if fmt == "parquet":  # parquet names its training file
+        needles: tuple[str, ...] = ("another training file",)
+    else:  # CSV and JSON Lines are compared row by row: row 0 is labeled the other way
+        needles = ("row 0", "column 'label'", "'negative'", "'positive'")
+    user_error(
+        invoke("filter", "--run", two_runs.a, "--scores", scores, "--drop-count", "2", "-q"),
+        str(scores),
+        *needles,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_scores_with_other_ids_are_refused(two_runs: SimpleNamespace, tmp_path: Path, fmt: str) -> None:
+    scores = tmp_path / f"other.{fmt}"
+    ok(invoke("score", "--run", two_runs.other_ids, "--out", scores, "--quiet"))
+    user_error(
+        invoke("filter", "--run", two_runs.ids, "--scores", scores, "--drop-count", "2", "-q"),
+        str(scores),
+        "row 0",
+        "column 'id'",
+        "'x000'",
+        "'r000'",
+    )
+
+
+def test_scores_with_missing_rows_are_refused(two_runs: SimpleNamespace, tmp_path: Path) -> None:
+    scores = tmp_path / "a.csv"
+    ok(invoke("score", "--run", two_runs.a, "--out", scores, "--quiet"))
+    frame = pd.read_csv(scores)
+    frame.iloc[:15].to_csv(scores, index=False)
+    user_error(
+        invoke("filter", "--run", two_runs.a, "--scores", scores, "--drop-count", "2", "-q"),
+        str(scores),
+        "15 score rows",
+        "16 rows",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
+def test_scores_with_a_repeated_column_are_refused(
+    two_runs: SimpleNamespace, tmp_path: Path, fmt: str
+) -> None:
+    """pandas renames a repeated CSV column (hidden_loss.1) and the first copy would win unseen."""
+    scores = tmp_path / f"a.{fmt}"
+    ok(invoke("score", "--run", two_runs.a, "--out", scores, "--quiet"))
+    if fmt == "parquet":
+        table = pq.read_table(scores)
+        pq.write_table(table.append_column("hidden_loss", pa.compute.negate(table["full_loss"])), scores)
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        frame = pd.read_csv(scores, sep=sep)
+        extra = (-frame[["full_loss"]]).rename(columns={"full_loss": "hidden_loss"})
+        pd.concat([frame, extra], axis=1).to_csv(scores, index=False, sep=sep)
+    line = "" if fmt == "parquet" else ": line 1"
+    user_error(
+        invoke(
+            "filter",
+            "--run",
+            two_runs.a,
+            "--scores",
+            scores,
+            "--by",
+            "hidden_loss",
+            "--drop-count",
+            "2",
+            "-q",
+        ),
+        f"{scores}{line}: column name 'hidden_loss' appears more than once in the header",
     )

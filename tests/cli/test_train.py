@@ -1,11 +1,12 @@
 """``train`` on real files with a tiny random BERT: the run directory it writes, --overwrite and --resume,
 a training file from stdin, and every kind of bad input (one clear error line, non-zero exit, no traceback,
-no partial output)."""
+no partial output): files, rows, options, --max-length, --model, checkpoints, labels and ids."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 
-from tests.cli.conftest import copy_run, invoke, ok, sha256, user_error, worst_rows
+from tests.cli.conftest import copy_run, invoke, ok, sha256, truncate, user_error, worst_rows
 from tests.conftest import make_rows, write_rows
 from tod_clean.config import TrainConfig
 from tod_clean.io.inputs import read_table
@@ -330,3 +332,251 @@ def test_train_run_path_is_a_file(data_file: Any, tmp_path: Path, model_args: li
 
 def test_train_without_a_file(tmp_path: Path, model_args: list[str]) -> None:
     user_error(invoke("train", "--run", tmp_path / "run", *model_args), "training file")
+
+
+# ---- non-finite numbers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("option", ["--lr", "--head-lr", "--weight-decay", "--warmup-ratio", "--keep-prob"])
+def test_train_refuses_non_finite_numbers(
+    data_file: object,
+    tmp_path: Path,
+    model_args: list[str],
+    option: str,
+    value: str,
+) -> None:
+    path = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = tmp_path / "run"
+    line = user_error(invoke("train", path, "--run", run, *model_args, option, value), option, value)
+    assert "finite" in line
+    assert not (run / "config.json").exists()
+
+
+# ---- --max-length -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("1", "--max-length 1: too short; 2 of the tokens go to special tokens, use at least 8"),
+        ("2", "--max-length 2: too short"),
+        ("7", "--max-length 7: too short"),
+        ("129", "--max-length 129: the model"),
+        ("100000", "takes at most 128 tokens per row"),
+    ],
+)
+def test_max_length_outside_the_model_range_is_refused(
+    tmp_path: Path,
+    model_args: list[str],
+    value: str,
+    needle: str,
+) -> None:
+    path = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = tmp_path / "run"
+    user_error(invoke("train", path, "--run", run, *model_args, "--max-length", value), needle)
+    assert not run.exists()
+
+
+def test_max_length_at_the_model_limit_trains(tmp_path: Path, model_args: list[str]) -> None:
+    long_rows = [dict(row, text=" ".join([row["text"]] * 40)) for row in make_rows(4)]
+    path = write_rows(tmp_path / "train.jsonl", long_rows)
+    ok(invoke("train", path, "--run", tmp_path / "run", *model_args, "--max-length", "128"))
+
+
+# ---- --resume with other options, a damaged checkpoint ----------------------------------------------
+
+
+@pytest.fixture
+def interrupted_run(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A run stopped after epoch 1 of 2."""
+    from tod_clean.config import TrainConfig
+    from tod_clean.io.inputs import read_table
+    from tod_clean.run.rundir import RunDir
+    from tod_clean.training.loop import train
+
+    train_file = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=4, max_length=16, device="cpu")
+
+    def stop(model: object, epoch: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            config,
+            read_table(str(train_file)),
+            RunDir(tmp_path / "run"),
+            train_path=str(train_file),
+            on_epoch_end=stop,
+        )
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--epochs", "5"], ["--epochs 5 (the run's: 2)"]),
+        (
+            ["--lr", "0.1", "--scope", "none"],
+            ["--lr 0.1 (the run's: 5e-05)", "--scope none (the run's: head)"],
+        ),
+        (["--model", "minilm"], ["--model minilm (the run's: "]),
+        (["--id-col", "id", "--max-length", "32"], ["--id-col id (the run's: None)", "--max-length 32"]),
+    ],
+)
+def test_resume_refuses_options_that_differ(
+    interrupted_run: Path, args: list[str], needles: list[str]
+) -> None:
+    before = (interrupted_run / "config.json").read_bytes()
+    user_error(invoke("train", "--resume", "--run", interrupted_run, *args, "-q"), "differ", *needles)
+    assert (interrupted_run / "config.json").read_bytes() == before
+
+
+def test_resume_accepts_options_equal_to_the_run(interrupted_run: Path) -> None:
+    ok(invoke("train", "--resume", "--run", interrupted_run, "--epochs", "2", "--max-length", "16", "-q"))
+    assert json.loads((interrupted_run / "config.json").read_text())["status"] == "complete"
+
+
+def test_resume_and_overwrite_together_are_refused(interrupted_run: Path) -> None:
+    user_error(
+        invoke("train", "--resume", "--overwrite", "--run", interrupted_run, "-q"), "--resume", "--overwrite"
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda folder: (folder / "optimizer.safetensors").unlink(), "optimizer.safetensors: missing"),
+        (lambda folder: truncate(folder / "model.safetensors"), "model.safetensors: damaged"),
+        (lambda folder: (folder / "state.json").write_text("{"), "state.json: cannot read the checkpoint"),
+        (lambda folder: (folder / "state.json").write_text("{}"), "checkpoint does not fit this run"),
+        (lambda folder: shutil.rmtree(folder), "epoch-1: missing"),
+    ],
+    ids=["no-optimizer", "truncated-weights", "bad-state", "empty-state", "no-folder"],
+)
+def test_resume_with_a_damaged_checkpoint(interrupted_run: Path, damage: object, needle: str) -> None:
+    damage(interrupted_run / "checkpoint" / "epoch-1")  # type: ignore[operator]
+    user_error(invoke("train", "--resume", "--run", interrupted_run, "-q"), needle)
+
+
+# ---- --model ----------------------------------------------------------------------------------------
+
+
+def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    return copy
+
+
+def small_vocabulary(folder: Path) -> str:
+    """The model folder's encoder replaced by one that embeds 100 tokens (its tokenizer has 30522)."""
+    config = transformers.BertConfig.from_pretrained(str(folder))
+    config.vocab_size = 100
+    transformers.BertModel(config).save_pretrained(str(folder))
+    return str(folder)
+
+
+def pickle_only(folder: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda model, tmp: str(tmp / "no" / "such" / "model"), "no such folder"),
+        (lambda model, tmp: "./missing-model", "no such folder"),
+        (lambda model, tmp: str(write_rows(tmp / "t.jsonl", make_rows(2))), "not a folder"),
+        (
+            lambda model, tmp: ((model / "config.json").unlink(), str(model))[1],
+            "not a model folder (no config.json)",
+        ),
+        (lambda model, tmp: ((model / "model.safetensors").unlink(), str(model))[1], "no model weights"),
+        (lambda model, tmp: (pickle_only(model), str(model))[1], "only pickle weights (pytorch_model.bin)"),
+        (
+            lambda model, tmp: (
+                (model / "config.json").write_text(json.dumps({"model_type": "nonsense"})),
+                str(model),
+            )[1],
+            "cannot load an encoder and tokenizer",
+        ),
+        (
+            lambda model, tmp: ((model / "config.json").write_text("{broken"), str(model))[1],
+            "cannot load an encoder and tokenizer",
+        ),
+        (  # transformers quietly builds a tokenizer of 5 special tokens: every word [UNK]
+            lambda model, tmp: (
+                [(model / name).unlink() for name in ("tokenizer.json", "tokenizer_config.json")],
+                str(model),
+            )[1],
+            "no tokenizer files in the folder",
+        ),
+        (
+            lambda model, tmp: ((model / "tokenizer.json").unlink(), str(model))[1],
+            "(none of tokenizer.json, vocab.txt, vocab.json with merges.txt, or a SentencePiece *.model); "
+            "the tokenizer would know only its 5 special tokens",
+        ),
+        (
+            lambda model, tmp: small_vocabulary(model),
+            "its tokenizer has 30522 tokens, but the encoder embeds only 100 (vocab_size in its config.json)",
+        ),
+    ],
+    ids=[
+        "absent-path",
+        "absent-relative",
+        "a-file",
+        "no-config",
+        "no-weights",
+        "pickle",
+        "unknown-type",
+        "bad-json",
+        "no-tokenizer",
+        "tokenizer-config-only",
+        "tokenizer-of-another-model",
+    ],
+)
+def test_bad_model_option(tmp_path: Path, tiny_model_dir: Path, make: object, needle: str) -> None:
+    model = make(model_copy(tiny_model_dir, tmp_path), tmp_path)  # type: ignore[operator]
+    data = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    run = tmp_path / "run"
+    user_error(
+        invoke("train", data, "--run", run, "--model", model, "--device", "cpu", "-q"),
+        f"--model {model}",
+        needle,
+    )
+    assert not run.exists()
+
+
+# ---- unusual labels and ids -------------------------------------------------------------------------
+
+
+def test_two_spellings_of_one_label_are_refused_before_training(
+    tmp_path: Path, model_args: list[str]
+) -> None:
+    rows = make_rows(8)
+    rows[3]["label"] = "negative "  # one class with "negative" once stripped
+    data = write_rows(tmp_path / "train.csv", rows)
+    run = tmp_path / "run"
+    user_error(
+        invoke("train", data, "--run", run, *model_args),
+        f"{data}: row 3 (line 5), column 'label': label 'negative ' and label 'negative' ({data}: row 1 "
+        "(line 3)) differ only in surrounding white space",
+        absent=(run,),
+    )
+
+
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, True])
+def test_id_column_with_non_scalar_values_is_refused(
+    tmp_path: Path, model_args: list[str], value: object
+) -> None:
+    rows = make_rows(6)
+    rows[4]["id"] = value
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    user_error(
+        invoke("train", train, "--run", tmp_path / "run", *model_args, "--id-col", "id"),
+        "train.jsonl: row 4 (line 5), column 'id': expected an id (text or a number)",
+        repr(value),
+    )
