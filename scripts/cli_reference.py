@@ -3,7 +3,7 @@
     python scripts/cli_reference.py          # rewrite docs/cli.md
     python scripts/cli_reference.py --check  # exit 1 if docs/cli.md is not what the CLI prints
 
-tests/test_help.py runs the check.
+tests/cli/test_help.py runs the check.
 """
 
 from __future__ import annotations

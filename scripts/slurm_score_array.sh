@@ -6,7 +6,7 @@
 #
 # Every task needs the run directory and the training and validation files (same content: their sha256
 # is checked); shard K scores rows [K*R//SHARDS, (K+1)*R//SHARDS) of the R training rows.
-# tests/test_shard.py runs the tod-clean commands below, exactly as written here.
+# tests/runtime/test_shard.py runs the tod-clean commands below, exactly as written here.
 #SBATCH --job-name=tod-clean-score
 #SBATCH --cpus-per-task=2
 #SBATCH --time=02:00:00

@@ -11,8 +11,8 @@ import pytest
 from scipy.stats import spearmanr
 
 import tod_clean
+from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401 (fixture)
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401 (fixture)
 from tod_clean.errors import ConfigError
 from tod_clean.lds import bootstrap_lds, interval, lds, lds_per_row, random_halves
 

@@ -15,8 +15,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tod_clean.evaluate import metrics
 
 

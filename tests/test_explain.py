@@ -14,8 +14,8 @@ import pytest
 import torch
 import transformers
 
+from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tod_clean.encoding import encode_texts
 from tod_clean.explain import top_influences
 from tod_clean.influence.gather import influence

@@ -23,8 +23,8 @@ from safetensors import SafetensorError
 
 import tod_clean.io.writers
 import tod_clean.run.rundir
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, ok, user_error
 from tests.test_safety import snapshot, temporary_files
 
 DISK_FULL = os.strerror(errno.ENOSPC)

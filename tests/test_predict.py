@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.cli.conftest import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401  (fixture)
 from tod_clean.api import Run
 from tod_clean.errors import InputError
 from tod_clean.run.rundir import RunDir

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 import tod_clean.io.paths
+from tests.cli.conftest import copy_run, invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import copy_run, invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import InputError
 from tod_clean.io.inputs import read_table

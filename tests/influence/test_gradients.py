@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.cli.conftest import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
 from tests.conftest import make_rows, random_batch, tiny_encoder, write_rows
-from tests.test_cli import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
 from tod_clean.encoding import encode_texts
 from tod_clean.influence.gradients import DEFAULT_DAMPING, ProjectedGradients, layer_moments, precondition
 from tod_clean.modeling.classifier import TodClassifier

@@ -21,9 +21,9 @@ import torch
 import transformers
 from torch import nn
 
+from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401 (fixture)
 from tests.conftest import make_rows, write_rows
 from tests.influence.test_exact import NUM_LABELS, TRAIN_KEYS, VAL_LABELS, encoded, naive_pairs  # noqa: F401
-from tests.test_cli import invoke, model_args, ok, train_run, user_error  # noqa: F401 (fixture)
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.encoding import EncodedRows
 from tod_clean.errors import ConfigError

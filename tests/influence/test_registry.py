@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.cli.conftest import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
 from tod_clean.config import ScoreConfig
 from tod_clean.encoding import EncodedRows, encode_texts
 from tod_clean.influence.base import ESTIMATORS, InfluenceBlock, InfluenceEstimator, InfluenceTask

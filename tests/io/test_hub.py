@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, ok, user_error
 from tod_clean.errors import InputError
 from tod_clean.io.formats.dataset_dir import is_dataset_dir
 from tod_clean.io.formats.hub import datasets_cache

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli.conftest import invoke, user_error
 from tests.image_data import COLOURS, csv_of_paths, image_folder, parquet_of_images, png_bytes, square
-from tests.test_cli import invoke, user_error
 from tod_clean.config import DataColumns
 from tod_clean.errors import InputError
 from tod_clean.instances import instances_from_table, resolve_columns

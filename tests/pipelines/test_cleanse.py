@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, ok, user_error
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.io.inputs import read_table
 from tod_clean.pipelines import cleanse as cleanse_module

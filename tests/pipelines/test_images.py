@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.cli.conftest import invoke, ok, user_error
 from tests.image_data import (
     csv_of_paths,
     image_folder,
@@ -25,7 +26,6 @@ from tests.image_data import (
     tiny_vit,
 )
 from tests.influence.test_exact import naive_pairs
-from tests.test_cli import invoke, ok, user_error
 from tod_clean.io.images import ImageColumn
 from tod_clean.io.inputs import read_table
 from tod_clean.modeling.classifier import TodClassifier

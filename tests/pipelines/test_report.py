@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.cli.conftest import invoke, ok, train_run, user_error
 from tests.conftest import make_rows, write_rows
 from tests.report.test_render import assert_self_contained
-from tests.test_cli import invoke, ok, train_run, user_error
 from tod_clean.report.render import figures_folder
 from tod_clean.selection import worst_first
 

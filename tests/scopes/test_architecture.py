@@ -22,8 +22,8 @@ import torch
 import transformers
 from torch import nn
 
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_config, tiny_encoder, write_rows
-from tests.test_cli import invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks

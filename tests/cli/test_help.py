@@ -61,7 +61,7 @@ def test_the_command_reference_in_docs_is_what_the_cli_prints() -> None:
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "cli_reference.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "cli_reference.py"
     spec = importlib.util.spec_from_file_location("cli_reference", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -2,7 +2,6 @@
 pipe, the run's copy kept in that format and read back in it, evaluate and predict from a pipe, bad rows
 named by <stdin>, the option refused for files, and runs with the older train.jsonl copy."""
 
-# ruff: noqa: F811 - pytest fixtures imported from test_cli are parameters here
 from __future__ import annotations
 
 import io
@@ -14,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, user_error  # noqa: F401 - model_args is a fixture
 from tod_clean.io.inputs import read_table
 
 

@@ -36,7 +36,7 @@ from tod_clean.runtime.processes import Processes, current_processes, local_rows
 from tod_clean.scopes import Scope
 from tod_clean.training.loop import share_of_loss
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5
 # Options of every training here: 23 rows in global batches of 5 (split 3 + 2 over two processes) with a
 # last batch of 3, two batches per optimizer step: uneven shares everywhere. Learning rates high enough

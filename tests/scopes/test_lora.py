@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, ok, user_error
 
 
 def _train(tmp_path: Path, model: Path, *options: str) -> tuple[Path, object]:

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 import tod_clean.score
+from tests.cli.conftest import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401
 from tests.conftest import make_rows, write_rows
-from tests.test_cli import invoke, model_args, ok, sha256, train_run, user_error  # noqa: F401
 from tod_clean.runtime.shard import Shard
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SLURM_SCRIPT = ROOT / "scripts" / "slurm_score_array.sh"
 
 
