@@ -176,7 +176,7 @@ def test_explain_refuses_a_run_without_masks(
 
 def test_explain_shows_both_texts_of_sentence_pairs(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
     """The second text of each pair is in the -o file, in the terminal and in the report's explanations."""
-    from tod_clean.report.render import _explained_views
+    from tod_clean.report.render import explained_views
 
     train_rows = [dict(r, second=f"zebra{i}") for i, r in enumerate(make_rows(10))]
     train = write_rows(tmp_path / "train.jsonl", train_rows)
@@ -194,10 +194,10 @@ def test_explain_shows_both_texts_of_sentence_pairs(tmp_path: Path, model_args: 
     terminal = result.stderr
     assert all(f"walrus{i}" in terminal for i in range(3))
     assert all(f"zebra{i}" in terminal for i in set(frame.train_row))
-    views = _explained_views(frame)
+    views = explained_views(frame)
     assert views[0].text == f"{val_rows[0]['text']} ‖ walrus0"
     row = frame.iloc[0]
     assert views[0].neighbours[0].text == f"{row.train_text} ‖ {row.train_text_pair}"
     # without pairs the frame has no pair columns
-    plain = _explained_views(frame.drop(columns=["train_text_pair", "val_text_pair"]))
+    plain = explained_views(frame.drop(columns=["train_text_pair", "val_text_pair"]))
     assert plain[0].text == val_rows[0]["text"]
