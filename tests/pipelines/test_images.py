@@ -1,7 +1,7 @@
 """Images end to end (CPU, no downloads, images made with Pillow): train -> score -> filter on an image
 folder, a CSV of paths and a Parquet file with an Image feature, with the embedded from-scratch default and
 a tiny random ViT; the head scope's batched influence against the per-pair loop for image rows; the
-thumbnails of the report, checked against the influence matrix score writes."""
+thumbnails of the report and of explain's page, checked against the influence matrix score writes."""
 
 from __future__ import annotations
 
@@ -380,6 +380,29 @@ def test_report_of_an_image_run_shows_thumbnails(image_run: SimpleNamespace, tmp
             np.testing.assert_allclose([value for _, value, _ in found], column[expected], atol=2e-4)
             assert [pred for _, _, pred in found] == [scores.hidden_pred[i] for i in expected]
         assert len(pictures(card).images) == 1 + 3 + 3
+
+
+def test_explain_html_of_an_image_row(image_run: SimpleNamespace, tmp_path: Path) -> None:
+    page, out = tmp_path / "explain.html", tmp_path / "explained.csv"
+    result = ok(
+        invoke("explain", "--run", image_run.run, "--val", image_run.val, "--index", "4", "--out", out,
+               "--html", page, "-k", "4")
+    )  # fmt: skip
+    assert image_run.val_names[4] in result.stderr  # the terminal names the image
+    frame = pd.read_csv(out)
+    html = page.read_text(encoding="utf-8")
+    assert_self_contained(html)
+    assert_no_link_to_the_images(html, image_run.photos, image_run.val)
+    (card,) = cards(html)
+    found = pictures(card).images
+    assert len(found) == 1 + 4 + 4 and all(thumbnail_size(src) == (64, 64) for src, _ in found)
+    assert found[0][1] == image_run.val_names[4]
+    for kind in ("hurt", "helped"):
+        expected = frame[frame.kind == kind].sort_values("rank")
+        shown = card_images(card, kind)
+        assert [name for name, _, _ in shown] == list(expected.train_text)
+        assert all(pred is None for _, _, pred in shown)  # explain reads no scores: labels only
+        assert all(f'label <span class="label">{label}</span>' in card for label in expected.train_label)
 
 
 def test_report_of_an_image_run_with_an_unreadable_image(image_run: SimpleNamespace, tmp_path: Path) -> None:
