@@ -162,6 +162,48 @@ def test_explain_bad_input(explained_run: SimpleNamespace, tmp_path: Path) -> No
     )
 
 
+def test_explain_html_page_of_text_rows(explained_run: SimpleNamespace, tmp_path: Path) -> None:
+    """--html: one self-contained page, a card per explained row with its training rows as a table (no
+    pictures for texts), the terminal and --out as without it."""
+    from tests.report.test_render import TagCollector
+
+    run, val = explained_run.run, explained_run.val
+    page, out = tmp_path / "explained.html", tmp_path / "explained.csv"
+    plain = ok(invoke("explain", "--run", run, "--val", val, "-k", "2", "--out", tmp_path / "plain.csv"))
+    result = ok(invoke("explain", "--run", run, "--val", val, "-k", "2", "--out", out, "--html", page))
+    assert result.stderr.replace(str(out), "") == plain.stderr.replace(str(tmp_path / "plain.csv"), "")
+    assert out.read_bytes() == (tmp_path / "plain.csv").read_bytes()
+    html = page.read_text(encoding="utf-8")
+    parser = TagCollector()
+    parser.feed(html)
+    assert parser.sources == [] and not {"script", "link", "img"} & set(parser.tags)
+    assert "http://" not in html and "https://" not in html
+    frame = pd.read_csv(out)
+    assert html.count('<section class="card">') == frame.val_row.nunique() == len(explained_run.val_rows)
+    assert html.count('<table class="explained">') == len(explained_run.val_rows)
+    first = frame[frame.val_row == 0]
+    assert f"validation id {first.val_id.iloc[0]}: label {first.val_label.iloc[0]}" in html
+    assert all(f">{text}<" in html for text in first.train_text)
+    accuracy = float(result.stderr.split("accuracy ")[1].split()[0])
+    assert f"Full network: accuracy {accuracy:.3f} on {len(explained_run.val_rows)} validation rows" in html
+
+
+def test_explain_html_refused_before_any_work(explained_run: SimpleNamespace, tmp_path: Path) -> None:
+    run, val = explained_run.run, explained_run.val
+    text = tmp_path / "page.txt"
+    user_error(invoke("explain", "--run", run, "--val", val, "--html", text), "HTML page", absent=(text,))
+    user_error(
+        invoke("explain", "--run", run, "--val", val, "--html", tmp_path / "no" / "p.html"), "does not exist"
+    )
+    before = val.read_bytes()
+    user_error(invoke("explain", "--run", run, "--val", val, "--html", val), "--html")
+    assert val.read_bytes() == before
+    same = tmp_path / "same.html"
+    user_error(
+        invoke("explain", "--run", run, "--val", val, "--html", same, "--out", same), "--out", absent=(same,)
+    )
+
+
 def test_explain_refuses_a_run_without_masks(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
@@ -176,7 +218,7 @@ def test_explain_refuses_a_run_without_masks(
 
 def test_explain_shows_both_texts_of_sentence_pairs(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
     """The second text of each pair is in the -o file, in the terminal and in the report's explanations."""
-    from tod_clean.report.render import _explained_views
+    from tod_clean.report.render import explained_views
 
     train_rows = [dict(r, second=f"zebra{i}") for i, r in enumerate(make_rows(10))]
     train = write_rows(tmp_path / "train.jsonl", train_rows)
@@ -194,10 +236,10 @@ def test_explain_shows_both_texts_of_sentence_pairs(tmp_path: Path, model_args: 
     terminal = result.stderr
     assert all(f"walrus{i}" in terminal for i in range(3))
     assert all(f"zebra{i}" in terminal for i in set(frame.train_row))
-    views = _explained_views(frame)
+    views = explained_views(frame)
     assert views[0].text == f"{val_rows[0]['text']} ‖ walrus0"
     row = frame.iloc[0]
     assert views[0].neighbours[0].text == f"{row.train_text} ‖ {row.train_text_pair}"
     # without pairs the frame has no pair columns
-    plain = _explained_views(frame.drop(columns=["train_text_pair", "val_text_pair"]))
+    plain = explained_views(frame.drop(columns=["train_text_pair", "val_text_pair"]))
     assert plain[0].text == val_rows[0]["text"]

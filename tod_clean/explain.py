@@ -22,6 +22,7 @@ from tod_clean.config import DataColumns, HurtFrom, ScoreConfig
 from tod_clean.errors import ConfigError, InputError
 from tod_clean.influence.base import influence_blocks, resolve_influence_method
 from tod_clean.instances import instances_from_table
+from tod_clean.io.images import ImageColumn
 from tod_clean.io.table import Table
 from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
@@ -159,13 +160,17 @@ def _finish(values: torch.Tensor, rows: torch.Tensor) -> TopInfluence:
 @dataclass
 class ExplainResult:
     """One row per (validation row, kind, rank) in ``frame``; ``accuracy`` of the full network;
-    ``influence_method`` the way influence was computed (exact or linear)."""
+    ``influence_method`` the way influence was computed (exact or linear); for images, the checked image
+    columns of the training and validation tables (``frame``'s ``train_row`` and ``val_row`` index them),
+    so pages can show the pictures."""
 
     frame: pd.DataFrame
     explained: int
     misclassified: int
     accuracy: float
     influence_method: str = "exact"
+    train_images: ImageColumn | None = None
+    val_images: ImageColumn | None = None
 
 
 def explain_run(
@@ -237,7 +242,9 @@ def explain_run(
     # sentence pairs: each text's second text in a column after it
     columns = _columns(train.text_pairs is not None, val.text_pairs is not None)
     if len(selected) == 0:
-        return ExplainResult(pd.DataFrame(columns=columns), 0, misclassified, accuracy, method)
+        return ExplainResult(
+            pd.DataFrame(columns=columns), 0, misclassified, accuracy, method, train.images, val.images
+        )
     subset = val_encoded.subset(selected)
     hurt, helped = top_influences(
         model,
@@ -285,7 +292,7 @@ def explain_run(
                     }
                 )
     frame = pd.DataFrame(records, columns=columns)
-    return ExplainResult(frame, len(selected), misclassified, accuracy, method)
+    return ExplainResult(frame, len(selected), misclassified, accuracy, method, train.images, val.images)
 
 
 _COLUMNS = [

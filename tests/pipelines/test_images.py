@@ -1,19 +1,26 @@
 """Images end to end (CPU, no downloads, images made with Pillow): train -> score -> filter on an image
 folder, a CSV of paths and a Parquet file with an Image feature, with the embedded from-scratch default and
-a tiny random ViT; the head scope's batched influence against the per-pair loop for image rows."""
+a tiny random ViT; the head scope's batched influence against the per-pair loop for image rows; the
+thumbnails of the report and of explain's page, checked against the influence matrix score writes."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
 import json
+import re
+import shutil
+from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from tests.cli.conftest import invoke, ok, user_error
 from tests.image_data import (
@@ -26,10 +33,13 @@ from tests.image_data import (
     tiny_vit,
 )
 from tests.influence.test_exact import naive_pairs
+from tests.report.test_render import assert_self_contained
 from tod_clean.io.images import ImageColumn
 from tod_clean.io.inputs import read_table
+from tod_clean.io.thumbnails import PNG_DATA_URI
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.pixels import EncodedImages, augment, encode_images
+from tod_clean.report.content import MAX_EXPLAINED_IMAGES
 from tod_clean.scopes import Scope
 
 pytestmark = pytest.mark.slow
@@ -57,7 +67,7 @@ def test_image_folder_train_score_filter_manifest_and_train_again(tmp_path: Path
     scored = ok(invoke("score", "--run", run, "--val", val, "-o", "-", "-q"))
     frame = pd.read_csv(io.StringIO(scored.output))
     assert len(frame) == 18 and frame["influence"].notna().all() and frame["self_influence"].notna().all()
-    # explain and report name the images (thumbnails are not built yet)
+    # explain and report name the images (their thumbnails: test_report_of_an_image_run_shows_thumbnails)
     ok(invoke("explain", "--run", run, "--val", val, "--out", tmp_path / "explained.csv", "-q"))
     explained = pd.read_csv(tmp_path / "explained.csv")
     assert explained["train_text"].str.match(r"^(red|green|blue)/\d{3}\.png$").all()
@@ -219,3 +229,195 @@ def test_other_vision_encoders_train_and_score(tmp_path: Path, make: object) -> 
     ok(invoke("train", photos, "--model", model, "--run", run, "--epochs", "1", "-q"))
     scored = ok(invoke("score", "--run", run, "--val", photos, "-o", "-", "-q"))
     assert len(pd.read_csv(io.StringIO(scored.output))) == 6
+
+
+# ---- thumbnails in the report and in explain's page ----------------------------------------------------
+
+COLOUR_NAMES = ["blue", "green", "red"]  # the image folder's labels, in the run's (sorted) order
+
+
+def contradicting_images(root: Path, per_class: int, *, size: int) -> Path:
+    """An image folder in which every picture is filed twice, under its colour and under the next one:
+    whatever the model predicts, at least half the images are misclassified."""
+    image_folder(root, per_class=per_class, seed=1, size=size)
+    for i, colour in enumerate(COLOUR_NAMES):
+        for path in sorted((root / colour).glob("0*.png")):
+            shutil.copy(path, root / COLOUR_NAMES[(i + 1) % 3] / f"x{path.name}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """18 training images of 80 x 80 pixels (thumbnails shrink them to 64 x 64), scored on 18 validation
+    images of which at least 9 are misclassified, the influence matrix written by score --matrix."""
+    folder = tmp_path_factory.mktemp("image-run")
+    photos = image_folder(folder / "photos", per_class=6, size=80)
+    val = contradicting_images(folder / "val", per_class=3, size=80)
+    run = folder / "run"
+    ok(invoke("train", photos, "--run", run, "--epochs", "1", "--batch-size", "6", "--lr", "1e-3", "-q"))
+    matrix = folder / "influence.npy"
+    ok(invoke("score", "--run", run, "--val", val, "--matrix", matrix, "-q"))
+    return SimpleNamespace(
+        folder=folder,
+        photos=photos,
+        val=val,
+        run=run,
+        matrix=np.load(matrix),  # [train, val] float32, rows in the tables' order
+        scores=pd.read_parquet(run / "scores.parquet"),
+        train_names=[row["image"] for row in read_table(str(photos)).rows],
+        val_names=[row["image"] for row in read_table(str(val)).rows],
+    )
+
+
+class Pictures(HTMLParser):
+    """Every <img> of a page (its src and alt) and every link target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[str, str]] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "img":
+            self.images.append((values["src"], values.get("alt", "")))
+        self.links += [values[name] for name in ("href", "srcset", "action") if name in values]
+
+
+def pictures(html: str) -> Pictures:
+    parser = Pictures()
+    parser.feed(html)
+    return parser
+
+
+def thumbnail_size(src: str) -> tuple[int, int]:
+    """The size of the PNG a data URI holds, decoded in full (so it is a whole image)."""
+    assert src.startswith(PNG_DATA_URI), src[:40]
+    with Image.open(io.BytesIO(base64.b64decode(src[len(PNG_DATA_URI) :], validate=True))) as image:
+        assert image.format == "PNG"
+        image.load()
+        return image.size
+
+
+def assert_no_link_to_the_images(html: str, *folders: Path) -> None:
+    found = pictures(html)
+    assert found.links == [] and "file:" not in html
+    assert all(src.startswith(PNG_DATA_URI) for src, _ in found.images)
+    for folder in folders:  # the header names the folders, but no file in them
+        assert str(folder) + "/" not in html
+
+
+def cards(html: str) -> list[str]:
+    return html.split('<section class="card">')[1:]
+
+
+def card_images(card: str, kind: str) -> list[tuple[str, float, str | None]]:
+    """(image name, influence, predicted label) of the training images of one kind in a card."""
+    part = card.split(f'<div class="kind {kind}">')[1].split('<div class="kind')[0]
+    found = []
+    for figure in part.split('<figure class="picture">')[1:]:
+        name = re.search(r'<span class="key"[^>]*>([^<]+)</span>', figure)
+        value = re.search(r'<span class="num">([^<]+)</span>', figure)
+        pred = re.search(r'predicted <span class="label">([^<]+)</span>', figure)
+        assert name and value
+        found.append((name.group(1), float(value.group(1)), pred.group(1) if pred else None))
+    return found
+
+
+def test_report_of_an_image_run_shows_thumbnails(image_run: SimpleNamespace, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    ok(invoke("report", "--run", image_run.run, "--out", out, "--top", "5", "-q"))
+    html = out.read_text(encoding="utf-8")
+    assert_self_contained(html)
+    assert_no_link_to_the_images(html, image_run.photos, image_run.val)
+    thumbnails = [
+        (src, alt) for src, alt in pictures(html).images if not alt.startswith(("histogram", "flagged"))
+    ]
+    assert thumbnails and all(thumbnail_size(src) == (64, 64) for src, _ in thumbnails)  # 80 px shrunk
+
+    # the table of flagged rows: each image's thumbnail, its name, given label and prediction
+    table = html.split('id="flagged"')[1].split('id="explanations"')[0]
+    rows = table.split("<tr")[2:]
+    assert len(rows) == 5
+    scores = image_run.scores.set_index("row")
+    for row in rows:
+        number = int(re.findall(r'<td class="num">(\d+)</td>', row)[1])
+        name = image_run.train_names[number]
+        ((src, alt),) = pictures(row).images
+        assert alt == name and f"<br>{name}</td>" in row and thumbnail_size(src) == (64, 64)
+        labels = re.findall(r'<td class="label" title="([^"]+)">', row)
+        assert labels == [scores.label[number], scores.hidden_pred[number]]
+
+    # the misclassified validation images, at most MAX_EXPLAINED_IMAGES, each beside its most harmful and
+    # most helpful training images: the matrix's most negative (among images labeled with the wrong
+    # prediction) and most positive entries, found here by sorting its column
+    section = html.split('id="explanations"')[1]
+    assert "Misclassified validation images and the training images that hurt and helped them most" in section
+    summary = re.search(r"gets (\d+) of 18 validation rows wrong", section)
+    assert summary is not None and int(summary.group(1)) >= 9
+    shown = cards(section)
+    assert len(shown) == MAX_EXPLAINED_IMAGES == 8
+    assert (
+        f"The first 8 are shown with their training images (at most {MAX_EXPLAINED_IMAGES} images" in section
+    )
+    labels = np.array([scores.label[row] for row in range(len(image_run.train_names))])
+    for card in shown:
+        heading = re.search(
+            r'validation row (\d+): label (\w+), predicted <span class="wrong">(\w+)</span>', card
+        )
+        assert heading is not None
+        val_row, label, predicted = int(heading.group(1)), heading.group(2), heading.group(3)
+        assert label != predicted and image_run.val_names[val_row].startswith(f"{label}/")
+        (val_src, val_alt), *_ = pictures(card).images
+        assert val_alt == image_run.val_names[val_row] and thumbnail_size(val_src) == (64, 64)
+        column = image_run.matrix[:, val_row]
+        wrong = np.flatnonzero(labels == predicted)
+        expected_hurt = wrong[np.argsort(column[wrong], kind="stable")][:3]
+        expected_help = np.argsort(-column, kind="stable")[:3]
+        for kind, expected in (("hurt", expected_hurt), ("helped", expected_help)):
+            found = card_images(card, kind)
+            assert [name for name, _, _ in found] == [image_run.train_names[i] for i in expected]
+            np.testing.assert_allclose([value for _, value, _ in found], column[expected], atol=2e-4)
+            assert [pred for _, _, pred in found] == [scores.hidden_pred[i] for i in expected]
+        assert len(pictures(card).images) == 1 + 3 + 3
+
+
+def test_explain_html_of_an_image_row(image_run: SimpleNamespace, tmp_path: Path) -> None:
+    page, out = tmp_path / "explain.html", tmp_path / "explained.csv"
+    result = ok(
+        invoke("explain", "--run", image_run.run, "--val", image_run.val, "--index", "4", "--out", out,
+               "--html", page, "-k", "4")
+    )  # fmt: skip
+    assert image_run.val_names[4] in result.stderr  # the terminal names the image
+    frame = pd.read_csv(out)
+    html = page.read_text(encoding="utf-8")
+    assert_self_contained(html)
+    assert_no_link_to_the_images(html, image_run.photos, image_run.val)
+    (card,) = cards(html)
+    found = pictures(card).images
+    assert len(found) == 1 + 4 + 4 and all(thumbnail_size(src) == (64, 64) for src, _ in found)
+    assert found[0][1] == image_run.val_names[4]
+    for kind in ("hurt", "helped"):
+        expected = frame[frame.kind == kind].sort_values("rank")
+        shown = card_images(card, kind)
+        assert [name for name, _, _ in shown] == list(expected.train_text)
+        assert all(pred is None for _, _, pred in shown)  # explain reads no scores: labels only
+        assert all(f'label <span class="label">{label}</span>' in card for label in expected.train_label)
+
+
+def test_report_of_an_image_run_with_an_unreadable_image(image_run: SimpleNamespace, tmp_path: Path) -> None:
+    """An image damaged since the run was scored: its thumbnail is left out, with a note; the page is
+    still written."""
+    photos = Path(shutil.copytree(image_run.photos, tmp_path / "photos"))
+    csv_path = csv_of_paths(photos, tmp_path / "train.csv")
+    run = tmp_path / "run"
+    ok(invoke("train", csv_path, "--run", run, "--epochs", "1", "-q"))
+    ok(invoke("score", "--run", run, "-q"))
+    gone = read_table(str(csv_path)).rows[0]["path"]
+    (tmp_path / gone).write_bytes(b"not an image any more")
+    out = tmp_path / "report.html"
+    ok(invoke("report", "--run", run, "--out", out, "--top", "18", "-q"))
+    html = out.read_text(encoding="utf-8")
+    assert "1 image could not be shown" in html and "is not an image file" in html
+    assert "no picture</span>" in html
+    assert len([alt for _, alt in pictures(html).images if alt.endswith(".png")]) == 17

@@ -76,3 +76,40 @@ def test_page_view_holds_plain_values_and_the_template_escapes_them() -> None:
     page = render_html(content, figures)
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page and "<b>x</b>" not in page
     assert 'title="a&lt;b"' in page  # attribute values too
+
+
+def test_an_image_run_shows_thumbnails_in_the_table_and_pictures_in_the_explanations() -> None:
+    """Image content: each table row's thumbnail above its (escaped) name, a card per validation image with
+    its training images, their labels and predictions; an image that could not be read is a placeholder."""
+    from PIL import Image
+
+    from tod_clean.io.thumbnails import png_data_uri
+
+    uri = png_data_uri(Image.new("RGB", (3, 2), (1, 2, 3)))
+    content = tiny_content("unused", "cat")
+    content.top_rows = content.top_rows.drop(columns=["text"]).assign(image=['<b>"x".png'])
+    content.images, content.top_thumbnails = True, [uri]
+    content.explanations = pd.DataFrame(
+        [
+            {"val_row": 4, "val_id": None, "val_label": "cat", "val_pred": "dog", "val_prob": 0.1, "kind": kind,
+             "rank": rank, "train_row": row, "train_id": None, "train_label": "dog", "influence": value,
+             "train_text": f"dog/{row}.png", "val_text": "val/cat.png", "train_pred": "dog"}
+            for kind, rank, row, value in (("hurt", 1, 7, -0.5), ("hurt", 2, 8, -0.25), ("helped", 1, 9, 0.5))
+        ]
+    )  # fmt: skip
+    content.train_thumbnails, content.val_thumbnails = {7: uri, 9: uri}, {4: uri}  # row 8 unreadable
+    view = page_view(content, report_figures(content))
+    cell = next(c for c in view.top_table.rows[0].cells if c.css == "image")
+    assert cell.image == uri and cell.text == '<b>"x".png'
+    (card,) = view.explained
+    assert card.image == uri and [n.image for n in card.hurt] == [uri, None] and card.helped[0].pred == "dog"
+    page = render_html(content, report_figures(content))
+    assert_self_contained(page)
+    assert (
+        f'<img class="thumb" src="{uri}" alt="&lt;b&gt;&#34;x&#34;.png"><br>&lt;b&gt;&#34;x&#34;.png' in page
+    )
+    explained = page.split('id="explanations"')[1]
+    assert "Misclassified validation images" in explained and explained.count("<img") == 3
+    assert "no picture</span>" in explained and '<table class="explained">' not in explained
+    assert explained.index(">dog/7.png<") < explained.index(">dog/8.png<") < explained.index(">dog/9.png<")
+    assert explained.count('predicted <span class="label">dog</span>') == 3

@@ -64,6 +64,12 @@ def explain_command(
     out: Annotated[
         str | None, typer.Option("--out", "-o", help="Full result (.jsonl .csv .parquet, - = CSV stdout).")
     ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(
+            help="Also a self-contained HTML page (.html): the first 20 rows, images as thumbnails."
+        ),
+    ] = None,
     show: Annotated[int, typer.Option(help="Validation rows shown in the terminal.")] = 5,
     train: Annotated[
         str | None, typer.Option(help="The training file, if it moved (sha256 is checked).")
@@ -100,6 +106,7 @@ def explain_command(
         config=ScoreConfig(batch_size=batch_size, influence_method=influence),
         device=device,
         out=out,
+        html=html,
         stdin_format=from_stdin_as,
         progress=progress_for(quiet),
     )

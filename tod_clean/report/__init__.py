@@ -14,7 +14,12 @@ Each part can be called and tested alone, each module using only those above it:
 - ``render``: the plain values the page shows (:func:`page_view`), rendered with the Jinja2 template
   ``templates/report.html.j2`` (autoescaped; the CSS is ``templates/report.css``) by
   :func:`~tod_clean.report.render.render_html`; the whole report built and written with its figures
-  (:func:`~tod_clean.report.render.build_report`, :func:`~tod_clean.report.render.write_report`).
+  (:func:`~tod_clean.report.render.build_report`, :func:`~tod_clean.report.render.write_report`);
+- ``explain_page``: ``explain --html``'s page of explained validation rows, drawn with the report's cards
+  (:func:`~tod_clean.report.explain_page.render_explain_html`).
+
+Image runs show their images as thumbnails (``tod_clean.io.thumbnails``: PNG data URIs, no link to the
+user's files).
 
 The ``report`` command's checks, reads and writes are in :mod:`tod_clean.pipelines.report`.
 """

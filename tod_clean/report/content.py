@@ -25,6 +25,7 @@ from tod_clean.io.formats.hub import is_hub_ref
 from tod_clean.io.images import ImageColumn
 from tod_clean.io.inputs import read_table
 from tod_clean.io.table import Table
+from tod_clean.io.thumbnails import thumbnail_uris
 from tod_clean.run.rundir import SCORES, SCORES_META, RunDir, RunInfo
 from tod_clean.runtime.progress import Progress
 from tod_clean.selection import check_drop_options, filter_table, match_scores
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 DISTRIBUTION_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
 # Score columns shown in the table of flagged rows, when present (and the ranking column in any case).
 TABLE_SCORE_COLUMNS = ("influence", "self_influence", "hidden_loss", "full_loss")
+# Misclassified validation images shown with their training images, at most (7 thumbnails each at the
+# default --top of 3: the page stays small however many --max-explained asks for).
+MAX_EXPLAINED_IMAGES = 8
 
 
 @dataclass
@@ -112,9 +116,13 @@ class ReportContent:
     """Everything the page shows, as plain values (no figures yet).
 
     ``flagged`` is bool ``[N]`` in training-row order. ``top_rows`` has the display columns of the table of
-    flagged rows (``text`` and ``flagged`` are rendered specially). ``explanations`` is the frame of
-    :func:`tod_clean.explain.explain_run` cut to the explained validation rows, or None with
-    ``explain_note`` saying why.
+    flagged rows (``text``, ``image`` and ``flagged`` are rendered specially). ``explanations`` is the frame
+    of :func:`tod_clean.explain.explain_run` cut to the explained validation rows (with ``train_pred``, the
+    training row's prediction from the scores), or None with ``explain_note`` saying why.
+
+    For image runs (``images``), the thumbnails as ``data:image/png;base64,...`` URIs: ``top_thumbnails``
+    one per row of ``top_rows`` (None where the image could not be read), ``train_thumbnails`` and
+    ``val_thumbnails`` by ``train_row`` and ``val_row`` of ``explanations``.
     """
 
     header: list[tuple[str, str]]
@@ -134,6 +142,11 @@ class ReportContent:
     # the run's check (RUN/check/check.json): one row per estimator, and the sentence that sums it up
     check_rows: pd.DataFrame | None = None
     check_summary: str | None = None
+    images: bool = False
+    top_thumbnails: list[str | None] | None = None
+    train_thumbnails: dict[int, str] = field(default_factory=dict)
+    val_thumbnails: dict[int, str] = field(default_factory=dict)
+    thumbnail_problems: list[str] = field(default_factory=list)  # images that could not be read
 
     @property
     def flagged_by(self) -> str:
@@ -202,7 +215,7 @@ def _texts(table: Table, info: RunInfo) -> list[str]:
     """Each training row as the report shows it: its text (and pair), or its image's name."""
     columns = info.train.columns
     if columns.images:
-        images = ImageColumn(table, resolve_columns(table, columns).image_col or "")
+        images = _image_column(table, info)
         return [images.label(value) for value in images]
     texts = [str(value) for value in table.column(columns.text_col)]
     if columns.text_pair_col is not None and columns.text_pair_col in table.columns:
@@ -342,6 +355,9 @@ def report_content(
     shown: dict[str, Any] = {"#": np.arange(1, len(top) + 1), "row": aligned["row"].to_numpy()[top]}
     if "id" in aligned.columns:
         shown["id"] = aligned["id"].to_numpy()[top]
+    images = info.train.columns.images
+    if images:  # the picture first, then its labels and scores
+        shown["image"] = [texts[i] for i in top]
     shown["label"] = aligned["label"].to_numpy()[top]
     pred = "hidden_pred" if "hidden_pred" in aligned.columns else "full_pred"
     shown[pred] = aligned[pred].to_numpy()[top]
@@ -349,7 +365,8 @@ def report_content(
         if name in aligned.columns and name not in shown:
             shown[name] = aligned[name].to_numpy()[top]
     shown["flagged"] = flagged[top]
-    shown["text"] = [texts[i] for i in top]
+    if not images:
+        shown["text"] = [texts[i] for i in top]
     top_rows = pd.DataFrame(shown)
 
     content = ReportContent(
@@ -363,7 +380,11 @@ def report_content(
         criterion=config.criterion,
         ranking_note=result.note,
         warnings=list(result.warnings),
+        images=images,
     )
+    if images:
+        uris, content.thumbnail_problems = thumbnail_uris(_image_column(train_table, info), top)
+        content.top_thumbnails = [uris.get(int(i)) for i in top]
     content.notes += [f"Warning: {warning}." for warning in result.warnings]
     if len(result.dropped) == 0:
         content.notes.append(
@@ -380,7 +401,18 @@ def report_content(
     _add_explanations(
         content, run, info, method, config, train_table, val_table, val_note, val_explicit, device, progress
     )
+    if content.explanations is not None:
+        content.explanations["train_pred"] = aligned[pred].to_numpy()[content.explanations["train_row"]]
+    problems = list(dict.fromkeys(content.thumbnail_problems))
+    if problems:
+        content.notes.append(
+            f"{len(problems)} image{'s' if len(problems) > 1 else ''} could not be shown: {problems[0]}"
+        )
     return content
+
+
+def _image_column(table: Table, info: RunInfo) -> ImageColumn:
+    return ImageColumn(table, resolve_columns(table, info.train.columns).image_col or "")
 
 
 def _add_explanations(
@@ -408,6 +440,9 @@ def _add_explanations(
     if config.max_explained == 0:
         content.explain_note = "Explanations were turned off (--max-explained 0)."
         return
+    max_rows = config.max_explained
+    if content.images:
+        max_rows = min(max_rows, MAX_EXPLAINED_IMAGES)
     from tod_clean.explain import explain_run
 
     try:
@@ -417,7 +452,7 @@ def _add_explanations(
             val_table,
             k=config.explain_k,
             errors_only=True,
-            max_rows=config.max_explained,
+            max_rows=max_rows,
             config=ScoreConfig(influence_method=influence_method),
             device=device,
             progress=progress,
@@ -435,10 +470,20 @@ def _add_explanations(
     if result.explained == 0:
         content.explain_note = "No validation row is misclassified: nothing to explain."
         return
-    first = list(dict.fromkeys(result.frame["val_row"]))[: config.max_explained]
+    first = list(dict.fromkeys(result.frame["val_row"]))[:max_rows]
     content.explanations = result.frame[result.frame["val_row"].isin(first)].reset_index(drop=True)
-    if result.explained > len(first):
+    if max_rows < config.max_explained and result.misclassified > len(first):
+        content.explain_summary += (
+            f" The first {len(first)} are shown with their training images (at most "
+            f"{MAX_EXPLAINED_IMAGES} images, to keep the page small)."
+        )
+    elif result.explained > len(first):
         content.explain_summary += f" The first {len(first)} are explained (--max-explained)."
+    if result.train_images is not None and result.val_images is not None:
+        frame = content.explanations
+        content.train_thumbnails, train_problems = thumbnail_uris(result.train_images, frame["train_row"])
+        content.val_thumbnails, val_problems = thumbnail_uris(result.val_images, frame["val_row"])
+        content.thumbnail_problems += train_problems + val_problems
 
 
 def _add_check(content: ReportContent, run: RunDir) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,15 +54,23 @@ def figures_folder(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}_files")
 
 
-def check_report_destination(out: str | Path) -> None:
-    """Refuse an output that is not an .html file in an existing folder, before any work is done."""
+def check_page_destination(out: str | Path, what: str = "the report") -> None:
+    """Refuse an output that is not an .html file in an existing folder, before any work is done
+    (``what`` names the page in messages)."""
     path = Path(out)
     if str(out) == "-" or path.suffix.lower() not in HTML_SUFFIXES:
-        raise InputError(f"{out}: the report is an HTML page; give a path ending in .html")
+        raise InputError(f"{out}: {what} is an HTML page; give a path ending in .html")
     if not path.parent.is_dir():
         raise InputError(f"{out}: the folder {path.parent} does not exist")
     if path.is_dir():
-        raise InputError(f"{out}: is a folder, expected a file name for the report")
+        raise InputError(f"{out}: is a folder, expected a file name for {what}")
+
+
+def check_report_destination(out: str | Path) -> None:
+    """Refuse an output that is not an .html file in an existing folder, or whose figures folder is taken,
+    before any work is done."""
+    check_page_destination(out)
+    path = Path(out)
     folder = figures_folder(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder; the report's figures go there")
@@ -87,11 +96,13 @@ def _format_number(value: Any, *, signed: bool = False) -> str:
 
 @dataclass
 class CellView:
-    """One table cell: the shown text, its CSS classes and an optional hover title."""
+    """One table cell: the shown text, its CSS classes, an optional hover title and, for an image, its
+    thumbnail (a ``data:image/png;base64,...`` URI)."""
 
     text: str
     css: str = ""
     title: str | None = None
+    image: str | None = None
 
 
 @dataclass
@@ -117,7 +128,8 @@ class FigureView:
 
 @dataclass
 class NeighbourView:
-    """A training row that hurt or helped an explained validation row."""
+    """A training row that hurt or helped an explained validation row; for images, its thumbnail (a data
+    URI; None when it could not be read) and the prediction the scores hold for it (None: not known)."""
 
     kind: str  # "hurt" or "helped"
     rank: str
@@ -125,11 +137,14 @@ class NeighbourView:
     label: str
     influence: str
     text: str
+    image: str | None = None
+    pred: str | None = None
 
 
 @dataclass
 class ExplainedView:
-    """A misclassified validation row and the training rows that explain it."""
+    """An explained validation row (in the report, a misclassified one) and the training rows that explain
+    it; for images, its thumbnail (a data URI, None when it could not be read)."""
 
     name: str
     label: str
@@ -137,6 +152,16 @@ class ExplainedView:
     prob: str
     text: str
     neighbours: list[NeighbourView]
+    image: str | None = None
+    correct: bool = False
+
+    @property
+    def hurt(self) -> list[NeighbourView]:
+        return [n for n in self.neighbours if n.kind == "hurt"]
+
+    @property
+    def helped(self) -> list[NeighbourView]:
+        return [n for n in self.neighbours if n.kind == "helped"]
 
 
 @dataclass
@@ -164,18 +189,21 @@ class PageView:
     generated: str
     check_table: TableView | None = None
     check_summary: str | None = None
+    images: bool = False  # an image run: thumbnails in the tables, pictures in the explanations
 
 
 def _figure(png: bytes, alt: str) -> FigureView:
     return FigureView("data:image/png;base64," + base64.b64encode(png).decode("ascii"), alt)
 
 
-def _cell(column: str, value: Any, by: str) -> CellView:
+def _cell(column: str, value: Any, by: str, image: str | None = None) -> CellView:
     by_class = ["by"] if column == by else []
     if column == "text":
         return CellView(
             shorten(value, TEXT_IN_TABLE), "text", str(value) if len(str(value)) > TEXT_IN_TABLE else None
         )
+    if column == "image":  # the image's name under its thumbnail
+        return CellView(shorten(value, TEXT_IN_TABLE), "image", str(value), image)
     if column in ("label", "hidden_pred", "full_pred", "train_label"):
         return CellView(str(value), " ".join([*by_class, "label"]), str(value))
     if column in ("id", "train"):
@@ -190,9 +218,17 @@ def _cell(column: str, value: Any, by: str) -> CellView:
     return CellView(shown, " ".join([*by_class, *(["num"] if numeric else [])]))
 
 
-def table_view(frame: pd.DataFrame, by: str, *, flag_column: str | None = None, css: str = "") -> TableView:
+def table_view(
+    frame: pd.DataFrame,
+    by: str,
+    *,
+    flag_column: str | None = None,
+    css: str = "",
+    thumbnails: Sequence[str | None] | None = None,
+) -> TableView:
     """A frame as a table: numbers right-aligned and formatted, the ranking column ``by`` highlighted,
-    rows whose ``flag_column`` is true marked flagged."""
+    rows whose ``flag_column`` is true marked flagged; an ``image`` column shows ``thumbnails`` (data URIs,
+    one per row) above the images' names."""
     head = []
     for column in frame.columns:
         dtype = frame[column].dtype
@@ -200,12 +236,13 @@ def table_view(frame: pd.DataFrame, by: str, *, flag_column: str | None = None, 
         head.append(
             CellView(str(column), " ".join(n for n, on in (("by", column == by), ("num", numeric)) if on))
         )
+    images = list(thumbnails) if thumbnails is not None else [None] * len(frame)
     rows = [
         RowView(
-            [_cell(str(c), record[c], by) for c in frame.columns],
+            [_cell(str(c), record[c], by, image) for c in frame.columns],
             flag_column is not None and bool(record[flag_column]),
         )
-        for record in frame.to_dict(orient="records")
+        for record, image in zip(frame.to_dict(orient="records"), images, strict=True)
     ]
     return TableView(head, rows, css)
 
@@ -220,9 +257,18 @@ def _both_texts(row: Any, column: str) -> str:
     return str(row[column]) if not _present(pair) else f"{row[column]} ‖ {pair}"
 
 
-def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
+def explained_views(
+    explanations: pd.DataFrame | None,
+    *,
+    train_thumbnails: dict[int, str] | None = None,
+    val_thumbnails: dict[int, str] | None = None,
+) -> list[ExplainedView]:
+    """The explained validation rows of an ``explain`` frame, with the thumbnails (data URIs by
+    ``train_row`` and ``val_row``) of an image run, and each training row's prediction when the frame has
+    a ``train_pred`` column."""
     if explanations is None:
         return []
+    train_thumbnails, val_thumbnails = train_thumbnails or {}, val_thumbnails or {}
     views = []
     for val_row, group in explanations.groupby("val_row", sort=False):
         first = group.iloc[0]
@@ -234,6 +280,8 @@ def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
                 label=str(row.train_label),
                 influence=f"{row.influence:+.4f}",
                 text=shorten(_both_texts(row, "train_text"), TEXT_IN_TABLE),
+                image=train_thumbnails.get(int(row.train_row)),
+                pred=str(row.train_pred) if _present(row.get("train_pred")) else None,
             )
             for _, row in group.iterrows()
         ]
@@ -245,6 +293,8 @@ def _explained_views(explanations: pd.DataFrame | None) -> list[ExplainedView]:
                 prob=f"{first.val_prob:.2f}",
                 text=shorten(_both_texts(first, "val_text"), TEXT_OF_VAL_ROW),
                 neighbours=neighbours,
+                image=val_thumbnails.get(int(first.val_row)),
+                correct=str(first.val_label) == str(first.val_pred),
             )
         )
     return views
@@ -285,10 +335,17 @@ def page_view(
             else None
         ),
         class_table=table_view(class_table, "", css="compact"),
-        top_table=table_view(content.top_rows, content.by, flag_column="flagged"),
+        top_table=table_view(
+            content.top_rows, content.by, flag_column="flagged", thumbnails=content.top_thumbnails
+        ),
         explain_summary=content.explain_summary,
         explain_note=content.explain_note,
-        explained=_explained_views(content.explanations),
+        explained=explained_views(
+            content.explanations,
+            train_thumbnails=content.train_thumbnails,
+            val_thumbnails=content.val_thumbnails,
+        ),
+        images=content.images,
         check_table=None if content.check_rows is None else table_view(content.check_rows, "", css="compact"),
         check_summary=content.check_summary,
         version=__version__,
@@ -297,7 +354,8 @@ def page_view(
 
 
 @functools.cache
-def _templates() -> Any:
+def templates() -> Any:
+    """The Jinja2 environment of the report's templates (autoescaped; misspelt fields are errors)."""
     import jinja2
 
     return jinja2.Environment(
@@ -310,7 +368,7 @@ def _templates() -> Any:
 
 def render_html(content: ReportContent, figures: dict[str, bytes], *, title: str = "tod-clean report") -> str:
     """The self-contained page: inline CSS, figures as data URIs, all user text escaped."""
-    return _templates().get_template(TEMPLATE).render(page=page_view(content, figures, title=title))
+    return templates().get_template(TEMPLATE).render(page=page_view(content, figures, title=title))
 
 
 # ---- the whole report -------------------------------------------------------------------------------
