@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import make_rows, tiny_encoder, write_rows
 from tests.cli.conftest import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
+from tests.conftest import make_rows, tiny_encoder, write_rows
 from tod_clean.encoding import EncodedRows
 from tod_clean.influence.base import InfluenceTask
 from tod_clean.influence.ekfac import EkfacInfluence, tracked_modules

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tests.report.test_render import TagCollector
 from tests.cli.conftest import invoke
+from tests.report.test_render import TagCollector
 from tod_clean.explain import ExplainResult
 from tod_clean.report.explain_page import PAGE_ROWS, explain_page_view, render_explain_html
 
