@@ -11,6 +11,7 @@ influence matrix [N, V] of each candidate (positive = the training row lowers th
   layer's gradient projected to k x k by two fixed random matrices (g = P_out^T (sum_t d_t x_t^T) P_in,
   the factored projection of LoGra, Choe et al. 2024), so memory stays [N, layers * k^2];
 - ``gauss-newton``: tod-clean's ``score --influence gauss-newton`` (the estimator that ``if all`` prototyped);
+- ``ekfac``: tod-clean's ``score --influence ekfac`` (EK-FAC influence functions through kronfluence);
 - ``if all``: the same projected gradients preconditioned per layer by the inverse of their damped
   second moment over the training rows (a Gauss-Newton influence function in the projected space, as in
   TRAK, Park et al. 2023, with one model);
@@ -149,113 +150,6 @@ def gradient_matrix(
     return train.astype(np.float64) @ val.T.astype(np.float64)
 
 
-def ekfac_matrix(
-    run_path: Path, train_path: Path, val_path: Path, *, modules: str, batch_size: int = 16
-) -> np.ndarray:
-    """EK-FAC influence (kronfluence; Grosse et al. 2023) of a run's full network: [N, V], positive = helps.
-
-    Tracked modules: ``head`` (head layers) or ``all`` (every linear layer on the path to the logits)."""
-    import tempfile
-
-    import torch
-    from kronfluence.analyzer import Analyzer, prepare_model
-    from kronfluence.arguments import FactorArguments, ScoreArguments
-    from kronfluence.task import Task
-    from kronfluence.utils.dataset import DataLoaderKwargs
-
-    from tod_clean.config import DataColumns
-    from tod_clean.encoding import encode_texts
-    from tod_clean.instances import instances_from_table
-    from tod_clean.io.inputs import read_table
-    from tod_clean.run.rundir import RunDir
-
-    run = RunDir(run_path)
-    info = run.read_complete_info()
-    model = run.load_model(info)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    tokenizer = run.load_tokenizer()
-    if modules == "head":
-        names = ["head_dense", "classifier"]
-    else:
-        names = [
-            name
-            for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and "pooler" not in name
-        ]
-
-    def rows(path: Path) -> tuple[Any, np.ndarray]:
-        instances = instances_from_table(read_table(str(path)), DataColumns(id_col="id"), info.labels)
-        return encode_texts(tokenizer, instances.texts, None, info.train.max_length), instances.labels
-
-    train_rows, val_rows = rows(train_path), rows(val_path)
-
-    class Indexed(torch.utils.data.Dataset):
-        def __init__(self, encoded_labels: tuple[Any, np.ndarray]) -> None:
-            self.encoded, self.labels = encoded_labels
-
-        def __len__(self) -> int:
-            return len(self.labels)
-
-        def __getitem__(self, index: int) -> tuple[int, Any]:
-            return index, self
-
-    def collate(items: list[tuple[int, Any]]) -> dict[str, Any]:
-        indices = np.array([index for index, _ in items])
-        source = items[0][1]
-        return {"inputs": source.encoded.batch(indices), "labels": torch.as_tensor(source.labels[indices])}
-
-    class Classification(Task):
-        def compute_train_loss(
-            self, batch: Any, model: torch.nn.Module, sample: bool = False
-        ) -> torch.Tensor:
-            logits = model(batch["inputs"])
-            if not sample:
-                return torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")
-            with torch.no_grad():
-                sampled = torch.multinomial(logits.softmax(-1), 1).flatten()
-            return torch.nn.functional.cross_entropy(logits, sampled, reduction="sum")
-
-        def compute_measurement(self, batch: Any, model: torch.nn.Module) -> torch.Tensor:
-            return torch.nn.functional.cross_entropy(model(batch["inputs"]), batch["labels"], reduction="sum")
-
-        def get_influence_tracked_modules(self) -> list[str]:
-            return names
-
-        def get_attention_mask(self, batch: Any) -> torch.Tensor:
-            return batch["inputs"]["attention_mask"]
-
-    task = Classification()
-    model = prepare_model(model, task)
-    with tempfile.TemporaryDirectory() as output:
-        analyzer = Analyzer(
-            analysis_name="lds", model=model, task=task, cpu=True, disable_tqdm=True, output_dir=output
-        )
-        loader = DataLoaderKwargs(collate_fn=collate)
-        analyzer.fit_all_factors(
-            factors_name="ekfac",
-            dataset=Indexed(train_rows),
-            per_device_batch_size=batch_size,
-            dataloader_kwargs=loader,
-            factor_args=FactorArguments(strategy="ekfac"),
-            overwrite_output_dir=True,
-        )
-        analyzer.compute_pairwise_scores(
-            scores_name="scores",
-            factors_name="ekfac",
-            query_dataset=Indexed(val_rows),
-            train_dataset=Indexed(train_rows),
-            per_device_query_batch_size=batch_size,
-            per_device_train_batch_size=batch_size,
-            dataloader_kwargs=loader,
-            score_args=ScoreArguments(),
-            overwrite_output_dir=True,
-        )
-        scores = analyzer.load_pairwise_scores("scores")["all_modules"]
-    return scores.T.double().numpy()
-
-
 def paired_difference(
     a: np.ndarray,
     b: np.ndarray,
@@ -312,11 +206,13 @@ def main() -> None:
     def method_matrix(method: str, run_path: Path) -> np.ndarray:
         if method.startswith("tod"):
             return tod_clean_matrix(run_path, train_path, val_path, None)
-        if method in ("gauss-newton", "gradient"):  # tod-clean's own estimators (score --influence ...)
+        if method in (
+            "gauss-newton",
+            "gradient",
+            "ekfac",
+        ):  # tod-clean's own estimators (score --influence ...)
             return tod_clean_matrix(run_path, train_path, val_path, method)
         modules = method.split()[1]
-        if method.startswith("ekfac"):
-            return ekfac_matrix(run_path, train_path, val_path, modules=modules)
         precondition = args.damping if method.startswith("if") else None
         return gradient_matrix(
             run_path, train_path, val_path, modules=modules, k=args.k, precondition=precondition

@@ -131,8 +131,8 @@ def applicable_estimators(info: RunInfo) -> list[str]:
     """Every registered estimator that can score this run, ``auto`` standing for what it resolves to."""
     names = []
     for name, estimator in ESTIMATORS.items():
-        if name == "auto" or not estimator.applies_to(info.scope):
-            continue
+        if name == "auto" or not estimator.applies_to(info.scope) or not estimator.available():
+            continue  # (an estimator whose optional dependency is not installed is left out)
         if name == "exact" and info.scope.kind not in ("head",):
             continue  # forward passes over every pair: hours beyond the head scope (BENCHMARKS section 6)
         names.append(name)

@@ -123,6 +123,10 @@ class InfluenceEstimator(ABC):
         """Whether this estimator can score a run trained with ``scope``."""
         return scope.masked
 
+    def available(self) -> bool:
+        """Whether what it needs is installed (an estimator on an optional dependency says no without it)."""
+        return True
+
     def resolve(self, scope: Scope, keep_prob: float) -> InfluenceEstimator:
         """The estimator that computes this one's influence for a run of ``scope`` at ``keep_prob``."""
         return self

@@ -107,6 +107,11 @@ class EkfacInfluence(InfluenceEstimator):
     def applies_to(self, scope: Scope) -> bool:
         return True
 
+    def available(self) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("kronfluence") is not None
+
     def blocks(self, task: InfluenceTask) -> Iterator[InfluenceBlock]:
         try:
             from kronfluence.analyzer import Analyzer, prepare_model
