@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,7 +187,9 @@ class EkfacInfluence(InfluenceEstimator):
         block_rows = max(1, int(task.chunk_mib * 2**20) // (4 * val_rows))
         passes = -(-val_rows // query_batch)
         task.progress.start("influence (ekfac)", 2 * rows + passes * rows)
-        with tempfile.TemporaryDirectory(prefix="tod-clean-ekfac-") as output:
+        with tempfile.TemporaryDirectory(prefix="tod-clean-ekfac-") as output, warnings.catch_warnings():
+            # kronfluence 1.0 builds torch.cuda.amp.GradScaler, which torch deprecates: not the user's concern
+            warnings.filterwarnings("ignore", category=FutureWarning, module="kronfluence")
             analyzer = Analyzer(
                 analysis_name="tod-clean",
                 model=model,
