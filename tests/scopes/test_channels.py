@@ -434,6 +434,63 @@ def test_batch_statistics_still_carry_a_rows_pixels_to_its_batch_mates() -> None
     assert torch.equal(before, after)
 
 
+def _group_of(key: int, groups: int) -> int:
+    exposed = instance_masks(0, torch.tensor([key]), HEAD_SITE, groups, 1 / groups, groups=groups)[0]
+    return int(exposed.nonzero()[0, 0])
+
+
+def _hidden_logits_after_training(tmp_path: Path, lines: list[str], name: str, groups: int) -> torch.Tensor:
+    from tod_clean.io.images import ImageColumn
+    from tod_clean.io.inputs import read_table
+    from tod_clean.pixels import encode_images
+    from tod_clean.run.rundir import RunDir
+    from tod_clean.training.loop import train
+
+    data = tmp_path / f"{name}.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table = read_table(str(data))
+    config = TrainConfig(
+        scope="channels", mask_groups=groups, epochs=2, batch_size=4, learning_rate=1e-3, device="cpu"
+    )
+    run = RunDir(tmp_path / name)
+    result = train(config, table, run, train_path=str(data))
+    encoded = encode_images(run.load_preprocessor(result.info), ImageColumn(table, "path"))
+    model, keys = result.model.eval(), torch.arange(len(table))
+    with torch.no_grad():
+        return torch.cat(
+            [model(encoded.batch([i]), keys[i : i + 1], MaskMode.HIDDEN) for i in range(len(table))]
+        )
+
+
+@pytest.mark.slow
+def test_mask_groups_make_hidden_sub_networks_exactly_out_of_fold(tmp_path: Path) -> None:
+    """The premise, measured through the training loop (batches of 4, batch norm in training mode):
+    swap the labels of two images of one group and train again. With --mask-groups 2 their hidden
+    sub-networks give bit-identical logits: no row of a group enters another group's gradients or
+    batch-norm statistics. With independent masks the swap reaches them (through the units the rows'
+    exposed sub-networks share with their hidden ones' neighbours, and through batch statistics)."""
+    photos = image_folder(tmp_path / "photos", per_class=4)
+    paths = sorted(photos.glob("*/*.png"))
+    rows = [(path.as_posix(), path.parent.name) for path in paths]
+    by_group: dict[int, list[int]] = {}
+    for index in range(len(rows)):
+        by_group.setdefault(_group_of(index, 2), []).append(index)
+    first, second = next(
+        (a, b) for members in by_group.values() for a in members for b in members if rows[a][1] != rows[b][1]
+    )
+    swapped = list(rows)
+    swapped[first], swapped[second] = (rows[first][0], rows[second][1]), (rows[second][0], rows[first][1])
+    for groups, exact in ((2, True), (0, False)):
+        before = _hidden_logits_after_training(
+            tmp_path, ["path,label"] + [f"{p},{label}" for p, label in rows], f"a{groups}", groups
+        )
+        after = _hidden_logits_after_training(
+            tmp_path, ["path,label"] + [f"{p},{label}" for p, label in swapped], f"b{groups}", groups
+        )
+        pair = [first, second]
+        assert torch.equal(before[pair], after[pair]) == exact, groups
+
+
 # ---- scoring ---------------------------------------------------------------------------------------------
 
 TRAIN_KEYS = np.array([0, 1, -1, 2**33 + 7, 17, 123456789, 5], dtype=np.int64)
