@@ -177,7 +177,7 @@ class TrainConfig:
     columns: DataColumns = field(default_factory=DataColumns)
     scope: str = option(
         "Where instance masks sit: head, lora (frozen encoder, masked LoRA rank units), layers:K, "
-        "ffn:K, channels (every convolution's channels, ResNet images); or no masks: none (plain "
+        "ffn:K, channels (the channels of every convolution: ResNet images); or no masks: none (plain "
         "fine-tune), lora-plain (plain LoRA fine-tune).",
         default="head",
     )
