@@ -177,7 +177,8 @@ class TrainConfig:
     columns: DataColumns = field(default_factory=DataColumns)
     scope: str = option(
         "Where instance masks sit: head, lora (frozen encoder, masked LoRA rank units), layers:K, "
-        "ffn:K; or no masks: none (plain fine-tune), lora-plain (plain LoRA fine-tune).",
+        "ffn:K, channels (the channels of every convolution: ResNet images); or no masks: none (plain "
+        "fine-tune), lora-plain (plain LoRA fine-tune).",
         default="head",
     )
     keep_prob: float | None = option(
@@ -287,8 +288,8 @@ class TrainConfig:
         if self.freeze == Freeze.UNMASKED and not scope.freeze_unmasked:
             raise OptionError(
                 "freeze",
-                "unmasked needs the head or an ffn:K scope (the lora scope always trains only its "
-                "masked units)",
+                "unmasked needs the head or an ffn:K scope (the lora and channels scopes always train "
+                "only their masked units)",
             )
 
     def _check_mask_groups(self, scope: Scope) -> None:
@@ -300,7 +301,7 @@ class TrainConfig:
             raise OptionError(
                 "mask_groups",
                 f"{groups}: scope {scope} has no instance masks to deal into groups; use a masked scope "
-                "(head, lora, layers:K, ffn:K) or drop {mask_groups}",
+                "(head, lora, layers:K, ffn:K, channels) or drop {mask_groups}",
                 mentions=("mask_groups",),
             )
         if not groups:
@@ -330,7 +331,8 @@ class TrainConfig:
     @property
     def separated(self) -> bool:
         """Whether only parameters that belong to one mask unit train (so no hidden sub-network learns
-        its instance through any parameter): the lora scope, and head or ffn:K with --freeze unmasked."""
+        its instance through any parameter): the lora and channels scopes, and head or ffn:K with --freeze
+        unmasked."""
         return self.parsed_scope.separated or self.freeze == Freeze.UNMASKED
 
     def to_dict(self) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def test_mask_groups_need_a_masked_scope(
     run, result = _train(tmp_path, train_file, tiny_model_dir, "--scope", scope, "--mask-groups", "2")
     assert user_error(result, absent=(run,)) == (
         f"error: --mask-groups 2: scope {scope} has no instance masks to deal into groups; use a masked "
-        "scope (head, lora, layers:K, ffn:K) or drop --mask-groups"
+        "scope (head, lora, layers:K, ffn:K, channels) or drop --mask-groups"
     )
     with pytest.raises(ConfigError, match=rf"^mask_groups 2: scope {scope} has no instance masks"):
         TrainConfig(scope=scope, mask_groups=2)

@@ -92,12 +92,12 @@ def test_cleanse_refuses_what_the_scope_cannot_score_before_training(
     line = user_error(invoke(*base, "--scope", "none", "--val", val), absent=(out,))
     assert line == (
         "error: --val: a --scope none run has no instance masks, so no influence on a validation set; leave "
-        "out --val, or choose a masked scope (head, lora, layers:K, ffn:K)"
+        "out --val, or choose a masked scope (head, lora, layers:K, ffn:K, channels)"
     )
     line = user_error(invoke(*base, "--scope", "none", "--by", "hidden_loss"), absent=(out,))
     assert line == (
         "error: --by hidden_loss: a --scope none run scores only full_loss, full_prob; choose one of them, "
-        "or a masked scope (head, lora, layers:K, ffn:K)"
+        "or a masked scope (head, lora, layers:K, ffn:K, channels)"
     )
     line = user_error(invoke(*base, "--by", "influence"), absent=(out,))
     assert line == "error: --by influence: influence is measured on a validation set; pass --val FILE"

@@ -156,7 +156,9 @@ def test_image_options_and_models_refused_clearly(tmp_path: Path, tiny_model_dir
     photos = image_folder(tmp_path / "photos", per_class=2)
     run = tmp_path / "run"
     user_error(
-        invoke("train", photos, "--run", run, "--scope", "layers:1"), "scope head or none", absent=(run,)
+        invoke("train", photos, "--run", run, "--scope", "layers:1"),
+        "scope head, channels or none",
+        absent=(run,),
     )
     no_processor = tiny_vit(tmp_path / "vit")
     (no_processor / "preprocessor_config.json").unlink()

@@ -66,7 +66,9 @@ def test_a_registered_scope_is_parsed_by_its_kind(embeddings_scope: type[Scope])
     assert type(scope) is embeddings_scope and str(scope) == KIND
     with pytest.raises(ConfigError, match="takes no layer count"):
         Scope.parse(f"{KIND}:2")
-    with pytest.raises(ConfigError, match=f"not one of: none, head, lora, lora-plain, {KIND}, layers:K"):
+    with pytest.raises(
+        ConfigError, match=f"not one of: none, head, lora, lora-plain, channels, {KIND}, layers:K"
+    ):
         Scope.parse("nope")
     with pytest.raises(ValueError, match="registered twice"):
         type("Again", (Scope,), {"kind": KIND})

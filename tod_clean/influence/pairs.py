@@ -1,5 +1,6 @@
-"""The exact influence in the layer, feed-forward and LoRA scopes: the masked top of the network runs on
-(training instance, validation row) pairs, the layers below the first mask site once per validation row."""
+"""The exact influence in the layer, feed-forward, LoRA and channels scopes: the masked top of the network
+runs on (training instance, validation row) pairs, the layers below the first mask site once per validation
+row."""
 
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def pair_influence_blocks(
             n = len(keys)
             rows = torch.arange(n, device=device).repeat_interleave(width)
             pair_lower = lower.repeat(n, *([1] * (lower.dim() - 1)))
-            pair_inputs = {} if pooled_only else {name: value.repeat(n, 1) for name, value in batch.items()}
+            pair_inputs = (
+                {} if pooled_only else {name: _repeat_rows(value, n) for name, value in batch.items()}
+            )
             pair_targets = targets.repeat(n)
             with autocast(device, amp_dtype):
                 if pooled_only:
@@ -67,3 +70,8 @@ def pair_influence_blocks(
             yield InfluenceBlock(start, np.asarray(val_indices), values)
             progress.advance(n * width)
     progress.finish()
+
+
+def _repeat_rows(value: torch.Tensor, n: int) -> torch.Tensor:
+    """``value`` ``[B, ...]`` (token ids ``[B, T]``, pixels ``[B, 3, H, W]``) stacked ``n`` times: ``[n B, ...]``."""
+    return value.repeat(n, *([1] * (value.dim() - 1)))

@@ -146,13 +146,29 @@ class TodClassifier(nn.Module):
         state = self._state
         if state.mode is MaskMode.FULL or state.keys is None:
             return x if state.gates is None else self._gate(x, site, state.gates)
+        return apply_mask(x, self._exposed_units(site, x.shape[-1]), state.mode, self.keep_prob)
+
+    def active_units(self, site: int, num_units: int) -> torch.Tensor | None:
+        """The units of ``site`` that the pass in flight runs, row by row: bool ``[B, num_units]`` (each
+        row's exposed units, or the units it hides in a hidden pass); None when the full network runs.
+        For what reads a site's mask before the site masks (the channels scope's batch norms)."""
+        state = self._state
+        if state.mode is MaskMode.FULL or state.keys is None:
+            return None
+        exposed = self._exposed_units(site, num_units)
+        return ~exposed if state.mode is MaskMode.HIDDEN else exposed
+
+    def _exposed_units(self, site: int, num_units: int) -> torch.Tensor:
+        """Each row's exposed units at ``site`` (bool ``[B, num_units]``), hashed once per pass."""
+        state = self._state
+        assert state.keys is not None
         exposed = state.cache.get(site)
         if exposed is None:
             exposed = instance_masks(
                 self.mask_seed,
                 state.keys,
                 site,
-                x.shape[-1],
+                num_units,
                 self.keep_prob,
                 self.mask_scheme,
                 self.mask_groups,
@@ -160,7 +176,7 @@ class TodClassifier(nn.Module):
             if state.rows is not None:
                 exposed = exposed[state.rows]
             state.cache[site] = exposed
-        return apply_mask(x, exposed, state.mode, self.keep_prob)
+        return exposed
 
     @staticmethod
     def _gate(x: torch.Tensor, site: int, gates: dict[int, torch.Tensor]) -> torch.Tensor:

@@ -83,12 +83,12 @@ def check_signals(config: TrainConfig, by: str | None, val_table: Table | None) 
         if val_table is not None:
             raise ConfigError(
                 f"--val: a --scope {scope} run has no instance masks, so no influence on a validation set; "
-                "leave out --val, or choose a masked scope (head, lora, layers:K, ffn:K)"
+                "leave out --val, or choose a masked scope (head, lora, layers:K, ffn:K, channels)"
             )
         if by is not None and by in SIGNALS and by not in UNMASKED_SIGNALS:
             raise ConfigError(
                 f"--by {by}: a --scope {scope} run scores only {', '.join(UNMASKED_SIGNALS)}; choose one of "
-                "them, or a masked scope (head, lora, layers:K, ffn:K)"
+                "them, or a masked scope (head, lora, layers:K, ffn:K, channels)"
             )
     if by == "influence" and val_table is None:
         raise ConfigError("--by influence: influence is measured on a validation set; pass --val FILE")

@@ -6,7 +6,9 @@
 - ``layers.py``        ``layers:K``: also the outputs of the top K encoder layers
 - ``ffn.py``           ``ffn:K``: also the feed-forward units of the top K layers
 - ``lora.py``          ``lora`` / ``lora-plain``: a frozen encoder with LoRA adapters, masked on their rank units
+- ``channels.py``      ``channels``: the output channels of every convolution of a ResNet
 - ``adapters.py``      adding the LoRA adapters with peft (torch)
+- ``batch_norm.py``    the channels scope's batch norm, whose statistics follow each row's mask (torch)
 - ``architecture.py``  finding layer lists, feed-forward linears and sizes in an encoder (torch)
 
 Importing this package registers the built-in kinds and loads no torch; the torch code of a scope loads
@@ -21,17 +23,20 @@ from tod_clean.scopes.head import HeadScope
 from tod_clean.scopes.layers import LAYER_SITE_BASE, LayersScope
 from tod_clean.scopes.ffn import FFN_SITE_BASE, FfnScope
 from tod_clean.scopes.lora import LORA_SITE_BASE, LoraPlainScope, LoraScope, LoraSettings
+from tod_clean.scopes.channels import CHANNEL_SITE_BASE, ChannelsScope
 
 # isort: on
 
 SCOPE_KINDS = tuple(Scope.registry)  # the built-in kinds
 
 __all__ = [
+    "CHANNEL_SITE_BASE",
     "FFN_SITE_BASE",
     "HEAD_SITE",
     "LAYER_SITE_BASE",
     "LORA_SITE_BASE",
     "SCOPE_KINDS",
+    "ChannelsScope",
     "FfnScope",
     "HeadScope",
     "LayersScope",

@@ -3,8 +3,8 @@
 The repeated layer list, the feed-forward projections inside each layer and the sizes in the config are
 found the same way in BERT, RoBERTa (also pre-norm), DistilBERT, ELECTRA, DeBERTa-v2/v3 and ModernBERT, so
 no scope needs per-architecture code. Scopes that put masks inside the encoder are accepted only for those
-model types (``TESTED_MODEL_TYPES``: the test suite checks every mask site of each); the others take any
-encoder.
+model types (``TESTED_MODEL_TYPES``: the test suite checks every mask site of each), or for the ones a scope
+names itself (``Scope.model_types``: ``channels`` takes ResNets); the others take any encoder.
 """
 
 from __future__ import annotations
@@ -71,11 +71,26 @@ def check_architecture(encoder: nn.Module, scope: Scope) -> None:
             f"model type {model_type!r} is an encoder-decoder model; tod-clean fine-tunes encoders "
             f"(BERT-like models: {', '.join(TESTED_MODEL_TYPES)})"
         )
-    if scope.inside_encoder and model_type not in TESTED_MODEL_TYPES:
+    types = scope.model_types or TESTED_MODEL_TYPES
+    if scope.inside_encoder and model_type not in types:
         raise ConfigError(
             f"scope {scope} places masks inside the encoder, which tod-clean does for model types "
-            f"{', '.join(TESTED_MODEL_TYPES)}; this model is {model_type!r}: use scope head or none with it"
+            f"{', '.join(types)}; this model is {model_type!r}: use scope {scopes_for(model_type)} with it"
         )
+
+
+def scopes_for(model_type: str) -> str:
+    """The scopes that take an encoder of ``model_type``, as ``--scope`` spells them: ``head, channels or
+    none``."""
+    fitting = [
+        (f"{kind}:K" if found.takes_depth else kind, found)
+        for kind, found in Scope.registry.items()
+        if not found.inside_encoder or model_type in (found.model_types or TESTED_MODEL_TYPES)
+    ]
+    # the head first, then the scopes inside the encoder in registration order, none last
+    fitting.sort(key=lambda item: 1 if item[1].inside_encoder else 0 if item[1].masked else 2)
+    names = [name for name, _ in fitting]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def find_layer_list(encoder: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:

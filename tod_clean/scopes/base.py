@@ -6,12 +6,13 @@ subclass, imported by ``scopes/__init__.py`` (``head.py`` is the smallest exampl
 A new scope sets or overrides:
 
 - **name and options**: ``kind``, and ``takes_depth`` when it is written ``kind:K`` (K top layers, in
-  ``depth``);
+  ``depth``); ``model_types`` when it places masks in other encoders than the tested transformers;
 - **mask sites**: ``mask_sites`` lists ``(site id, number of units)``; ``site_name`` names a site in
   messages. Site ids are hashed into every mask, so an existing scope's ids never change and a new scope
   takes a base of its own (``HEAD_SITE`` here, ``LAYER_SITE_BASE`` in layers.py, ``FFN_SITE_BASE`` in
-  ffn.py, ``LORA_SITE_BASE`` in lora.py). Every masked scope includes the head mask (``HEAD_SITE``);
-- **passes**: ``prepare`` changes the encoder before the hooks go in (adapters); ``install_hooks``
+  ffn.py, ``LORA_SITE_BASE`` in lora.py, ``CHANNEL_SITE_BASE`` in channels.py). Every masked scope
+  includes the head mask (``HEAD_SITE``);
+- **passes**: ``prepare`` changes the encoder before the hooks go in (adapters, batch norms); ``install_hooks``
   registers forward hooks that call ``model.mask(x, site)`` at each site, which runs the exposed, hidden
   or full network as ``model.masking`` says; ``split_layer`` and ``mask_cached`` let the split forward
   pass (modeling/split_forward.py) run the layers below the masks once;
@@ -58,6 +59,9 @@ class Scope:
     separated: ClassVar[bool] = False
     # Places anything inside the encoder, so it needs the layer list and a tested model type.
     inside_encoder: ClassVar[bool] = True
+    # The model types it places its masks in; None: the transformer encoders the test suite checks
+    # (``architecture.TESTED_MODEL_TYPES``).
+    model_types: ClassVar[tuple[str, ...] | None] = None
     freeze_below: ClassVar[bool] = False  # takes ``--freeze below``
     freeze_unmasked: ClassVar[bool] = False  # takes ``--freeze unmasked``
     head_only: ClassVar[bool] = False  # every mask site is the head's
