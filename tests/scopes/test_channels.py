@@ -28,10 +28,10 @@ import torch
 from torch import nn
 from transformers import AutoModel, ResNetConfig, ResNetModel
 
+from tests.cli.conftest import invoke, ok, user_error
 from tests.conftest import tiny_encoder
 from tests.image_data import image_folder, tiny_convnext, tiny_vit
 from tests.influence.test_exact import naive_pairs, naive_self
-from tests.test_cli import invoke, ok, user_error
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.influence.base import resolve_influence_method
