@@ -39,6 +39,7 @@ from torch import nn
 from tod_clean.encoding import sorted_batches
 from tod_clean.errors import ConfigError
 from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, InfluenceTask
+from tod_clean.influence.gradients import _grads_enabled, layers_with_gradient
 from tod_clean.model_inputs import Encoded
 from tod_clean.scopes import Scope
 
@@ -52,26 +53,13 @@ def tracked_modules(model: nn.Module, probe: dict[str, torch.Tensor], labels: to
     """Names of the ``nn.Linear`` / ``nn.Conv2d`` modules whose output gets a gradient from the loss of
     ``probe`` (a few rows), in module order."""
     candidates = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
-    outputs: dict[nn.Module, torch.Tensor] = {}
-
-    def capture(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-        outputs[module] = output
-
-    handles = [m.register_forward_hook(capture) for _, m in candidates]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    flags = _grads_enabled(model)
     try:
-        for parameter, _ in flags:
-            parameter.requires_grad_(True)
-        with torch.enable_grad():
-            loss = nn.functional.cross_entropy(model(probe).float(), labels, reduction="sum")
-            present = [(name, m) for name, m in candidates if m in outputs]
-            grads = torch.autograd.grad(loss, [outputs[m] for _, m in present], allow_unused=True)
+        used = layers_with_gradient(model, [m for _, m in candidates], probe, labels)
     finally:
-        for handle in handles:
-            handle.remove()
         for parameter, flag in flags:
             parameter.requires_grad_(flag)
-    return [name for (name, _), g in zip(present, grads, strict=True) if g is not None]
+    return [name for name, m in candidates if m in used]
 
 
 class _Rows(torch.utils.data.Dataset):

@@ -23,7 +23,7 @@ whole. Memory: the preconditioned validation gradients ``[V, width]`` and one bl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,31 @@ class Layer:
     stop: int
 
 
+def layers_with_gradient(
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    modules: Sequence[nn.Module],
+    batch: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+) -> set[nn.Module]:
+    """Those of ``modules`` whose output gets a gradient from the summed cross-entropy of ``forward(batch)``
+    (a BERT pooler the classifier does not read gets none). The parameters must require gradients."""
+    outputs: dict[nn.Module, torch.Tensor] = {}
+
+    def capture(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        outputs[module] = output
+
+    handles = [m.register_forward_hook(capture) for m in modules]
+    try:
+        with torch.enable_grad():
+            loss = nn.functional.cross_entropy(forward(batch).float(), labels, reduction="sum")
+            present = [m for m in modules if m in outputs]
+            grads = torch.autograd.grad(loss, [outputs[m] for m in present], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {m for m, grad in zip(present, grads, strict=True) if grad is not None}
+
+
 class ProjectedGradients:
     """Projected per-row loss gradients of ``model``'s linear layers (see the module docstring).
 
@@ -78,7 +103,7 @@ class ProjectedGradients:
         self.forward = forward
         device = probe_labels.device
         candidates = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        used = self._layers_with_gradient(candidates, probe, probe_labels)
+        used = layers_with_gradient(forward, candidates, probe, probe_labels)
         generator = torch.Generator().manual_seed(seed)
         layers, start = [], 0
         for module in candidates:
@@ -111,21 +136,6 @@ class ProjectedGradients:
             captured[module] = (args[0], output)
 
         return [m.register_forward_hook(capture) for m in modules], captured
-
-    def _layers_with_gradient(
-        self, modules: list[nn.Linear], batch: dict[str, torch.Tensor], labels: torch.Tensor
-    ) -> set[nn.Module]:
-        handles, captured = self._captured(modules)
-        try:
-            with torch.enable_grad():
-                loss = self._loss(batch, labels)
-                outputs = [captured[m][1] for m in modules if m in captured]
-                grads = torch.autograd.grad(loss, outputs, allow_unused=True)
-        finally:
-            for handle in handles:
-                handle.remove()
-        present = [m for m in modules if m in captured]
-        return {m for m, g in zip(present, grads, strict=True) if g is not None}
 
     def _loss(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         logits = self.forward(batch).float()
