@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+import tod_clean
 from tests.cli.conftest import invoke, ok, user_error
 from tests.image_data import (
     csv_of_paths,
@@ -170,6 +171,21 @@ def test_image_options_and_models_refused_clearly(tmp_path: Path, tiny_model_dir
     texts = tmp_path / "texts.jsonl"
     texts.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n', encoding="utf-8")
     user_error(invoke("train", texts, "--run", run, "--augment"), "--augment", absent=(run,))
+
+
+def test_a_broken_vision_model_folder_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    photos = image_folder(tmp_path / "photos", per_class=2)
+    broken = tiny_vit(tmp_path / "vit")
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    run = tmp_path / "run"
+    user_error(
+        invoke("train", photos, "--model", broken, "--run", run),
+        f"--model {broken}: cannot load a vision encoder and image processor",
+        absent=(run,),
+    )
+    with pytest.raises(tod_clean.ConfigError, match=f"model={re.escape(str(broken))}: cannot load a vision"):
+        tod_clean.train(photos, run=run, model=str(broken))
+    assert not run.exists()
 
 
 def test_augment_is_a_seeded_crop_and_flip() -> None:

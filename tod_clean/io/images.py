@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tod_clean.errors import InputError
-from tod_clean.io.rows import LazySequence
-from tod_clean.io.table import Table
+from tod_clean.io.table import ColumnView, Table
 
 # The image files tod-clean reads, by extension (an image folder's files, paths found as an image column).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -132,30 +131,17 @@ def _too_large(shown: str, size: tuple[int, int] | None) -> str:
     )
 
 
-class ImageColumn(LazySequence):
+class ImageColumn(ColumnView):
     """The images of column ``name`` of a table (their cells read when used), decoded by ``image``."""
 
     def __init__(self, table: Table, name: str, start: int = 0, stop: int | None = None) -> None:
-        self.table, self.name, self.start = table, name, start
-        self.stop = len(table) if stop is None else stop
+        super().__init__(table, name, start, stop)
         self.base = image_base(table)
 
-    def __len__(self) -> int:
-        return self.stop - self.start
-
     def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                raise ValueError("image columns are sliced with step 1")
-            return ImageColumn(self.table, self.name, self.start + start, self.start + max(start, stop))
-        position = index + len(self) if index < 0 else index
-        if not 0 <= position < len(self):
-            raise IndexError(f"row {index} out of range (0..{len(self) - 1})")
-        return self.table.rows[self.start + position].get(self.name)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self.table.iter_column(self.name, self.start, self.stop)
+        if isinstance(index, slice) and index.indices(len(self))[2] != 1:
+            raise ValueError("image columns are sliced with step 1")
+        return super().__getitem__(index)
 
     def label(self, value: Any) -> str:
         """How a cell is named in outputs and messages: its path (as written), or ``<bytes>``."""

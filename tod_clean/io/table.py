@@ -130,7 +130,7 @@ class ColumnView(LazySequence):
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step == 1:
-                return ColumnView(self.table, self.name, self.start + start, self.start + max(start, stop))
+                return type(self)(self.table, self.name, self.start + start, self.start + max(start, stop))
             return [self[i] for i in range(start, stop, step)]
         position = index + len(self) if index < 0 else index
         if not 0 <= position < len(self):

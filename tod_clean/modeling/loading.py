@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +24,17 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
     Any checkpoint ``AutoModel`` reads gives its encoder: a base model, or a task model (say
     ``BertForSequenceClassification``), whose head weights are left out; tod-clean adds its own head.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = resolve_model(model_name)
     local = check_model_folder(model_name, path)
 
-    def load(local_files_only: bool) -> tuple[nn.Module, Any, dict[str, Any]]:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
-        # safetensors only: pickle weights (pytorch_model.bin) can run code when loaded
-        encoder, loading = AutoModel.from_pretrained(
-            path,
-            local_files_only=local_files_only,
-            use_safetensors=True,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,  # reported below as one line, not raised as a RuntimeError
-        )
-        return encoder, tokenizer, loading
+    def load_tokenizer(local_files_only: bool) -> Any:
+        return AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
 
-    try:
-        try:
-            # a hub name is looked for in the local cache first: no network, no retries, when it is there
-            encoder, tokenizer, loading = load(local_files_only=True)
-        except OSError:
-            if local:
-                raise
-            check_hub_reachable(model_name)
-            with _quiet_hub():
-                encoder, tokenizer, loading = load(local_files_only=False)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(
-            f"{spelled('model', model_name)}: cannot load an encoder and tokenizer ({first_line(error)})"
-        ) from None
-    check_encoder_weights(model_name, loading)
+    encoder, tokenizer = load_encoder_and(
+        model_name, path, local, load_tokenizer, what="an encoder and tokenizer"
+    )
     size = empty_vocabulary(tokenizer)
     if size is not None:
         where = f"the folder {path}" if local else "the hub repository"
@@ -71,6 +50,47 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
             f"{embedded} (vocab_size in its config.json): the tokenizer belongs to another model"
         )
     return encoder, tokenizer
+
+
+def load_encoder_and(
+    model_name: str, path: str, local: bool, load_preprocessor: Callable[[bool], Any], *, what: str
+) -> tuple[nn.Module, Any]:
+    """The encoder in ``path`` (``AutoModel``, safetensors only) and what ``load_preprocessor`` returns (its
+    tokenizer or image processor), each given ``local_files_only``.
+
+    Both come from the local cache first (no network, no retries, when they are there) and from the hub
+    only for a hub name that is not a ``local`` folder; every way loading fails becomes one ConfigError
+    saying which ``what`` could not be loaded.
+    """
+    from transformers import AutoModel
+
+    def load(local_files_only: bool) -> tuple[nn.Module, Any, dict[str, Any]]:
+        preprocessor = load_preprocessor(local_files_only)
+        # safetensors only: pickle weights (pytorch_model.bin) can run code when loaded
+        encoder, loading = AutoModel.from_pretrained(
+            path,
+            local_files_only=local_files_only,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported by check_encoder_weights as one line, not raised
+        )
+        return encoder, preprocessor, loading
+
+    try:
+        try:
+            encoder, preprocessor, loading = load(local_files_only=True)
+        except OSError:
+            if local:
+                raise
+            check_hub_reachable(model_name)
+            with errors_only("huggingface_hub"):
+                encoder, preprocessor, loading = load(local_files_only=False)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"{spelled('model', model_name)}: cannot load {what} ({first_line(error)})"
+        ) from None
+    check_encoder_weights(model_name, loading)
+    return encoder, preprocessor
 
 
 HUB_TIMEOUT_S = 10
@@ -99,15 +119,17 @@ def check_hub_reachable(model_name: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
-    """huggingface_hub logs each retry of a download as a warning: errors only, so a failure is one line."""
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)
+def errors_only(logger_name: str) -> Iterator[None]:
+    """Only errors from the logger ``logger_name`` while the block runs: huggingface_hub logs each retry
+    of a download as a warning (so a failure would not be one line), transformers warns of backends
+    tod-clean does not want."""
+    log = logging.getLogger(logger_name)
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        hub_log.setLevel(level)
+        log.setLevel(level)
 
 
 def check_encoder_weights(model_name: str, loading: dict[str, Any]) -> None:

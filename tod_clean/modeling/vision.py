@@ -16,17 +16,14 @@ classifier pools as tokens).
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from tod_clean.config import DEFAULT_IMAGE_MODEL
-from tod_clean.errors import ConfigError, first_line
-from tod_clean.modeling.loading import check_encoder_weights, check_hub_reachable, check_model_folder
+from tod_clean.errors import ConfigError
+from tod_clean.modeling.loading import check_model_folder, errors_only, load_encoder_and
 
 DEFAULT_IMAGE_SIZE = 32
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -52,24 +49,11 @@ def default_image_encoder() -> tuple[nn.Module, Any]:
     return ResNetModel(config), processor
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers warns that its torchvision image backend is missing and it uses Pillow's, which is
-    what tod-clean wants: errors only, while a processor loads."""
-    transformers_log = logging.getLogger("transformers")
-    level = transformers_log.level
-    transformers_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        transformers_log.setLevel(level)
-
-
 def load_image_processor(folder: str | Path) -> Any:
     """The image processor saved in ``folder`` (its ``preprocessor_config.json``), no download."""
     from transformers import AutoImageProcessor
 
-    with _quiet_transformers():
+    with errors_only("transformers"):  # it warns that its torchvision backend is missing: Pillow's is wanted
         return AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
 
 
@@ -78,7 +62,7 @@ def load_vision(model_name: str) -> tuple[nn.Module, Any]:
     folder or a hub name in the local cache."""
     if model_name == DEFAULT_IMAGE_MODEL:
         return default_image_encoder()
-    from transformers import AutoImageProcessor, AutoModel
+    from transformers import AutoImageProcessor
 
     local = check_model_folder(model_name, model_name)
     if local and not (Path(model_name).expanduser() / PROCESSOR_FILE).is_file():
@@ -88,31 +72,14 @@ def load_vision(model_name: str) -> tuple[nn.Module, Any]:
             f"use --model {DEFAULT_IMAGE_MODEL}"
         )
 
-    def load(local_files_only: bool) -> tuple[nn.Module, Any, dict[str, Any]]:
-        with _quiet_transformers():
-            processor = AutoImageProcessor.from_pretrained(model_name, local_files_only=local_files_only)
-        encoder, loading = AutoModel.from_pretrained(
-            model_name,
-            local_files_only=local_files_only,
-            use_safetensors=True,
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,
-        )
-        return encoder, processor, loading
+    def load_processor(local_files_only: bool) -> Any:
+        # transformers warns that its torchvision image backend is missing and it uses Pillow's, as wanted
+        with errors_only("transformers"):
+            return AutoImageProcessor.from_pretrained(model_name, local_files_only=local_files_only)
 
-    try:
-        try:
-            encoder, processor, loading = load(local_files_only=True)
-        except OSError:
-            if local:
-                raise
-            check_hub_reachable(model_name)
-            encoder, processor, loading = load(local_files_only=False)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(
-            f"--model {model_name}: cannot load a vision encoder and image processor ({first_line(error)})"
-        ) from None
-    check_encoder_weights(model_name, loading)
+    encoder, processor = load_encoder_and(
+        model_name, model_name, local, load_processor, what="a vision encoder and image processor"
+    )
     if getattr(encoder, "main_input_name", None) != "pixel_values":
         raise ConfigError(
             f"--model {model_name}: a {type(encoder).__name__}, which does not read images; give a vision "
