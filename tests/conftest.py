@@ -177,6 +177,10 @@ ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2") + (
 )
 
 
+# vision transformers whose layers take every scope a text encoder does (their inputs: random_pixels)
+VISION_ARCHITECTURES = ("vit", "deit")
+
+
 def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
     """A 2-layer, hidden-32, intermediate-37 config of ``arch`` with vocab_size 100.
 
@@ -236,6 +240,17 @@ def tiny_config(arch: str, *, dropout: float | None = None) -> Any:
             sep_token_id=2,
             **common,
         )
+    elif arch in VISION_ARCHITECTURES:  # vision transformers: 16 patches of 8 x 8 pixels
+        kind = transformers.ViTConfig if arch == "vit" else transformers.DeiTConfig
+        config = kind(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=8,
+            num_channels=3,
+        )
     else:  # pragma: no cover - test helper misuse
         raise ValueError(arch)
     if dropout is not None:
@@ -270,6 +285,12 @@ def random_batch(
     for row in range(batch_size):
         attention_mask[row, max(2, length - row) :] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def random_pixels(batch_size: int = 4, *, seed: int = 1, side: int = 32) -> dict[str, torch.Tensor]:
+    """Random normalised RGB images ``[B, 3, side, side]``, as an image processor returns them."""
+    generator = torch.Generator().manual_seed(seed)
+    return {"pixel_values": torch.randn(batch_size, 3, side, side, generator=generator)}
 
 
 # Hypothesis: no example database, and its caches in a temporary folder rather than the repository;

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import ARCHITECTURES, random_batch
+from tests.conftest import ARCHITECTURES, VISION_ARCHITECTURES, random_batch, random_pixels
 from tests.modeling.test_classifier import SCOPES, build
 from tod_clean.masks import MaskMode
 
 # ---- split forward == forward ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ARCHITECTURES + VISION_ARCHITECTURES)
 def test_split_forward_equals_forward(arch: str) -> None:
-    batch = random_batch(4, 9)
+    batch = random_pixels(4) if arch in VISION_ARCHITECTURES else random_batch(4, 9)
     keys = torch.tensor([0, -7, 2**40 + 1, 12345])
     for scope in SCOPES:
         model = build(arch, scope).eval()

@@ -239,6 +239,58 @@ def test_head_batched_influence_equals_the_per_pair_loop_on_images(tmp_path: Pat
     np.testing.assert_allclose(matrix, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("scope", ["layers:1", "ffn:1", "lora"])
+def test_vit_inner_scopes_influence_equals_the_per_pair_loop(tmp_path: Path, scope: str) -> None:
+    """Masks inside a ViT's layers: the split forward path (lower layers once per image, upper layers per
+    pair) gives each pair's hidden minus exposed loss, as one forward per pair does."""
+    from transformers import AutoModel
+
+    from tod_clean.influence.gather import influence
+    from tod_clean.modeling.vision import load_image_processor
+    from tod_clean.scopes.lora import LoraSettings
+
+    folder = tiny_vit(tmp_path / "m")
+    table = read_table(str(image_folder(tmp_path / "photos", per_class=2)))
+    encoded = encode_images(load_image_processor(folder), ImageColumn(table, "image"))
+    torch.manual_seed(3)
+    model = TodClassifier(
+        AutoModel.from_pretrained(str(folder)),
+        3,
+        scope=Scope.parse(scope),
+        keep_prob=0.3,
+        mask_seed=4,
+        lora=LoraSettings(rank=4, alpha=8.0),
+    )
+    with torch.no_grad():  # LoRA's B starts at zero, which would make its masks change nothing
+        for name, parameter in model.named_parameters():
+            if ".lora_B." in name or name.startswith("classifier."):
+                parameter.normal_(0.0, 0.5)
+    model.eval()
+    keys = np.arange(100, 107, dtype=np.int64)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    expected = naive_pairs(model, keys, encoded, labels)  # type: ignore[arg-type]
+    matrix_path = tmp_path / "pairs.npy"
+    values = influence(model, keys, encoded, labels, matrix_path=matrix_path, batch_size=4, pair_batch=5)  # type: ignore[arg-type]
+    np.testing.assert_allclose(np.load(matrix_path), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(values, expected.mean(1), rtol=1e-5, atol=1e-5)
+    assert np.abs(expected).max() > 1e-3  # the sub-networks really differ
+
+
+@pytest.mark.parametrize("scope", ["lora", "ffn:1"])
+def test_vit_with_masks_inside_trains_scores_and_filters(tmp_path: Path, scope: str) -> None:
+    photos = image_folder(tmp_path / "photos", per_class=3)
+    model = tiny_vit(tmp_path / "vit")
+    run = tmp_path / "run"
+    ok(invoke("train", photos, "--model", model, "--scope", scope, "--run", run, "--epochs", "1", "-q"))
+    scored = pd.read_csv(
+        io.StringIO(ok(invoke("score", "--run", run, "--val", photos, "-o", "-", "-q")).output)
+    )
+    assert len(scored) == 9 and scored["influence"].notna().all() and scored["hidden_loss"].notna().all()
+    kept = tmp_path / "kept.csv"
+    ok(invoke("filter", "--run", run, "--drop-count", "2", "-o", kept, "-q"))
+    assert len(pd.read_csv(kept)) == 7
+
+
 @pytest.mark.parametrize("make", [tiny_deit, tiny_convnext], ids=["deit", "convnext"])
 def test_other_vision_encoders_train_and_score(tmp_path: Path, make: object) -> None:
     photos = image_folder(tmp_path / "photos", per_class=2)

@@ -23,7 +23,16 @@ import transformers
 from torch import nn
 
 from tests.cli.conftest import invoke, ok, user_error
-from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_config, tiny_encoder, write_rows
+from tests.conftest import (
+    ARCHITECTURES,
+    VISION_ARCHITECTURES,
+    make_rows,
+    random_batch,
+    random_pixels,
+    tiny_config,
+    tiny_encoder,
+    write_rows,
+)
 from tod_clean.config import TrainConfig
 from tod_clean.errors import ConfigError
 from tod_clean.masks import MaskMode, instance_masks
@@ -36,6 +45,8 @@ KEYS = torch.tensor([987654321, -5])
 # DeBERTa-v3 (deberta-v2 with share_att_key) too: LoRA on its query/key also sees the shared position
 # embeddings; and RoBERTa-PreLayerNorm, a pre-norm encoder with a final norm.
 ALL = ARCHITECTURES + ("deberta-v3", "roberta-prelayernorm")
+# and the vision transformers (ViT, DeiT), whose layers take the same scopes, on random images
+WITH_VISION = ALL + VISION_ARCHITECTURES
 MASK_SEED = 11
 
 
@@ -102,7 +113,7 @@ def _expected_sites(model: TodClassifier) -> set[int]:
     return sites
 
 
-@pytest.mark.parametrize("arch", ALL)
+@pytest.mark.parametrize("arch", WITH_VISION)
 @pytest.mark.parametrize("scope", ["head", "layers:1", "layers:2", "ffn:1", "ffn:2", "lora"])
 def test_every_mask_site_passes_nothing_from_the_units_an_instance_hides(arch: str, scope: str) -> None:
     """Two rows, two instances (a batch of one would hide masks that do not line up with the rows)."""
@@ -121,7 +132,8 @@ def test_every_mask_site_passes_nothing_from_the_units_an_instance_hides(arch: s
 
     model.mask = record  # type: ignore[method-assign]
     model.train()  # dropout 0: deterministic
-    logits = model(random_batch(2, 9), KEYS, MaskMode.EXPOSED)
+    batch = random_pixels(2) if arch in VISION_ARCHITECTURES else random_batch(2, 9)
+    logits = model(batch, KEYS, MaskMode.EXPOSED)
     nn.functional.cross_entropy(logits, torch.tensor([2, 0])).backward()
     assert set(seen) == _expected_sites(model)
     hidden_total = 0

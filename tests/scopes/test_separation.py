@@ -17,7 +17,15 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import ARCHITECTURES, make_rows, random_batch, tiny_encoder, write_rows
+from tests.conftest import (
+    ARCHITECTURES,
+    VISION_ARCHITECTURES,
+    make_rows,
+    random_batch,
+    random_pixels,
+    tiny_encoder,
+    write_rows,
+)
 from tod_clean.config import TrainConfig
 from tod_clean.io.inputs import read_table
 from tod_clean.masks import MaskMode, instance_masks
@@ -101,6 +109,10 @@ SEPARATED = [
     *([("modernbert", {"scope": "lora", "keep_prob": 0.3})] if "modernbert" in ARCHITECTURES else []),
     ("bert", {"scope": "head", "freeze": "unmasked", "keep_prob": 0.3}),
     *[(arch, {"scope": "ffn:2", "freeze": "unmasked", "keep_prob": 0.7}) for arch in ARCHITECTURES],
+    # vision transformers, on one random image
+    ("vit", {"scope": "lora", "keep_prob": 0.3}),
+    ("deit", {"scope": "lora", "keep_prob": 0.7}),
+    *[(arch, {"scope": "ffn:2", "freeze": "unmasked", "keep_prob": 0.3}) for arch in VISION_ARCHITECTURES],
 ]
 
 
@@ -108,7 +120,7 @@ SEPARATED = [
 def test_one_step_on_an_instance_leaves_its_hidden_sub_network_unchanged(arch: str, options: dict) -> None:
     model, config = _model(arch, **options)
     assert config.separated
-    batch = random_batch(1, 7)
+    batch = random_pixels(1) if arch in VISION_ARCHITECTURES else random_batch(1, 7)
     keys = torch.tensor([KEY])
     model.train()  # the encoders have dropout 0, so train mode is deterministic
     hidden_before = model(batch, keys, MaskMode.HIDDEN).detach().clone()

@@ -33,10 +33,8 @@ def last_layer_is_output(model: TodClassifier) -> bool:
     def capture(module: nn.Module, args: Any, output: Any) -> None:
         captured.append(output[0] if isinstance(output, tuple) else output)
 
-    vocab = config_int(model.encoder.config, "vocab_size")
     device = next(model.encoder.parameters()).device
-    input_ids = (torch.arange(4, device=device).view(1, 4) + 5) % vocab
-    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    batch = _image_probe(model.encoder.config, device) if model.images else _text_probe(model, device)
     handle = model.layers[model.num_layers - 1].register_forward_hook(capture)
     was_training = model.encoder.training
     try:
@@ -49,6 +47,19 @@ def last_layer_is_output(model: TodClassifier) -> bool:
     return bool(
         captured and captured[-1].shape == last_hidden.shape and torch.equal(captured[-1], last_hidden)
     )
+
+
+def _text_probe(model: TodClassifier, device: torch.device) -> dict[str, torch.Tensor]:
+    vocab = config_int(model.encoder.config, "vocab_size")
+    input_ids = (torch.arange(4, device=device).view(1, 4) + 5) % vocab
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def _image_probe(config: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    """One image of the size the vision encoder's config names, of distinct values."""
+    side, channels = config_int(config, "image_size"), config_int(config, "num_channels")
+    pixels = torch.linspace(-1.0, 1.0, channels * side * side, device=device)
+    return {"pixel_values": pixels.view(1, channels, side, side)}
 
 
 def encode_lower(model: TodClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:

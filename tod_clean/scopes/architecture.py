@@ -1,8 +1,8 @@
 """Finding the parts of a Hugging Face encoder that scopes put masks on, by shape, not by name.
 
 The repeated layer list, the feed-forward projections inside each layer and the sizes in the config are
-found the same way in BERT, RoBERTa (also pre-norm), DistilBERT, ELECTRA, DeBERTa-v2/v3 and ModernBERT, so
-no scope needs per-architecture code. Scopes that put masks inside the encoder are accepted only for those
+found the same way in BERT, RoBERTa (also pre-norm), DistilBERT, ELECTRA, DeBERTa-v2/v3 and ModernBERT, and
+in the vision transformers ViT and DeiT, so no scope needs per-architecture code. Scopes that put masks inside the encoder are accepted only for those
 model types (``TESTED_MODEL_TYPES``: the test suite checks every mask site of each), or for the ones a scope
 names itself (``Scope.model_types``: ``channels`` takes ResNets); the others take any encoder.
 """
@@ -26,6 +26,8 @@ TESTED_MODEL_TYPES = (
     "electra",
     "deberta-v2",
     "modernbert",
+    "vit",
+    "deit",
 )
 
 
