@@ -91,6 +91,34 @@ def test_image_folder_train_score_filter_manifest_and_train_again(tmp_path: Path
     assert again["train_file"]["rows"] == 15
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_readme_image_demo_runs_on_the_sample_photos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's image demo, command by command, on a copy of sample_data/photos (2 epochs, not 20)."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("## Images\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```\n(.*?)```", section, flags=re.DOTALL)[0]
+    commands = [line.split()[1:] for line in block.splitlines() if line.startswith("tod-clean ")]
+    assert [c[0] for c in commands] == ["train", "score", "filter", "train", "report"]
+    shutil.copytree(REPO / "sample_data" / "photos", tmp_path / "sample_data" / "photos")
+    before = _hashes(tmp_path / "sample_data")
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        previous = ["", *command[:-1]]
+        shortened = [
+            "2" if flag == "--epochs" else word for flag, word in zip(previous, command, strict=True)
+        ]
+        ok(invoke(*shortened, "-q"))
+    kept = pd.read_csv(tmp_path / "photos-kept.csv")
+    removed = pd.read_csv(tmp_path / "photos-removed.csv")
+    assert len(kept) == 240 - 12 and len(removed) == 12
+    assert all((tmp_path / path).is_file() for path in kept["image"])
+    assert (tmp_path / "photos-report.html").is_file()
+    assert _hashes(tmp_path / "sample_data") == before  # no image moved, changed or deleted
+
+
 def test_manifest_needs_a_csv_name(tmp_path: Path) -> None:
     photos = image_folder(tmp_path / "photos", per_class=2)
     run = tmp_path / "run"
