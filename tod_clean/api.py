@@ -11,6 +11,11 @@ from standard input): its canonical JSON Lines form (see ``tod_clean.io.inputs.t
 the run's training-file fingerprint. Scoring or filtering later accepts the same rows again as a
 DataFrame or Dataset (equal rows serialise to equal bytes), the run's copy, or, for a run trained with an
 ``id_col``, any data whose rows match by id.
+
+Each method spells out its keywords (``val_text_col``, ``text_col``, ``split``, ``device``...) although
+several methods share them: they are the public surface, and written out ``help()``, editors and mypy show
+every option with its type and default, where a shared ``**options`` (or a ``TypedDict`` with ``Unpack``)
+would hide them. Their checking and defaults live once, in ``TrainConfig``/``ScoreConfig`` and the pipelines.
 """
 
 from __future__ import annotations

@@ -330,3 +330,62 @@ def test_api_on_hf(hub_cache: Path, tmp_path: Path, tiny_model_dir: Path) -> Non
     kept = tod_clean.filter("hf:someone/reviews", scores, drop_count=2)
     assert isinstance(kept, datasets.Dataset) and kept.num_rows == 10
     assert kept.features["label"].names == LABELS
+
+
+def cache_hub_image_dataset(cache: Path, repo: str, images: Path, *, hash_: str = "feed01") -> Path:
+    """Prepare ``repo`` in ``cache`` as ``load_dataset`` does for a hub dataset of Parquet files with an
+    ``Image`` feature and ClassLabel labels (the form of image datasets on the hub): one ``train`` split of
+    the PNGs of ``images/<label>/``."""
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    *namespace, name = repo.split("/")
+    files = sorted(images.glob("*/*.png"))
+    names = sorted({file.parent.name for file in files})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    sources = cache.parent / f"sources-{name}-{hash_}"
+    sources.mkdir(parents=True)
+    rows = {
+        "image": [{"bytes": file.read_bytes(), "path": file.name} for file in files],
+        "label": [names.index(file.parent.name) for file in files],
+    }
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(sources / "train.parquet"))
+    staging = cache.parent / f"staging-{name}-{hash_}"
+    builder = Parquet(
+        cache_dir=str(staging),
+        dataset_name=name,
+        config_name="default",
+        config_id="default",
+        hash=hash_,
+        data_files={"train": str(sources / "train.parquet")},
+        info=datasets.DatasetInfo(features=features, config_name="default"),
+    )
+    builder.download_and_prepare()
+    target = cache / "___".join([*namespace, name]) / "default" / "0.0.0" / hash_
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(Path(builder.cache_dir)), str(target))
+    shutil.rmtree(staging)
+    return target
+
+
+def test_an_hf_image_dataset_trains_scores_and_filters_to_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.image_data import image_folder
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    cache = tmp_path / "hf-home" / "datasets"
+    cache.mkdir(parents=True)
+    cache_hub_image_dataset(cache, "someone/photos", image_folder(tmp_path / "photos", per_class=3))
+    ref, run = "hf:someone/photos", tmp_path / "run"
+    ok(invoke("train", ref, "--split", "train", "--run", run, "--epochs", "1", "--device", "cpu", "-q"))
+    info = RunDir(run).read_info()
+    assert info.train.columns.image_col == "image" and info.train.model == "tiny-resnet"
+    assert info.labels == ["blue", "green", "red"]
+    scores = tmp_path / "scores.csv"
+    ok(invoke("score", "--run", run, "--val", ref, "--val-split", "train", "--out", scores, "-q"))
+    kept = tmp_path / "kept"
+    ok(invoke("filter", "--run", run, "--scores", scores, "--drop-count", "2", "--out", kept, "-q"))
+    kept_rows = datasets.load_from_disk(str(kept))
+    assert kept_rows.num_rows == 7
+    assert isinstance(kept_rows.features["image"], datasets.Image)
+    assert kept_rows.features["label"].names == ["blue", "green", "red"]
