@@ -134,6 +134,19 @@ def test_manifest_needs_a_csv_name(tmp_path: Path) -> None:
     assert Path(stdout.splitlines()[1].split(",")[0]).is_absolute()  # no folder to be relative to
 
 
+def _explain_and_report(run: Path, val: Path, tmp_path: Path) -> None:
+    """explain names the training images and draws them on its page; the report shows thumbnails."""
+    explained = tmp_path / "explained.csv"
+    page = tmp_path / "explain.html"
+    ok(invoke("explain", "--run", run, "--val", val, "-k", "2", "-o", explained, "--html", page, "-q"))
+    frame = pd.read_csv(explained)
+    assert len(frame) > 0 and frame["train_text"].str.endswith(".png").all()
+    assert PNG_DATA_URI in page.read_text(encoding="utf-8")
+    report = tmp_path / "report.html"
+    ok(invoke("report", "--run", run, "--val", val, "--out", report, "-q"))
+    assert PNG_DATA_URI in report.read_text(encoding="utf-8")
+
+
 def test_csv_of_paths_with_a_tiny_vit(tmp_path: Path) -> None:
     photos = image_folder(tmp_path / "data" / "photos", per_class=4)
     train_csv = csv_of_paths(photos, tmp_path / "data" / "train.csv")
@@ -143,6 +156,7 @@ def test_csv_of_paths_with_a_tiny_vit(tmp_path: Path) -> None:
     info = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert info["train"]["columns"]["image_col"] == "path" and info["encoder"]["model_type"] == "vit"
     ok(invoke("score", "--run", run, "--val", train_csv, "-q"))
+    _explain_and_report(run, train_csv, tmp_path)
     kept = tmp_path / "data" / "kept.csv"
     ok(invoke("filter", "--run", run, "--drop", "0.25", "--out", kept, "-q"))
     lines = train_csv.read_bytes().splitlines(keepends=True)
@@ -157,6 +171,7 @@ def test_parquet_with_an_image_feature(tmp_path: Path) -> None:
     run = tmp_path / "run"
     ok(invoke("train", parquet, "--run", run, "--epochs", "1", "--augment", "-q"))
     ok(invoke("score", "--run", run, "--val", parquet, "-q"))
+    _explain_and_report(run, parquet, tmp_path)
     kept = tmp_path / "kept.parquet"
     ok(invoke("filter", "--run", run, "--drop-count", "2", "--out", kept, "-q"))
     frame = pd.read_parquet(kept)
