@@ -78,7 +78,12 @@ def resolve_columns(table: Table, columns: DataColumns) -> DataColumns:
 
 def for_table(config: TrainConfig, table: Table) -> TrainConfig:
     """``config`` for training on ``table``: its image column found (see ``resolve_columns``) and, for
-    images, the default model the embedded image classifier; ``--augment`` refused for texts."""
+    images, the default model the embedded image classifier; ``--augment`` refused for texts. An image or
+    text column the options named (other than the default ``text``) must be a column of ``table``."""
+    named = config.columns.image_col or config.columns.text_col
+    if config.columns.images or named != DataColumns().text_col:
+        # a column the options named must be there: not replaced by an image column found by type
+        table.require_columns([named])
     columns = resolve_columns(table, config.columns)
     model = DEFAULT_IMAGE_MODEL if columns.images and config.model == DEFAULT_MODEL else config.model
     if config.augment and not columns.images:

@@ -208,3 +208,85 @@ def test_mixed_modes_train(tmp_path: Path) -> None:
     table = read_table(str(folder))
     images = check_images(table, "image")
     assert {image.mode for image in images.images()} == {"RGB"}
+
+
+# ---- found by an adversarial pass (session 5) ------------------------------------------------------------
+
+
+def test_sixteen_bit_grey_is_scaled_to_eight_bits_and_float_images_are_refused() -> None:
+    ramp = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)  # 0 .. 63,000 of 65,535
+    decoded = np.asarray(decode_image(png_bytes(Image.fromarray(ramp)), None, "deep.png"))
+    assert decoded.shape == (8, 8, 3) and (decoded[..., 0] == decoded[..., 2]).all()
+    np.testing.assert_array_equal(decoded[..., 0], (ramp.astype(np.int64) * 255 + 32767) // 65535)
+    assert decoded.max() == 245 and len(np.unique(decoded)) == 64  # not flattened to white
+    wide = Image.fromarray(np.full((2, 2), 70000, dtype=np.int32))
+    with pytest.raises(InputError, match=r"^wide.tif is a I image with values from 70000 to 70000, outside"):
+        decode_image(png_bytes(wide, "TIFF"), None, "wide.tif")
+    floating = Image.fromarray(np.full((2, 2), 0.5, dtype=np.float32))
+    with pytest.raises(InputError, match=r"^float.tif is a floating-point \(mode F\) image"):
+        decode_image(png_bytes(floating, "TIFF"), None, "float.tif")
+
+
+def test_a_transparent_colour_in_grey_and_rgb_images_is_put_on_white() -> None:
+    grey = Image.new("L", (2, 1), 0)
+    grey.putpixel((1, 0), 90)
+    rgb = Image.new("RGB", (2, 1), (0, 0, 0))
+    rgb.putpixel((1, 0), (10, 20, 30))
+    for image, kept, key in ((grey, (90, 90, 90), 0), (rgb, (10, 20, 30), (0, 0, 0))):
+        image.info["transparency"] = key
+        assert list(to_rgb(image).getdata()) == [(255, 255, 255), kept]
+        saved = decode_image(png_bytes(image), None, "key.png")  # the tRNS chunk survives PNG
+        assert list(saved.getdata()) == [(255, 255, 255), kept]
+
+
+def test_class_folders_named_with_a_leading_space_or_a_tilde_are_read_as_they_are(tmp_path: Path) -> None:
+    folder = image_folder(tmp_path / "photos", per_class=2)
+    (folder / "blue").rename(folder / " blue")
+    (folder / "green").rename(folder / "~")
+    table = read_table(str(folder))
+    assert sorted({row["label"] for row in table.rows}) == [" blue", "red", "~"]
+    images = check_images(table, "image")
+    assert len(list(images.images())) == 6
+
+
+def test_a_first_empty_cell_does_not_hide_the_image_column(tmp_path: Path) -> None:
+    photos = image_folder(tmp_path / "photos", per_class=2)
+    table_path = csv_of_paths(photos, tmp_path / "paths.csv")
+    lines = table_path.read_text(encoding="utf-8").splitlines()
+    header, first = lines[0], lines[1].split(",")
+    blanked = ",".join(
+        "" if name == "path" else value for name, value in zip(header.split(","), first, strict=True)
+    )
+    table_path.write_text("\n".join([header, blanked, *lines[2:]]) + "\n", encoding="utf-8")
+    table = read_table(str(table_path))
+    assert find_image_column(table) == "path"
+    result = invoke("train", table_path, "--run", tmp_path / "run")
+    message = user_error(result, "row 0", absent=(tmp_path / "run",))
+    assert "column 'text' not found" not in message
+
+
+def test_a_folder_of_no_images_says_so(tmp_path: Path) -> None:
+    (tmp_path / "pics" / "cats").mkdir(parents=True)
+    (tmp_path / "pics" / "cats" / "a.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "pics" / "dogs").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "pics" / "dogs" / "a.tif")
+    user_error(
+        invoke("train", tmp_path / "pics", "--run", tmp_path / "run"),
+        "a folder, but neither an image folder",
+        ".png, .jpg",
+        absent=(tmp_path / "run",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "name"), [("--image-col", "pic"), ("--text-col", "sentence")], ids=["image-col", "text-col"]
+)
+def test_a_named_column_that_is_not_there_is_refused_not_replaced(
+    tmp_path: Path, option: str, name: str
+) -> None:
+    table_path = csv_of_paths(image_folder(tmp_path / "photos", per_class=2), tmp_path / "paths.csv")
+    user_error(
+        invoke("train", table_path, option, name, "--run", tmp_path / "run"),
+        f"column {name!r} not found",
+        absent=(tmp_path / "run",),
+    )

@@ -534,3 +534,40 @@ def test_report_of_an_image_run_with_an_unreadable_image(image_run: SimpleNamesp
     assert "1 image could not be shown" in html and "is not an image file" in html
     assert "no picture</span>" in html
     assert len([alt for _, alt in pictures(html).images if alt.endswith(".png")]) == 17
+
+
+# ---- found by an adversarial pass (session 5) ------------------------------------------------------------
+
+
+def test_cleanse_on_image_folders(tmp_path: Path) -> None:
+    photos = image_folder(tmp_path / "photos", per_class=4)
+    test = image_folder(tmp_path / "test", per_class=2, seed=1)
+    before = _hashes(photos)
+    out = tmp_path / "out"
+    ok(
+        invoke(
+            "cleanse", photos, "--test", test, "--drop-count", "2", "--out-dir", out, "--epochs", "1", "-q"
+        )
+    )
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["complete"] and [arm["name"] for arm in metrics["arms"]] == ["before", "filtered"]
+    manifest = pd.read_csv(out / "train.filtered.csv")
+    assert len(manifest) == 10 and all((out / path).is_file() for path in manifest["image"])
+    assert _hashes(photos) == before
+
+
+def test_a_manifest_written_into_a_linked_folder_finds_its_images(tmp_path: Path) -> None:
+    photos = image_folder(tmp_path / "photos", per_class=3)
+    run = tmp_path / "run"
+    ok(invoke("train", photos, "--run", run, "--epochs", "1", "-q"))
+    ok(invoke("score", "--run", run, "-q"))
+    deep = tmp_path / "deep" / "a" / "b"
+    deep.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(deep, target_is_directory=True)
+    kept = tmp_path / "link" / "kept.csv"
+    ok(invoke("filter", "--run", run, "--drop-count", "1", "-o", kept, "-q"))
+    ok(invoke("train", kept, "--run", tmp_path / "again", "--epochs", "1", "-q"))
+    assert (
+        json.loads((tmp_path / "again" / "config.json").read_text(encoding="utf-8"))["train_file"]["rows"]
+        == 8
+    )

@@ -29,6 +29,7 @@ _TRAIN_OPTIONS = (
     "text_pair_col",
     "label_col",
     "id_col",
+    "image_col",
     "model",
     "scope",
     "keep_prob",
@@ -37,6 +38,7 @@ _TRAIN_OPTIONS = (
     "learning_rate",
     "head_learning_rate",
     "max_length",
+    "augment",
 )
 _HELP_HERE = {
     "text_pair_col": "Optional second text column.",

@@ -11,8 +11,9 @@ file that is not an image, is refused before any work with its row, file and pro
 pixels than Pillow's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by default, about 9459 x 9459) are refused
 unopened: a decompression bomb is a small file that decodes to gigabytes. Pillow only warns between that
 limit and twice it; tod-clean refuses from the limit on. Grey (L), palette (P), CMYK and other modes are converted
-to RGB by Pillow; images with an alpha channel (RGBA, LA, a palette with a transparent colour) are
-composited on white, as a viewer shows them on a white page, rather than having their alpha dropped
+to RGB by Pillow; 16-bit grey images are scaled to 8 bits (0-65535 onto 0-255: Pillow alone would clip at
+255), and floating-point ones refused (their range is not defined); images with an alpha channel (RGBA,
+LA, a palette or a grey or RGB image with a transparent colour) are composited on white, as a viewer shows them on a white page, rather than having their alpha dropped
 (which would show the colour stored under transparent pixels, often black). An animated image is read at
 its first frame.
 """
@@ -44,12 +45,26 @@ def is_image_value(value: Any) -> bool:
     return isinstance(value, str) and Path(value.strip()).suffix.lower() in IMAGE_SUFFIXES
 
 
+# rows looked at for a column's first non-empty cell when finding the image column
+FIND_ROWS = 100
+
+
 def find_image_column(table: Table) -> str | None:
-    """The table's image column, found by its first row's values: ``image`` when that is one, else the
-    first column that holds an image (None when no column does)."""
-    first = table.rows[0]
+    """The table's image column, found by the first non-empty cell of each column (among the first
+    ``FIND_ROWS`` rows): ``image`` when that is an image, else the first column whose cell is (None when no
+    column's is). An empty cell in the image column is refused later, with its row."""
+    rows = [table.rows[index] for index in range(min(len(table), FIND_ROWS))]
     candidates = sorted(table.columns, key=lambda name: name != "image")
-    return next((name for name in candidates if is_image_value(first.get(name))), None)
+
+    def first_value(name: str) -> Any:
+        return next((row.get(name) for row in rows if not _is_empty(row.get(name))), None)
+
+    return next((name for name in candidates if is_image_value(first_value(name))), None)
+
+
+def _is_empty(value: Any) -> bool:
+    """None, NaN, or a blank string."""
+    return value is None or value != value or (isinstance(value, str) and not value.strip())
 
 
 def image_base(table: Table) -> Path:
@@ -69,13 +84,36 @@ def _pillow() -> Any:
     return Image
 
 
+# 16-bit grey modes (and 32-bit integer images, which Pillow also reads some 16-bit files as)
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def to_rgb(image: Any) -> Any:
-    """``image`` as an RGB Pillow image: alpha composited on white, other modes converted (see the module
-    docstring)."""
+    """``image`` as an RGB Pillow image: alpha (or a transparent colour) composited on white, 16-bit grey
+    scaled to 8 bits, other modes converted (see the module docstring). A ``ValueError`` says why an image
+    cannot be (a float image, or integer values outside 16 bits)."""
     Image = _pillow()
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in SIXTEEN_BIT_MODES:
+        import numpy as np
+
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"a {image.mode} image with values from {values.min()} to {values.max()}, outside the 16-bit "
+                "range 0-65535 tod-clean scales to 8 bits; save it as an 8- or 16-bit image"
+            )
+        # 65535 -> 255: the 16-bit range onto the 8-bit one (Pillow's own conversion would clip at 255)
+        image = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if image.mode == "F":
+        raise ValueError(
+            "a floating-point (mode F) image, whose range of values is not defined; save it as an 8- or "
+            "16-bit image"
+        )
+    if image.mode in ("RGBA", "LA", "PA") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
+    ):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
@@ -119,7 +157,10 @@ def decode_image(data: bytes | None, path: Path | None, shown: str) -> Any:
             raise InputError(_too_large(shown, None)) from None
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             raise InputError(f"{shown} is a damaged or truncated image ({error})") from None
-    return to_rgb(image)
+    try:
+        return to_rgb(image)
+    except ValueError as error:
+        raise InputError(f"{shown} is {error}") from None
 
 
 def _too_large(shown: str, size: tuple[int, int] | None) -> str:
@@ -137,6 +178,9 @@ class ImageColumn(ColumnView):
     def __init__(self, table: Table, name: str, start: int = 0, stop: int | None = None) -> None:
         super().__init__(table, name, start, stop)
         self.base = image_base(table)
+        # an image folder's cells are the paths tod-clean listed: taken as they are (a class folder may
+        # be named " x" or "~"), where a table's cells are stripped and may start with ~
+        self.listed = table.format == IMAGE_FOLDER_FORMAT
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice) and index.indices(len(self))[2] != 1:
@@ -157,7 +201,7 @@ class ImageColumn(ColumnView):
         """The RGB Pillow image of ``value``, the cell of row ``position`` of this column."""
         row = self.start + position
         where = f"{self.table.where(row)}, column {self.name!r}: "
-        data, path = _cell(value)
+        data, path = (None, value) if self.listed and isinstance(value, str) and value else _cell(value)
         if data is None and path is None:
             shown = "missing" if value is None else f"{type(value).__name__} {value!r}"
             raise InputError(f"{where}expected an image (a file path or image bytes), found {shown}")
@@ -166,7 +210,7 @@ class ImageColumn(ColumnView):
         shown = f"{named} (the image bytes of the cell)" if named else "the image bytes of the cell"
         if data is None:
             assert path is not None
-            given = Path(os.path.expanduser(path))
+            given = Path(path if self.listed else os.path.expanduser(path))
             resolved = given if given.is_absolute() else self.base / given
             shown = path if given.is_absolute() else f"{path} (-> {resolved})"
         try:

@@ -17,9 +17,10 @@ import pandas as pd
 
 from tod_clean.errors import InputError
 from tod_clean.io import STDIN
-from tod_clean.io.formats import DATASET_SOURCES, FILE_FORMATS, check_stdin_format, format_of
+from tod_clean.io.formats import DATASET_SOURCES, FILE_FORMATS, FORMATS, check_stdin_format, format_of
 from tod_clean.io.formats.dataset_dir import DatasetRows
 from tod_clean.io.formats.jsonl import read_jsonl
+from tod_clean.io.images import IMAGE_SUFFIXES
 from tod_clean.io.rows import MemoryBytes, open_bytes
 from tod_clean.io.table import Table
 
@@ -45,6 +46,11 @@ def read_table(
     if split is not None:
         raise InputError(
             f"{path}: not a dataset folder (save_to_disk) or an hf: dataset, so it has no split {split!r}"
+        )
+    if path != STDIN and Path(path).is_dir() and Path(path).suffix.lower() not in FORMATS:
+        raise InputError(
+            f"{path}: a folder, but neither an image folder (class folders holding image files: "
+            f"{', '.join(IMAGE_SUFFIXES)}; no class folder here holds one) nor a datasets save_to_disk folder"
         )
     fmt = format_of(path, default=check_stdin_format(stdin_format))
     data = open_bytes(path, stdin, stdin_name=STDIN)

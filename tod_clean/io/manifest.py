@@ -42,12 +42,14 @@ def manifest_bytes(
 ) -> bytes:
     """The manifest of the rows at ``indices`` (in that order) for a file at ``dest``."""
     base = image_base(table)
-    folder = None if dest == STDIN or dest.startswith("/dev/") else Path(os.path.abspath(dest)).parent
+    # the folder with its links followed: a reader goes up ("..") from where a link points, not from the
+    # link (so a manifest written into a linked folder still finds its images)
+    folder = None if dest == STDIN or dest.startswith("/dev/") else Path(os.path.realpath(dest)).parent
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["image", "label"])
     for row in table.rows_at(indices):
-        path = base / str(row[image_col])
+        path = Path(os.path.abspath(base / str(row[image_col])))
         shown = str(path)
         if folder is not None:
             with contextlib.suppress(ValueError):  # another drive (Windows): the absolute path

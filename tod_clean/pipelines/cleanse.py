@@ -28,12 +28,14 @@ import numpy as np
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.errors import ConfigError, RunDirError
 from tod_clean.evaluate import Evaluation, evaluate_run
-from tod_clean.instances import instances_from_table, training_labels
+from tod_clean.instances import for_table, instances_from_table, training_labels
 from tod_clean.io import STDIN
 from tod_clean.io.columns import label_codes
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT, is_dataset_dir
 from tod_clean.io.frames import frame_bytes
+from tod_clean.io.images import IMAGE_FOLDER_FORMAT
 from tod_clean.io.inputs import read_table
+from tod_clean.io.manifest import MANIFEST_SUFFIX
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.io.table import Table
 from tod_clean.io.writers import deliver, write_subset
@@ -159,8 +161,13 @@ ARM_ROWS = {"before": "all rows", "filtered": "kept rows", "random": "random row
 
 
 def subset_name(arm: str, train_format: str) -> str:
-    """The file (a ``save_to_disk`` folder for a dataset) holding the rows an arm trains on."""
-    return f"train.{arm}" if train_format == DATASET_FORMAT else f"train.{arm}.{train_format}"
+    """The file (a ``save_to_disk`` folder for a dataset, a CSV manifest for an image folder) holding the
+    rows an arm trains on."""
+    if train_format == DATASET_FORMAT:
+        return f"train.{arm}"
+    return (
+        f"train.{arm}.{MANIFEST_SUFFIX.lstrip('.') if train_format == IMAGE_FOLDER_FORMAT else train_format}"
+    )
 
 
 def check_out_dir(
@@ -237,6 +244,7 @@ def cleanse(
     and keeps what was measured before it.
     """
     check_drop_options(by=by, fraction=fraction, count=count, threshold=threshold)
+    config = for_table(config, train_table)  # images: the image column found, the default image model
     check_signals(config, by, val_table)
     labels = training_labels(train_table, config.columns.label_col)
     evaluated = dataclasses.replace(config.columns, id_col=None)
