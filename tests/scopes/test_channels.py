@@ -544,11 +544,17 @@ def test_other_encoders_are_refused_with_the_scopes_that_fit(tmp_path: Path) -> 
     text_scopes = "head, layers:K, ffn:K, lora, lora-plain or none"
     with pytest.raises(ConfigError, match=_refusal("bert", text_scopes)):
         build_classifier(tiny_encoder("bert"), config, 2)
-    for make, model_type in ((tiny_vit, "vit"), (tiny_convnext, "convnext")):
+    # a ViT takes the transformer scopes (since session 5), a ConvNeXt only those outside the encoder
+    for make, model_type, fitting in (
+        (tiny_vit, "vit", text_scopes),
+        (tiny_convnext, "convnext", "head or none"),
+    ):
         encoder = AutoModel.from_pretrained(str(make(tmp_path / model_type)))
-        with pytest.raises(ConfigError, match=_refusal(model_type, "head or none")):
+        with pytest.raises(ConfigError, match=_refusal(model_type, fitting)):
             build_classifier(encoder, config, 2)
-    transformer_types = "bert, roberta, roberta-prelayernorm, distilbert, electra, deberta-v2, modernbert"
+    transformer_types = (
+        "bert, roberta, roberta-prelayernorm, distilbert, electra, deberta-v2, modernbert, vit, deit"
+    )
     with pytest.raises(
         ConfigError, match=_refusal("resnet", "head, channels or none", "layers:1", transformer_types)
     ):
