@@ -282,6 +282,21 @@ def report(name: str) -> None:
                     f"{method}: flags {fmt(col['flagged'], 0)} rows, precision {fmt(col['precision'])}, "
                     f"recall {fmt(col['recall'])}.",
                 ]
+        if len(runs) > 1:  # paired per seed: the same flipped rows ranked by both
+            pairs = []
+            for method in ("tod-clean head hidden_loss", "tod-clean head full_loss"):
+                for baseline in ("ordinary model's training loss", "cross-validated loss (5-fold)"):
+                    if method in ranked and baseline in ranked:
+                        diff = [
+                            run["methods"][method]["auroc"] - run["methods"][baseline]["auroc"]
+                            for run in runs
+                        ]
+                        won = sum(d > 0 for d in diff)
+                        pairs.append(
+                            f"{method.removeprefix('tod-clean head ')} - {baseline}: {np.mean(diff):+.3f} "
+                            f"(higher on {won} of {len(diff)} seeds)"
+                        )
+            lines += ["", "AUROC differences, paired by seed: " + "; ".join(pairs) + "."]
         accuracy = {key: [run["test_accuracy"][key] for run in runs] for key in runs[0]["test_accuracy"]}
         lines += [
             "",
