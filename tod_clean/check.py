@@ -33,6 +33,7 @@ from tod_clean.errors import ConfigError, RunDirError, spelled, switched_on
 from tod_clean.evaluate import evaluate_run
 from tod_clean.influence.base import ESTIMATORS
 from tod_clean.instances import instances_from_table
+from tod_clean.io.images import check_paths_resolve_in
 from tod_clean.io.inputs import read_table
 from tod_clean.io.paths import atomic_output
 from tod_clean.io.table import Table
@@ -304,6 +305,8 @@ def check_run(
     # the labels must be the run's: a half model that never saw a class could not be measured on it
     instances_from_table(val_table, columns, info.labels, with_keys=False)
     plan = check_plan(info, train_table, val_table, halves, seed)
+    what = f"{folder} (each half's rows are written into it)"
+    check_paths_resolve_in(train_table, info.train.columns.image_col, folder / "half-000", what)
     _open_folder(folder, plan, overwrite)
 
     subsets = random_halves(len(train_table), halves, seed)

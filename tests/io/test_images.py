@@ -3,6 +3,7 @@ image refused with one line naming the file, the row and the problem, before any
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -220,7 +221,9 @@ def test_sixteen_bit_grey_is_scaled_to_eight_bits_and_float_images_are_refused()
     np.testing.assert_array_equal(decoded[..., 0], (ramp.astype(np.int64) * 255 + 32767) // 65535)
     assert decoded.max() == 245 and len(np.unique(decoded)) == 64  # not flattened to white
     wide = Image.fromarray(np.full((2, 2), 70000, dtype=np.int32))
-    with pytest.raises(InputError, match=r"^wide.tif is a I image with values from 70000 to 70000, outside"):
+    with pytest.raises(
+        InputError, match=r"^wide.tif is a mode-I image with values from 70000 to 70000, outside"
+    ):
         decode_image(png_bytes(wide, "TIFF"), None, "wide.tif")
     floating = Image.fromarray(np.full((2, 2), 0.5, dtype=np.float32))
     with pytest.raises(InputError, match=r"^float.tif is a floating-point \(mode F\) image"):
@@ -290,3 +293,28 @@ def test_a_named_column_that_is_not_there_is_refused_not_replaced(
         f"column {name!r} not found",
         absent=(tmp_path / "run",),
     )
+
+
+def test_a_32_bit_image_of_8_bit_values_and_a_16_bit_transparent_colour() -> None:
+    small = Image.fromarray(np.array([[0, 200]], dtype=np.int32))
+    assert small.mode == "I"
+    assert list(decode_image(png_bytes(small, "TIFF"), None, "small.tif").getdata()) == [
+        (0, 0, 0),
+        (200,) * 3,
+    ]
+    deep = Image.fromarray(np.array([[60000, 30000]], dtype=np.uint16))
+    deep.info["transparency"] = 60000
+    saved = png_bytes(deep)
+    assert Image.open(io.BytesIO(saved)).info.get("transparency") == 60000  # a tRNS chunk in the PNG
+    assert list(decode_image(saved, None, "key16.png").getdata()) == [(255, 255, 255), (117, 117, 117)]
+
+
+def test_an_empty_image_struct_first_does_not_hide_the_image_column(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cell = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    good = png_bytes(square((1, 2, 3), np.random.default_rng(0)))
+    images = pa.array([{"bytes": None, "path": None}, {"bytes": good, "path": None}], type=cell)
+    pq.write_table(pa.table({"image": images, "label": ["a", "b"]}), tmp_path / "t.parquet")
+    assert find_image_column(read_table(str(tmp_path / "t.parquet"))) == "image"

@@ -571,3 +571,53 @@ def test_a_manifest_written_into_a_linked_folder_finds_its_images(tmp_path: Path
         json.loads((tmp_path / "again" / "config.json").read_text(encoding="utf-8"))["train_file"]["rows"]
         == 8
     )
+
+
+def test_rows_naming_images_by_relative_paths_are_not_copied_where_those_paths_break(tmp_path: Path) -> None:
+    photos = image_folder(tmp_path / "data" / "photos", per_class=3)
+    train_csv = csv_of_paths(photos, tmp_path / "data" / "train.csv")
+    run = tmp_path / "run"
+    ok(invoke("train", train_csv, "--run", run, "--epochs", "1", "-q"))
+    ok(invoke("score", "--run", run, "-q"))
+    elsewhere = tmp_path / "kept.csv"
+    user_error(
+        invoke("filter", "--run", run, "--drop-count", "1", "-o", elsewhere),
+        "photos/blue/000.png",
+        "would not resolve",
+        absent=(elsewhere,),
+    )
+    ok(invoke("filter", "--run", run, "--drop-count", "1", "-o", tmp_path / "data" / "kept.csv", "-q"))
+    out = tmp_path / "out"
+    user_error(
+        invoke("cleanse", train_csv, "--test", train_csv, "--drop-count", "1", "--out-dir", out),
+        "--out-dir",
+        "would not resolve",
+        absent=(out,),
+    )
+    user_error(
+        invoke("check", "--run", run, "--val", train_csv, "--halves", "5"),
+        "would not resolve",
+        absent=(run / "check",),
+    )
+    # absolute paths resolve from anywhere: cleanse runs
+    absolute = tmp_path / "absolute.csv"
+    lines = train_csv.read_text(encoding="utf-8").splitlines()
+    absolute.write_text(
+        "\n".join([lines[0], *(f"{tmp_path / 'data' / line}" for line in lines[1:])]) + "\n", encoding="utf-8"
+    )
+    ok(
+        invoke(
+            "cleanse",
+            absolute,
+            "--test",
+            absolute,
+            "--drop-count",
+            "1",
+            "--out-dir",
+            out,
+            "--epochs",
+            "1",
+            "-q",
+        )
+    )
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["complete"]

@@ -63,7 +63,9 @@ def find_image_column(table: Table) -> str | None:
 
 
 def _is_empty(value: Any) -> bool:
-    """None, NaN, or a blank string."""
+    """None, NaN, a blank string, or an Image feature with neither bytes nor a path."""
+    if isinstance(value, dict):
+        return value.get("bytes") is None and not value.get("path")
     return value is None or value != value or (isinstance(value, str) and not value.strip())
 
 
@@ -84,8 +86,31 @@ def _pillow() -> Any:
     return Image
 
 
-# 16-bit grey modes (and 32-bit integer images, which Pillow also reads some 16-bit files as)
-SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _grey_to_eight_bits(image: Any) -> Any:
+    """A 16-bit grey image (or a 32-bit integer one) as 8-bit grey: 16-bit values scaled (0-65535 onto
+    0-255; Pillow's own conversion would clip at 255), a 32-bit image of values 0-255 read as they are,
+    of values 0-65535 as 16-bit; a transparent colour kept as an alpha channel (mode LA)."""
+    import numpy as np
+
+    Image = _pillow()
+    values = np.asarray(image).astype(np.int64)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise ValueError(
+            f"a mode-{image.mode} image with values from {low} to {high}, outside the 16-bit range 0-65535 "
+            "tod-clean scales to 8 bits; save it as an 8- or 16-bit image"
+        )
+    eight_bit = image.mode == "I" and high <= 255
+    scaled = values if eight_bit else (values * 255 + 32767) // 65535
+    grey = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    key = image.info.get("transparency")
+    if isinstance(key, int):  # the transparent colour, in the image's own values
+        alpha = Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8), mode="L")
+        grey = Image.merge("LA", (grey, alpha))
+    return grey
 
 
 def to_rgb(image: Any) -> Any:
@@ -95,17 +120,8 @@ def to_rgb(image: Any) -> Any:
     Image = _pillow()
     if image.mode == "RGB" and "transparency" not in image.info:
         return image
-    if image.mode in SIXTEEN_BIT_MODES:
-        import numpy as np
-
-        values = np.asarray(image).astype(np.int64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(
-                f"a {image.mode} image with values from {values.min()} to {values.max()}, outside the 16-bit "
-                "range 0-65535 tod-clean scales to 8 bits; save it as an 8- or 16-bit image"
-            )
-        # 65535 -> 255: the 16-bit range onto the 8-bit one (Pillow's own conversion would clip at 255)
-        image = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        image = _grey_to_eight_bits(image)
     if image.mode == "F":
         raise ValueError(
             "a floating-point (mode F) image, whose range of values is not defined; save it as an 8- or "
@@ -236,6 +252,36 @@ def _cell(value: Any) -> tuple[bytes | None, str | None]:
     if isinstance(value, str) and value.strip():
         return None, value.strip()
     return None, None
+
+
+def first_relative_path(table: Table, column: str) -> str | None:
+    """The first cell of ``column`` naming its image by a relative path (None when none does)."""
+    for value in ColumnView(table, column):
+        data, path = _cell(value)
+        if data is None and path is not None and not Path(os.path.expanduser(path)).is_absolute():
+            return path
+    return None
+
+
+def check_paths_resolve_in(
+    table: Table, column: str | None, folder: str | os.PathLike[str], what: str
+) -> None:
+    """Refuse to copy rows of ``table`` into ``folder`` (``what`` names the output) when they name images
+    by paths relative to another folder: copied byte for byte, those paths would not resolve there. An
+    image folder's rows are written as a manifest (its paths rewritten), and standard input's resolve
+    against the working folder, so neither is refused."""
+    if column is None or table.format == IMAGE_FOLDER_FORMAT or table.ref is None:
+        return
+    base = image_base(table)
+    if Path(os.path.realpath(folder)) == Path(os.path.realpath(base)):
+        return
+    relative = first_relative_path(table, column)
+    if relative is not None:
+        raise InputError(
+            f"{what}: the rows of {table.source} are copied as they are, and name their images by paths "
+            f"relative to {base} (column {column!r}: {relative}), which would not resolve from {folder}; "
+            f"write them in {base}, or give the table absolute image paths (or image bytes)"
+        )
 
 
 def check_images(table: Table, column: str) -> ImageColumn:

@@ -27,7 +27,8 @@ class _StopForward(Exception):
 
 def last_layer_is_output(model: TodClassifier) -> bool:
     """Whether the encoder returns its last layer's output unchanged (no final norm after the layer
-    list), found by a 4-token probe in eval mode, which compares the two exactly."""
+    list), found by a probe in eval mode (4 tokens, or one image of the size the config names), which
+    compares the two exactly."""
     captured: list[torch.Tensor] = []
 
     def capture(module: nn.Module, args: Any, output: Any) -> None:

@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 
 from tod_clean.config import ScoreConfig, TrainConfig
-from tod_clean.errors import ConfigError, RunDirError
+from tod_clean.errors import ConfigError, RunDirError, spelled
 from tod_clean.evaluate import Evaluation, evaluate_run
 from tod_clean.instances import for_table, instances_from_table, training_labels
 from tod_clean.io import STDIN
 from tod_clean.io.columns import label_codes
 from tod_clean.io.formats.dataset_dir import DATASET_FORMAT, is_dataset_dir
 from tod_clean.io.frames import frame_bytes
-from tod_clean.io.images import IMAGE_FOLDER_FORMAT
+from tod_clean.io.images import IMAGE_FOLDER_FORMAT, check_paths_resolve_in
 from tod_clean.io.inputs import read_table
 from tod_clean.io.manifest import MANIFEST_SUFFIX
 from tod_clean.io.paths import check_destination, check_distinct_outputs
@@ -252,6 +252,8 @@ def cleanse(
         if table is not None:  # refuse bad labels or columns now, not after hours of training
             instances_from_table(table, evaluated, labels, with_keys=False)
     check_out_dir(out_dir, train_path, train_table.format, (test_table, val_table), overwrite=overwrite)
+    what = f"{spelled('out_dir', str(out_dir))} (each arm's rows are written there)"
+    check_paths_resolve_in(train_table, config.columns.image_col, out_dir, what)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "complete": False,

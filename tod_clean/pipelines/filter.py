@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from tod_clean.errors import ConfigError, spelled
+from tod_clean.io import STDIN
 from tod_clean.io.frames import frame_bytes
+from tod_clean.io.images import check_paths_resolve_in
 from tod_clean.io.paths import check_destination, check_distinct_outputs
 from tod_clean.io.table import Table
 from tod_clean.io.writers import check_subset_destination, deliver, output_format, write_subset, writes_folder
@@ -78,6 +80,11 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
     table = run_data(info, data, stdin_format)
     if out is not None:
         check_subset_destination(table, out)
+        if (
+            out != STDIN
+        ):  # relative image paths resolve against the folder holding the file (or dataset folder)
+            folder = os.path.dirname(os.path.abspath(out))
+            check_paths_resolve_in(table, info.train.columns.image_col, folder, spelled("out", out))
     result = filter_table(
         table,
         frame,
