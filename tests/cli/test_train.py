@@ -580,3 +580,20 @@ def test_id_column_with_non_scalar_values_is_refused(
         "train.jsonl: row 4 (line 5), column 'id': expected an id (text or a number)",
         repr(value),
     )
+
+
+def test_a_model_folder_under_the_home_folder_loads_by_its_tilde_path(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``~/m`` names the folder the CLI and the API check, and the one they load (not a folder named ``~``)."""
+    import tod_clean
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_model_dir, home / "m")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    train = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    small = ["--epochs", "1", "--batch-size", "4", "--max-length", "16", "--device", "cpu", "-q"]
+    ok(invoke("train", train, "--model", "~/m", "--run", tmp_path / "cli-run", *small))
+    tod_clean.train(train, run=tmp_path / "api-run", model="~/m", epochs=1, batch_size=4, max_length=16)
+    assert (tmp_path / "api-run" / "model.safetensors").is_file() and not (tmp_path / "~").exists()

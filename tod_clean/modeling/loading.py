@@ -28,6 +28,8 @@ def load_pretrained(model_name: str) -> tuple[nn.Module, Any]:
 
     path = resolve_model(model_name)
     local = check_model_folder(model_name, path)
+    if local:
+        path = str(Path(path).expanduser())  # "~/models/x": the folder check_model_folder found
 
     def load_tokenizer(local_files_only: bool) -> Any:
         return AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)

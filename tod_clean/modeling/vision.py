@@ -65,6 +65,7 @@ def load_vision(model_name: str) -> tuple[nn.Module, Any]:
     from transformers import AutoImageProcessor
 
     local = check_model_folder(model_name, model_name)
+    path = str(Path(model_name).expanduser()) if local else model_name  # "~/models/x": that folder
     if local and not (Path(model_name).expanduser() / PROCESSOR_FILE).is_file():
         raise ConfigError(
             f"--model {model_name}: no {PROCESSOR_FILE} in the folder, so tod-clean does not know how the "
@@ -75,10 +76,10 @@ def load_vision(model_name: str) -> tuple[nn.Module, Any]:
     def load_processor(local_files_only: bool) -> Any:
         # transformers warns that its torchvision image backend is missing and it uses Pillow's, as wanted
         with errors_only("transformers"):
-            return AutoImageProcessor.from_pretrained(model_name, local_files_only=local_files_only)
+            return AutoImageProcessor.from_pretrained(path, local_files_only=local_files_only)
 
     encoder, processor = load_encoder_and(
-        model_name, model_name, local, load_processor, what="a vision encoder and image processor"
+        model_name, path, local, load_processor, what="a vision encoder and image processor"
     )
     if getattr(encoder, "main_input_name", None) != "pixel_values":
         raise ConfigError(
