@@ -380,7 +380,7 @@ class ScoreConfig:
         "(exact for head; for deeper scopes the method the README's measurement supports), gradient "
         "(gradient similarity of the trained network's projected gradients, any scope), gauss-newton "
         "(an influence function of the same gradients, any scope: best measured agreement with "
-        "retraining, BENCHMARKS section 12; one process, two gradient passes over the rows) or ekfac "
+        "retraining, BENCHMARKS section 12; not with --shard; two gradient passes over the rows) or ekfac "
         "(EK-FAC influence functions through kronfluence, an optional dependency: see README).",
         flag="--influence",
         default="auto",

@@ -354,6 +354,33 @@ def test_scoring_with_two_processes_matches_one(folder: Path, one_process_run: P
 
 @pytest.mark.e2e
 @pytest.mark.slow
+def test_gauss_newton_with_two_processes_matches_one(folder: Path, one_process_run: Path) -> None:
+    """Each process sums its rows' g g^T; the sums are added up, so the preconditioner, and each row's
+    influence, are those of one process over all rows."""
+    run = one_process_run
+    options = [
+        "--run",
+        run,
+        "--val",
+        folder / "val.jsonl",
+        "--influence",
+        "gauss-newton",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+    invoke("score", *options, "--out", folder / "gn-one.csv", "--matrix", folder / "gn-one.npy")
+    launch("score", *options, "--out", folder / "gn-two.csv", "--matrix", folder / "gn-two.npy", cwd=folder)
+    expected = pd.read_csv(folder / "gn-one.csv")
+    assert expected["influence"].abs().max() > 100 * TOLERANCE  # the values are not all near zero
+    _assert_same_frames(pd.read_csv(folder / "gn-two.csv"), expected)
+    np.testing.assert_allclose(
+        np.load(folder / "gn-two.npy"), np.load(folder / "gn-one.npy"), rtol=0, atol=TOLERANCE
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_explaining_with_two_processes_matches_one(folder: Path, one_process_run: Path) -> None:
     """Exact influence of an ffn scope: the (training row, validation row) pairs are split by training row."""
     options = ["--run", one_process_run, "--val", folder / "val.jsonl", "--influence", "exact", "--top", "3"]

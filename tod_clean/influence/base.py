@@ -109,6 +109,9 @@ class InfluenceEstimator(ABC):
     # True: its values for one training row depend on every training row (a preconditioner fitted on all
     # of them), so one process scoring a block of rows (--shard, several processes) cannot compute them.
     needs_all_rows: ClassVar[bool] = False
+    # True (with needs_all_rows): the processes of one launch combine what each fitted on its rows, so it
+    # runs under several processes, though not on one --shard.
+    combines_processes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

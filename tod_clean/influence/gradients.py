@@ -35,6 +35,7 @@ from tod_clean.encoding import sorted_batches
 from tod_clean.errors import ConfigError
 from tod_clean.influence.base import InfluenceBlock, InfluenceEstimator, InfluenceTask
 from tod_clean.model_inputs import Encoded
+from tod_clean.runtime.processes import Processes
 from tod_clean.scopes import Scope
 
 DEFAULT_PROJECTION = 16  # k: each linear layer's gradient becomes at most k x k numbers
@@ -166,28 +167,22 @@ class ProjectedGradients:
         return out
 
 
-def layer_moments(gradients: Iterator[torch.Tensor], layers: list[Layer]) -> tuple[list[torch.Tensor], int]:
-    """Per layer, the sum over rows of ``g g^T`` of its block (float64), and the number of rows."""
-    sums: list[torch.Tensor] | None = None
+def layer_moments(
+    gradients: Iterator[torch.Tensor], layers: list[Layer], device: torch.device | str = "cpu"
+) -> tuple[list[torch.Tensor], int]:
+    """Per layer, the sum over rows of ``g g^T`` of its block (float64, on ``device``), and the number of
+    rows (zeros and 0 when ``gradients`` yields none: a process that holds no training row)."""
+    sums = [
+        torch.zeros(layer.stop - layer.start, layer.stop - layer.start, dtype=torch.float64, device=device)
+        for layer in layers
+    ]
     count = 0
     for block in gradients:
-        block = block.double()
-        if sums is None:
-            sums = [
-                torch.zeros(
-                    layer.stop - layer.start,
-                    layer.stop - layer.start,
-                    dtype=torch.float64,
-                    device=block.device,
-                )
-                for layer in layers
-            ]
+        block = block.double().to(device)
         for total, layer in zip(sums, layers, strict=True):
             part = block[:, layer.start : layer.stop]
             total += part.T @ part
         count += len(block)
-    if sums is None:
-        raise ValueError("no training rows")
     return sums, count
 
 
@@ -237,9 +232,15 @@ class ProjectedGradientInfluence(InfluenceEstimator):
         return True
 
     def validation_side(
-        self, val: torch.Tensor, layers: list[Layer], train_gradients: Callable[[], Iterator[torch.Tensor]]
+        self,
+        val: torch.Tensor,
+        layers: list[Layer],
+        train_gradients: Callable[[], Iterator[torch.Tensor]],
+        processes: Processes | None = None,
     ) -> torch.Tensor:
-        """float32 ``[V, width]``: what each training row's gradient is multiplied by."""
+        """float32 ``[V, width]``: what each training row's gradient is multiplied by. ``train_gradients``
+        yields this process's training rows' gradients; with several ``processes`` the others hold the
+        rest."""
         raise NotImplementedError
 
     def blocks(self, task: InfluenceTask) -> Iterator[InfluenceBlock]:
@@ -294,7 +295,7 @@ class ProjectedGradientInfluence(InfluenceEstimator):
                         kept[torch.as_tensor(indices)] = values.cpu()
                     yield values
 
-            val_side = self.validation_side(val, gradients.layers, train_gradients)
+            val_side = self.validation_side(val, gradients.layers, train_gradients, task.processes)
             block_rows = max(1, int(task.chunk_mib * 2**20) // (4 * max(val_rows, gradients.width)))
             for block in _contiguous_blocks(rows, block_rows):
                 values = torch.empty(len(block), val_rows, device=device)
@@ -323,7 +324,11 @@ class GradientSimilarity(ProjectedGradientInfluence):
     name = "gradient"
 
     def validation_side(
-        self, val: torch.Tensor, layers: list[Layer], train_gradients: Callable[[], Iterator[torch.Tensor]]
+        self,
+        val: torch.Tensor,
+        layers: list[Layer],
+        train_gradients: Callable[[], Iterator[torch.Tensor]],
+        processes: Processes | None = None,
     ) -> torch.Tensor:
         return val
 
@@ -334,18 +339,29 @@ class GaussNewtonInfluence(ProjectedGradientInfluence):
 
     Influence of training row i on validation row z: ``g_i^T (G + lambda I)^{-1} g_z / N`` per layer
     block, summed: the first-order change of z's loss when i is left out of N rows. The preconditioner
-    needs every training row before any block: one gradient pass over the training rows whose results are
+    needs every training row before any block (under several processes each sums its rows' ``g g^T`` and
+    the sums are added up; one ``--shard`` cannot see the others' rows): one gradient pass over the training rows whose results are
     kept for the scoring when they fit (``CACHE_BUDGETS``), else a second pass; one over the validation rows.
     """
 
     name = "gauss-newton"
     needs_all_rows = True
+    combines_processes = True  # the per-layer sums of g g^T are added up across processes
     passes_over_train = 2
     damping = DEFAULT_DAMPING
 
     def validation_side(
-        self, val: torch.Tensor, layers: list[Layer], train_gradients: Callable[[], Iterator[torch.Tensor]]
+        self,
+        val: torch.Tensor,
+        layers: list[Layer],
+        train_gradients: Callable[[], Iterator[torch.Tensor]],
+        processes: Processes | None = None,
     ) -> torch.Tensor:
-        moments, count = layer_moments(train_gradients(), layers)
+        moments, count = layer_moments(train_gradients(), layers, val.device)
+        if processes is not None and processes.several:  # each process summed its rows: add them up
+            moments = [processes.gather_all(moment).sum(0).to(moment.device) for moment in moments]
+            count = round(processes.sum([float(count)])[0])
+        if count == 0:
+            raise ValueError("no training rows")
         # (G + lambda I)^{-1} g_z / N: precondition the validation side once (G is symmetric)
         return precondition(val, moments, count, layers, self.damping) / count
