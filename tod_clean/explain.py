@@ -10,7 +10,7 @@ is computed block by block (never the whole matrix at once) and the extremes are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 
 from tod_clean.config import DataColumns, HurtFrom, ScoreConfig
-from tod_clean.errors import ConfigError, InputError
-from tod_clean.influence.base import influence_blocks, resolve_influence_method
+from tod_clean.errors import ConfigError, InputError, spelled
+from tod_clean.influence.base import estimator_named, influence_blocks, resolve_influence_method
 from tod_clean.instances import instances_from_table
 from tod_clean.io.images import ImageColumn
 from tod_clean.io.table import Table
@@ -58,13 +58,15 @@ def top_influences(
     amp_dtype: torch.dtype | None = None,
     progress: Progress | None = None,
     processes: Processes | None = None,
+    train_rows: Callable[[], Encoded] | None = None,
 ) -> tuple[TopInfluence, TopInfluence]:
     """(hurt, helped): the k most negative and the k most positive training rows per validation row.
 
     ``hurt_from="wrong"`` limits the hurt candidates to training rows labeled with the wrong prediction
     (the predicted class if the row is misclassified, else any class but the true one); ``"any"`` uses all.
     With several ``processes``, each searches its block of training rows (``Processes.rows``) and the
-    candidates of all are merged: every process returns the same result.
+    candidates of all are merged: every process returns the same result. ``train_rows`` gives every
+    training row's encoded inputs, for estimators that read them (gradient-based ones).
     """
     if hurt_from not in HurtFrom.values():
         raise ConfigError(f"hurt_from must be {HurtFrom.listed(quoted=True)}, got {hurt_from!r}")
@@ -89,6 +91,8 @@ def top_influences(
         amp_dtype=amp_dtype,
         progress=progress if processes.is_main else None,
         processes=processes,
+        train_rows=None if train_rows is None else lambda: train_rows().subset(np.arange(first_row, stop)),
+        train_labels=np.asarray(train_labels)[first_row:stop],
     ):
         n = block.values.shape[0]
         start = first_row + block.train_start  # the block's first row among all training rows
@@ -226,10 +230,21 @@ def explain_run(
         selected = np.array(sorted(set(val_rows)), dtype=np.int64)
 
     processes = current_processes(device)
+    config = config or ScoreConfig()
+    estimator = estimator_named(config.influence_method).resolve(info.scope, info.keep_prob)
+    if not estimator.explains:
+        raise ConfigError(
+            f"explain does not compute {spelled('influence_method', estimator.name, flag='--influence')} yet; "
+            f"'tod-clean score --matrix' writes its whole matrix"
+        )
+    if estimator.needs_all_rows and not estimator.combines_processes and processes.several:
+        raise ConfigError(
+            f"{spelled('influence_method', estimator.name, flag='--influence')} fits on every training row in "
+            "one process: not under several processes"
+        )
     network = LoadedRun.open(run, info, processes.device or pick_device(device))
     model, torch_device, amp_dtype = network.model, network.device, network.amp_dtype
     val_encoded = network.encode(val)
-    config = config or ScoreConfig()
     probs = network.probs(val_encoded, batch_size=config.batch_size)
     predicted = probs.argmax(1)
     accuracy = float((predicted == val.labels).mean())
@@ -260,6 +275,7 @@ def explain_run(
         amp_dtype=amp_dtype,
         progress=progress,
         processes=processes,
+        train_rows=lambda: network.encode(train),
     )
     records: list[dict[str, Any]] = []
     names = info.labels

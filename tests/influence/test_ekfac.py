@@ -162,3 +162,17 @@ def test_ekfac_is_refused_with_a_shard_and_without_kronfluence(
         in result.output
     )
     assert not out.exists()
+
+
+def test_explain_refuses_ekfac_in_one_line(tmp_path: Path, model_args: list[str]) -> None:  # noqa: F811
+    from tests.cli.conftest import user_error
+
+    train = write_rows(tmp_path / "train.jsonl", make_rows(6))
+    val = write_rows(tmp_path / "val.jsonl", make_rows(3, offset=20))
+    run = train_run(tmp_path, train, model_args, "--scope", "head")
+    explained = tmp_path / "explained.csv"
+    user_error(
+        invoke("explain", "--run", run, "--val", val, "--influence", "ekfac", "-o", explained),
+        "explain does not compute --influence ekfac yet",
+        absent=(explained,),
+    )

@@ -175,7 +175,7 @@ def test_gradient_estimators_score_a_run_as_a_naive_loop_does(
     np.testing.assert_allclose(influence, expected.mean(1).numpy(), rtol=0, atol=2e-4 * float(scale))
 
 
-def test_gauss_newton_is_refused_with_a_shard_and_by_explain(
+def test_gauss_newton_is_refused_with_a_shard(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
 ) -> None:
@@ -188,13 +188,37 @@ def test_gauss_newton_is_refused_with_a_shard_and_by_explain(
     )
     assert result.exit_code != 0
     assert "--influence gauss-newton fits its preconditioner on every training row" in result.output
+    assert "several under accelerate launch" in result.output
     assert not out.exists()
-    # explain has no training texts and labels to give it: one clear line, no output
+
+
+@pytest.mark.parametrize("method", ["gradient", "gauss-newton"])
+def test_explain_ranks_by_the_influence_score_writes(
+    tmp_path: Path,
+    model_args: list[str],  # noqa: F811
+    method: str,
+) -> None:
+    """explain's most hurtful and most helpful training rows of each validation row are the extremes of
+    the matrix ``score --matrix`` writes with the same estimator."""
+    train = write_rows(tmp_path / "train.jsonl", make_rows(8))
+    val = write_rows(tmp_path / "val.jsonl", make_rows(3, offset=20))
+    run = train_run(tmp_path, train, model_args, "--scope", "head")
+    matrix_path = tmp_path / "pairs.npy"
+    ok(invoke("score", "--run", run, "--val", val, "--influence", method, "--matrix", matrix_path, "-q"))
+    matrix = np.load(matrix_path)
     explained = tmp_path / "explained.csv"
-    result = invoke("explain", "--run", run, "--val", val, "--influence", "gauss-newton", "-o", explained)
-    assert result.exit_code != 0
-    assert "needs the training rows' texts" in result.output
-    assert not explained.exists()
+    options = ["--influence", method, "--hurt-from", "any", "-k", "2", "-o", explained, "-q"]
+    ok(invoke("explain", "--run", run, "--val", val, *options))
+    frame = pd.read_csv(explained)
+    for val_row in range(3):
+        column = matrix[:, val_row]
+        for kind, order in (
+            ("hurt", np.argsort(column, kind="stable")),
+            ("helped", np.argsort(-column, kind="stable")),
+        ):
+            rows = frame[(frame["val_row"] == val_row) & (frame["kind"] == kind)].sort_values("rank")
+            assert rows["train_row"].tolist() == order[:2].tolist(), (method, val_row, kind)
+            np.testing.assert_allclose(rows["influence"], column[order[:2]], rtol=1e-4, atol=1e-7)
 
 
 def test_gradient_similarity_scores_each_shard_as_the_whole_run_does(

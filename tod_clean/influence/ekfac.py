@@ -91,6 +91,9 @@ class EkfacInfluence(InfluenceEstimator):
 
     name = "ekfac"
     needs_all_rows = True
+    # explain's values differed from score's matrix in a test (the fitted factors or the query side differ
+    # between the two call paths; not yet found): refused there until they agree
+    explains = False
     strategy = "ekfac"  # kronfluence's FactorArguments.strategy (the tests run "identity" against a loop)
 
     def applies_to(self, scope: Scope) -> bool:
