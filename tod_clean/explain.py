@@ -232,11 +232,6 @@ def explain_run(
     processes = current_processes(device)
     config = config or ScoreConfig()
     estimator = estimator_named(config.influence_method).resolve(info.scope, info.keep_prob)
-    if not estimator.explains:
-        raise ConfigError(
-            f"explain does not compute {spelled('influence_method', estimator.name, flag='--influence')} yet; "
-            f"'tod-clean score --matrix' writes its whole matrix"
-        )
     if estimator.needs_all_rows and not estimator.combines_processes and processes.several:
         raise ConfigError(
             f"{spelled('influence_method', estimator.name, flag='--influence')} fits on every training row in "

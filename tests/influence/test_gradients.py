@@ -192,7 +192,7 @@ def test_gauss_newton_is_refused_with_a_shard(
     assert not out.exists()
 
 
-@pytest.mark.parametrize("method", ["gradient", "gauss-newton"])
+@pytest.mark.parametrize("method", ["gradient", "gauss-newton", "ekfac"])
 def test_explain_ranks_by_the_influence_score_writes(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
@@ -200,6 +200,8 @@ def test_explain_ranks_by_the_influence_score_writes(
 ) -> None:
     """explain's most hurtful and most helpful training rows of each validation row are the extremes of
     the matrix ``score --matrix`` writes with the same estimator."""
+    if method == "ekfac":
+        pytest.importorskip("kronfluence")
     train = write_rows(tmp_path / "train.jsonl", make_rows(8))
     val = write_rows(tmp_path / "val.jsonl", make_rows(3, offset=20))
     run = train_run(tmp_path, train, model_args, "--scope", "head")

@@ -112,8 +112,6 @@ class InfluenceEstimator(ABC):
     # True (with needs_all_rows): the processes of one launch combine what each fitted on its rows, so it
     # runs under several processes, though not on one --shard.
     combines_processes: ClassVar[bool] = False
-    # False: explain refuses it (its values there have not been checked against score's matrix)
-    explains: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -45,6 +45,7 @@ from tod_clean.scopes import Scope
 
 QUERY_BUDGETS = 4  # the validation rows' preconditioned gradients may take this many times --chunk-mib
 QUERY_RANK = 32  # rank of each validation row's per-layer gradient when full ones need several passes
+SAMPLING_SEED = 0  # seed of the labels the factors are fitted on (sampled from the model)
 DAMPING: float | None = None  # kronfluence's heuristic: 0.1 x each factor's mean eigenvalue
 INSTALL_HINT = "pip install 'tod-clean[ekfac]'"
 
@@ -91,9 +92,6 @@ class EkfacInfluence(InfluenceEstimator):
 
     name = "ekfac"
     needs_all_rows = True
-    # explain's values differed from score's matrix in a test (the fitted factors or the query side differ
-    # between the two call paths; not yet found): refused there until they agree
-    explains = False
     strategy = "ekfac"  # kronfluence's FactorArguments.strategy (the tests run "identity" against a loop)
 
     def applies_to(self, scope: Scope) -> bool:
@@ -135,12 +133,16 @@ class EkfacInfluence(InfluenceEstimator):
             if name in names
         )
 
+        # The factors are fitted on labels sampled from the model (the true Fisher): from a generator of
+        # its own, so a run scores the same whatever ran before (score and explain agree; a rerun repeats)
+        sampler = torch.Generator(device=task.device).manual_seed(SAMPLING_SEED)
+
         class Classification(Task):
             def compute_train_loss(self, batch: Any, model: nn.Module, sample: bool = False) -> torch.Tensor:
                 logits = model(batch["inputs"]).float()
                 if sample:
                     with torch.no_grad():
-                        targets = torch.multinomial(logits.softmax(-1), 1).flatten()
+                        targets = torch.multinomial(logits.softmax(-1), 1, generator=sampler).flatten()
                 else:
                     targets = batch["labels"]
                 return nn.functional.cross_entropy(logits, targets, reduction="sum")
