@@ -59,21 +59,19 @@ def parquet_of_images(folder: Path, path: Path) -> Path:
 
 
 def tiny_vit(folder: Path, *, seed: int = 0) -> Path:
-    """A random 2-layer ViT for 32 x 32 images and its image processor, saved in ``folder``."""
+    """A random 2-layer ViT for 32 x 32 images (``tests.conftest.tiny_config``) and its image processor,
+    saved in ``folder``."""
+    return _tiny_vision_transformer("vit", folder, seed)
+
+
+def _tiny_vision_transformer(arch: str, folder: Path, seed: int) -> Path:
     import torch
-    from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
+    from transformers import AutoModel, ViTImageProcessorPil
+
+    from tests.conftest import tiny_config
 
     torch.manual_seed(seed)
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-        num_channels=3,
-    )
-    ViTModel(config).save_pretrained(str(folder))
+    AutoModel.from_config(tiny_config(arch)).save_pretrained(str(folder))
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(str(folder))
     return folder
 
@@ -92,21 +90,7 @@ def tiny_resnet(folder: Path, *, seed: int = 0) -> Path:
 
 def tiny_deit(folder: Path, *, seed: int = 0) -> Path:
     """A random 2-layer DeiT for 32 x 32 images (a CLS and a distillation token) and its processor."""
-    import torch
-    from transformers import DeiTConfig, DeiTModel, ViTImageProcessorPil
-
-    torch.manual_seed(seed)
-    config = DeiTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-    )
-    DeiTModel(config).save_pretrained(str(folder))
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(str(folder))
-    return folder
+    return _tiny_vision_transformer("deit", folder, seed)
 
 
 def tiny_convnext(folder: Path, *, seed: int = 0) -> Path:

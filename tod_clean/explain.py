@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from tod_clean.config import DataColumns, HurtFrom, ScoreConfig
-from tod_clean.errors import ConfigError, InputError, spelled
+from tod_clean.errors import ConfigError, InputError
 from tod_clean.influence.base import estimator_named, influence_blocks, resolve_influence_method
 from tod_clean.instances import instances_from_table
 from tod_clean.io.images import ImageColumn
@@ -232,11 +232,7 @@ def explain_run(
     processes = current_processes(device)
     config = config or ScoreConfig()
     estimator = estimator_named(config.influence_method).resolve(info.scope, info.keep_prob)
-    if estimator.needs_all_rows and not estimator.combines_processes and processes.several:
-        raise ConfigError(
-            f"{spelled('influence_method', estimator.name, flag='--influence')} fits on every training row in "
-            "one process: not under several processes"
-        )
+    estimator.check_split(shard=False, several=processes.several)
     network = LoadedRun.open(run, info, processes.device or pick_device(device))
     model, torch_device, amp_dtype = network.model, network.device, network.amp_dtype
     val_encoded = network.encode(val)

@@ -97,22 +97,7 @@ def score_run(
             raise ConfigError(
                 f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
             )
-        if estimator.needs_all_rows and shard is not None and estimator.combines_processes:
-            raise ConfigError(
-                f"{spelled('influence_method', estimator.name, flag='--influence')} fits its preconditioner on "
-                f"every training row, so it scores all rows in one run (one process or several under "
-                f"accelerate launch): not with {spelled('shard')}"
-            )
-        if (
-            estimator.needs_all_rows
-            and not estimator.combines_processes
-            and (shard is not None or processes.several)
-        ):
-            raise ConfigError(
-                f"{spelled('influence_method', estimator.name, flag='--influence')} fits its preconditioner on "
-                f"every training row, so it runs in one process over all rows: not with {spelled('shard')} or "
-                "under several processes"
-            )
+        estimator.check_split(shard=shard is not None, several=processes.several)
     if before_work is not None:
         before_work()
     loaded = LoadedRun.open(run, info, processes.device or pick_device(device))

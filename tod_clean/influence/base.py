@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from tod_clean.config import INFLUENCE_METHODS
-from tod_clean.errors import ConfigError
+from tod_clean.errors import ConfigError, spelled
 from tod_clean.model_inputs import Encoded
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.runtime.processes import Processes
@@ -121,6 +121,23 @@ class InfluenceEstimator(ABC):
         if name in ESTIMATORS:
             raise ValueError(f"an influence estimator named {name!r} is already registered")
         ESTIMATORS[name] = cls()
+
+    def check_split(self, *, shard: bool, several: bool) -> None:
+        """Refuse a split of the training rows this estimator cannot score: one ``--shard`` of them (when it
+        needs every row), or several processes (unless it combines what each fits on its rows)."""
+        if not self.needs_all_rows or not (shard or several):
+            return
+        named = spelled("influence_method", self.name, flag="--influence")
+        if self.combines_processes and shard:
+            raise ConfigError(
+                f"{named} fits its preconditioner on every training row, so it scores all rows in one run (one "
+                f"process or several under accelerate launch): not with {spelled('shard')}"
+            )
+        if not self.combines_processes:
+            raise ConfigError(
+                f"{named} fits its preconditioner on every training row, so it runs in one process over all "
+                f"rows: not with {spelled('shard')} or under several processes"
+            )
 
     def applies_to(self, scope: Scope) -> bool:
         """Whether this estimator can score a run trained with ``scope``."""
