@@ -60,6 +60,9 @@ def main() -> None:
     )
     val = pick(pq.read_table(args.datasets / "cifar10_test.parquet", columns=columns), VAL_PER_CLASS, rng)
     if args.out.exists():
+        # only a folder this script wrote (it holds planted_errors.txt and train/, val/ only) is replaced
+        if {entry.name for entry in args.out.iterdir()} != {"planted_errors.txt", "train", "val"}:
+            raise SystemExit(f"{args.out}: exists and was not written by this script; choose another --out")
         shutil.rmtree(args.out)
     planted = set(rng.choice(len(train), PLANTED, replace=False).tolist())
     wrong = []
