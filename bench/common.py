@@ -284,8 +284,12 @@ def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
     return Timer(sum(epoch["seconds"] for epoch in info["epochs"]), float("nan"))
 
 
-def score(run_path: Path, data_path: Path, val_path: Path | None = None) -> tuple[Any, Timer]:
-    """Score through ``tod_clean.score.score_run``; return (ScoreResult, wall/CPU time)."""
+def score(
+    run_path: Path, data_path: Path, val_path: Path | None = None, influence: str = "auto"
+) -> tuple[Any, Timer]:
+    """Score through ``tod_clean.score.score_run`` with the estimator ``influence``; return (ScoreResult,
+    wall/CPU time)."""
+    from tod_clean.config import ScoreConfig
     from tod_clean.io.inputs import read_table
     from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
@@ -295,6 +299,7 @@ def score(run_path: Path, data_path: Path, val_path: Path | None = None) -> tupl
             RunDir(run_path),
             read_table(str(data_path)),
             val_table=read_table(str(val_path)) if val_path is not None else None,
+            config=ScoreConfig(influence_method=influence),
         )
     return result, timer
 

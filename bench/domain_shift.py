@@ -64,6 +64,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     val_rows = stratified_subset(products, args.val_rows, seed)
     test_rows = split_rest(products, val_rows)[: args.test_rows]
     suffix = "" if args.scope == "head" else f"-{args.scope.replace(':', '')}"
+    suffix += "" if args.influence == "auto" else f"-{args.influence}"
     folder = WORK / f"domain-shift-{args.train_rows}-{seed}{suffix}"
     train_path, val_path, test_path = write_splits(folder, train=train_rows, val=val_rows, test=test_rows)
     recipe = {"epochs": args.epochs, "seed": seed, "device": args.device}
@@ -80,7 +81,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         saved = json.loads(influence_path.read_text(encoding="utf-8"))
         influence, tod_score = np.array(saved["influence"]), Timer(saved["wall"], saved["cpu"])
     else:
-        scores, tod_score = score(tod_run, train_path, val_path)
+        scores, tod_score = score(tod_run, train_path, val_path, influence=args.influence)
         influence = scores.frame["influence"].to_numpy()
         influence_path.write_text(
             json.dumps({"influence": influence.tolist(), "wall": tod_score.wall, "cpu": tod_score.cpu}),
@@ -122,8 +123,13 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     )
     fractions = args.fractions if not args.sweep_seeds or seed in args.sweep_seeds else [0.01]
     for fraction in fractions:
+        label = f"{fraction:.1%}".replace(".0%", "%")
         dropped = rows_to_drop(influence, by="influence", fraction=fraction)
-        arms[f"cleansing {fraction:.1%}".replace(".0%", "%")] = retrain(f"cleanse{fraction}", dropped)
+        arms[f"cleansing {label}"] = retrain(f"cleanse{fraction}", dropped)
+        if args.random_sweep and fraction != 0.01:
+            count = drop_count_for(len(table), fraction)
+            picked = np.random.default_rng([seed, 1234, count]).choice(len(table), count, replace=False)
+            arms[f"random {label}"] = retrain(f"random{fraction}", np.sort(picked))
     return {
         "seed": seed,
         "arms": arms,
@@ -140,6 +146,7 @@ def report(name: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy.stats import t as t_dist
     from scipy.stats import ttest_rel
 
     results = json.loads((RESULTS / f"{name}.json").read_text())
@@ -171,13 +178,15 @@ def report(name: str) -> None:
         "",
         "Paired per seed (arm minus baseline, same seed):",
         "",
-        "| comparison | accuracy difference (points) | seeds won / tied / lost | paired t-test p |",
-        "|---|---|---|---|",
+        "| comparison | accuracy difference (points) | 95% t interval | seeds won / tied / lost | paired t-test p |",
+        "|---|---|---|---|---|",
     ]
     comparisons = [("cleansing 1%", "no cleansing"), ("cleansing 1%", "random 1%")]
-    comparisons += [
-        (arm, "no cleansing") for arm in arms if arm.startswith("cleansing") and arm != "cleansing 1%"
-    ]
+    for arm in arms:
+        if arm.startswith("cleansing") and arm != "cleansing 1%":
+            comparisons.append((arm, "no cleansing"))
+            if arm.replace("cleansing", "random") in arms:
+                comparisons.append((arm, arm.replace("cleansing", "random")))
     for arm, baseline in comparisons:
         paired = [s for s in seeds if arm in s["arms"] and baseline in s["arms"]]
         if not paired:
@@ -186,9 +195,14 @@ def report(name: str) -> None:
         b = np.array([100 * s["arms"][baseline]["accuracy"] for s in paired])
         diff = a - b
         p = float(ttest_rel(a, b).pvalue) if len(paired) > 1 and diff.std() > 0 else float("nan")
+        half = (
+            float(t_dist.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+            if len(diff) > 1
+            else float("nan")
+        )
         lines.append(
-            f"| {arm} - {baseline} | {fmt(list(diff), 2)} | {(diff > 0).sum()} / {(diff == 0).sum()} / "
-            f"{(diff < 0).sum()} | {p:.3f} |"
+            f"| {arm} - {baseline} | {fmt(list(diff), 2)} | [{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] | "
+            f"{(diff > 0).sum()} / {(diff == 0).sum()} / {(diff < 0).sum()} | {p:.3f} |"
         )
     lines += [
         "",
@@ -255,6 +269,12 @@ def main() -> None:
     parser.add_argument("--scope", default="head")
     parser.add_argument("--keep-prob", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--influence", default="auto", help="the --influence estimator the cleansing arms rank by"
+    )
+    parser.add_argument(
+        "--random-sweep", action="store_true", help="a random-removal arm at every fraction of the sweep"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true")
@@ -265,9 +285,11 @@ def main() -> None:
         args.train_rows, args.seeds, args.fractions, args.test_rows = 600, [0], [0.01], 300
     name = args.name or "domain_shift" + ("-quick" if args.quick else "")
     if not args.report_only:
-        seeds = [run_seed(args, seed) for seed in args.seeds]
-        config = {k: v for k, v in vars(args).items() if k not in ("datasets", "reuse", "name")}
-        save_json(name, {"config": config, "machine": machine(), "seeds": seeds})
+        seeds = []
+        for seed in args.seeds:  # saved after every seed, so a cut-off run still reports what finished
+            seeds.append(run_seed(args, seed))
+            config = {k: v for k, v in vars(args).items() if k not in ("datasets", "reuse", "name")}
+            save_json(name, {"config": config, "machine": machine(), "seeds": seeds})
     report(name)
 
 

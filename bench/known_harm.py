@@ -320,8 +320,18 @@ def main() -> None:
         args.rows, args.seeds, args.fractions, args.test_rows, args.val_rows = 300, [0], [0.05, 0.1], 300, 60
     name = args.name or f"known_harm-{args.harm}" + ("-quick" if args.quick else "")
     if not args.report_only:
+        # with --reuse, a seed already in the results file with every arm this invocation asks for is kept
+        # from it (its work folder may be gone: bench/results/raw is not kept in git)
+        saved_path = RESULTS / f"{name}.json"
+        saved = {}
+        if args.reuse and saved_path.is_file():
+            saved = {s["seed"]: s for s in json.loads(saved_path.read_text(encoding="utf-8"))["seeds"]}
+        wanted = {f"{r} {f:g}" for r in args.rankings for f in args.fractions} | {"no removal"}
         seeds = []
         for seed in args.seeds:
+            if seed in saved and wanted <= set(saved[seed]["arms"]):
+                seeds.append(saved[seed])
+                continue
             seeds.append(run_seed(args, seed))
             config = {k: v for k, v in vars(args).items() if k not in ("datasets", "reuse", "name")}
             save_json(name, {"config": config, "machine": machine(), "seeds": seeds})

@@ -148,7 +148,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def decision(rows: list[dict[str, Any]]) -> str:
-    """Which scope kinds ``--influence auto`` may compute linearly: those whose every measured scope ranks
+    """Which scope kinds ``--influence turn-over`` may compute linearly: those whose every measured scope ranks
     training rows (mean influence) with Spearman >= 0.9 against the exact path."""
     kinds: dict[str, bool] = {}
     for row in rows:

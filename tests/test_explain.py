@@ -16,6 +16,7 @@ import transformers
 
 from tests.cli.conftest import invoke, model_args, ok, train_run, user_error  # noqa: F401  (fixture)
 from tests.conftest import make_rows, write_rows
+from tod_clean.config import ScoreConfig
 from tod_clean.encoding import encode_texts
 from tod_clean.explain import top_influences
 from tod_clean.influence.gather import influence
@@ -44,7 +45,16 @@ def test_top_influences_match_brute_force(
     predicted = np.array([1, 1, 0, 2, 1])  # rows 0, 2 wrong; rows 1, 3, 4 right
     k = 3
     hurt, helped = top_influences(
-        model, keys, TRAIN_LABELS, val, VAL_LABELS, predicted, k=k, hurt_from=hurt_from, device="cpu"
+        model,
+        keys,
+        TRAIN_LABELS,
+        val,
+        VAL_LABELS,
+        predicted,
+        k=k,
+        hurt_from=hurt_from,
+        device="cpu",
+        config=ScoreConfig(influence_method="turn-over"),
     )
     influence(model, keys, val, VAL_LABELS, matrix_path=tmp_path / "m.npy")
     matrix = np.load(tmp_path / "m.npy")  # [N, V]

@@ -129,17 +129,21 @@ def truth_scope(scope: str) -> str:
 
 
 def applicable_estimators(info: RunInfo) -> list[str]:
-    """Every registered estimator that can score this run, ``auto`` standing for what it resolves to."""
+    """Every registered estimator that can score this run, ``auto`` and ``turn-over`` standing for what
+    they resolve to."""
     names = []
     for name, estimator in ESTIMATORS.items():
-        if name == "auto" or not estimator.applies_to(info.scope) or not estimator.available():
+        if name in ("auto", "turn-over") or not estimator.applies_to(info.scope) or not estimator.available():
             continue  # (an estimator whose optional dependency is not installed is left out)
         if name == "exact" and info.scope.kind not in ("head",):
             continue  # forward passes over every pair: hours beyond the head scope (BENCHMARKS section 6)
         names.append(name)
-    if info.scope.masked and "auto" in ESTIMATORS:
-        resolved = ESTIMATORS["auto"].resolve(info.scope, info.keep_prob).name
-        if resolved not in names:
+    for name in ("turn-over", "auto"):  # what each resolves to, first
+        estimator = ESTIMATORS[name]
+        if estimator.applies_to(info.scope) and estimator.available():
+            resolved = estimator.resolve(info.scope, info.keep_prob).name
+            if resolved in names:
+                names.remove(resolved)
             names.insert(0, resolved)
     return names
 

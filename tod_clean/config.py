@@ -375,13 +375,14 @@ class ScoreConfig:
         "(training instance, validation row) pairs per forward pass in layer scopes.", default=256
     )
     influence_method: str = option(
-        "How influence is computed: exact (each pair's hidden and exposed losses), linear (their first-order "
-        "estimate from one backward pass per validation row: fast in layers:K, ffn:K and lora), auto "
-        "(exact for head; for deeper scopes the method the README's measurement supports), gradient "
-        "(gradient similarity of the trained network's projected gradients, any scope), gauss-newton "
-        "(an influence function of the same gradients, any scope: best measured agreement with "
-        "retraining, BENCHMARKS section 12; not with --shard; two gradient passes over the rows) or ekfac "
-        "(EK-FAC influence functions through kronfluence, an optional dependency: see README).",
+        "How influence is computed: auto (the default: gauss-newton, the estimator measured best at "
+        "predicting retraining, BENCHMARKS section 12), gauss-newton (an influence function of the trained "
+        "network's projected gradients, any scope; two gradient passes over the rows, about 2.6x the cost of "
+        "turn-over), gradient (gradient similarity of the same gradients, any scope), turn-over (turn-over "
+        "dropout's own estimate L(hidden) - L(exposed): exact for head, linear for ffn:K and lora), exact "
+        "(each pair's hidden and exposed losses), linear (their first-order estimate from one backward pass "
+        "per validation row) or ekfac (EK-FAC influence functions through kronfluence, an optional "
+        "dependency: see README; not with --shard or several processes).",
         flag="--influence",
         default="auto",
     )

@@ -25,7 +25,7 @@ from tod_clean.influence.gather import gather_matrix, influence
 from tod_clean.influence.self_scores import SELF_WINDOW_ROWS, SelfScores, self_scores
 from tod_clean.instances import Instances, instances_from_table
 from tod_clean.io.table import Table
-from tod_clean.model_inputs import encode_instances
+from tod_clean.model_inputs import Encoded, encode_instances
 from tod_clean.run.loaded import LoadedRun
 from tod_clean.run.rundir import TOKENS_DIR, RunDir
 from tod_clean.run.scores import SCORES_ORIGIN, check_train_file, save_scores_frame, scores_origin
@@ -155,6 +155,10 @@ def score_run(
                     np.arange(own_start - span_start, own_stop - span_start)
                 ),
                 train_labels=mine.labels,
+                # the rows outside the shard, for a preconditioner fitted on every row
+                other_train_rows=lambda: _other_rows(
+                    all_instances, first_row, stop, processes, tokenizer, max_length, run
+                ),
             )
             if processes.several and matrix_path is not None:
                 gather_matrix(processes, own_matrix, matrix_path, len(train_instances), len(val_encoded))
@@ -186,6 +190,29 @@ def score_run(
     if shard is not None:
         frame.attrs[SHARD_KEY] = shard_record(shard, info.train_file.rows, meta)
     return ScoreResult(frame, meta, scores, influence_values)
+
+
+def _other_rows(
+    instances: Instances,
+    first_row: int,
+    stop: int,
+    processes: Processes,
+    tokenizer: Any,
+    max_length: int,
+    run: RunDir,
+) -> list[tuple[Encoded, np.ndarray]]:
+    """The training rows before and after a shard's block ``[first_row, stop)`` (none without a shard),
+    this process's share of each under several processes: their tokens and labels."""
+    parts = []
+    for start, end in ((0, first_row), (stop, len(instances))):
+        if processes.several:
+            mine_start, mine_end = processes.rows(end - start)
+            start, end = start + mine_start, start + mine_end
+        if end > start:
+            rows = _rows_of(instances, start, end)
+            encoded = encode_instances(tokenizer, rows, max_length, cache_dir=run.file(TOKENS_DIR))
+            parts.append((encoded, rows.labels))
+    return parts
 
 
 def _val_columns_meta(val_table: Table | None, columns: DataColumns) -> dict[str, str | None]:

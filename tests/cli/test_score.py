@@ -282,13 +282,21 @@ def test_corrupt_run_config(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
     user_error(invoke("score", "--run", run, "-q"), "config.json", "not a valid tod-clean run config")
 
 
-def test_scope_none_run_has_no_influence(tmp_path: Path, model_args: list[str]) -> None:
+def test_scope_none_run_has_no_turn_over_influence(tmp_path: Path, model_args: list[str]) -> None:
+    """A run without instance masks has no sub-networks: turn-over dropout's own estimate is refused, the
+    default (gauss-newton, of the trained network) scores it."""
     train = write_rows(tmp_path / "train.jsonl", make_rows(8))
     val = write_rows(tmp_path / "val.jsonl", make_rows(4, offset=20))
     run = train_run(tmp_path, train, model_args, "--scope", "none")
     out = tmp_path / "scores.csv"
-    user_error(invoke("score", "--run", run, "--val", val, "--out", out, "-q"), "scope 'none'", absent=(out,))
-    ok(invoke("score", "--run", run, "--out", out, "-q"))
+    for method in ("turn-over", "exact", "linear"):
+        refused = invoke("score", "--run", run, "--val", val, "--influence", method, "--out", out, "-q")
+        user_error(refused, "scope 'none'", absent=(out,))
+    ok(invoke("score", "--run", run, "--val", val, "--out", out, "-q"))
+    assert json.loads((run / "scores.json").read_text())["influence_method"] == "gauss-newton"
+    assert np.isfinite(pd.read_csv(out)["influence"]).all()
+    out.unlink()
+    ok(invoke("score", "--run", run, "--out", out, "--overwrite", "-q"))
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["row", "label", "full_loss", "full_prob", "full_pred", "rank"]
     user_error(

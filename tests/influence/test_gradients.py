@@ -12,6 +12,7 @@ import torch
 
 from tests.cli.conftest import invoke, model_args, ok, train_run  # noqa: F401 (fixture)
 from tests.conftest import make_rows, random_batch, tiny_encoder, write_rows
+from tod_clean import score as score_module
 from tod_clean.encoding import encode_texts
 from tod_clean.influence.gradients import DEFAULT_DAMPING, ProjectedGradients, layer_moments, precondition
 from tod_clean.modeling.classifier import TodClassifier
@@ -64,6 +65,26 @@ def test_projected_gradients_match_a_per_row_loop() -> None:
     batched = gradients(batch, labels).double()
     naive = _naive(model, gradients, batch, labels)
     assert batched.shape == naive.shape == (4, gradients.width)
+    torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["deberta-v2", "deberta-v3"])
+def test_layers_called_on_shared_positions_are_left_out(arch: str) -> None:
+    """DeBERTa projects its relative-position embeddings (shared by the batch) with position projections
+    (v2) or with the query and key layers themselves (v3, share_att_key): no per-row gradient at those
+    outputs, so those layers are left out, and the others match the per-row loop."""
+    model = _model(arch)
+    batch = random_batch(4, 9, seed=3)
+    labels = torch.tensor([0, 2, 1, 2])
+    gradients = ProjectedGradients(model, model, batch, labels, k=5)
+    names = {m: name for name, m in model.named_modules()}
+    kept = [names[layer.module] for layer in gradients.layers]
+    shared = ("pos_key_proj", "pos_query_proj") if arch == "deberta-v2" else ("query_proj", "key_proj")
+    assert any(name.endswith(shared) for name in names.values())  # the model has them
+    assert not [name for name in kept if name.endswith(shared)]
+    assert any(name.endswith("value_proj") for name in kept)
+    batched = gradients(batch, labels).double()
+    naive = _naive(model, gradients, batch, labels)
     torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-6)
 
 
@@ -175,20 +196,18 @@ def test_gradient_estimators_score_a_run_as_a_naive_loop_does(
     np.testing.assert_allclose(influence, expected.mean(1).numpy(), rtol=0, atol=2e-4 * float(scale))
 
 
-def test_gauss_newton_is_refused_with_a_shard(
+def test_ekfac_is_refused_with_a_shard(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
 ) -> None:
+    """EK-FAC's factors are fitted by kronfluence in one process: a shard is refused before any work."""
     train = write_rows(tmp_path / "train.jsonl", make_rows(6))
     val = write_rows(tmp_path / "val.jsonl", make_rows(3, offset=20))
     run = train_run(tmp_path, train, model_args, "--scope", "head")
     out = tmp_path / "part.parquet"
-    result = invoke(
-        "score", "--run", run, "--val", val, "--influence", "gauss-newton", "--shard", "1/2", "-o", out
-    )
+    result = invoke("score", "--run", run, "--val", val, "--influence", "ekfac", "--shard", "1/2", "-o", out)
     assert result.exit_code != 0
-    assert "--influence gauss-newton fits its preconditioner on every training row" in result.output
-    assert "several under accelerate launch" in result.output
+    assert "--influence ekfac fits its preconditioner on every training row" in result.output
     assert not out.exists()
 
 
@@ -223,20 +242,23 @@ def test_explain_ranks_by_the_influence_score_writes(
             np.testing.assert_allclose(rows["influence"], column[order[:2]], rtol=1e-4, atol=1e-7)
 
 
-def test_gradient_similarity_scores_each_shard_as_the_whole_run_does(
+@pytest.mark.parametrize("method", ["gradient", "gauss-newton", "auto"])
+def test_each_shard_scores_its_rows_as_the_whole_run_does(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
+    method: str,
 ) -> None:
-    """``gradient`` needs no pass over every training row: a shard's rows get the values they get when
-    all rows are scored in one process."""
-    train = write_rows(tmp_path / "train.jsonl", make_rows(10))
+    """A shard's rows get the values they get when all rows are scored in one process: ``gradient`` needs
+    no other row; ``gauss-newton`` (and ``auto``, which is it) fits its preconditioner on the other
+    shards' rows too. Three shards, so the middle one has rows on both sides."""
+    train = write_rows(tmp_path / "train.jsonl", make_rows(12))
     val = write_rows(tmp_path / "val.jsonl", make_rows(3, offset=20))
     run = train_run(tmp_path, train, model_args, "--scope", "head", "--keep-prob", "0.7")
     whole = tmp_path / "whole.parquet"
-    ok(invoke("score", "--run", run, "--val", val, "--influence", "gradient", "-o", whole, "--quiet"))
+    ok(invoke("score", "--run", run, "--val", val, "--influence", method, "-o", whole, "--quiet"))
     expected = pd.read_parquet(whole).set_index("row")["influence"]
     parts = []
-    for shard in ("0/2", "1/2"):
+    for shard in ("0/3", "1/3", "2/3"):
         part = tmp_path / f"part-{shard[0]}.parquet"
         ok(
             invoke(
@@ -246,7 +268,7 @@ def test_gradient_similarity_scores_each_shard_as_the_whole_run_does(
                 "--val",
                 val,
                 "--influence",
-                "gradient",
+                method,
                 "--shard",
                 shard,
                 "-o",
@@ -258,4 +280,28 @@ def test_gradient_similarity_scores_each_shard_as_the_whole_run_does(
     merged = pd.concat(parts)
     assert sorted(merged.index) == sorted(expected.index)
     scale = float(expected.abs().max())
+    assert scale > 0
     np.testing.assert_allclose(merged.loc[expected.index], expected, rtol=0, atol=1e-5 * scale)
+    if method != "gradient":
+        # not vacuous: the middle shard with a preconditioner of its own rows only scores them otherwise
+        own_only = tmp_path / "own-only.parquet"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(score_module, "_other_rows", lambda *args: [])
+            ok(
+                invoke(
+                    "score",
+                    "--run",
+                    run,
+                    "--val",
+                    val,
+                    "--influence",
+                    method,
+                    "--shard",
+                    "1/3",
+                    "-o",
+                    own_only,
+                    "-q",
+                )
+            )
+        alone = pd.read_parquet(own_only).set_index("row")["influence"]
+        assert np.abs(alone - expected.loc[alone.index]).max() > 1e-3 * scale

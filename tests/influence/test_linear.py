@@ -240,18 +240,21 @@ def test_gates_leave_the_network_unchanged(
         assert model._state.gates is None and torch.equal(model(batch), plain)
 
 
-def test_auto_method() -> None:
+def test_turn_over_and_auto_methods() -> None:
     from tod_clean.scopes import Scope
 
-    assert resolve_influence_method(Scope.parse("head"), 0.5, "auto") == "exact"
-    assert resolve_influence_method(Scope.parse("layers:2"), 0.5, "auto") == "exact"  # measured: < 0.9
+    assert resolve_influence_method(Scope.parse("head"), 0.5, "turn-over") == "exact"
+    assert resolve_influence_method(Scope.parse("layers:2"), 0.5, "turn-over") == "exact"  # measured: < 0.9
     for scope in AUTO_LINEAR:
-        assert resolve_influence_method(Scope.parse(scope), 0.5, "auto") == "linear"
-        assert resolve_influence_method(Scope.parse(scope), 0.3, "auto") == "exact"  # not measured
+        assert resolve_influence_method(Scope.parse(scope), 0.5, "turn-over") == "linear"
+        assert resolve_influence_method(Scope.parse(scope), 0.3, "turn-over") == "exact"  # not measured
+    for scope in ("head", "lora", "ffn:2", "layers:2", "none"):  # auto: the estimator measured best
+        assert resolve_influence_method(Scope.parse(scope), 0.5, "auto") == "gauss-newton"
+    assert ScoreConfig().influence_method == "auto"
     assert resolve_influence_method(Scope.parse("ffn:2"), 0.3, "linear") == "linear"
     assert resolve_influence_method(Scope.parse("head"), 0.5, "linear") == "linear"
     assert resolve_influence_method(Scope.parse("lora"), 0.5, "exact") == "exact"
-    with pytest.raises(ConfigError, match="exact, linear, auto"):
+    with pytest.raises(ConfigError, match="auto, exact, linear, turn-over, gradient, gauss-newton"):
         ScoreConfig(influence_method="fast")
 
 
@@ -272,8 +275,10 @@ def test_cli_score_records_the_method(tmp_path: Path, model_args: list[str]) -> 
     assert json.loads((run / "scores.json").read_text())["influence_method"] == "exact"
     exact = pd.read_parquet(run / "scores.parquet")["influence"].to_numpy()
     assert not np.allclose(exact, linear, rtol=1e-6, atol=0)  # two methods, two answers
-    ok(invoke("score", "--run", run, "--val", val, "--quiet"))  # auto: ffn at keep 0.5 -> linear
+    ok(invoke("score", "--run", run, "--val", val, "--influence", "turn-over", "--quiet"))  # ffn at 0.5
     assert json.loads((run / "scores.json").read_text())["influence_method"] == "linear"
+    ok(invoke("score", "--run", run, "--val", val, "--quiet"))  # the default, auto: gauss-newton
+    assert json.loads((run / "scores.json").read_text())["influence_method"] == "gauss-newton"
     explained = ok(invoke("explain", "--run", run, "--val", val, "--influence", "linear", "-k", "2"))
     assert "(linear influence)" in explained.stderr
     user_error(invoke("score", "--run", run, "--val", val, "--influence", "fast"), "fast", "exact")

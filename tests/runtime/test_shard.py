@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,9 +51,17 @@ def sharded(tmp_path_factory: pytest.TempPathFactory, model_args: list[str]) -> 
 
 
 def assert_same_scores(merged: pd.DataFrame, full: pd.DataFrame) -> None:
-    """Same columns, dtypes, row order and values, bit for bit: a shard scores the whole length-sorting
-    windows around its rows, so every row runs in the same batch as in the unsharded run."""
-    pd.testing.assert_frame_equal(merged, full, check_exact=True)
+    """Same columns, dtypes, row order and values: the self-scores bit for bit (a shard scores the whole
+    length-sorting windows around its rows, so every row runs in the same batch as in the unsharded run);
+    the default influence (gauss-newton) to float rounding, since a shard's rows get their gradients in
+    other batches (the preconditioner is fitted on every row: without the other shards' rows it would be
+    off by far more, see tests/influence/test_gradients.py)."""
+    pd.testing.assert_frame_equal(
+        merged.drop(columns="influence"), full.drop(columns="influence"), check_exact=True
+    )
+    scale = float(full["influence"].abs().max())
+    assert scale > 0 and merged["influence"].dtype == full["influence"].dtype
+    np.testing.assert_allclose(merged["influence"], full["influence"], rtol=0, atol=1e-5 * scale)
 
 
 def test_three_shards_merge_to_the_unsharded_scores(sharded: SimpleNamespace, tmp_path: Path) -> None:
@@ -208,7 +217,7 @@ def test_merge_refuses_parts_scored_another_way(sharded: SimpleNamespace, tmp_pa
 
     p0, p2 = part(0), part(2)
     for options, needle in (
-        (("--influence", "linear"), "scored with --influence linear, but {p0} with --influence exact"),
+        (("--influence", "linear"), "scored with --influence linear, but {p0} with --influence gauss-newton"),
         (
             ("--val-label-col", "label2"),
             "scored with --val-label-col label2, but {p0} with --val-label-col label",
@@ -219,7 +228,7 @@ def test_merge_refuses_parts_scored_another_way(sharded: SimpleNamespace, tmp_pa
         user_error(
             invoke("merge", p0, odd, p2, "--out", out), f"{odd}: " + needle.format(p0=p0), absent=(out,)
         )
-    ok(invoke("merge", p0, part(1, "--influence", "exact"), p2, "--out", out, "-q"))  # auto is exact here
+    ok(invoke("merge", p0, part(1, "--influence", "gauss-newton"), p2, "--out", out, "-q"))  # auto is it
 
 
 @pytest.mark.parametrize(

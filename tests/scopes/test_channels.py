@@ -515,9 +515,9 @@ def test_influence_equals_the_naive_loop(kind: str, options: dict, tmp_path: Pat
     np.testing.assert_allclose(result, expected.mean(1), rtol=1e-5, atol=1e-5)
 
 
-def test_self_scores_equal_the_naive_loop_and_auto_is_exact() -> None:
+def test_self_scores_equal_the_naive_loop_and_turn_over_is_exact() -> None:
     model = scoring_model("tiny-resnet", keep_prob=0.5)
-    assert resolve_influence_method(model.scope, 0.5, "auto") == "exact"
+    assert resolve_influence_method(model.scope, 0.5, "turn-over") == "exact"
     generator = torch.Generator().manual_seed(6)
     train = EncodedImages(torch.randn(len(TRAIN_KEYS), 3, 32, 32, generator=generator).numpy())
     labels = np.arange(len(TRAIN_KEYS)) % NUM_LABELS

@@ -13,8 +13,8 @@ validation rows: ``L(hidden_i, z_v) - L(exposed_i, z_v)`` for training instance 
 - ``blocks(task)``: the ``[train x val]`` influence as ``InfluenceBlock`` s, block by block, never the whole
   matrix: each block's memory is bounded (``task.chunk_mib``) whatever the numbers of rows. The caller sums
   the blocks into the ``influence`` column and, when asked, writes them into the matrix file.
-- optionally ``resolve(scope, keep_prob)``: the estimator that actually runs for such a run (``auto``
-  answers ``exact`` or ``linear``); the resolved name is recorded in scores.json.
+- optionally ``resolve(scope, keep_prob)``: the estimator that actually runs for such a run (``turn-over``
+  answers ``exact`` or ``linear``, ``auto`` ``gauss-newton``); the resolved name is recorded in scores.json.
 
 ``InfluenceTask`` is what ``blocks`` gets: the loaded model (eval mode) with its mask settings, the
 training rows' instance keys (their masks) and, on request, their encoded rows, the encoded validation rows
@@ -87,6 +87,9 @@ class InfluenceTask:
     processes: Processes | None = None
     train_rows: Callable[[], Encoded] | None = None
     train_labels: np.ndarray | None = None
+    # the training rows this caller does not score that a preconditioner fitted on every row must see too
+    # (the rows outside a --shard; this process's share of them under several processes): (tokens, labels)
+    other_train_rows: Callable[[], list[tuple[Encoded, np.ndarray]]] | None = None
 
     def train_encoded(self) -> Encoded:
         """The training rows' tokens, in the order of ``train_keys`` (encoded on first request)."""
@@ -109,8 +112,9 @@ class InfluenceEstimator(ABC):
     # True: its values for one training row depend on every training row (a preconditioner fitted on all
     # of them), so one process scoring a block of rows (--shard, several processes) cannot compute them.
     needs_all_rows: ClassVar[bool] = False
-    # True (with needs_all_rows): the processes of one launch combine what each fitted on its rows, so it
-    # runs under several processes, though not on one --shard.
+    # True (with needs_all_rows): what it fits is a sum over the training rows, so the processes of one
+    # launch add up what each fitted on its rows, and one --shard fits it on the other rows too
+    # (``InfluenceTask.other_train_rows``): it runs under several processes and on shards.
     combines_processes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -123,21 +127,17 @@ class InfluenceEstimator(ABC):
         ESTIMATORS[name] = cls()
 
     def check_split(self, *, shard: bool, several: bool) -> None:
-        """Refuse a split of the training rows this estimator cannot score: one ``--shard`` of them (when it
-        needs every row), or several processes (unless it combines what each fits on its rows)."""
+        """Refuse a split of the training rows (one ``--shard`` of them, or several processes) when this
+        estimator needs every row and cannot add up what it fits on parts of them."""
         if not self.needs_all_rows or not (shard or several):
             return
+        if self.combines_processes:
+            return
         named = spelled("influence_method", self.name, flag="--influence")
-        if self.combines_processes and shard:
-            raise ConfigError(
-                f"{named} fits its preconditioner on every training row, so it scores all rows in one run (one "
-                f"process or several under accelerate launch): not with {spelled('shard')}"
-            )
-        if not self.combines_processes:
-            raise ConfigError(
-                f"{named} fits its preconditioner on every training row, so it runs in one process over all "
-                f"rows: not with {spelled('shard')} or under several processes"
-            )
+        raise ConfigError(
+            f"{named} fits its preconditioner on every training row, so it runs in one process over all "
+            f"rows: not with {spelled('shard')} or under several processes"
+        )
 
     def applies_to(self, scope: Scope) -> bool:
         """Whether this estimator can score a run trained with ``scope``."""
@@ -181,16 +181,18 @@ def influence_blocks(
     pair_batch: int = 256,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
-    method: str = "auto",
+    method: str = "turn-over",
     progress: Progress | None = None,
     processes: Processes | None = None,
     train_rows: Callable[[], Encoded] | None = None,
     train_labels: np.ndarray | None = None,
+    other_train_rows: Callable[[], list[tuple[Encoded, np.ndarray]]] | None = None,
 ) -> Iterator[InfluenceBlock]:
     """The train x validation influence matrix, block by block, never whole in memory.
 
     ``method``: a registered estimator's name (``exact``: the sub-networks' losses; ``linear``: their
-    first-order estimate from gate gradients; ``auto``: the measured choice of the two for the scope).
+    first-order estimate from gate gradients; ``turn-over``, the default here: the measured choice of the
+    two for the scope; ``auto``, the commands' default: ``gauss-newton``).
     With several ``processes`` every one of them must iterate; the training rows are the caller's to split.
     """
     estimator = estimator_named(method).resolve(model.scope, model.keep_prob)
@@ -213,5 +215,6 @@ def influence_blocks(
         processes=processes,
         train_rows=train_rows,
         train_labels=train_labels,
+        other_train_rows=other_train_rows,
     )
     yield from estimator.blocks(task)

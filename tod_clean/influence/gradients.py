@@ -17,7 +17,9 @@ Two estimators use them (positive = the training row lowers the validation row's
   (Park et al. 2023) computes it with one model.
 
 Every linear layer on the path to the logits is used (a layer whose output gets no gradient, such as a
-BERT pooler that the classifier does not read, is left out); layers narrower than ``k`` keep that side
+BERT pooler that the classifier does not read, is left out, as is one called more than once per forward,
+such as DeBERTa's query and key projections, reused on the relative positions, or one applied to
+something other than the rows, such as its position projections); layers narrower than ``k`` keep that side
 whole. Memory: the preconditioned validation gradients ``[V, width]`` and one block of training rows.
 """
 
@@ -64,18 +66,29 @@ def layers_with_gradient(
     batch: dict[str, torch.Tensor],
     labels: torch.Tensor,
 ) -> set[nn.Module]:
-    """Those of ``modules`` whose output gets a gradient from the summed cross-entropy of ``forward(batch)``
-    (a BERT pooler the classifier does not read gets none). The parameters must require gradients."""
+    """Those of ``modules`` called once per forward, on the batch's rows, whose output gets a gradient from
+    the summed cross-entropy of ``forward(batch)`` (a BERT pooler the classifier does not read gets none).
+    A module called more than once (DeBERTa's query and key projections, applied again to the
+    relative-position embeddings shared by the batch) or on something other than the rows (DeBERTa's
+    position projections) has no per-row gradient at one output, and is left out. ``batch`` must hold at
+    least 2 rows, so that a shared input of one row is told apart. The parameters must require gradients."""
     outputs: dict[nn.Module, torch.Tensor] = {}
+    calls: dict[nn.Module, int] = {}
+
+    rows = len(labels)
 
     def capture(module: nn.Module, args: Any, output: torch.Tensor) -> None:
         outputs[module] = output
+        # a call on something other than the batch's rows (DeBERTa's position projections of the shared
+        # relative-position embeddings) counts as a second call: no per-row gradient there either
+        per_row = args[0].dim() >= 2 and args[0].shape[0] == rows
+        calls[module] = calls.get(module, 0) + (1 if per_row else 2)
 
     handles = [m.register_forward_hook(capture) for m in modules]
     try:
         with torch.enable_grad():
             loss = nn.functional.cross_entropy(forward(batch).float(), labels, reduction="sum")
-            present = [m for m in modules if m in outputs]
+            present = [m for m in modules if calls.get(m) == 1]
             grads = torch.autograd.grad(loss, [outputs[m] for m in present], allow_unused=True)
     finally:
         for handle in handles:
@@ -157,8 +170,8 @@ class ProjectedGradients:
         for layer, d in zip(self.layers, grads, strict=True):
             x = captured[layer.module][0].detach().float()
             d = d.float()
-            if x.dim() == 2:  # the head: one position per row
-                x, d = x[:, None], d[:, None]
+            # positions in between: none for the head (one per row), tokens, or a ConvNeXt's H x W
+            x, d = x.reshape(len(x), -1, x.shape[-1]), d.reshape(len(d), -1, d.shape[-1])
             if layer.project_in is not None:
                 x = x @ layer.project_in
             if layer.project_out is not None:
@@ -255,7 +268,7 @@ class ProjectedGradientInfluence(InfluenceEstimator):
         rows, val_rows = len(train), len(task.val_encoded)
         flags = _grads_enabled(model)
         try:
-            probe = np.arange(min(4, rows))
+            probe = np.resize(np.arange(min(4, rows)), max(2, min(4, rows)))  # >= 2 rows, see above
             gradients = ProjectedGradients(
                 model,
                 model,
@@ -263,7 +276,12 @@ class ProjectedGradientInfluence(InfluenceEstimator):
                 train_labels[probe].to(device),
                 k=self.projection,
             )
-            task.progress.start(f"influence ({self.name})", self.passes_over_train * rows + val_rows)
+            # rows outside this caller's (a --shard's others): the preconditioner's pass reads them too
+            others = task.other_train_rows() if self.passes_over_train > 1 and task.other_train_rows else []
+            other_rows = sum(len(encoded) for encoded, _ in others)
+            task.progress.start(
+                f"influence ({self.name})", self.passes_over_train * rows + other_rows + val_rows
+            )
 
             def of(
                 encoded: Encoded, labels: torch.Tensor, batches: list[np.ndarray]
@@ -294,6 +312,11 @@ class ProjectedGradientInfluence(InfluenceEstimator):
                     if kept is not None:
                         kept[torch.as_tensor(indices)] = values.cpu()
                     yield values
+                for encoded, labels in others:  # fitted on, not scored
+                    for _, values in of(
+                        encoded, torch.as_tensor(labels), sorted_batches(encoded.lengths, task.batch_size)
+                    ):
+                        yield values
 
             val_side = self.validation_side(val, gradients.layers, train_gradients, task.processes)
             block_rows = max(1, int(task.chunk_mib * 2**20) // (4 * max(val_rows, gradients.width)))
@@ -339,9 +362,11 @@ class GaussNewtonInfluence(ProjectedGradientInfluence):
 
     Influence of training row i on validation row z: ``g_i^T (G + lambda I)^{-1} g_z / N`` per layer
     block, summed: the first-order change of z's loss when i is left out of N rows. The preconditioner
-    needs every training row before any block (under several processes each sums its rows' ``g g^T`` and
-    the sums are added up; one ``--shard`` cannot see the others' rows): one gradient pass over the training rows whose results are
-    kept for the scoring when they fit (``CACHE_BUDGETS``), else a second pass; one over the validation rows.
+    needs every training row before any block: under several processes each sums its rows' ``g g^T`` and
+    the sums are added up; one ``--shard`` sums the other shards' rows too (``other_train_rows``: each
+    shard makes the preconditioner's gradient pass over every row, then scores its own). One gradient pass
+    over the training rows whose results are kept for the scoring when they fit (``CACHE_BUDGETS``), else a
+    second pass; one over the validation rows.
     """
 
     name = "gauss-newton"

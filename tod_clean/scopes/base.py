@@ -20,7 +20,7 @@ A new scope sets or overrides:
   only ones trained with ``--freeze unmasked``), ``frozen_below`` (where ``--freeze below`` stops), and
   the flags ``freeze_below`` / ``freeze_unmasked`` saying which of those freeze modes the scope takes;
 - **influence**: ``head_only`` (every mask is on the head, so exact influence is one matrix product per
-  block) and ``linear_by_default`` (what ``--influence auto`` picks at keep probability 0.5).
+  block) and ``linear_by_default`` (what ``--influence turn-over`` picks at keep probability 0.5).
 
 The class attributes are plain values and the methods are torch code that imports what it needs when it
 runs, so the config parses and checks a scope without loading torch.
@@ -65,7 +65,7 @@ class Scope:
     freeze_below: ClassVar[bool] = False  # takes ``--freeze below``
     freeze_unmasked: ClassVar[bool] = False  # takes ``--freeze unmasked``
     head_only: ClassVar[bool] = False  # every mask site is the head's
-    # ``--influence auto`` is linear at keep probability 0.5 (``ffn``, ``lora``). At p = 0.5 the exposed and
+    # ``--influence turn-over`` is linear at keep probability 0.5 (``ffn``, ``lora``). At p = 0.5 the exposed and
     # hidden multipliers average to 1 for every unit (m/p + (1-m)/(1-p) = 2), so the expansion at gamma = 1
     # is the midpoint rule and the second-order terms cancel; other keep probabilities were not measured.
     # A scope is linear by default only where bench/linear_influence.py measured the linear ranking close

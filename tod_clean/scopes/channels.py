@@ -60,7 +60,7 @@ mean: another model, whose running statistics no longer describe a row). tests/s
 checks each of these claims.
 
 **Scoring.** Nothing runs below the first mask site but the stem; its output, the first stage's input, is
-cached per validation row and masked there (``split_layer`` 0). ``--influence auto`` runs the exact path
+cached per validation row and masked there (``split_layer`` 0). ``--influence turn-over`` runs the exact path
 (pairs of training instance and validation row); the linearized one was not measured for this scope.
 """
 
