@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--influence", default="auto")
+    parser.add_argument("--influence", default="turn-over")
     parser.add_argument("--show", type=int, default=6, help="misclassified test images in the figure")
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--reuse", action="store_true")

@@ -11,7 +11,8 @@ held-out movie reviews. One tod-clean run (``--scope head``, the default) and on
 (``none``) on the harmed set give the rankings:
 
 - ``gauss-newton``: mean ``--influence gauss-newton`` influence on the validation set (lowest first);
-- ``tod influence``: the default turn-over-dropout influence (``--influence auto``, lowest first);
+- ``tod influence``: turn-over dropout's own influence (``--influence turn-over``, the default before
+  ``auto`` became ``gauss-newton``; lowest first);
 - ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``
   is ``filter``'s default ranking);
 - ``training loss``: the ordinary fine-tune's loss on its own training rows (highest first, per class);
@@ -63,7 +64,7 @@ RANKINGS = ("gauss-newton", "tod influence", "hidden_loss", "full_loss", "traini
 # the column each ranking reads, and the run (tod-clean "tod" or ordinary "plain") that scores it
 COLUMNS = {
     "gauss-newton": ("influence", "tod", "gauss-newton"),
-    "tod influence": ("influence", "tod", None),
+    "tod influence": ("influence", "tod", "turn-over"),
     "hidden_loss": ("hidden_loss", "tod", None),
     "full_loss": ("full_loss", "tod", None),
     "training loss": ("full_loss", "plain", None),

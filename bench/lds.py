@@ -65,16 +65,16 @@ def val_losses(run_path: Path, val_path: Path) -> np.ndarray:
 
 
 def tod_clean_matrix(run_path: Path, train_path: Path, val_path: Path, method: str | None) -> np.ndarray:
-    """tod-clean's [N, V] influence matrix of a run (through ``score_run --matrix``)."""
+    """tod-clean's [N, V] influence matrix of a run (through ``score_run --matrix``); ``method`` None:
+    turn-over dropout's own estimate (``--influence turn-over``)."""
     from tod_clean.config import ScoreConfig
     from tod_clean.io.inputs import read_table
     from tod_clean.run.rundir import RunDir
     from tod_clean.score import score_run
 
-    matrix_path = run_path / f"influence-{method or 'default'}.npy"
-    options: dict[str, Any] = {}
-    if method is not None:
-        options["influence_method"] = method
+    method = method or "turn-over"
+    matrix_path = run_path / f"influence-{method}.npy"
+    options: dict[str, Any] = {"influence_method": method}
     score_run(
         RunDir(run_path),
         read_table(str(train_path)),
