@@ -214,14 +214,18 @@ def test_explain_html_refused_before_any_work(explained_run: SimpleNamespace, tm
     )
 
 
-def test_explain_refuses_a_run_without_masks(
+def test_explain_of_a_run_without_masks_needs_an_estimator_without_them(
     tmp_path: Path,
     model_args: list[str],  # noqa: F811
 ) -> None:
+    """turn-over dropout's estimate needs masks: refused on a none run; the default (gauss-newton) explains."""
     train = write_rows(tmp_path / "train.jsonl", make_rows(8))
     run = train_run(tmp_path, train, model_args, "--scope", "none")
     out = tmp_path / "x.csv"
-    user_error(invoke("explain", "--run", run, "--val", train, "-o", out), "scope 'none'", absent=(out,))
+    refused = invoke("explain", "--run", run, "--val", train, "--influence", "turn-over", "-o", out)
+    user_error(refused, "scope 'none'", "--influence turn-over", absent=(out,))
+    ok(invoke("explain", "--run", run, "--val", train, "-o", out, "-q"))
+    assert len(pd.read_csv(out)) > 0
     config = json.loads((run / "config.json").read_text())
     assert config["masks"]["scope"] == "none"
 

@@ -1,7 +1,7 @@
 """Why does the model err on a validation row? The training rows that hurt it and helped it most.
 
-For validation row z the per-pair influence ``L(hidden_i, z) - L(exposed_i, z)`` of every training row z_i
-is computed block by block (never the whole matrix at once) and the extremes are kept:
+For validation row z the per-pair influence of every training row z_i (by default ``gauss-newton``'s; with
+``--influence turn-over``, ``L(hidden_i, z) - L(exposed_i, z)``) is computed block by block (never the whole matrix at once) and the extremes are kept:
 
 - **hurt**: the k most negative; by default only among training rows whose label is the wrong prediction
   (the predicted label when z is misclassified, any other label when it is not), as in Kobayashi et al. 2020;
@@ -20,7 +20,12 @@ import torch
 
 from tod_clean.config import DataColumns, HurtFrom, ScoreConfig
 from tod_clean.errors import ConfigError, InputError
-from tod_clean.influence.base import estimator_named, influence_blocks, resolve_influence_method
+from tod_clean.influence.base import (
+    estimator_named,
+    influence_blocks,
+    resolve_influence_method,
+    unmasked_refusal,
+)
 from tod_clean.instances import instances_from_table
 from tod_clean.io.images import ImageColumn
 from tod_clean.io.table import Table
@@ -164,7 +169,7 @@ def _finish(values: torch.Tensor, rows: torch.Tensor) -> TopInfluence:
 @dataclass
 class ExplainResult:
     """One row per (validation row, kind, rank) in ``frame``; ``accuracy`` of the full network;
-    ``influence_method`` the way influence was computed (exact or linear); for images, the checked image
+    ``influence_method`` the estimator influence was computed with (exact, linear, gauss-newton, ...); for images, the checked image
     columns of the training and validation tables (``frame``'s ``train_row`` and ``val_row`` index them),
     so pages can show the pictures."""
 
@@ -200,10 +205,9 @@ def explain_run(
     if k < 1:
         raise ConfigError(f"--top must be a positive number of training rows, got {k}")
     info = run.read_complete_info()
-    if not info.scope.masked:
-        raise ConfigError(
-            f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence"
-        )
+    refusal = unmasked_refusal(info.scope, (config or ScoreConfig()).influence_method)
+    if refusal is not None:
+        raise ConfigError(f"{run.path}: {refusal}")
     check_train_file(train_table, info)
     train = instances_from_table(
         train_table, info.train.columns, info.labels, mask_scheme=info.train.mask_scheme

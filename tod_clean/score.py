@@ -20,7 +20,7 @@ import torch
 
 from tod_clean.config import DataColumns, ScoreConfig
 from tod_clean.errors import ConfigError, spelled
-from tod_clean.influence.base import estimator_named, resolve_influence_method
+from tod_clean.influence.base import estimator_named, resolve_influence_method, unmasked_refusal
 from tod_clean.influence.gather import gather_matrix, influence
 from tod_clean.influence.self_scores import SELF_WINDOW_ROWS, SelfScores, self_scores
 from tod_clean.instances import Instances, instances_from_table
@@ -93,10 +93,9 @@ def score_run(
         raise ConfigError(f"{spelled('matrix')} needs a validation set ({spelled('val')})")
     if val_table is not None:
         estimator = estimator_named(config.influence_method).resolve(info.scope, info.keep_prob)
-        if not estimator.applies_to(info.scope):
-            raise ConfigError(
-                f"{run.path}: trained with scope '{info.scope}' (no instance masks), so it has no influence to score"
-            )
+        refusal = unmasked_refusal(info.scope, config.influence_method)
+        if refusal is not None:
+            raise ConfigError(f"{run.path}: {refusal}")
         estimator.check_split(shard=shard is not None, several=processes.several)
     if before_work is not None:
         before_work()

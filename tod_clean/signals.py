@@ -8,7 +8,9 @@ For training instance z_i with exposed sub-network m(z_i) and hidden sub-network
   the scope makes it)
 - ``full_loss``      L(full, z_i): the whole network, no instance mask
 - ``self_influence`` hidden_loss - exposed_loss on z_i itself (high: z_i had to be memorised)
-- ``influence``      mean over validation rows z of L(hidden_i, z) - L(exposed_i, z) (negative: z_i hurts)
+- ``influence``      mean over validation rows z of z_i's influence on z (negative: z_i hurts): by default
+  (``--influence auto``) gauss-newton's estimate of the change of L(z) when z_i is left out; with
+  ``--influence turn-over``, L(hidden_i, z) - L(exposed_i, z)
 - ``hidden_prob``, ``full_prob``: the hidden sub-network's and the full network's probability of the label
 
 ``filter`` ranks by these, ``score`` writes them and ``report`` describes them, all from ``SIGNAL_TABLE``.

@@ -89,10 +89,12 @@ def test_cleanse_refuses_what_the_scope_cannot_score_before_training(
     test = write_rows(tmp_path / "test.jsonl", make_rows(6, offset=40))
     out = tmp_path / "out"
     base = ["cleanse", train, "--test", test, "--out-dir", out, "--model", tiny_model_dir, *TINY]
-    line = user_error(invoke(*base, "--scope", "none", "--val", val), absent=(out,))
+    line = user_error(
+        invoke(*base, "--scope", "none", "--val", val, "--influence", "turn-over"), absent=(out,)
+    )
     assert line == (
-        "error: --val: a --scope none run has no instance masks, so no influence on a validation set; leave "
-        "out --val, or choose a masked scope (head, lora, layers:K, ffn:K, channels)"
+        "error: --val: a --scope none run is trained with scope 'none' (no instance masks), so --influence "
+        "turn-over has no sub-networks to compare; the default (--influence auto: gauss-newton) scores such a run"
     )
     line = user_error(invoke(*base, "--scope", "none", "--by", "hidden_loss"), absent=(out,))
     assert line == (

@@ -175,9 +175,13 @@ def test_report_of_a_scope_none_run(tmp_path: Path, model_args: list[str]) -> No
     assert_self_contained(page)
     assert sorted(p.name for p in folder.iterdir()) == ["flagged_per_class.png", "full_loss.png"]
     assert "histogram of influence" not in page and "histogram of full_loss" in page
-    assert "scope &#39;none&#39; (no instance masks)" in page
+    assert "pass --val FILE" in page  # the default influence (gauss-newton) would explain with one
     assert "highest <code>full_loss</code>" in page
     assert '<section class="card">' not in page
+    ok(invoke("report", "--run", run, "--out", out, "--influence", "turn-over", "-q"))
+    assert "scope &#39;none&#39; (no instance masks), so --influence turn-over" in out.read_text(
+        encoding="utf-8"
+    )
 
 
 def test_report_default_ranking_and_drop_count(head_run: SimpleNamespace, tmp_path: Path) -> None:

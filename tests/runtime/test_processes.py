@@ -408,7 +408,17 @@ def test_head_scope_scoring_with_two_processes_matches_one(folder: Path) -> None
     run = folder / "run-head"
     head_options = ["head" if option == "ffn:1" else option for option in TRAIN_OPTIONS]
     invoke("train", folder / "train.jsonl", "--model", folder / "model", "--run", run, *head_options, "-q")
-    options = ["--run", run, "--val", folder / "val.jsonl", "--device", "cpu", "-q"]
+    options = [
+        "--run",
+        run,
+        "--val",
+        folder / "val.jsonl",
+        "--influence",
+        "turn-over",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     invoke("score", *options, "--out", folder / "head-one.csv")
     launch("score", *options, "--out", folder / "head-two.csv", cwd=folder)
     _assert_same_frames(pd.read_csv(folder / "head-two.csv"), pd.read_csv(folder / "head-one.csv"))

@@ -90,6 +90,26 @@ def test_three_shards_merge_to_the_unsharded_scores(sharded: SimpleNamespace, tm
         assert kept.stdout == expected.stdout
 
 
+def test_turn_over_shards_merge_to_its_unsharded_scores(sharded: SimpleNamespace, tmp_path: Path) -> None:
+    """Turn-over dropout's own influence (the head scope's GEMM) shards too, to float32 rounding."""
+    run = Path(shutil.copytree(sharded.run, tmp_path / "run"))  # an unsharded score rewrites its scores
+    options = ["--run", run, "--val", sharded.val, "--influence", "turn-over", "--quiet"]
+    ok(invoke("score", *options, "--out", tmp_path / "full.parquet"))
+    parts = []
+    for index in range(3):
+        parts.append(tmp_path / f"part-{index}.parquet")
+        ok(invoke("score", *options, "--shard", f"{index}/3", "--out", parts[-1]))
+    ok(invoke("merge", *parts, "--out", tmp_path / "merged.parquet", "--quiet"))
+    merged, full = pd.read_parquet(tmp_path / "merged.parquet"), pd.read_parquet(tmp_path / "full.parquet")
+    assert json.loads((run / "scores.json").read_text())["influence_method"] == "exact"
+    pd.testing.assert_frame_equal(
+        merged.drop(columns="influence"), full.drop(columns="influence"), check_exact=True
+    )
+    scale = float(full["influence"].abs().max())
+    assert scale > 0
+    np.testing.assert_allclose(merged["influence"], full["influence"], rtol=0, atol=1e-6 * scale)
+
+
 def test_shards_never_write_the_run_copy(sharded: SimpleNamespace, tmp_path: Path) -> None:
     before = sha256(sharded.run / "scores.parquet")
     ok(invoke("score", "--run", sharded.run, "--shard", "1/2", "--out", tmp_path / "p.parquet", "--quiet"))

@@ -51,7 +51,10 @@ def report_command(
     ] = 10,
     influence: Annotated[
         str | None,
-        typer.Option("--influence", help="exact, linear or auto for the explanations (default: as scored)."),
+        typer.Option(
+            "--influence",
+            help="The --influence estimator of the explanations, as in score (default: the one the scores were computed with).",
+        ),
     ] = None,
     val_split: ValSplitOption = None,
     train: Annotated[str | None, typer.Option(help="The training file, if it moved.")] = None,

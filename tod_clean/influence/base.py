@@ -163,6 +163,18 @@ def estimator_named(method: str) -> InfluenceEstimator:
     return ESTIMATORS[method]
 
 
+def unmasked_refusal(scope: Scope, method: str) -> str | None:
+    """Why ``method`` cannot score a run of ``scope`` (None when it can): turn-over dropout's estimators need
+    instance masks, which a ``none`` run lacks."""
+    if estimator_named(method).applies_to(scope):
+        return None
+    named = spelled("influence_method", method, flag="--influence")
+    return (
+        f"trained with scope '{scope}' (no instance masks), so {named} has no sub-networks to compare; the "
+        f"default ({spelled('influence_method', 'auto', flag='--influence')}: gauss-newton) scores such a run"
+    )
+
+
 def resolve_influence_method(scope: Scope, keep_prob: float, method: str) -> str:
     """The name of the estimator that ``method`` runs for a run of ``scope`` trained at ``keep_prob``
     (``exact`` or ``linear`` for ``auto``)."""

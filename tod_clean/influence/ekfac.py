@@ -122,11 +122,9 @@ class EkfacInfluence(InfluenceEstimator):
         val_labels = torch.as_tensor(task.val_labels)
         # kronfluence wraps the model's layers in place: work on a copy, so the run's model stays as it was
         model = copy.deepcopy(task.model).to(task.device).eval()
-        probe = np.arange(min(4, rows))
+        probe = np.resize(np.arange(min(4, val_rows)), max(2, min(4, val_rows)))  # as gradients.py probes
         with torch.enable_grad():
-            names = tracked_modules(
-                model, train.batch(probe, task.device), train_labels[probe].to(task.device)
-            )
+            names = tracked_modules(model, val.batch(probe, task.device), val_labels[probe].to(task.device))
         parameters = sum(
             module.weight.numel() + (0 if module.bias is None else module.bias.numel())
             for name, module in model.named_modules()

@@ -268,12 +268,14 @@ class ProjectedGradientInfluence(InfluenceEstimator):
         rows, val_rows = len(train), len(task.val_encoded)
         flags = _grads_enabled(model)
         try:
-            probe = np.resize(np.arange(min(4, rows)), max(2, min(4, rows)))  # >= 2 rows, see above
+            # the layers are found on validation rows, which every shard and process has (one may hold no
+            # training row); at least 2 of them, see layers_with_gradient
+            probe = np.resize(np.arange(min(4, val_rows)), max(2, min(4, val_rows)))
             gradients = ProjectedGradients(
                 model,
                 model,
-                train.batch(probe, device),
-                train_labels[probe].to(device),
+                task.val_encoded.batch(probe, device),
+                val_labels[probe].to(device),
                 k=self.projection,
             )
             # rows outside this caller's (a --shard's others): the preconditioner's pass reads them too

@@ -28,6 +28,7 @@ import numpy as np
 from tod_clean.config import ScoreConfig, TrainConfig
 from tod_clean.errors import ConfigError, RunDirError, spelled
 from tod_clean.evaluate import Evaluation, evaluate_run
+from tod_clean.influence.base import unmasked_refusal
 from tod_clean.instances import for_table, instances_from_table, training_labels
 from tod_clean.io import STDIN
 from tod_clean.io.columns import label_codes
@@ -78,18 +79,19 @@ class CleanseResult:
 UNMASKED_SIGNALS = ("full_loss", "full_prob")
 
 
-def check_signals(config: TrainConfig, by: str | None, val_table: Table | None) -> None:
+def check_signals(
+    config: TrainConfig, by: str | None, val_table: Table | None, influence_method: str = "auto"
+) -> None:
     """Refuse, before any training, a --by or --val the scoring run cannot serve."""
     scope = config.parsed_scope
     if not scope.masked:
-        if val_table is not None:
+        refusal = unmasked_refusal(scope, influence_method)
+        if val_table is not None and refusal is not None:
+            raise ConfigError(f"--val: a --scope {scope} run is {refusal}")
+        servable = UNMASKED_SIGNALS + (("influence",) if val_table is not None else ())
+        if by is not None and by in SIGNALS and by not in servable:
             raise ConfigError(
-                f"--val: a --scope {scope} run has no instance masks, so no influence on a validation set; "
-                "leave out --val, or choose a masked scope (head, lora, layers:K, ffn:K, channels)"
-            )
-        if by is not None and by in SIGNALS and by not in UNMASKED_SIGNALS:
-            raise ConfigError(
-                f"--by {by}: a --scope {scope} run scores only {', '.join(UNMASKED_SIGNALS)}; choose one of "
+                f"--by {by}: a --scope {scope} run scores only {', '.join(servable)}; choose one of "
                 "them, or a masked scope (head, lora, layers:K, ffn:K, channels)"
             )
     if by == "influence" and val_table is None:
@@ -245,7 +247,7 @@ def cleanse(
     """
     check_drop_options(by=by, fraction=fraction, count=count, threshold=threshold)
     config = for_table(config, train_table)  # images: the image column found, the default image model
-    check_signals(config, by, val_table)
+    check_signals(config, by, val_table, (score_config or ScoreConfig()).influence_method)
     labels = training_labels(train_table, config.columns.label_col)
     evaluated = dataclasses.replace(config.columns, id_col=None)
     for table in (test_table, val_table):

@@ -91,6 +91,7 @@ def explain(
             ("validation file", val_table.source),
             ("model", info.train.model),
             ("scope", str(info.scope)),
+            ("influence", f"--influence {result.influence_method}"),
         ]
         page = render_explain_html(result, header=header, val_rows=len(val_table), hurt_from=hurt_from)
     if out is not None:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from tod_clean.config import INFLUENCE_METHODS, ScoreConfig
 from tod_clean.errors import ConfigError, RunDirError, TodCleanError
+from tod_clean.influence.base import unmasked_refusal
 from tod_clean.instances import resolve_columns
 from tod_clean.io.columns import label_key
 from tod_clean.io.formats.hub import is_hub_ref
@@ -428,11 +429,9 @@ def _add_explanations(
     device: str,
     progress: Progress | None,
 ) -> None:
-    if not info.scope.masked:
-        content.explain_note = (
-            f"This run was trained with scope '{info.scope}' (no instance masks), so it has no influence to explain "
-            "validation errors with."
-        )
+    refusal = unmasked_refusal(info.scope, influence_method)
+    if refusal is not None:
+        content.explain_note = f"This run was {refusal}: no validation errors are explained."
         return
     if val_table is None:
         content.explain_note = val_note or "No validation file is known; pass --val FILE."
