@@ -49,7 +49,8 @@ def projected_gradients(
 ) -> np.ndarray:
     """Per-row loss gradients of a run's full network, each linear layer's projected to ``k x k``:
     float32 ``[rows, layers * k * k]`` (layers in module order). ``modules``: ``classifier`` (the last
-    layer, unprojected when small), ``head`` (head layers), ``all`` (every nn.Linear)."""
+    layer, unprojected when small), ``head`` (head layers), ``topK`` (those of the top K transformer
+    blocks and the head), ``all`` (every nn.Linear)."""
     import torch
 
     from tod_clean.config import DataColumns
@@ -70,6 +71,17 @@ def projected_gradients(
         linears = [model.classifier]
     elif modules == "head":
         linears = [model.head_dense, model.classifier]
+    elif modules.startswith("top"):
+        # the top K transformer blocks' linear layers and the head's: backward stops at block L - K
+        depth = len(model.layers)
+        top = {f"layer.{i}." for i in range(depth - int(modules[3:]), depth)}
+        linears = [
+            m
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear)
+            and "pooler" not in name
+            and (not name.startswith("encoder.") or any(t in name for t in top))
+        ]
     else:
         # every linear layer on the path to the logits (a BERT pooler is computed but unused)
         linears = [

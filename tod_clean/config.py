@@ -377,7 +377,7 @@ class ScoreConfig:
     influence_method: str = option(
         "How influence is computed: auto (the default: gauss-newton, the estimator measured best at "
         "predicting retraining, BENCHMARKS section 12), gauss-newton (an influence function of the trained "
-        "network's projected gradients, any scope; gradient passes over the rows, about 2.6x the cost of the "
+        "network's projected gradients, any scope; gradient passes over the rows, about 2.2x the cost of the "
         "head scope's turn-over on 2 cores), gradient (gradient similarity of the same gradients, any scope), turn-over (turn-over "
         "dropout's own estimate L(hidden) - L(exposed): exact for head and layers:K, linear for ffn:K and lora "
         "at keep probability 0.5), exact "

@@ -14,7 +14,15 @@ from tests.cli.conftest import invoke, model_args, ok, train_run  # noqa: F401 (
 from tests.conftest import make_rows, random_batch, tiny_encoder, write_rows
 from tod_clean import score as score_module
 from tod_clean.encoding import encode_texts
-from tod_clean.influence.gradients import DEFAULT_DAMPING, ProjectedGradients, layer_moments, precondition
+from tod_clean.influence.gradients import (
+    DEFAULT_DAMPING,
+    TOP_BLOCKS_READ,
+    ProjectedGradients,
+    _grads_enabled,
+    layer_moments,
+    linear_layers,
+    precondition,
+)
 from tod_clean.modeling.classifier import TodClassifier
 from tod_clean.run.rundir import RunDir
 from tod_clean.scopes import Scope
@@ -65,6 +73,40 @@ def test_projected_gradients_match_a_per_row_loop() -> None:
     batched = gradients(batch, labels).double()
     naive = _naive(model, gradients, batch, labels)
     assert batched.shape == naive.shape == (4, gradients.width)
+    torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-6)
+
+
+def test_top_blocks_read_the_top_half_and_the_head_with_the_rest_frozen() -> None:
+    """The estimators read the top half of the blocks (here 1 of 2) and the head; with only those layers'
+    parameters requiring gradients (the forward records no graph below them) the batched gradients still
+    match the per-row loop run with every parameter requiring them."""
+    model = _model()
+    names = {m: name for name, m in model.named_modules()}
+    read = [names[m] for m in linear_layers(model, TOP_BLOCKS_READ)]
+    assert read == [
+        n for n in names.values() if ".layer.1." in n and isinstance(model.get_submodule(n), torch.nn.Linear)
+    ] + [
+        "head_dense",
+        "classifier",
+    ]
+    assert len(linear_layers(model, 0.3)) == len(read)  # rounded up: 1 block of 2
+    # all blocks: each block's layers and the head's, not the encoder's others (the unused pooler)
+    assert len(linear_layers(model, 1.0)) == 2 * 6 + 2
+    assert len(linear_layers(model)) == 2 * 6 + 1 + 2
+    batch = random_batch(4, 9, seed=3)
+    labels = torch.tensor([0, 2, 1, 2])
+    flags = _grads_enabled(model, linear_layers(model, TOP_BLOCKS_READ))
+    try:
+        assert not model.encoder.embeddings.word_embeddings.weight.requires_grad
+        gradients = ProjectedGradients(model, model, batch, labels, k=5, top_blocks=TOP_BLOCKS_READ)
+        assert len(gradients.layers) == 6 + 2
+        batched = gradients(batch, labels).double()
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    naive = _naive(model, gradients, batch, labels)
     torch.testing.assert_close(batched, naive, rtol=1e-4, atol=1e-6)
 
 
@@ -175,7 +217,7 @@ def test_gradient_estimators_score_a_run_as_a_naive_loop_does(
     train_batch, train_labels = encoded(train_rows)
     val_batch, val_labels = encoded(val_rows)
     probe = {name: value[:4] for name, value in train_batch.items()}
-    gradients = ProjectedGradients(model, model, probe, train_labels[:4])
+    gradients = ProjectedGradients(model, model, probe, train_labels[:4], top_blocks=TOP_BLOCKS_READ)
     g_train = _naive(model, gradients, train_batch, train_labels)
     g_val = _naive(model, gradients, val_batch, val_labels)
     expected = torch.zeros(len(train_rows), len(val_rows), dtype=torch.float64)

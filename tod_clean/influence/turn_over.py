@@ -10,7 +10,7 @@ measured by bench/linear_influence.py (BENCHMARKS.md, "Linearized influence for 
 lora -> linear; layers -> exact (a whole layer's output at half width moves the loss too far from linear).
 
 It is not the default (``auto`` is ``gauss-newton``): it predicts retraining at LDS 0.09-0.19 against
-``gauss-newton``'s 0.405 (BENCHMARKS.md section 12).
+``gauss-newton``'s 0.414 (BENCHMARKS.md section 12).
 """
 
 from __future__ import annotations
