@@ -203,6 +203,9 @@ def report(name: str) -> None:
         lines.append(
             f"| {arm} - {baseline} | {fmt(list(diff), 2)} | [{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] | "
             f"{(diff > 0).sum()} / {(diff == 0).sum()} / {(diff < 0).sum()} | {p:.3f} |"
+            if not p < 0.001
+            else f"| {arm} - {baseline} | {fmt(list(diff), 2)} | [{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] | "
+            f"{(diff > 0).sum()} / {(diff == 0).sum()} / {(diff < 0).sum()} | {p:.1e} |"
         )
     lines += [
         "",
