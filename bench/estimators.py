@@ -72,16 +72,10 @@ def projected_gradients(
     elif modules == "head":
         linears = [model.head_dense, model.classifier]
     elif modules.startswith("top"):
-        # the top K transformer blocks' linear layers and the head's: backward stops at block L - K
-        depth = len(model.layers)
-        top = {f"layer.{i}." for i in range(depth - int(modules[3:]), depth)}
-        linears = [
-            m
-            for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear)
-            and "pooler" not in name
-            and (not name.startswith("encoder.") or any(t in name for t in top))
-        ]
+        # the top K transformer blocks' linear layers and the head's, as score's estimators choose them
+        from tod_clean.influence.gradients import linear_layers
+
+        linears = linear_layers(model, int(modules[3:]) / len(model.layers))
     else:
         # every linear layer on the path to the logits (a BERT pooler is computed but unused)
         linears = [

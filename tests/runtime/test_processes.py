@@ -258,6 +258,11 @@ def _assert_same_frames(got: pd.DataFrame, expected: pd.DataFrame) -> None:
             assert got[column].tolist() == expected[column].tolist(), column
 
 
+def _score_options(run: Path, folder: Path, influence: str) -> list[object]:
+    """``score``'s options for a run against the shared validation set, on the CPU, quietly."""
+    return ["--run", run, "--val", folder / "val.jsonl", "--influence", influence, "--device", "cpu", "-q"]
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_training_with_two_processes_matches_one(folder: Path, one_process_run: Path) -> None:
@@ -335,7 +340,7 @@ def test_an_interrupted_run_resumes_with_two_processes(folder: Path, one_process
 def test_scoring_with_two_processes_matches_one(folder: Path, one_process_run: Path) -> None:
     """Linear influence: the gate gradients of the validation rows are split too; the matrix is gathered."""
     run = one_process_run
-    options = ["--run", run, "--val", folder / "val.jsonl", "--influence", "linear", "--device", "cpu", "-q"]
+    options = _score_options(run, folder, "linear")
     outputs = {
         name: ["--out", folder / f"{name}.csv", "--matrix", folder / f"{name}.npy", "--pred-probs", folder / f"{name}-probs.npy"]
         for name in ("one", "two")
@@ -358,17 +363,7 @@ def test_gauss_newton_with_two_processes_matches_one(folder: Path, one_process_r
     """Each process sums its rows' g g^T; the sums are added up, so the preconditioner, and each row's
     influence, are those of one process over all rows."""
     run = one_process_run
-    options = [
-        "--run",
-        run,
-        "--val",
-        folder / "val.jsonl",
-        "--influence",
-        "gauss-newton",
-        "--device",
-        "cpu",
-        "-q",
-    ]
+    options = _score_options(run, folder, "gauss-newton")
     invoke("score", *options, "--out", folder / "gn-one.csv", "--matrix", folder / "gn-one.npy")
     launch("score", *options, "--out", folder / "gn-two.csv", "--matrix", folder / "gn-two.npy", cwd=folder)
     expected = pd.read_csv(folder / "gn-one.csv")
@@ -408,17 +403,7 @@ def test_head_scope_scoring_with_two_processes_matches_one(folder: Path) -> None
     run = folder / "run-head"
     head_options = ["head" if option == "ffn:1" else option for option in TRAIN_OPTIONS]
     invoke("train", folder / "train.jsonl", "--model", folder / "model", "--run", run, *head_options, "-q")
-    options = [
-        "--run",
-        run,
-        "--val",
-        folder / "val.jsonl",
-        "--influence",
-        "turn-over",
-        "--device",
-        "cpu",
-        "-q",
-    ]
+    options = _score_options(run, folder, "turn-over")
     invoke("score", *options, "--out", folder / "head-one.csv")
     launch("score", *options, "--out", folder / "head-two.csv", cwd=folder)
     _assert_same_frames(pd.read_csv(folder / "head-two.csv"), pd.read_csv(folder / "head-one.csv"))
