@@ -263,6 +263,37 @@ def train_run(
     return result, timer
 
 
+@contextmanager
+def rows_left_out(rows: np.ndarray) -> Iterator[None]:
+    """Within this block, training leaves training-table rows ``rows`` (0-based) out of every loss while
+    keeping them in their batches: a retraining without them under the full run's randomness.
+
+    Removing rows from the file instead reshuffles every epoch (the order is drawn for the new row count)
+    and shifts the batches, so two retrainings that differ by 10 rows differ by their whole data order too.
+    Here the batches, their order, the padding, the standard-dropout draws and the head's initialisation
+    are those of the run on all rows; the left-out rows' labels become -100, which cross-entropy ignores
+    (a batch's loss is the mean over its kept rows, scaled by the batch's full row count: a batch that lost
+    one of 32 rows weighs its 31 by 1/31 instead of 1/32). A paired design (common random numbers) for
+    measuring what a removal does; not what ``tod-clean train`` on a filtered file does.
+    """
+    import dataclasses
+
+    import tod_clean.training.loop as loop
+
+    original = loop._fit
+
+    def fit(model: Any, tokenizer: Any, instances: Any, *args: Any, **kwargs: Any) -> Any:
+        labels = np.array(instances.labels, copy=True)
+        labels[rows] = -100
+        return original(model, tokenizer, dataclasses.replace(instances, labels=labels), *args, **kwargs)
+
+    loop._fit = fit
+    try:
+        yield
+    finally:
+        loop._fit = original
+
+
 def reusable_run(data_path: Path, run_path: Path, config: Any) -> Timer | None:
     """The recorded time of a complete run of ``config`` on ``data_path`` in ``run_path``; else None."""
     from tod_clean.io.rows import sha256_of_file

@@ -16,6 +16,8 @@ held-out movie reviews. One tod-clean run (``--scope head``, the default) and on
 - ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``
   is ``filter``'s default ranking);
 - ``training loss``: the ordinary fine-tune's loss on its own training rows (highest first, per class);
+- ``oracle``: the planted rows themselves, in random order (the bound any ranking can reach; at 10% it
+  removes every planted row, the clean training set);
 - ``random``.
 
 For each ranking and each fraction (1, 2, 5, 10%) the worst rows are removed with ``tod_clean.selection``
@@ -26,6 +28,7 @@ removal. Also reported: the share of planted rows among the removed.
     python bench/known_harm.py --reuse                    # flip, seeds 0-4 (~15 min per seed, 2 cores)
     python bench/known_harm.py --harm offdomain --reuse
     python bench/known_harm.py --report-only
+    python bench/known_harm.py --retrain coupled --reuse  # arms retrained under the full run's randomness
 
 With ``--reuse`` every finished run, ranking and arm is kept, so an interrupted run resumes.
 """
@@ -52,6 +55,7 @@ from common import (  # noqa: E402
     mean_std,
     movie_reviews,
     read_jsonl,
+    rows_left_out,
     save_json,
     split_rest,
     stratified_subset,
@@ -60,7 +64,7 @@ from common import (  # noqa: E402
     write_splits,
 )
 
-RANKINGS = ("gauss-newton", "tod influence", "hidden_loss", "full_loss", "training loss", "random")
+RANKINGS = ("gauss-newton", "tod influence", "hidden_loss", "full_loss", "training loss", "oracle", "random")
 # the column each ranking reads, and the run (tod-clean "tod" or ordinary "plain") that scores it
 COLUMNS = {
     "gauss-newton": ("influence", "tod", "gauss-newton"),
@@ -144,7 +148,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     classes = np.array([LABELS.index(row["label"]) for row in train_rows])
     orders: dict[str, np.ndarray] = {}
     for name in args.rankings:
-        if name == "random":
+        if name in ("random", "oracle"):
             continue
         column, run, method = COLUMNS[name]
         needs_val = column == "influence"
@@ -153,18 +157,25 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         )
         orders[name] = values
 
+    coupled = args.retrain == "coupled"
+    prefix = "coupled-" if coupled else ""
+
     def retrain(arm: str, dropped: np.ndarray) -> dict[str, Any]:
-        arm_path = folder / f"arm-{arm.replace(' ', '_')}.json"
+        arm_path = folder / f"{prefix}arm-{arm.replace(' ', '_')}.json"
         removed_ids = [train_rows[i]["id"] for i in dropped]
         if args.reuse and arm_path.is_file():
             saved = json.loads(arm_path.read_text(encoding="utf-8"))
             if saved["removed_ids"] == removed_ids:
                 return saved
-        keep = np.setdiff1d(np.arange(len(table)), dropped)
-        kept_path = folder / f"train-{arm.replace(' ', '_')}.jsonl"
-        write_subset(table, keep.tolist(), str(kept_path))
-        run_path = folder / f"run-{arm.replace(' ', '_')}"
-        _, timer = train_run(kept_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse)
+        run_path = folder / f"{prefix}run-{arm.replace(' ', '_')}"
+        if coupled:  # the same file and randomness as the run on all rows, the dropped rows' loss left out
+            with rows_left_out(dropped):
+                _, timer = train_run(train_path, run_path, train_config(scope="none", **recipe))
+        else:
+            keep = np.setdiff1d(np.arange(len(table)), dropped)
+            kept_path = folder / f"train-{arm.replace(' ', '_')}.jsonl"
+            write_subset(table, keep.tolist(), str(kept_path))
+            _, timer = train_run(kept_path, run_path, train_config(scope="none", **recipe), reuse=args.reuse)
         evaluation, _ = evaluate(run_path, test_path)
         result = {
             "removed": int(len(dropped)),
@@ -192,28 +203,39 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             if name == "random":
                 rng = np.random.default_rng([seed, 1234, count])
                 dropped = np.sort(rng.choice(len(table), count, replace=False))
+            elif name == "oracle":
+                rng = np.random.default_rng([seed, 4321, count])
+                candidates = np.flatnonzero(planted)
+                dropped = np.sort(rng.choice(candidates, min(count, len(candidates)), replace=False))
             else:
                 column = COLUMNS[name][0]
                 dropped = rows_to_drop(orders[name], by=column, count=count, classes=classes)
             arms[f"{name} {fraction:g}"] = retrain(f"{name} {fraction:g}", dropped)
-    # arms of rankings left out of this invocation, finished by an earlier one, are reported too
-    for name in RANKINGS:
-        for fraction in args.fractions if name not in args.rankings else []:
-            saved_path = folder / f"arm-{name.replace(' ', '_')}_{fraction:g}.json"
-            if saved_path.is_file():
-                arms[f"{name} {fraction:g}"] = json.loads(saved_path.read_text(encoding="utf-8"))
+    add_finished_arms(args, seed, arms)
     return {"seed": seed, "planted": int(planted.sum()), "rows": len(train_rows), "arms": arms}
 
 
-def paired(seeds: list[dict], arm: str, baseline: str) -> tuple[np.ndarray, float]:
-    """Per-seed accuracy differences (points) of ``arm`` minus ``baseline`` and the paired t-test p, over
-    the seeds that ran both."""
+def add_finished_arms(args: argparse.Namespace, seed: int, arms: dict[str, Any]) -> None:
+    """Arms of rankings left out of this invocation, finished by an earlier one, are reported too."""
+    folder = WORK / f"known-harm-{args.harm}-{args.rows}-{seed}"
+    prefix = "coupled-" if args.retrain == "coupled" else ""
+    for name in RANKINGS:
+        for fraction in args.fractions:
+            saved_path = folder / f"{prefix}arm-{name.replace(' ', '_')}_{fraction:g}.json"
+            if f"{name} {fraction:g}" not in arms and saved_path.is_file():
+                arms[f"{name} {fraction:g}"] = json.loads(saved_path.read_text(encoding="utf-8"))
+
+
+def paired(seeds: list[dict], arm: str, baseline: str, metric: str = "accuracy") -> tuple[np.ndarray, float]:
+    """Per-seed gains of ``arm`` over ``baseline`` and the paired t-test p, over the seeds that ran both:
+    accuracy points (arm minus baseline), or for ``metric="loss"`` test cross-entropy in millinats
+    (baseline minus arm, so that a positive gain is a better arm either way)."""
     from scipy.stats import ttest_rel
 
     seeds = [s for s in seeds if arm in s["arms"] and baseline in s["arms"]]
-    a = np.array([100 * s["arms"][arm]["accuracy"] for s in seeds])
-    b = np.array([100 * s["arms"][baseline]["accuracy"] for s in seeds])
-    diff = a - b
+    a = np.array([s["arms"][arm][metric] for s in seeds])
+    b = np.array([s["arms"][baseline][metric] for s in seeds])
+    diff = 100 * (a - b) if metric == "accuracy" else 1000 * (b - a)
     p = float(ttest_rel(a, b).pvalue) if len(seeds) > 1 and diff.std() > 0 else float("nan")
     return diff, p
 
@@ -231,7 +253,7 @@ def report(name: str) -> None:
     lines = [
         f"Harm `{config['harm']}`: {seeds[0]['rows']} training rows, {seeds[0]['planted']} planted; "
         f"{len(seeds)} seeds ({', '.join(str(s['seed']) for s in seeds)}); test {config['test_rows']} "
-        f"held-out movie reviews; ordinary fine-tunes retrained, {config['epochs']} epochs, max length "
+        f"held-out movie reviews; ordinary fine-tunes retrained ({config.get('retrain', 'reshuffled')}), {config['epochs']} epochs, max length "
         f"{config['max_length']}. No removal: {base[0]:.2f} ± {base[1]:.2f} %.",
         "",
         "Test accuracy (%, mean ± sd over seeds) and planted rows among the removed (mean):",
@@ -253,27 +275,38 @@ def report(name: str) -> None:
             )
             note = "" if len(ran) == len(seeds) else f"; {len(ran)} seed{'s' if len(ran) > 1 else ''}"
             cells.append(f"{m:.2f} ± {s:.2f} ({hit:.0%} planted{note})")
-        lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Paired per seed (accuracy points, mean difference; seeds won/lost; paired t-test p):",
-        "",
-        "| ranking | baseline | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
-        "|---|---|" + "---|" * len(fractions),
-    ]
-    for ranking in RANKINGS[:-1]:
-        for baseline in ("random", "training loss", "no removal"):
-            if baseline == ranking:
-                continue
-            cells = []
-            for f in fractions:
-                other = "no removal" if baseline == "no removal" else f"{baseline} {f:g}"
-                diff, p = paired(seeds, f"{ranking} {f:g}", other)
-                if len(diff) == 0:
-                    cells.append("-")
+        if any(cell != "-" for cell in cells):
+            lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
+    titles = {
+        "accuracy": "Paired per seed (accuracy points, mean difference; seeds won/lost; paired t-test p):",
+        "loss": "Paired per seed, test loss (mean cross-entropy of the baseline minus the ranking's, in "
+        "millinats: positive = the ranking's retrained model is better; seeds won/lost; paired t-test p):",
+    }
+    for metric, title in titles.items():
+        lines += [
+            "",
+            title,
+            "",
+            "| ranking | baseline | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
+            "|---|---|" + "---|" * len(fractions),
+        ]
+        for ranking in RANKINGS[:-1]:
+            for baseline in ("random", "training loss", "no removal"):
+                if baseline == ranking:
                     continue
-                cells.append(f"{diff.mean():+.2f} ({(diff > 0).sum()}/{(diff < 0).sum()}, p {p:.3f})")
-            lines.append(f"| {ranking} | {baseline} | " + " | ".join(cells) + " |")
+                cells = []
+                for f in fractions:
+                    other = "no removal" if baseline == "no removal" else f"{baseline} {f:g}"
+                    diff, p = paired(seeds, f"{ranking} {f:g}", other, metric)
+                    if len(diff) == 0:
+                        cells.append("-")
+                        continue
+                    digits = 2 if metric == "accuracy" else 1
+                    cells.append(
+                        f"{diff.mean():+.{digits}f} ({(diff > 0).sum()}/{(diff < 0).sum()}, p {p:.3f})"
+                    )
+                if any(cell != "-" for cell in cells):
+                    lines.append(f"| {ranking} | {baseline} | " + " | ".join(cells) + " |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     fig, axis = plt.subplots(figsize=(6.5, 4.2))
@@ -309,6 +342,14 @@ def main() -> None:
     parser.add_argument(
         "--rankings", nargs="+", choices=RANKINGS, default=list(RANKINGS), help="the rankings to retrain by"
     )
+    parser.add_argument(
+        "--retrain",
+        choices=("reshuffled", "coupled"),
+        default="reshuffled",
+        help="reshuffled: retrain on the file without the removed rows (what a user does); coupled: keep "
+        "them in their batches with their loss left out, the randomness of the run on all rows "
+        "(common.rows_left_out; bench/retrain_noise.py measures the noise each leaves)",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--device", default="auto")
@@ -319,7 +360,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rows, args.seeds, args.fractions, args.test_rows, args.val_rows = 300, [0], [0.05, 0.1], 300, 60
-    name = args.name or f"known_harm-{args.harm}" + ("-quick" if args.quick else "")
+    name = args.name or (
+        f"known_harm-{args.harm}"
+        + ("-coupled" if args.retrain == "coupled" else "")
+        + ("-quick" if args.quick else "")
+    )
     if not args.report_only:
         # with --reuse, a seed already in the results file with every arm this invocation asks for is kept
         # from it (its work folder may be gone: bench/results/raw is not kept in git)
@@ -329,12 +374,13 @@ def main() -> None:
             saved = {s["seed"]: s for s in json.loads(saved_path.read_text(encoding="utf-8"))["seeds"]}
         wanted = {f"{r} {f:g}" for r in args.rankings for f in args.fractions} | {"no removal"}
         seeds = []
+        config = {k: v for k, v in vars(args).items() if k not in ("datasets", "reuse", "name")}
         for seed in args.seeds:
             if seed in saved and wanted <= set(saved[seed]["arms"]):
+                add_finished_arms(args, seed, saved[seed]["arms"])
                 seeds.append(saved[seed])
-                continue
-            seeds.append(run_seed(args, seed))
-            config = {k: v for k, v in vars(args).items() if k not in ("datasets", "reuse", "name")}
+            else:
+                seeds.append(run_seed(args, seed))
             save_json(name, {"config": config, "machine": machine(), "seeds": seeds})
     report(name)
 
