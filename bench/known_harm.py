@@ -131,13 +131,20 @@ def signal(
     return values
 
 
+def work_folder(args: argparse.Namespace, seed: int) -> Path:
+    """One seed's work folder; a recipe other than 2 epochs gets its own, so that --reuse never mixes arms
+    retrained under different recipes (an arm is reused when its removed rows match)."""
+    suffix = "" if args.epochs == 2 else f"-epochs{args.epochs}"
+    return WORK / f"known-harm-{args.harm}-{args.rows}-{seed}{suffix}"
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from tod_clean.io.inputs import read_table
     from tod_clean.io.writers import write_subset
     from tod_clean.selection import drop_count_for, rows_to_drop
 
     train_rows, planted, val_rows, test_rows = harmed_rows(args, seed)
-    folder = WORK / f"known-harm-{args.harm}-{args.rows}-{seed}"
+    folder = work_folder(args, seed)
     train_path, val_path, test_path = write_splits(folder, train=train_rows, val=val_rows, test=test_rows)
     recipe = {"epochs": args.epochs, "seed": seed, "max_length": args.max_length, "device": args.device}
     runs = {"tod": folder / "run-tod", "plain": folder / "run-plain"}
@@ -217,7 +224,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 def add_finished_arms(args: argparse.Namespace, seed: int, arms: dict[str, Any]) -> None:
     """Arms of rankings left out of this invocation, finished by an earlier one, are reported too."""
-    folder = WORK / f"known-harm-{args.harm}-{args.rows}-{seed}"
+    folder = work_folder(args, seed)
     prefix = "coupled-" if args.retrain == "coupled" else ""
     for name in RANKINGS:
         for fraction in args.fractions:
