@@ -263,6 +263,18 @@ def train_run(
     return result, timer
 
 
+def movie_splits(
+    datasets: Path, rows: int, val_rows: int, test_rows: int, seed: int
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """(training, validation, test) rows of rt_polarity for one seed, disjoint: a seeded stratified
+    training subset, then a stratified validation subset of the rest, then the first test rows after it."""
+    movies = movie_reviews(datasets)
+    train = stratified_subset(movies, rows, seed)
+    rest = split_rest(movies, train)
+    val = stratified_subset(rest, val_rows, seed + 100)
+    return train, val, split_rest(rest, val)[:test_rows]
+
+
 @contextmanager
 def rows_left_out(rows: np.ndarray) -> Iterator[None]:
     """Within this block, training leaves training-table rows ``rows`` (0-based) out of every loss while

@@ -53,12 +53,10 @@ from common import (  # noqa: E402
     flip_labels,
     machine,
     mean_std,
-    movie_reviews,
+    movie_splits,
     read_jsonl,
     rows_left_out,
     save_json,
-    split_rest,
-    stratified_subset,
     train_config,
     train_run,
     write_splits,
@@ -77,11 +75,7 @@ COLUMNS = {
 
 def harmed_rows(args: argparse.Namespace, seed: int) -> tuple[list[dict], np.ndarray, list[dict], list[dict]]:
     """(training rows, planted mask, validation rows, test rows) of one seed."""
-    movies = movie_reviews(args.datasets)
-    clean = stratified_subset(movies, args.rows, seed)
-    rest = split_rest(movies, clean)
-    val_rows = stratified_subset(rest, args.val_rows, seed + 100)
-    test_rows = split_rest(rest, val_rows)[: args.test_rows]
+    clean, val_rows, test_rows = movie_splits(args.datasets, args.rows, args.val_rows, args.test_rows, seed)
     planted_count = int(round(args.harm_fraction * args.rows))
     if args.harm == "flip":
         train_rows, planted = flip_labels(clean, args.harm_fraction, seed)
@@ -138,6 +132,12 @@ def work_folder(args: argparse.Namespace, seed: int) -> Path:
     return WORK / f"known-harm-{args.harm}-{args.rows}-{seed}{suffix}"
 
 
+def arm_file(args: argparse.Namespace, seed: int, arm: str) -> Path:
+    """Where an arm's result is kept, e.g. ``arm-full_loss_0.1.json`` (``coupled-`` before it when coupled)."""
+    prefix = "coupled-" if args.retrain == "coupled" else ""
+    return work_folder(args, seed) / f"{prefix}arm-{arm.replace(' ', '_')}.json"
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from tod_clean.io.inputs import read_table
     from tod_clean.io.writers import write_subset
@@ -168,7 +168,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     prefix = "coupled-" if coupled else ""
 
     def retrain(arm: str, dropped: np.ndarray) -> dict[str, Any]:
-        arm_path = folder / f"{prefix}arm-{arm.replace(' ', '_')}.json"
+        arm_path = arm_file(args, seed, arm)
         removed_ids = [train_rows[i]["id"] for i in dropped]
         if args.reuse and arm_path.is_file():
             saved = json.loads(arm_path.read_text(encoding="utf-8"))
@@ -224,11 +224,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
 def add_finished_arms(args: argparse.Namespace, seed: int, arms: dict[str, Any]) -> None:
     """Arms of rankings left out of this invocation, finished by an earlier one, are reported too."""
-    folder = work_folder(args, seed)
-    prefix = "coupled-" if args.retrain == "coupled" else ""
     for name in RANKINGS:
         for fraction in args.fractions:
-            saved_path = folder / f"{prefix}arm-{name.replace(' ', '_')}_{fraction:g}.json"
+            saved_path = arm_file(args, seed, f"{name} {fraction:g}")
             if f"{name} {fraction:g}" not in arms and saved_path.is_file():
                 arms[f"{name} {fraction:g}"] = json.loads(saved_path.read_text(encoding="utf-8"))
 

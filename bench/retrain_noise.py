@@ -37,11 +37,9 @@ from common import (  # noqa: E402
     flip_labels,
     machine,
     mean_std,
-    movie_reviews,
+    movie_splits,
     rows_left_out,
     save_json,
-    split_rest,
-    stratified_subset,
     train_config,
     train_run,
     write_splits,
@@ -54,11 +52,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from tod_clean.io.inputs import read_table
     from tod_clean.io.writers import write_subset
 
-    movies = movie_reviews(args.datasets)
-    clean = stratified_subset(movies, args.rows, seed)
-    rest = split_rest(movies, clean)
-    val_rows = stratified_subset(rest, 200, seed + 100)  # as section 13: the test rows come after these
-    test_rows = split_rest(rest, val_rows)[: args.test_rows]
+    # as section 13 (its 200 validation rows come before the test rows, so the test rows are the same)
+    clean, _, test_rows = movie_splits(args.datasets, args.rows, 200, args.test_rows, seed)
     train_rows, _ = flip_labels(clean, 0.1, seed)
     folder = WORK / f"retrain-noise-{args.rows}-{seed}"
     train_path, test_path = write_splits(folder, train=train_rows, test=test_rows)
