@@ -16,6 +16,9 @@ held-out movie reviews. One tod-clean run (``--scope head``, the default) and on
 - ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``
   is ``filter``'s default ranking);
 - ``training loss``: the ordinary fine-tune's loss on its own training rows (highest first, per class);
+- ``full_loss@2ep`` and ``training loss@2ep``: the same, read from the runs trained for 2 epochs (tod-clean's
+  default) whatever ``--epochs`` the arms retrain for: a user who ranks with tod-clean's defaults and trains
+  their own model longer (``--epochs 5``);
 - ``oracle``: the planted rows themselves, in random order (the bound any ranking can reach; at 10% it
   removes every planted row, the clean training set);
 - ``random``.
@@ -29,6 +32,8 @@ removal. Also reported: the share of planted rows among the removed.
     python bench/known_harm.py --harm offdomain --reuse
     python bench/known_harm.py --report-only
     python bench/known_harm.py --retrain coupled --reuse  # arms retrained under the full run's randomness
+    python bench/known_harm.py --retrain coupled --epochs 5 --rankings full_loss@2ep "training loss@2ep" \
+        oracle random --reuse --name known_harm-flip-5epochs   # rank at 2 epochs, retrain for 5
 
 With ``--reuse`` every finished run, ranking and arm is kept, so an interrupted run resumes.
 """
@@ -62,7 +67,17 @@ from common import (  # noqa: E402
     write_splits,
 )
 
-RANKINGS = ("gauss-newton", "tod influence", "hidden_loss", "full_loss", "training loss", "oracle", "random")
+RANKINGS = (
+    "gauss-newton",
+    "tod influence",
+    "hidden_loss",
+    "full_loss",
+    "training loss",
+    "full_loss@2ep",
+    "training loss@2ep",
+    "oracle",
+    "random",
+)
 # the column each ranking reads, and the run (tod-clean "tod" or ordinary "plain") that scores it
 COLUMNS = {
     "gauss-newton": ("influence", "tod", "gauss-newton"),
@@ -71,6 +86,14 @@ COLUMNS = {
     "full_loss": ("full_loss", "tod", None),
     "training loss": ("full_loss", "plain", None),
 }
+
+
+def ranking_source(name: str, epochs: int) -> tuple[str, int]:
+    """(the ranking's column entry, the epochs of the run it is read from): ``NAME@2ep`` reads NAME from
+    the runs trained for 2 epochs (tod-clean's default) whatever ``--epochs`` the arms retrain for, the
+    workflow of a user who ranks with tod-clean's defaults and trains their own model longer."""
+    base, _, suffix = name.partition("@")
+    return base, int(suffix.removesuffix("ep")) if suffix else epochs
 
 
 def harmed_rows(args: argparse.Namespace, seed: int) -> tuple[list[dict], np.ndarray, list[dict], list[dict]]:
@@ -125,10 +148,12 @@ def signal(
     return values
 
 
-def work_folder(args: argparse.Namespace, seed: int) -> Path:
+def work_folder(args: argparse.Namespace, seed: int, epochs: int | None = None) -> Path:
     """One seed's work folder; a recipe other than 2 epochs gets its own, so that --reuse never mixes arms
-    retrained under different recipes (an arm is reused when its removed rows match)."""
-    suffix = "" if args.epochs == 2 else f"-epochs{args.epochs}"
+    retrained under different recipes (an arm is reused when its removed rows match). ``epochs`` names the
+    folder of another recipe (where ``NAME@2ep`` rankings are read); default ``--epochs``."""
+    epochs = args.epochs if epochs is None else epochs
+    suffix = "" if epochs == 2 else f"-epochs{epochs}"
     return WORK / f"known-harm-{args.harm}-{args.rows}-{seed}{suffix}"
 
 
@@ -147,9 +172,6 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     folder = work_folder(args, seed)
     train_path, val_path, test_path = write_splits(folder, train=train_rows, val=val_rows, test=test_rows)
     recipe = {"epochs": args.epochs, "seed": seed, "max_length": args.max_length, "device": args.device}
-    runs = {"tod": folder / "run-tod", "plain": folder / "run-plain"}
-    train_run(train_path, runs["tod"], train_config(scope="head", **recipe), reuse=args.reuse)
-    train_run(train_path, runs["plain"], train_config(scope="none", **recipe), reuse=args.reuse)
 
     table = read_table(str(train_path))
     classes = np.array([LABELS.index(row["label"]) for row in train_rows])
@@ -157,12 +179,24 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     for name in args.rankings:
         if name in ("random", "oracle"):
             continue
-        column, run, method = COLUMNS[name]
-        needs_val = column == "influence"
-        values = signal(
-            folder, name, runs[run], train_path, val_path if needs_val else None, method, args.reuse
+        base, epochs = ranking_source(name, args.epochs)
+        column, run, method = COLUMNS[base]
+        run_folder = work_folder(args, seed, epochs)  # the same rows, in another recipe's folder for @Nep
+        run_train, run_val, _ = write_splits(run_folder, train=train_rows, val=val_rows, test=test_rows)
+        run_path = run_folder / f"run-{run}"
+        scope = "head" if run == "tod" else "none"
+        train_run(
+            run_train, run_path, train_config(scope=scope, **{**recipe, "epochs": epochs}), reuse=args.reuse
         )
-        orders[name] = values
+        orders[name] = signal(
+            run_folder,
+            base,
+            run_path,
+            run_train,
+            run_val if column == "influence" else None,
+            method,
+            args.reuse,
+        )
 
     coupled = args.retrain == "coupled"
     prefix = "coupled-" if coupled else ""
@@ -215,7 +249,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                 candidates = np.flatnonzero(planted)
                 dropped = np.sort(rng.choice(candidates, min(count, len(candidates)), replace=False))
             else:
-                column = COLUMNS[name][0]
+                column = COLUMNS[ranking_source(name, args.epochs)[0]][0]
                 dropped = rows_to_drop(orders[name], by=column, count=count, classes=classes)
             arms[f"{name} {fraction:g}"] = retrain(f"{name} {fraction:g}", dropped)
     add_finished_arms(args, seed, arms)
@@ -296,7 +330,7 @@ def report(name: str) -> None:
             "|---|---|" + "---|" * len(fractions),
         ]
         for ranking in RANKINGS[:-1]:
-            for baseline in ("random", "training loss", "no removal"):
+            for baseline in ("random", "training loss", "training loss@2ep", "no removal"):
                 if baseline == ranking:
                     continue
                 cells = []
