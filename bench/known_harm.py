@@ -86,6 +86,7 @@ COLUMNS = {
     "full_loss": ("full_loss", "tod", None),
     "training loss": ("full_loss", "plain", None),
 }
+RUN_SCOPES = {"tod": "head", "plain": "none"}  # the --scope each run is trained with
 
 
 def ranking_source(name: str, epochs: int) -> tuple[str, int]:
@@ -175,19 +176,26 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     table = read_table(str(train_path))
     classes = np.array([LABELS.index(row["label"]) for row in train_rows])
+    # the (train, val) files of each recipe's folder (the same rows; @Nep rankings read another recipe's),
+    # and the runs trained in this invocation: several rankings read one run, which is trained once
+    split_paths = {folder: (train_path, val_path)}
+    trained: set[Path] = set()
     orders: dict[str, np.ndarray] = {}
     for name in args.rankings:
         if name in ("random", "oracle"):
             continue
         base, epochs = ranking_source(name, args.epochs)
         column, run, method = COLUMNS[base]
-        run_folder = work_folder(args, seed, epochs)  # the same rows, in another recipe's folder for @Nep
-        run_train, run_val, _ = write_splits(run_folder, train=train_rows, val=val_rows, test=test_rows)
+        run_folder = work_folder(args, seed, epochs)
+        if run_folder not in split_paths:
+            run_train, run_val, _ = write_splits(run_folder, train=train_rows, val=val_rows, test=test_rows)
+            split_paths[run_folder] = (run_train, run_val)
+        run_train, run_val = split_paths[run_folder]
         run_path = run_folder / f"run-{run}"
-        scope = "head" if run == "tod" else "none"
-        train_run(
-            run_train, run_path, train_config(scope=scope, **{**recipe, "epochs": epochs}), reuse=args.reuse
-        )
+        if run_path not in trained:
+            config = train_config(scope=RUN_SCOPES[run], **{**recipe, "epochs": epochs})
+            train_run(run_train, run_path, config, reuse=args.reuse)
+            trained.add(run_path)
         orders[name] = signal(
             run_folder,
             base,
