@@ -10,6 +10,8 @@ test: the other 1,500. Per seed:
 
     python bench/domain_shift.py                    # 2,000 training rows, 5 seeds, sweep on 2 (~70 min on 2 cores)
     python bench/domain_shift.py --quick            # 600 rows, 1 seed, 1% only (< 10 min)
+    python bench/domain_shift.py --train-rows 1000 --seeds 0 1 2 3 4 5 --fractions 0.01 --loss-arms \
+        --name domain_shift-full_loss --reuse  # filter's default ranking (full_loss) against the influence
     python bench/domain_shift.py --train-rows 10662 --scope lora --seeds 0 1 2 --fractions 0.01 \
         --name domain_shift-full --reuse      # the paper's size; rerun the same line to resume
 
@@ -88,6 +90,17 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             encoding="utf-8",
         )
     table = read_table(str(train_path))
+    full_loss = None
+    if args.loss_arms:  # filter's default ranking (no --by): the run's full_loss, within each class
+        loss_path = folder / "full_loss.json"
+        if args.reuse and loss_path.is_file():
+            full_loss = np.array(json.loads(loss_path.read_text(encoding="utf-8"))["full_loss"])
+        else:
+            losses, _ = score(tod_run, train_path)
+            full_loss = losses.frame["full_loss"].to_numpy()
+            loss_path.write_text(json.dumps({"full_loss": full_loss.tolist()}), encoding="utf-8")
+        labels = sorted({row["label"] for row in train_rows})
+        classes = np.array([labels.index(row["label"]) for row in train_rows])
 
     def retrain(name: str, dropped: np.ndarray) -> dict[str, Any]:
         arm_path = folder / f"arm-{name}.json"
@@ -126,6 +139,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         label = f"{fraction:.1%}".replace(".0%", "%")
         dropped = rows_to_drop(influence, by="influence", fraction=fraction)
         arms[f"cleansing {label}"] = retrain(f"cleanse{fraction}", dropped)
+        if full_loss is not None:
+            by_loss = rows_to_drop(full_loss, by="full_loss", fraction=fraction, classes=classes)
+            arms[f"full_loss {label}"] = retrain(f"full_loss{fraction}", by_loss)
         if args.random_sweep and fraction != 0.01:
             count = drop_count_for(len(table), fraction)
             picked = np.random.default_rng([seed, 1234, count]).choice(len(table), count, replace=False)
@@ -187,6 +203,14 @@ def report(name: str) -> None:
             comparisons.append((arm, "no cleansing"))
             if arm.replace("cleansing", "random") in arms:
                 comparisons.append((arm, arm.replace("cleansing", "random")))
+    for arm in arms:  # filter's default ranking (--loss-arms), against the controls and the influence
+        if arm.startswith("full_loss"):
+            fraction = arm.removeprefix("full_loss ")
+            comparisons += [
+                (arm, "no cleansing"),
+                (arm, f"random {fraction}"),
+                (f"cleansing {fraction}", arm),
+            ]
     for arm, baseline in comparisons:
         paired = [s for s in seeds if arm in s["arms"] and baseline in s["arms"]]
         if not paired:
@@ -277,6 +301,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--random-sweep", action="store_true", help="a random-removal arm at every fraction of the sweep"
+    )
+    parser.add_argument(
+        "--loss-arms",
+        action="store_true",
+        help="also remove by the tod-clean run's full_loss within each class (filter's ranking without --by)",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")

@@ -14,6 +14,7 @@ amazon_electronics subset (default 30 rows) by both paths in the same process, s
     python bench/linear_influence.py --reuse         # keeps finished training runs
     python bench/linear_influence.py --quick         # 60 rows x 10 validation rows, 1 epoch (~3 min)
     python bench/linear_influence.py --report        # tables and decision again from the saved JSON
+    python bench/linear_influence.py --scopes ffn:6 --name linear_influence-ffn6   # every block's FFN
 
 Datasets: rt_polarity (Pang & Lee 2005, sentence polarity v1.0); amazon_electronics (Blitzer, Dredze &
 Pereira 2007, Multi-Domain Sentiment Dataset, electronics).
@@ -176,12 +177,13 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report", action="store_true", help="re-render the .md from the saved .json")
+    parser.add_argument("--name", default=NAME, help="results file stem (default %(default)s)")
     args = parser.parse_args()
     if args.report:
-        saved = json.loads((RESULTS / f"{NAME}.json").read_text(encoding="utf-8"))
+        saved = json.loads((RESULTS / f"{args.name}.json").read_text(encoding="utf-8"))
         saved["decision"] = decision(saved["scopes"])
-        save_json(NAME, saved)
-        (RESULTS / f"{NAME}.md").write_text(render(saved), encoding="utf-8")
+        save_json(args.name, saved)
+        (RESULTS / f"{args.name}.md").write_text(render(saved), encoding="utf-8")
         print(render(saved))
         return
     if args.quick:
@@ -212,8 +214,8 @@ def main() -> None:
         results["scopes"].append(measure(scope, args, train_path, val_rows))
         results["decision"] = decision(results["scopes"])
         if not args.quick:
-            save_json(NAME, results)
-            (RESULTS / f"{NAME}.md").write_text(render(results), encoding="utf-8")
+            save_json(args.name, results)
+            (RESULTS / f"{args.name}.md").write_text(render(results), encoding="utf-8")
     print(render(results))
 
 

@@ -379,8 +379,8 @@ class ScoreConfig:
         "predicting retraining, BENCHMARKS section 12), gauss-newton (an influence function of the trained "
         "network's projected gradients, any scope; gradient passes over the rows, about 2.2x the cost of the "
         "head scope's turn-over on 2 cores), gradient (gradient similarity of the same gradients, any scope), turn-over (turn-over "
-        "dropout's own estimate L(hidden) - L(exposed): exact for head and layers:K, linear for ffn:K and lora "
-        "at keep probability 0.5), exact "
+        "dropout's own estimate L(hidden) - L(exposed): exact for head, layers:K and ffn:K with K > 2, linear "
+        "for ffn:1, ffn:2 and lora at keep probability 0.5), exact "
         "(each pair's hidden and exposed losses), linear (their first-order estimate from one backward pass "
         "per validation row) or ekfac (EK-FAC influence functions through kronfluence, an optional "
         "dependency: see README; not with --shard or several processes).",

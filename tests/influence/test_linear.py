@@ -38,9 +38,8 @@ SCOPES = ["head", "layers:1", "layers:2", "ffn:1", "ffn:2", "lora"]
 AUTO_LINEAR = [
     "ffn:1",
     "ffn:2",
-    "ffn:4",
     "lora",
-]  # scopes ``auto`` computes linearly at keep probability 0.5 (BENCHMARKS.md)
+]  # scopes ``turn-over`` computes linearly at keep probability 0.5 (BENCHMARKS.md section 6)
 
 
 def make_model(model_dir: Path, scope: str, keep_prob: float, *, scale: float = 1.0) -> TodClassifier:
@@ -245,6 +244,8 @@ def test_turn_over_and_auto_methods() -> None:
 
     assert resolve_influence_method(Scope.parse("head"), 0.5, "turn-over") == "exact"
     assert resolve_influence_method(Scope.parse("layers:2"), 0.5, "turn-over") == "exact"  # measured: < 0.9
+    assert resolve_influence_method(Scope.parse("ffn:6"), 0.5, "turn-over") == "exact"  # measured: 0.27
+    assert resolve_influence_method(Scope.parse("ffn:3"), 0.5, "turn-over") == "exact"  # deeper than measured
     for scope in AUTO_LINEAR:
         assert resolve_influence_method(Scope.parse(scope), 0.5, "turn-over") == "linear"
         assert resolve_influence_method(Scope.parse(scope), 0.3, "turn-over") == "exact"  # not measured

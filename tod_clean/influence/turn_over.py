@@ -1,13 +1,14 @@
 """``--influence turn-over``: turn-over dropout's own estimate, ``L(hidden_i, z) - L(exposed_i, z)``, computed
 the way measured to fit the run's scope and keep probability.
 
-It computes linearly the scopes whose ``linear_by_default`` says so (see ``Scope.linear_by_default``), at
+It computes linearly the scopes whose ``linear_measured`` says so (see ``Scope.linear_by_default``), at
 keep probability 0.5 only. The head scope always gets ``exact``: its exact path is already a GEMM. At
 p = 0.5 the exposed and hidden multipliers average to 1 for every unit (m/p + (1-m)/(1-p) = 2), so the
 expansion at gamma = 1 is the midpoint rule and the second-order terms cancel; other keep probabilities were
 not measured. The choice per scope follows the rank agreement of the linear estimate with the exact path
-measured by bench/linear_influence.py (BENCHMARKS.md, "Linearized influence for deep scopes"): ffn and
-lora -> linear; layers -> exact (a whole layer's output at half width moves the loss too far from linear).
+measured by bench/linear_influence.py (BENCHMARKS.md, "Linearized influence for deep scopes"): ffn:1-2 and
+lora -> linear; layers and ffn:3 and deeper -> exact (a whole layer's output at half width, or every block's
+feed-forward units, moves the loss too far from linear: ffn:6 ranks at Spearman 0.27 against exact).
 
 It is not the default (``auto`` is ``gauss-newton``): it predicts retraining at LDS 0.09-0.19 against
 ``gauss-newton``'s 0.414 (BENCHMARKS.md section 12).
@@ -31,7 +32,7 @@ class TurnOverInfluence(InfluenceEstimator):
     name = "turn-over"
 
     def resolve(self, scope: Scope, keep_prob: float) -> InfluenceEstimator:
-        measured = scope.linear_by_default and abs(keep_prob - AUTO_LINEAR_KEEP_PROB) < 1e-9
+        measured = scope.linear_measured and abs(keep_prob - AUTO_LINEAR_KEEP_PROB) < 1e-9
         return LinearInfluence() if measured else ExactInfluence()
 
     def blocks(self, task: InfluenceTask) -> Iterator[InfluenceBlock]:

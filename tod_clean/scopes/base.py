@@ -20,7 +20,8 @@ A new scope sets or overrides:
   only ones trained with ``--freeze unmasked``), ``frozen_below`` (where ``--freeze below`` stops), and
   the flags ``freeze_below`` / ``freeze_unmasked`` saying which of those freeze modes the scope takes;
 - **influence**: ``head_only`` (every mask is on the head, so exact influence is one matrix product per
-  block) and ``linear_by_default`` (what ``--influence turn-over`` picks at keep probability 0.5).
+  block) and ``linear_by_default`` / ``linear_max_depth`` (what ``--influence turn-over`` picks at keep
+  probability 0.5, and up to which depth).
 
 The class attributes are plain values and the methods are torch code that imports what it needs when it
 runs, so the config parses and checks a scope without loading torch.
@@ -73,6 +74,9 @@ class Scope:
     # layer's output at half width moves the loss too far from linear), nor ``head`` (its exact path is
     # already a matrix product).
     linear_by_default: ClassVar[bool] = False
+    # The deepest ``depth`` at which that was measured to hold; deeper runs get the exact path (None: any
+    # depth, the scope takes none or every depth was measured).
+    linear_max_depth: ClassVar[int | None] = None
 
     registry: ClassVar[dict[str, type[Scope]]] = {}  # kind -> class, in registration order
 
@@ -115,6 +119,13 @@ class Scope:
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.depth}" if self.takes_depth else self.kind
+
+    @property
+    def linear_measured(self) -> bool:
+        """``--influence turn-over`` may compute this scope linearly (at keep probability 0.5): the
+        scope's kind is ``linear_by_default`` and this depth is within ``linear_max_depth``."""
+        deep = self.linear_max_depth is not None and self.depth > self.linear_max_depth
+        return self.linear_by_default and not deep
 
     # ---- placing the masks in a TodClassifier (torch code) ----------------------------------------
 
