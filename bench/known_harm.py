@@ -374,16 +374,21 @@ def report(name: str) -> None:
     print((RESULTS / f"{name}.md").read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that fix a seed's harmed data and work folder (``harmed_rows``, ``work_folder``)."""
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--harm", choices=("flip", "offdomain"), default="flip")
     parser.add_argument("--harm-fraction", type=float, default=0.1)
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--val-rows", type=int, default=200)
     parser.add_argument("--test-rows", type=int, default=2000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_data_arguments(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1])
     parser.add_argument(

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATASETS, LABELS, RESULTS, machine, mean_std, save_json  # noqa: E402
-from known_harm import harmed_rows, work_folder  # noqa: E402
+from common import LABELS, RESULTS, machine, mean_std, save_json  # noqa: E402
+from known_harm import add_data_arguments, harmed_rows, work_folder  # noqa: E402
 
 # ranking -> (saved signal file stem, selection column: "influence" ranks lowest first, a loss highest first)
 SIGNALS = {
@@ -143,12 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
-    parser.add_argument("--harm", choices=("flip", "offdomain"), default="flip")
-    parser.add_argument("--harm-fraction", type=float, default=0.1)
-    parser.add_argument("--rows", type=int, default=1000)
-    parser.add_argument("--val-rows", type=int, default=200)
-    parser.add_argument("--test-rows", type=int, default=2000)
+    add_data_arguments(parser)
     parser.add_argument("--epochs", type=int, default=2, help="the runs' epochs (their work folders)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1])
