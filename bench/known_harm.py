@@ -16,9 +16,9 @@ held-out movie reviews. One tod-clean run (``--scope head``, the default) and on
 - ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``
   is ``filter``'s default ranking);
 - ``training loss``: the ordinary fine-tune's loss on its own training rows (highest first, per class);
-- ``full_loss@2ep`` and ``training loss@2ep``: the same, read from the runs trained for 2 epochs (tod-clean's
-  default) whatever ``--epochs`` the arms retrain for: a user who ranks with tod-clean's defaults and trains
-  their own model longer (``--epochs 5``);
+- ``full_loss@2ep``, ``training loss@2ep`` and ``gauss-newton@2ep``: the same, read from the runs trained for 2
+  epochs (tod-clean's default) whatever ``--epochs`` the arms retrain for: a user who ranks with tod-clean's
+  defaults and trains their own model longer (``--epochs 5``);
 - ``oracle``: the planted rows themselves, in random order (the bound any ranking can reach; at 10% it
   removes every planted row, the clean training set);
 - ``random``.
@@ -75,6 +75,7 @@ RANKINGS = (
     "training loss",
     "full_loss@2ep",
     "training loss@2ep",
+    "gauss-newton@2ep",
     "oracle",
     "random",
 )

@@ -411,7 +411,7 @@ def test_filter_says_when_it_falls_back_to_full_loss(fresh: SimpleNamespace) -> 
     ok(invoke("score", "--run", fresh.run, "--overwrite", "-q"))  # no --val: no influence column any more
     result = ok(invoke("filter", "--run", fresh.run, "--drop-count", "1", "-q"))
     note = " ".join(result.stderr.split())
-    assert "ranking by full_loss within each class (the default" in note and "validation set" in note
+    assert "ranking by full_loss within each class (the default without a validation set" in note
     assert "ranking by" not in ok(invoke("filter", "--run", fresh.run, "--by", "hidden_loss", "-q")).stderr
 
 

@@ -21,7 +21,13 @@ from tod_clean.io.inputs import read_table
 from tod_clean.io.table import Table
 from tod_clean.run.rundir import RunInfo
 from tod_clean.run.scores import check_scores_origin
-from tod_clean.signals import DEFAULT_SIGNAL, LABEL_SIGNALS, SIGNALS, WORSE_WHEN_LOWER
+from tod_clean.signals import (
+    DEFAULT_SIGNAL,
+    DEFAULT_SIGNAL_WITH_VALIDATION,
+    LABEL_SIGNALS,
+    SIGNALS,
+    WORSE_WHEN_LOWER,
+)
 
 # A class that loses more than this multiple of the overall dropped share (and at least
 # DISPROPORTION_MIN_ROWS rows) is named in a warning.
@@ -30,22 +36,27 @@ DISPROPORTION_MIN_ROWS = 2
 
 
 def default_signal(columns: list[str]) -> str:
-    """The signal rows are ranked by when none is chosen: ``full_loss`` (every scope scores it)."""
-    if DEFAULT_SIGNAL in columns:
-        return DEFAULT_SIGNAL
+    """The signal rows are ranked by when none is chosen: ``influence`` where the scores have it (scored
+    with a validation set), else ``full_loss`` (every scope scores it)."""
+    for signal in (DEFAULT_SIGNAL_WITH_VALIDATION, DEFAULT_SIGNAL):
+        if signal in columns:
+            return signal
     raise ConfigError(f"no score column to filter by; columns found: {', '.join(columns)}")
 
 
 def default_note(columns: list[str]) -> str:
     """The line the commands print when they rank by the default signal: which one, and why."""
-    advice = (
-        f"pass {spelled('by', 'influence')} to rank by harm to the validation set"
-        if "influence" in columns
-        else f"pass {spelled('by')} to rank by another signal (influence needs scores on a validation set)"
-    )
+    if default_signal(columns) == DEFAULT_SIGNAL_WITH_VALIDATION:
+        return (
+            f"ranking by {DEFAULT_SIGNAL_WITH_VALIDATION} on the validation set (the default when it was "
+            f"scored: removing the rows that hurt it most raised retrained accuracy under domain shift, "
+            f"where removing by {DEFAULT_SIGNAL} lowered it, BENCHMARKS.md section 2); pass "
+            f"{spelled('by', DEFAULT_SIGNAL)} to remove the likeliest label errors first"
+        )
     return (
-        f"ranking by {DEFAULT_SIGNAL} within each class (the default: the signal measured best at finding "
-        f"label errors, BENCHMARKS.md section 1); {advice}"
+        f"ranking by {DEFAULT_SIGNAL} within each class (the default without a validation set: the signal "
+        f"measured best at finding label errors, BENCHMARKS.md section 1); pass {spelled('by')} to rank by "
+        "another signal (influence needs scores on a validation set)"
     )
 
 
@@ -103,8 +114,8 @@ def worst_first(scores: np.ndarray, by: str, classes: np.ndarray | None = None) 
 
 def with_rank(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (scores of every training row) with its ``rank`` column set, last: 1 = the first row to
-    drop under the default ranking (``full_loss`` within each class, as filter ranks without --by; the
-    class floor aside). Rank depends on every row, so it is computed over whole scores only."""
+    drop under the default ranking (as filter ranks without --by: ``influence`` where scored, else
+    ``full_loss`` within each class; the class floor aside). Rank depends on every row, so it is computed over whole scores only."""
     by = default_signal(list(frame.columns))
     classes = None
     if "label" in frame.columns:

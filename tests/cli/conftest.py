@@ -144,8 +144,12 @@ def worst_rows(scores: pd.DataFrame, by: str, count: int) -> list[int]:
 
 
 def default_order(frame: pd.DataFrame) -> list[int]:
-    """Rows in filter's default ranking: full_loss within each class (a plain loop: each row's loss
-    minus its class's median, over the larger of its class's MAD and all rows' MAD)."""
+    """Rows in filter's default ranking: influence, lowest first, where the scores have it (ties in row
+    order); else full_loss within each class (a plain loop: each row's loss minus its class's median, over
+    the larger of its class's MAD and all rows' MAD)."""
+    if "influence" in frame.columns:
+        influence = frame["influence"].to_numpy(float)
+        return sorted(range(len(influence)), key=lambda row: (influence[row], row))
     loss = frame["full_loss"].to_numpy(float)
     labels = frame["label"].astype(str).to_numpy()
     overall = np.median(np.abs(loss - np.median(loss)))

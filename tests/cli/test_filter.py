@@ -28,7 +28,7 @@ def test_filter_jsonl_drop_fraction_with_removed(jsonl_run: SimpleNamespace, tmp
     result = ok(
         invoke("filter", "--run", jsonl_run.run, "--drop", "0.25", "--out", out, "--removed", removed)
     )
-    dropped = worst_rows(jsonl_run.scores, "full_loss", 4)
+    dropped = worst_rows(jsonl_run.scores, "influence", 4)  # the default where the scores have it
     lines = jsonl_lines(jsonl_run.train)
     assert out.read_bytes() == b"".join(line for i, line in enumerate(lines) if i not in dropped)
     report = pd.read_csv(removed)
@@ -37,8 +37,8 @@ def test_filter_jsonl_drop_fraction_with_removed(jsonl_run: SimpleNamespace, tmp
     assert {"text", "label", "influence", "full_loss"} <= set(report.columns)
     assert "score_row" not in report.columns and report["row"].tolist() == worst
     np.testing.assert_allclose(report["full_loss"], jsonl_run.scores["full_loss"].iloc[worst], rtol=1e-6)
-    assert "kept 12 of 16 rows; dropped 4" in result.stderr and "highest full_loss" in result.stderr
-    assert "ranking by full_loss within each class (the default" in result.stderr
+    assert "kept 12 of 16 rows; dropped 4" in result.stderr and "lowest influence" in result.stderr
+    assert "ranking by influence on the validation set (the default when it was scored" in result.stderr
     assert result.stdout == ""
 
 
@@ -66,7 +66,7 @@ def test_filter_training_rows_from_stdin(jsonl_run: SimpleNamespace) -> None:
     result = ok(
         invoke("filter", "--run", jsonl_run.run, "--train", "-", "--drop-count", "2", "--quiet", input=data)
     )
-    dropped = worst_rows(jsonl_run.scores, "full_loss", 2)
+    dropped = worst_rows(jsonl_run.scores, "influence", 2)
     lines = data.splitlines(keepends=True)
     assert result.stdout_bytes == b"".join(line for i, line in enumerate(lines) if i not in dropped)
 
@@ -79,7 +79,7 @@ def test_filter_with_a_scores_file(jsonl_run: SimpleNamespace, tmp_path: Path) -
         )
     )
     result = ok(invoke("filter", "--run", jsonl_run.run, "--scores", scores, "--drop-count", "5", "--quiet"))
-    dropped = worst_rows(jsonl_run.scores, "full_loss", 5)
+    dropped = worst_rows(jsonl_run.scores, "influence", 5)
     lines = jsonl_lines(jsonl_run.train)
     assert result.stdout_bytes == b"".join(line for i, line in enumerate(lines) if i not in dropped)
 
@@ -87,7 +87,7 @@ def test_filter_with_a_scores_file(jsonl_run: SimpleNamespace, tmp_path: Path) -
 def test_filter_csv_keeps_rows_byte_for_byte(csv_run: SimpleNamespace, tmp_path: Path) -> None:
     out = tmp_path / "kept.csv"
     ok(invoke("filter", "--run", csv_run.run, "--drop-count", "4", "--out", out, "--quiet"))
-    dropped = worst_rows(csv_run.scores, "full_loss", 4)
+    dropped = worst_rows(csv_run.scores, "influence" if "influence" in csv_run.scores else "full_loss", 4)
     kept_ids = [r["id"] for i, r in enumerate(csv_run.rows) if i not in dropped]
     expected = write_rows(tmp_path / "expected.csv", [r for r in csv_run.rows if r["id"] in kept_ids])
     assert out.read_bytes() == expected.read_bytes()
@@ -167,7 +167,7 @@ def test_numeric_looking_ids_match_through_a_scores_csv(tmp_path: Path, model_ar
 
 def test_filter_nan_scores(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
     scores = jsonl_run.scores.copy()
-    scores.loc[5, "full_loss"] = np.nan  # the default signal
+    scores.loc[5, "influence"] = np.nan  # the default signal where it was scored
     path = tmp_path / "scores.csv"
     scores.to_csv(path, index=False)
     out = tmp_path / "kept.jsonl"
@@ -175,7 +175,7 @@ def test_filter_nan_scores(jsonl_run: SimpleNamespace, tmp_path: Path) -> None:
         invoke("filter", "--run", jsonl_run.run, "--scores", path, "--out", out, "-q"),
         "scores.csv",
         "row 5",
-        "'full_loss'",
+        "'influence'",
         "nan",
         absent=(out,),
     )

@@ -65,10 +65,10 @@ def test_score_outputs(jsonl_run: SimpleNamespace, tmp_path: Path, out: str) -> 
         frame["self_influence"], frame["hidden_loss"] - frame["exposed_loss"], atol=1e-6
     )
     np.testing.assert_allclose(frame["full_loss"], -np.log(frame["full_prob"]), rtol=1e-4)
-    # rank: the default ranking of filter (full_loss within each class), with or without --val
+    # rank: the default ranking of filter (influence where it was scored, else full_loss within each class)
     assert frame.sort_values("rank")["row"].tolist() == default_order(frame)
     meta = json.loads((run / "scores.json").read_text())
-    assert meta["rank_by"] == "full_loss" and meta["val_rows"] == 8 and meta["scope"] == "head"
+    assert meta["rank_by"] == "influence" and meta["val_rows"] == 8 and meta["scope"] == "head"
     if out == "-":
         assert result.stderr == ""  # --quiet: stdout is pure CSV, nothing on stderr
 

@@ -44,9 +44,9 @@ def test_cleanse_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert set(arms) == {"before", "filtered", "random"}
     assert arms["before"]["train_rows"] == 14 and arms["filtered"]["train_rows"] == 12
     assert arms["random"]["removed"] == 2 and all(arm["rows"] == 8 for arm in arms.values())
-    assert summary["by"] == "full_loss" and summary["complete"] is True  # the default, even with --val
+    assert summary["by"] == "influence" and summary["complete"] is True  # the default with --val
     stderr = " ".join(result.stderr.split())
-    assert "ranking by full_loss within each class (the default" in stderr
+    assert "ranking by influence on the validation set (the default when it was scored" in stderr
     # each model's progress says which model trains; the table's one-seed caveat
     for name in ("tod-run (turn-over dropout)", "run-before (all rows)", "run-filtered (kept rows)"):
         assert f"{name}: epoch 1/" in stderr, name

@@ -148,7 +148,7 @@ def test_slurm_script_scores_shards_and_merges_into_the_run(sharded: SimpleNames
     assert_same_scores(pd.read_parquet(run / "scores.parquet"), full)
     assert_same_scores(pd.read_parquet(tmp_path / "parts" / "scores.parquet"), full)
     meta = json.loads((run / "scores.json").read_text(encoding="utf-8"))
-    assert meta["val_sha256"] == sha256(sharded.val) and meta["rank_by"] == "full_loss"
+    assert meta["val_sha256"] == sha256(sharded.val) and meta["rank_by"] == "influence"
     # filter (no --scores) and report find the merged scores in the run
     kept = ok(invoke("filter", "--run", run, "--drop-count", "2", "-q")).stdout
     assert kept == ok(invoke("filter", "--run", sharded.run, "--drop-count", "2", "-q")).stdout

@@ -88,8 +88,8 @@ def cleanse_command(
     by: Annotated[
         str | None,
         typer.Option(
-            help="Score column to rank by, as in filter (default: full_loss, the signal measured best at "
-            "finding label errors; influence, with --val, ranks by harm to the validation set)."
+            help="Score column to rank by, as in filter (default: influence, harm to the validation set, "
+            "with --val; else full_loss, the signal measured best at finding label errors)."
         ),
     ] = None,
     allow_empty_class: Annotated[

@@ -15,8 +15,8 @@ from tod_clean.run.rundir import RunDir
 from tod_clean.signals import SIGNALS
 
 BY_HELP = (
-    f"Score column to rank by: {', '.join(SIGNALS)} (default: full_loss, the signal measured best at "
-    "finding label errors; influence ranks by harm to the validation set)."
+    f"Score column to rank by: {', '.join(SIGNALS)} (default: influence, harm to the validation set, when "
+    "the scores have it; else full_loss, the signal measured best at finding label errors)."
 )
 
 

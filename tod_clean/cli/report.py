@@ -29,8 +29,9 @@ def report_command(
     by: Annotated[
         str | None,
         typer.Option(
-            help=f"Score column to flag rows by, as in filter: {', '.join(SIGNALS)} (default: full_loss, the "
-            "signal measured best at finding label errors; influence ranks by harm to the validation set)."
+            help=f"Score column to flag rows by, as in filter: {', '.join(SIGNALS)} (default: influence, harm "
+            "to the validation set, when the scores have it; else full_loss, the signal measured best at "
+            "finding label errors)."
         ),
     ] = None,
     drop: Annotated[
