@@ -64,9 +64,9 @@ def test_minilm_train_score_filter(tmp_path: Path) -> None:
         assert np.isfinite(frame[column]).all(), column
     assert (frame[["hidden_loss", "exposed_loss", "full_loss"]] > 0).all().all()
     assert sorted(frame["rank"]) == list(range(1, 13))
-    # rank 1: the highest full_loss of its class (the default ranking: full_loss within each class)
+    # rank 1: the most negative influence (the default ranking when a validation set was scored)
     first = frame.loc[frame["rank"] == 1].iloc[0]
-    assert first["full_loss"] == frame.loc[frame["label"] == first["label"], "full_loss"].max()
+    assert first["influence"] == frame["influence"].min()
 
     result = runner.invoke(
         app, ["filter", "--run", str(run), "--drop-count", "3", "--out", str(kept), "--removed", str(removed)]

@@ -34,11 +34,12 @@ def test_scores_frame_columns_and_rank(
     for column in ("self_influence", "hidden_loss", "exposed_loss", "full_loss"):
         np.testing.assert_allclose(frame[column], getattr(scores, column))
     np.testing.assert_allclose(frame["full_prob"], scores.full_probs[np.arange(7), TRAIN_LABELS], rtol=1e-6)
-    # rank 1 = the first row filter drops by default: the highest full_loss within its class
+    # rank 1 = the first row filter drops by default: with a validation set scored, the most negative
+    # influence (no class normalisation), ties in row order
     assert sorted(frame["rank"]) == list(range(1, 8))
-    expected = list(worst_first(scores.full_loss, "full_loss", np.asarray(TRAIN_LABELS)))
-    assert list(frame.sort_values("rank")["row"]) == expected
-    # the same without a validation set
+    assert list(frame.sort_values("rank")["row"]) == list(np.argsort(values, kind="stable"))
+    # without one: the highest full_loss within its class
     frame = scores_frame(instances, names, scores, None)
     assert "influence" not in frame.columns
+    expected = list(worst_first(scores.full_loss, "full_loss", np.asarray(TRAIN_LABELS)))
     assert list(frame.sort_values("rank")["row"]) == expected

@@ -177,7 +177,7 @@ def test_cleanse_on_a_dataset_folder(tmp_path: Path, dict_dir: Path, tiny_model_
     ok(invoke(*args, *COMMON, "--drop-count", "3", "--id-col", "id", "-q"))
     summary = json.loads((out / "metrics.json").read_text())
     assert {arm["name"]: arm["train_rows"] for arm in summary["arms"]} == {"before": 12, "filtered": 9}
-    assert summary["by"] == "full_loss"  # the default, with --val too
+    assert summary["by"] == "influence"  # the default when a validation set is scored
     kept = datasets.load_from_disk(str(out / "train.filtered"))
     removed = read_table(str(out / "removed.csv"))
     assert kept.num_rows == 9 and kept.features["label"].names == ["negative", "positive"]
