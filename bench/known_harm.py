@@ -10,13 +10,17 @@ Validation: 200 clean held-out movie reviews (the set influence is measured on);
 held-out movie reviews. One tod-clean run (``--scope head``, the default) and one ordinary fine-tune
 (``none``) on the harmed set give the rankings:
 
-- ``gauss-newton``: mean ``--influence gauss-newton`` influence on the validation set (lowest first);
+- ``influence``: what ``filter`` ranks by once ``--val`` was scored, with every option at its default:
+  mean influence of ``--influence auto`` (``gauss-newton`` on the top half of the encoder's blocks) on the
+  validation set (lowest first);
+- ``gauss-newton``: mean ``--influence gauss-newton`` influence on the validation set (lowest first; the
+  saved figures of this ranking were scored while ``gauss-newton`` still read every block);
 - ``tod influence``: turn-over dropout's own influence (``--influence turn-over``, the default before
   ``auto`` became ``gauss-newton``; lowest first);
 - ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``
-  is ``filter``'s default ranking);
+  is ``filter``'s default ranking without ``--val``);
 - ``training loss``: the ordinary fine-tune's loss on its own training rows (highest first, per class);
-- ``full_loss@2ep``, ``training loss@2ep`` and ``gauss-newton@2ep``: the same, read from the runs trained for 2
+- ``influence@2ep``, ``full_loss@2ep``, ``training loss@2ep`` and ``gauss-newton@2ep``: the same, read from the runs trained for 2
   epochs (tod-clean's default) whatever ``--epochs`` the arms retrain for: a user who ranks with tod-clean's
   defaults and trains their own model longer (``--epochs 5``);
 - ``oracle``: the planted rows themselves, in random order (the bound any ranking can reach; at 10% it
@@ -68,11 +72,13 @@ from common import (  # noqa: E402
 )
 
 RANKINGS = (
+    "influence",
     "gauss-newton",
     "tod influence",
     "hidden_loss",
     "full_loss",
     "training loss",
+    "influence@2ep",
     "full_loss@2ep",
     "training loss@2ep",
     "gauss-newton@2ep",
@@ -81,6 +87,7 @@ RANKINGS = (
 )
 # the column each ranking reads, and the run (tod-clean "tod" or ordinary "plain") that scores it
 COLUMNS = {
+    "influence": ("influence", "tod", "auto"),
     "gauss-newton": ("influence", "tod", "gauss-newton"),
     "tod influence": ("influence", "tod", "turn-over"),
     "hidden_loss": ("hidden_loss", "tod", None),

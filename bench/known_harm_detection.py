@@ -9,8 +9,9 @@ the scores, and the share of the 10% they remove in common). A ranking that remo
 ordinary training loss cannot beat it by retraining, whatever its name.
 
 Rankings read (where saved): ``full_loss`` and ``hidden_loss`` of the tod-clean ``head`` run, ``training
-loss`` (the ordinary fine-tune's ``full_loss``), ``gauss-newton`` (mean influence on the validation set,
-lowest first), and ``full_loss + training loss`` (their mean: an ensemble of the two runs).
+loss`` (the ordinary fine-tune's ``full_loss``), ``influence`` (``filter``'s default once ``--val`` was
+scored: mean ``--influence auto`` influence on the validation set, lowest first), ``gauss-newton`` (the same
+estimator as saved while it read every block of the encoder), and ``full_loss + training loss`` (their mean: an ensemble of the two runs).
 
     python bench/known_harm.py --retrain coupled --reuse ...      # first: trains the runs, saves the scores
     python bench/known_harm_detection.py --seeds 0 1 2 3 4 5 6 7  # then this (seconds)
@@ -38,10 +39,17 @@ SIGNALS = {
     "full_loss": ("full_loss", "full_loss"),
     "hidden_loss": ("hidden_loss", "hidden_loss"),
     "training loss": ("training_loss", "full_loss"),
+    "influence": ("influence", "influence"),
     "gauss-newton": ("gauss-newton", "influence"),
 }
 ENSEMBLE = "full_loss + training loss"
-PAIRS = (("full_loss", "training loss"), ("hidden_loss", "training loss"), ("gauss-newton", "training loss"))
+PAIRS = (
+    ("full_loss", "training loss"),
+    ("hidden_loss", "training loss"),
+    ("gauss-newton", "training loss"),
+    ("influence", "training loss"),
+    ("influence", "gauss-newton"),
+)
 
 
 def seed_scores(folder: Path) -> dict[str, np.ndarray]:
