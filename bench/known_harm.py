@@ -13,8 +13,8 @@ held-out movie reviews. One tod-clean run (``--scope head``, the default) and on
 - ``influence``: what ``filter`` ranks by once ``--val`` was scored, with every option at its default:
   mean influence of ``--influence auto`` (``gauss-newton`` on the top half of the encoder's blocks) on the
   validation set (lowest first);
-- ``gauss-newton``: mean ``--influence gauss-newton`` influence on the validation set (lowest first; the
-  saved figures of this ranking were scored while ``gauss-newton`` still read every block);
+- ``gauss-newton``: mean ``--influence gauss-newton`` influence on the validation set (lowest first; since
+  ``gauss-newton`` reads the top half of the blocks it is ``influence``'s score, kept for the saved arms);
 - ``tod influence``: turn-over dropout's own influence (``--influence turn-over``, the default before
   ``auto`` became ``gauss-newton``; lowest first);
 - ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``

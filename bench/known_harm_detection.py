@@ -10,8 +10,8 @@ ordinary training loss cannot beat it by retraining, whatever its name.
 
 Rankings read (where saved): ``full_loss`` and ``hidden_loss`` of the tod-clean ``head`` run, ``training
 loss`` (the ordinary fine-tune's ``full_loss``), ``influence`` (``filter``'s default once ``--val`` was
-scored: mean ``--influence auto`` influence on the validation set, lowest first), ``gauss-newton`` (the same
-estimator as saved while it read every block of the encoder), and ``full_loss + training loss`` (their mean: an ensemble of the two runs).
+scored: mean ``--influence auto`` influence on the validation set, lowest first), ``gauss-newton`` (the score
+saved under that name: the same estimator), and ``full_loss + training loss`` (their mean: an ensemble of the two runs).
 
     python bench/known_harm.py --retrain coupled --reuse ...      # first: trains the runs, saves the scores
     python bench/known_harm_detection.py --seeds 0 1 2 3 4 5 6 7  # then this (seconds)
