@@ -20,9 +20,9 @@ held-out movie reviews. One tod-clean run (``--scope head``, the default) and on
 - ``hidden_loss`` and ``full_loss`` of the tod-clean run (highest first within each class; ``full_loss``
   is ``filter``'s default ranking without ``--val``);
 - ``training loss``: the ordinary fine-tune's loss on its own training rows (highest first, per class);
-- ``influence@2ep``, ``full_loss@2ep``, ``training loss@2ep`` and ``gauss-newton@2ep``: the same, read from the runs trained for 2
-  epochs (tod-clean's default) whatever ``--epochs`` the arms retrain for: a user who ranks with tod-clean's
-  defaults and trains their own model longer (``--epochs 5``);
+- ``influence@2ep``, ``full_loss@2ep``, ``training loss@2ep`` and ``gauss-newton@2ep``: the same, read from
+  the runs trained for 2 epochs (tod-clean's default) whatever ``--epochs`` the arms retrain for: a user
+  who ranks with tod-clean's defaults and trains their own model longer (``--epochs 5``);
 - ``oracle``: the planted rows themselves, in random order (the bound any ranking can reach; at 10% it
   removes every planted row, the clean training set);
 - ``random``.
@@ -36,8 +36,8 @@ removal. Also reported: the share of planted rows among the removed.
     python bench/known_harm.py --harm offdomain --reuse
     python bench/known_harm.py --report-only
     python bench/known_harm.py --retrain coupled --reuse  # arms retrained under the full run's randomness
-    python bench/known_harm.py --retrain coupled --epochs 5 --rankings full_loss@2ep "training loss@2ep" \
-        oracle random --reuse --name known_harm-flip-5epochs   # rank at 2 epochs, retrain for 5
+    python bench/known_harm.py --retrain coupled --epochs 5 --rankings influence@2ep full_loss@2ep \
+        "training loss@2ep" oracle random --reuse --name known_harm-flip-5epochs  # rank at 2, retrain for 5
 
 With ``--reuse`` every finished run, ranking and arm is kept, so an interrupted run resumes.
 """
