@@ -249,8 +249,9 @@ def filter(  # noqa: A001 - the verb of the CLI command, on purpose
     ``scores``: a ``Run`` (its saved scores), a frame returned by ``Run.score`` (which names its run), or
     scores written by ``tod-clean score --out``, a file or a dataset folder (then pass ``run``). Give at
     most one of ``drop`` (a fraction; 0.01 when none is given), ``drop_count`` or ``threshold``; ``by``
-    is the score column to rank by (default: ``full_loss``); label-error signals are ranked within each
-    class, and every class keeps a row unless ``allow_empty_class``.
+    is the score column to rank by (default: ``influence`` when the scores have it, i.e. were scored with
+    a validation set, else ``full_loss``); label-error signals are ranked within each class, and every
+    class keeps a row unless ``allow_empty_class``.
 
     Returns the kept rows in ``data``'s kind and order: a DataFrame's rows (``data.iloc``, index kept),
     a Dataset's (``data.select``), a Dataset for a ``save_to_disk`` folder, or a DataFrame of a data
