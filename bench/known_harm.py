@@ -295,6 +295,24 @@ def paired(seeds: list[dict], arm: str, baseline: str, metric: str = "accuracy")
     return diff, p
 
 
+def duplicate_of(seeds: list[dict], ranking: str, fractions: list[float]) -> str | None:
+    """The ranking listed before ``ranking`` in RANKINGS that removed exactly its rows in every arm
+    ``ranking`` ran (then both retrained the same model; coupled retraining is deterministic), if any:
+    e.g. ``gauss-newton@2ep``, whose saved scores are ``influence@2ep``'s since ``gauss-newton`` reads the
+    top half of the blocks. ``None`` when ``ranking`` ran no arm or no such ranking exists."""
+    arms = [(x, f"{ranking} {f:g}", f) for x in seeds for f in fractions if f"{ranking} {f:g}" in x["arms"]]
+    if not arms:
+        return None
+    for other in RANKINGS[: RANKINGS.index(ranking)]:
+        if all(
+            f"{other} {f:g}" in x["arms"]
+            and x["arms"][f"{other} {f:g}"]["removed_ids"] == x["arms"][arm]["removed_ids"]
+            for x, arm, f in arms
+        ):
+            return other
+    return None
+
+
 def report(name: str) -> None:
     import matplotlib
 
@@ -304,6 +322,8 @@ def report(name: str) -> None:
     results = json.loads((RESULTS / f"{name}.json").read_text())
     seeds, config = results["seeds"], results["config"]
     fractions = config["fractions"]
+    duplicates = {r: d for r in RANKINGS if (d := duplicate_of(seeds, r, fractions)) is not None}
+    shown = [r for r in RANKINGS if r not in duplicates]
     base = mean_std([100 * s["arms"]["no removal"]["accuracy"] for s in seeds])
     lines = [
         f"Harm `{config['harm']}`: {seeds[0]['rows']} training rows, {seeds[0]['planted']} planted; "
@@ -316,7 +336,7 @@ def report(name: str) -> None:
         "| ranking | " + " | ".join(f"{f:.0%} removed" for f in fractions) + " |",
         "|---|" + "---|" * len(fractions),
     ]
-    for ranking in RANKINGS:
+    for ranking in shown:
         cells = []
         for f in fractions:
             arm = f"{ranking} {f:g}"
@@ -332,6 +352,12 @@ def report(name: str) -> None:
             cells.append(f"{m:.2f} ± {s:.2f} ({hit:.0%} planted{note})")
         if any(cell != "-" for cell in cells):
             lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
+    for ranking, other in duplicates.items():
+        lines += [
+            "",
+            f"`{ranking}` is not shown: in every arm it ran it removed exactly `{other}`'s rows "
+            "(the same retrained model).",
+        ]
     titles = {
         "accuracy": "Paired per seed (accuracy points, mean difference; seeds won/lost; paired t-test p):",
         "loss": "Paired per seed, test loss (mean cross-entropy of the baseline minus the ranking's, in "
@@ -345,7 +371,7 @@ def report(name: str) -> None:
             "| ranking | baseline | " + " | ".join(f"{f:.0%}" for f in fractions) + " |",
             "|---|---|" + "---|" * len(fractions),
         ]
-        for ranking in RANKINGS[:-1]:
+        for ranking in shown[:-1]:
             for baseline in ("random", "training loss", "training loss@2ep", "no removal"):
                 if baseline == ranking:
                     continue
@@ -366,7 +392,7 @@ def report(name: str) -> None:
 
     fig, axis = plt.subplots(figsize=(6.5, 4.2))
     xs = [0.0] + [100 * f for f in fractions]
-    for ranking in RANKINGS:
+    for ranking in shown:
         if not all(f"{ranking} {f:g}" in x["arms"] for x in seeds for f in fractions):
             continue  # plotted only where every seed ran it
         means = [base[0]] + [
