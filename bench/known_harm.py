@@ -300,14 +300,12 @@ def duplicate_of(seeds: list[dict], ranking: str, fractions: list[float]) -> str
     ``ranking`` ran (then both retrained the same model; coupled retraining is deterministic), if any:
     e.g. ``gauss-newton@2ep``, whose saved scores are ``influence@2ep``'s since ``gauss-newton`` reads the
     top half of the blocks. ``None`` when ``ranking`` ran no arm or no such ranking exists."""
-    arms = [(x, f"{ranking} {f:g}", f) for x in seeds for f in fractions if f"{ranking} {f:g}" in x["arms"]]
-    if not arms:
-        return None
-    for other in RANKINGS[: RANKINGS.index(ranking)]:
+    ran = [(x["arms"], f"{f:g}") for x in seeds for f in fractions if f"{ranking} {f:g}" in x["arms"]]
+    for other in RANKINGS[: RANKINGS.index(ranking)] if ran else ():
         if all(
-            f"{other} {f:g}" in x["arms"]
-            and x["arms"][f"{other} {f:g}"]["removed_ids"] == x["arms"][arm]["removed_ids"]
-            for x, arm, f in arms
+            f"{other} {f}" in arms
+            and arms[f"{other} {f}"]["removed_ids"] == arms[f"{ranking} {f}"]["removed_ids"]
+            for arms, f in ran
         ):
             return other
     return None

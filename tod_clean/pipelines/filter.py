@@ -49,9 +49,10 @@ def filter(  # noqa: A001 - the verb of the command, on purpose
 
     ``data`` given as ``-`` is read in ``stdin_format`` (default JSON Lines). Without ``drop``,
     ``drop_count`` or ``threshold``, 1% is dropped; without ``by``, rows are ranked by ``influence`` when
-    the scores have it (scored with a validation set), else by ``full_loss``. Label-error signals are ranked within each class and every class keeps a row unless
-    ``allow_empty_class`` (see ``tod_clean.selection.select_rows``). A dataset's (a ``save_to_disk``
-    folder's or an ``hf:`` dataset's) kept rows are written as a ``save_to_disk`` folder.
+    the scores have it (scored with a validation set), else by ``full_loss``. Label-error signals are
+    ranked within each class and every class keeps a row unless ``allow_empty_class`` (see
+    ``tod_clean.selection.select_rows``). A dataset's (a ``save_to_disk`` folder's or an ``hf:`` dataset's)
+    kept rows are written as a ``save_to_disk`` folder.
     """
     if drop is None and drop_count is None and threshold is None:
         drop = 0.01
